@@ -1,0 +1,24 @@
+# FERS for QGIS. `make demo` and `make test` install what is missing (apt packages as root,
+# the .venv) and then run; both are idempotent.
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint package weights bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	.venv/bin/ruff check .
+	$(PY) -m pytest test
+
+lint: setup
+	.venv/bin/ruff check .
+
+package:
+	@bash scripts/package.sh
+
+clean:
+	rm -rf demo dist .qgis-profile .plugins .run .pytest_cache

@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the analyst."""
+
+
+class FersError(Exception):
+    """A problem the user can fix; the message says what is wrong and what to do."""
+
+
+class InputError(FersError):
+    """The input raster, mask or parameters cannot be used as given."""
+
+
+class ModelFileError(FersError):
+    """A model file or checkpoint folder cannot be loaded."""
+
+
+class DependencyError(FersError):
+    """An optional dependency (torch, dask) is missing."""
+
+
+class Cancelled(FersError):
+    """The user cancelled the run."""
+
+    def __init__(self, message="Cancelled by the user; no output was written."):
+        super().__init__(message)

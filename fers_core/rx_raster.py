@@ -1,0 +1,77 @@
+"""Global RX over a raster file in two streaming passes (statistics, then scores)."""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .feedback import Feedback, ProgressRange
+from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
+from .rx import CovarianceAccumulator, fit_rx
+
+
+@dataclass
+class RxRunSummary:
+    """What a run did, for the log and for tests."""
+
+    output_path: str
+    valid_pixels: int
+    background_pixels: int
+    bands: int
+    rank: int
+    seconds: float
+
+
+def background_pixels(data, valid, mask_block):
+    """Pixel vectors (n, bands) that are valid and not excluded by the mask."""
+    use = valid if mask_block is None else valid & (mask_block == 0)
+    return data[:, use].T
+
+
+def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=None, block_mb=DEFAULT_BLOCK_MB):
+    """Score every valid pixel of `input_path` with global RX and write a float32 raster.
+
+    `bands`: 1-based band numbers (None = all). `mask_path`: raster whose non-zero pixels are
+    left out of the background statistics (they are still scored). Invalid pixels (nodata,
+    NaN, inf in any used band) are nodata in the output and never enter the statistics.
+    """
+    feedback = feedback or Feedback()
+    started = time.perf_counter()
+    reader = RasterReader(input_path, bands)
+    mask = read_mask(mask_path, reader) if mask_path else None
+    windows = reader.windows(block_mb)
+    feedback.info(
+        f"Global RX on {reader.width}x{reader.height} pixels x {reader.band_count} bands "
+        f"in {len(windows)} block(s) of up to {windows[0].rows} rows."
+    )
+
+    accumulator = CovarianceAccumulator(reader.band_count)
+    valid_pixels = 0
+    stats_progress = ProgressRange(feedback, 0, 50)
+    for index, window in enumerate(windows):
+        data, valid = reader.read(window)
+        mask_block = mask.read(window)[0][0] if mask else None
+        valid_pixels += int(valid.sum())
+        accumulator.add(background_pixels(data, valid, mask_block))
+        stats_progress((index + 1) / len(windows))
+    model = fit_rx(accumulator)
+    if model.regularised:
+        feedback.warning(
+            f"The background covariance is singular (rank {model.rank} of {model.n_features}: constant, duplicate "
+            "or too few pixels for the bands); RX uses its pseudo-inverse."
+        )
+    feedback.info(f"Statistics from {model.pixel_count} background pixels ({valid_pixels} valid).")
+
+    score_progress = ProgressRange(feedback, 50, 100)
+    with RasterWriter.like(reader, output_path, band_names=["RX score"]) as writer:
+        for index, window in enumerate(windows):
+            data, valid = reader.read(window)
+            scores = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
+            scores[valid] = model.score(data[:, valid].T)
+            writer.write(window, scores)
+            score_progress((index + 1) / len(windows))
+        writer.set_metadata({"fers_detector": "global RX", "fers_bands": ",".join(map(str, reader.bands))})
+        writer.commit()
+    seconds = time.perf_counter() - started
+    feedback.info(f"Wrote {output_path} in {seconds:.2f} s.")
+    return RxRunSummary(str(output_path), valid_pixels, model.pixel_count, reader.band_count, model.rank, seconds)
