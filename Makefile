@@ -18,7 +18,7 @@ lint: setup
 	.venv/bin/ruff check .
 
 package:
-	@bash scripts/package.sh
+	@$(PY) scripts/package.py
 
 clean:
 	rm -rf demo dist .qgis-profile .plugins .run .pytest_cache

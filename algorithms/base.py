@@ -67,6 +67,13 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             return None
         return layer.source().split("|")[0]
 
+    def optional_output(self, parameters, name, context):
+        """Destination path of an optional output, or None when the user skipped it."""
+        value = parameters.get(name)
+        if value is None or value == "" or str(value).lower() == "skip":
+            return None
+        return self.parameterAsOutputLayer(parameters, name, context) or None
+
     def band_list(self, parameters, name, context):
         """1-based band numbers from a band parameter (None = all bands)."""
         bands = self.parameterAsInts(parameters, name, context)

@@ -5,6 +5,8 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .detect_algorithm import DetectAlgorithm
+from .import_checkpoint_algorithm import ImportCheckpointAlgorithm
 from .rx_algorithm import RxAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "fers.svg")
@@ -26,5 +28,5 @@ class FersProvider(QgsProcessingProvider):
         return QIcon(ICON_PATH)
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (RxAlgorithm(),):
+        for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm()):
             self.addAlgorithm(algorithm)

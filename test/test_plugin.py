@@ -7,7 +7,7 @@ from qgis.core import QgsApplication
 
 from .conftest import ROOT
 
-EXPECTED_ALGORITHMS = {"fers:rx"}
+EXPECTED_ALGORITHMS = {"fers:rx", "fers:detect", "fers:import_checkpoint"}
 
 
 def test_metadata_is_complete():

@@ -1,0 +1,146 @@
+"""fers:detect: FERS anomaly detection (learned background features + global RX)."""
+
+from qgis.core import (
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..fers_core.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.tiling import SPATIAL_MARGIN, SPATIAL_TILE
+from .base import FersAlgorithm
+
+BRANCH_OPTIONS = ["Spectral + spatial", "Spectral only", "Spatial only"]
+FUSION_OPTIONS = ["As the reference (sum above 50 model bands, product at 50 or fewer)", "Sum", "Product"]
+DEVICE_OPTIONS = ["Auto (CUDA when available)", "CPU", "CUDA"]
+DEVICE_VALUES = ["auto", "cpu", "cuda"]
+
+
+class ModelPathParameter(QgsProcessingParameterFile):
+    """A file parameter that also accepts a folder (the FERS authors' checkpoint layout).
+
+    The file widget stays the file picker; a folder path can be typed or pasted. The model
+    loader checks the path and explains what is wrong.
+    """
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+        return isinstance(value, str)
+
+    def clone(self):
+        optional = bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+        copy = ModelPathParameter(self.name(), self.description(), self.behavior(), self.extension(),
+                                  self.defaultValue(), optional, self.fileFilter())
+        copy.setFlags(self.flags())
+        return copy
+
+
+class DetectAlgorithm(FersAlgorithm):
+    """FERS: the model's spectral and spatial features are added to the cube, global RX scores it."""
+
+    INPUT, BANDS, MASK, MODEL = "INPUT", "BANDS", "MASK", "MODEL"
+    BRANCHES, FUSION, DEVICE = "BRANCHES", "FUSION", "DEVICE"
+    MEMORY_MB, TILE_SIZE, TILE_MARGIN = "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN"
+    OUTPUT, OUTPUT_SPECTRAL, OUTPUT_SPATIAL = "OUTPUT", "OUTPUT_SPECTRAL", "OUTPUT_SPATIAL"
+    group_name, group_id = "Anomaly detection", "anomaly"
+
+    def name(self):
+        return "detect"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr("FERS anomaly detector")
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return self.tr(
+            "FERS (\"Rebellious Student\"): networks trained once on background imagery add learned background "
+            "features to the cube, then global RX scores it. No per-scene training or tuning.\n\n"
+            "Model: a FERS model file (.pt) or a FERS authors' checkpoint folder (convh.pt, enc.pt, pc.pt, "
+            "optionally spa_fen.pt); empty = the bundled default model.\n"
+            "Bands: optional band numbers (default all). The selected bands are resampled to the model's band "
+            "count: linearly over wavelength when the raster and the model both carry wavelengths, else over the "
+            "normalised band index. Fewer bands than the model are interpolated (a warning says so); more are "
+            "averaged down by the interpolation.\n"
+            "Branches: spectral + spatial (default), spectral only or spatial only. A model without a branch uses "
+            "what it has and says so in the log.\n"
+            "Fusion: as the reference (RX of x + F_spe + F_spa above 50 model bands; product of the min-max "
+            "normalised RX of x + F_spa and of x + F_spe at 50 or fewer), sum or product.\n"
+            "Mask: optional raster; non-zero pixels are left out of the RX background statistics.\n"
+            "Enhanced cube outputs (x + F_spe, x + F_spa, in model bands) can feed any other detector.\n"
+            "Tiling (advanced): the spectral branch gives identical results for any tiling. The spatial branch "
+            "sees one tile at a time (pyramid pooling), so its output depends on the tile size: tiles are "
+            "TILE_SIZE px (64, as trained), of which the central part (TILE_SIZE - 2 x TILE_MARGIN) is kept."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True))
+        self.addParameter(ModelPathParameter(
+            self.MODEL, self.tr("Model file or authors' checkpoint folder (empty = bundled model)"),
+            QgsProcessingParameterFile.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"))
+        self.addParameter(QgsProcessingParameterEnum(self.BRANCHES, self.tr("Branches"), BRANCH_OPTIONS,
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True))
+        for key, label, default, minimum in (
+            (self.MEMORY_MB, "Strip memory budget (MB)", DEFAULT_BLOCK_MB, 1),
+            (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16),
+            (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0),
+        ):
+            parameter = QgsProcessingParameterNumber(key, self.tr(label), QgsProcessingParameterNumber.Integer,
+                                                     default, minValue=minimum)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("FERS anomaly scores")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_SPECTRAL, self.tr("Spectrally enhanced cube (x + F_spe)"), optional=True,
+            createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_SPATIAL, self.tr("Spatially enhanced cube (x + F_spa)"), optional=True,
+            createByDefault=False))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        margin = self.parameterAsInt(parameters, self.TILE_MARGIN, context)
+        if tile - 2 * margin < 1:
+            return False, self.tr(f"TILE_MARGIN ({margin}) must be less than half of TILE_SIZE ({tile}).")
+        return super().checkParameterValues(parameters, context)
+
+    def compute(self, parameters, context, feedback):
+        from ..fers_core.torch_support import require_torch
+
+        require_torch()
+        from ..fers_core.checkpoints import load_any_model
+        from ..fers_core.default_model import default_model_path
+        from ..fers_core.detect import BRANCH_CHOICES, DetectOptions, run_fers_detection
+
+        model_path = self.parameterAsFile(parameters, self.MODEL, context) or str(default_model_path())
+        model = load_any_model(model_path)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        options = DetectOptions(
+            bands=self.band_list(parameters, self.BANDS, context),
+            mask_path=self.raster_source(parameters, self.MASK, context),
+            branches=BRANCH_CHOICES[self.parameterAsEnum(parameters, self.BRANCHES, context)],
+            fusion=self.parameterAsEnum(parameters, self.FUSION, context),
+            device=DEVICE_VALUES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            block_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
+            spatial_tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            spatial_margin=self.parameterAsInt(parameters, self.TILE_MARGIN, context),
+            spectral_output=self.optional_output(parameters, self.OUTPUT_SPECTRAL, context),
+            spatial_output=self.optional_output(parameters, self.OUTPUT_SPATIAL, context),
+        )
+        feedback.info(f"Model: {model_path}")
+        run_fers_detection(self.raster_source(parameters, self.INPUT, context), output, model, options, feedback)
+        results = {self.OUTPUT: output}
+        for key, path in ((self.OUTPUT_SPECTRAL, options.spectral_output),
+                          (self.OUTPUT_SPATIAL, options.spatial_output)):
+            if path:
+                results[key] = path
+        return results

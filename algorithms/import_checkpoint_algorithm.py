@@ -1,0 +1,46 @@
+"""fers:import_checkpoint: convert a FERS authors' checkpoint folder into a FERS model file."""
+
+from qgis.core import QgsProcessingOutputString, QgsProcessingParameterFile, QgsProcessingParameterFileDestination
+
+from .base import FersAlgorithm
+
+
+class ImportCheckpointAlgorithm(FersAlgorithm):
+    """Reads convh.pt, enc.pt, pc.pt (and spa_fen.pt when present) and writes one self-describing model file."""
+
+    FOLDER, OUTPUT_MODEL, SUMMARY = "FOLDER", "OUTPUT_MODEL", "SUMMARY"
+    group_name, group_id = "Models", "models"
+
+    def name(self):
+        return "import_checkpoint"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr("Import FERS authors' checkpoint")
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return self.tr(
+            "Converts a checkpoint folder as published with the FERS reference code (convh.pt, enc.pt, pc.pt, "
+            "optionally spa_fen.pt) into one FERS model file that fers:detect loads. The band count is read from "
+            "the tensors; the files are read as plain tensors only (no code is unpickled)."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Checkpoint folder"),
+                                                     QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"),
+                                                                "FERS model (*.pt)"))
+        self.addOutput(QgsProcessingOutputString(self.SUMMARY, self.tr("Model summary")))
+
+    def compute(self, parameters, context, feedback):
+        from ..fers_core.torch_support import require_torch
+
+        require_torch()
+        from ..fers_core.checkpoints import import_authors_checkpoint
+        from ..fers_core.model_file import save_model
+
+        model = import_authors_checkpoint(self.parameterAsFile(parameters, self.FOLDER, context))
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        save_model(model, output)
+        summary = f"{model.bands} bands, branches: {', '.join(model.branches)}"
+        feedback.info(f"Wrote {output}: {summary}.")
+        return {self.OUTPUT_MODEL: output, self.SUMMARY: summary}

@@ -1,0 +1,157 @@
+"""The spatial "rebellious student" network (method.md section 3).
+
+Learned false colour (bands -> 3), a ResNet-34 stem and its first three stages (stride 16),
+light pyramid pooling back to the input size, a 1x1 fusion to ``bands`` channels and a
+squeeze-excitation gate. The output F_spa has the input's shape.
+
+Small inputs need no padding: every strided layer (7x7/2 conv, 3x3/2 max pool, 3x3/2 convs)
+pads so that a 1-pixel side stays 1 pixel, and adaptive pooling to 2x2 or 4x4 repeats pixels
+of smaller maps, so any H, W >= 1 works as is. The pyramid pools see the whole input, so unlike
+the spectral network this branch is not exactly tileable: tiles give an approximation.
+
+No ImageNet weights are available offline: the backbone starts from torchvision's documented
+ResNet initialisation (Kaiming normal, fan-out, for convolutions; BN weight 1, bias 0) and is
+trained on our data. The other layers use PyTorch's default initialisation.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FALSE_COLOUR_WIDTH = 256
+STAGE_CHANNELS = (64, 128, 256)
+STAGE_BLOCKS = (3, 4, 6)
+PYRAMID_SIZES = (1, 2, 4)
+FUSION_WIDTH = 128
+GATE_REDUCTION = 8
+
+
+def gate_width(channels):
+    """Hidden width of a squeeze-excitation gate: channels / 8, at least 1."""
+    return max(1, channels // GATE_REDUCTION)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: global mean, 1x1 -> channels/8, ReLU, 1x1 -> channels, sigmoid, multiply."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.squeeze = nn.Conv2d(channels, gate_width(channels), 1, bias=False)
+        self.excite = nn.Conv2d(gate_width(channels), channels, 1, bias=False)
+
+    def forward(self, x):
+        weights = F.adaptive_avg_pool2d(x, 1)
+        weights = torch.sigmoid(self.excite(F.relu(self.squeeze(weights))))
+        return x * weights
+
+
+class FalseColour(nn.Module):
+    """Learned false colour image: 1x1 conv bands -> 256 + ReLU, 1x1 conv 256 -> 3 + sigmoid."""
+
+    def __init__(self, bands):
+        super().__init__()
+        self.expand = nn.Conv2d(bands, FALSE_COLOUR_WIDTH, 1)
+        self.to_rgb = nn.Conv2d(FALSE_COLOUR_WIDTH, 3, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.to_rgb(F.relu(self.expand(x))))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: 3x3 -> BN -> ReLU -> 3x3 -> BN, + shortcut, ReLU."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+
+def make_stage(in_channels, out_channels, blocks, stride):
+    """A ResNet stage: the first block changes width/stride, the others keep them."""
+    layers = [BasicBlock(in_channels, out_channels, stride)]
+    layers += [BasicBlock(out_channels, out_channels) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+class ResNet34Trunk(nn.Module):
+    """ResNet-34 stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool) and stages 1-3: RGB -> 256 ch, 1/16."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem_conv = nn.Conv2d(3, STAGE_CHANNELS[0], 7, stride=2, padding=3, bias=False)
+        self.stem_bn = nn.BatchNorm2d(STAGE_CHANNELS[0])
+        self.layer1 = make_stage(STAGE_CHANNELS[0], STAGE_CHANNELS[0], STAGE_BLOCKS[0], 1)
+        self.layer2 = make_stage(STAGE_CHANNELS[0], STAGE_CHANNELS[1], STAGE_BLOCKS[1], 2)
+        self.layer3 = make_stage(STAGE_CHANNELS[1], STAGE_CHANNELS[2], STAGE_BLOCKS[2], 2)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """torchvision's ResNet initialisation (Kaiming normal fan-out; BN weight 1, bias 0)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, rgb):
+        x = F.relu(self.stem_bn(self.stem_conv(rgb)))
+        x = F.max_pool2d(x, 3, stride=2, padding=1)
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+class PyramidHead(nn.Module):
+    """Light pyramid pooling (1, 2, 4) upsampled to the input size, 1x1 fusion, SE gate."""
+
+    def __init__(self, bands):
+        super().__init__()
+        pooled_channels = STAGE_CHANNELS[-1] * len(PYRAMID_SIZES)
+        self.reduce = nn.Conv2d(pooled_channels, FUSION_WIDTH, 1, bias=False)
+        self.expand = nn.Conv2d(FUSION_WIDTH, bands, 1, bias=False)
+        self.gate = SqueezeExcitation(bands)
+
+    def forward(self, features, size):
+        pooled = [
+            F.interpolate(F.adaptive_avg_pool2d(features, s), size=size, mode="bilinear", align_corners=False)
+            for s in PYRAMID_SIZES
+        ]
+        fused = F.relu(self.expand(F.relu(self.reduce(torch.cat(pooled, dim=1)))))
+        return self.gate(fused)
+
+
+class SpatialStudent(nn.Module):
+    """F_spa network: (B, bands, H, W) scaled cube -> (B, bands, H, W) spatial feature."""
+
+    def __init__(self, bands):
+        super().__init__()
+        self.bands = int(bands)
+        self.false_colour = FalseColour(self.bands)
+        self.backbone = ResNet34Trunk()
+        self.head = PyramidHead(self.bands)
+
+    def architecture(self):
+        """Settings needed to rebuild this network (stored in model files)."""
+        return {"bands": self.bands}
+
+    def forward_with_false_colour(self, x):
+        """F_spa and the learned false colour image (B, 3, H, W)."""
+        rgb = self.false_colour(x)
+        return self.head(self.backbone(rgb), x.shape[-2:]), rgb
+
+    def forward(self, x):
+        return self.forward_with_false_colour(x)[0]

@@ -1,0 +1,226 @@
+"""fers:detect through processing.run and qgis_process."""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from qgis.core import QgsProcessingException
+
+from fers.fers_core.metrics import roc_auc
+
+from .conftest import ROOT, SHARED, require_reference, require_scenes
+from .rasters import GEOTRANSFORM, leftovers, read, write_cube
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A random-init model with both branches, saved as a model file (16 bands)."""
+    from fers.fers_core.model_file import random_init_model, save_model
+
+    path = tmp_path_factory.mktemp("model") / "random16.pt"
+    save_model(random_init_model(16, seed=0), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    from fers.fers_core.synthetic import write_scene
+
+    folder = tmp_path_factory.mktemp("scene")
+    return write_scene(folder / "scene.tif", folder / "truth.tif", rows=70, cols=90, bands=24, seed=2)
+
+
+def detect(run_alg, tmp_path, source, model, name="scores.tif", **parameters):
+    parameters = {"INPUT": source, "MODEL": model, "OUTPUT": str(tmp_path / name), **parameters}
+    return run_alg("fers:detect", parameters)
+
+
+def authors_table():
+    """Spectral-only AUCs of the authors' ABU-200 checkpoint from method.md section 8."""
+    text = (SHARED / "design" / "method.md").read_text()
+    number = r" \| ([0-9.]+)"
+    rows = re.findall(r"^\| ([a-z0-9-]+)" + number * 5 + r" \|$", text, re.M)
+    return {row[0]: float(row[3]) for row in rows}
+
+
+def test_authors_checkpoint_reproduces_reference_auc_on_real_scenes(run_alg, tmp_path):
+    scenes = require_scenes()
+    folder = require_reference() / "fers-checkpoints" / "abu-aviris-200"
+    table = authors_table()
+    assert len(table) == 11
+    for name, expected in table.items():
+        result = detect(run_alg, tmp_path, str(scenes / f"{name}.tif"), str(folder), f"{name}.tif", BRANCHES=1)
+        auc = roc_auc(read(result["OUTPUT"])[0], read(scenes / f"{name}_gt.tif")[0])
+        assert round(auc, 4) == pytest.approx(expected, abs=1.5e-4), name
+
+
+def test_spectral_branch_is_tiling_invariant(run_alg, tmp_path, scene, small_model):
+    whole = detect(run_alg, tmp_path, scene[0], small_model, "whole.tif", BRANCHES=1,
+                   OUTPUT_SPECTRAL=str(tmp_path / "whole_spe.tif"))
+    strips = detect(run_alg, tmp_path, scene[0], small_model, "strips.tif", BRANCHES=1, MEMORY_MB=1,
+                    OUTPUT_SPECTRAL=str(tmp_path / "strips_spe.tif"))
+    from osgeo import gdal
+
+    a = gdal.Open(whole["OUTPUT_SPECTRAL"]).ReadAsArray()
+    b = gdal.Open(strips["OUTPUT_SPECTRAL"]).ReadAsArray()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(read(whole["OUTPUT"])[0], read(strips["OUTPUT"])[0], rtol=1e-4, atol=1e-4)
+
+
+def test_strips_match_whole_image_features(tmp_path, scene, small_model):
+    """Tiled strips (many cores, halo, edge padding) equal one whole-image network pass."""
+    from osgeo import gdal
+
+    from fers.fers_core.checkpoints import load_any_model
+    from fers.fers_core.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.features import compute_features
+    from fers.fers_core.preprocess import apply_band_matrix, band_resampling_matrix
+    from fers.fers_core.raster_io import RasterReader, Window
+
+    model = load_any_model(small_model)
+    options = DetectOptions(branches=("spectral",), block_mb=1, spectral_output=str(tmp_path / "spe.tif"))
+    run_fers_detection(scene[0], str(tmp_path / "s.tif"), model, options)
+    with RasterReader(scene[0]) as reader:
+        data, valid = reader.read(Window(0, 0, reader.height, reader.width), np.float32)
+        wavelengths = reader.wavelengths_nm
+    mapped = apply_band_matrix(band_resampling_matrix(24, 16, None, None), data)
+    assert wavelengths is not None and model.wavelengths_nm is None  # index mapping is the one used
+    vmin, vmax = mapped[:, valid].min(), mapped[:, valid].max()
+    scaled = ((mapped - vmin) / (vmax - vmin) * 2 - 1) * 0.1
+    scaled[:, ~valid] = scaled[:, valid].mean(axis=1)[:, None]
+    expected = scaled + compute_features(model, scaled, ["spectral"])["spectral"]
+    written = gdal.Open(str(tmp_path / "spe.tif")).ReadAsArray()
+    np.testing.assert_allclose(written[:, valid], expected[:, valid], rtol=1e-4, atol=1e-5)
+    assert np.all(written[:, ~valid] == -9999)
+
+
+def test_outputs_keep_grid_nodata_and_find_targets(run_alg, tmp_path, scene, small_model):
+    result = detect(run_alg, tmp_path, scene[0], small_model)
+    scores, nodata, geotransform, projection = read(result["OUTPUT"])
+    truth = read(scene[1])[0]
+    source_nodata = read(scene[0])[0] == -9999
+    assert scores.shape == (70, 90) and nodata == -9999
+    assert np.all(scores[source_nodata] == -9999) and np.all(scores[~source_nodata] >= 0)
+    assert geotransform[1] == 4.0 and "32633" in projection
+    assert roc_auc(scores[~source_nodata], truth[~source_nodata]) > 0.9
+
+
+def test_non_square_raster_without_georeference(run_alg, tmp_path, small_model):
+    cube = np.random.default_rng(0).normal(100, 10, (20, 13, 150)).astype(np.float32)
+    source = write_cube(tmp_path / "strip.tif", cube, geotransform=GEOTRANSFORM, epsg=None)
+    scores = read(detect(run_alg, tmp_path, source, small_model)["OUTPUT"])[0]
+    assert scores.shape == (13, 150) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("branches,fusion", [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)])
+def test_branch_and_fusion_choices(run_alg, tmp_path, scene, small_model, branches, fusion):
+    result = detect(run_alg, tmp_path, scene[0], small_model, BRANCHES=branches, FUSION=fusion)
+    scores = read(result["OUTPUT"])[0]
+    valid = scores != -9999
+    assert valid.sum() > 5000 and np.all(scores[valid] >= 0)
+    if fusion == 2 or (fusion == 0 and branches == 0):  # 16 model bands: the reference fuses by product
+        assert scores[valid].max() <= 1.0
+
+
+def test_sum_and_product_fusion_differ(run_alg, tmp_path, scene, small_model):
+    product = read(detect(run_alg, tmp_path, scene[0], small_model, "p.tif", FUSION=2)["OUTPUT"])[0]
+    total = read(detect(run_alg, tmp_path, scene[0], small_model, "s.tif", FUSION=1)["OUTPUT"])[0]
+    assert not np.allclose(product, total)
+
+
+def test_device_choices(run_alg, tmp_path, scene, small_model):
+    import torch
+
+    cpu = read(detect(run_alg, tmp_path, scene[0], small_model, "cpu.tif", DEVICE=1, BRANCHES=1)["OUTPUT"])[0]
+    auto = read(detect(run_alg, tmp_path, scene[0], small_model, "auto.tif", DEVICE=0, BRANCHES=1)["OUTPUT"])[0]
+    np.testing.assert_allclose(cpu, auto, rtol=1e-4, atol=1e-4)
+    if not torch.cuda.is_available():
+        with pytest.raises(QgsProcessingException, match="no CUDA GPU"):
+            detect(run_alg, tmp_path, scene[0], small_model, "cuda.tif", DEVICE=2)
+        assert not (tmp_path / "cuda.tif").exists()
+
+
+def test_model_without_spatial_branch_uses_spectral_and_says_so(run_alg, tmp_path, scene):
+    from qgis.core import QgsProcessingFeedback
+
+    from fers.fers_core.model_file import random_init_model, save_model
+
+    path = tmp_path / "spectral_only.pt"
+    save_model(random_init_model(16, seed=0, branches=("spectral",)), path)
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushWarning(self, text):  # noqa: N802 (QGIS API)
+            self.lines.append(text)
+
+    feedback = Recorder()
+    run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(path), "OUTPUT": str(tmp_path / "o.tif")}, feedback)
+    assert any("no spatial branch" in line for line in feedback.lines)
+    with pytest.raises(QgsProcessingException, match="no spatial branch"):
+        detect(run_alg, tmp_path, scene[0], str(path), "spa.tif", BRANCHES=2)
+
+
+def test_enhanced_cube_outputs(run_alg, tmp_path, scene, small_model):
+    from osgeo import gdal
+
+    result = detect(run_alg, tmp_path, scene[0], small_model, OUTPUT_SPECTRAL=str(tmp_path / "spe.tif"),
+                    OUTPUT_SPATIAL=str(tmp_path / "spa.tif"))
+    for key in ("OUTPUT_SPECTRAL", "OUTPUT_SPATIAL"):
+        dataset = gdal.Open(result[key])
+        assert dataset.RasterCount == 16 and dataset.GetGeoTransform()[1] == 4.0
+        cube = dataset.ReadAsArray()
+        assert np.all(cube[:, read(scene[0])[0] == -9999] == -9999)
+    spectral = gdal.Open(result["OUTPUT_SPECTRAL"]).ReadAsArray()
+    spatial = gdal.Open(result["OUTPUT_SPATIAL"]).ReadAsArray()
+    assert not np.allclose(spectral, spatial)
+
+
+def test_imported_model_file_equals_the_folder(run_alg, tmp_path):
+    scenes = require_scenes()
+    folder = str(require_reference() / "fers-checkpoints" / "had100-50")
+    imported = run_alg("fers:import_checkpoint", {"FOLDER": folder, "OUTPUT_MODEL": str(tmp_path / "m.pt")})
+    assert imported["SUMMARY"].startswith("50 bands")
+    source = str(scenes / "hydice-urban-162.tif")
+    a = read(detect(run_alg, tmp_path, source, folder, "a.tif", BRANCHES=1)["OUTPUT"])[0]
+    b = read(detect(run_alg, tmp_path, source, imported["OUTPUT_MODEL"], "b.tif", BRANCHES=1)["OUTPUT"])[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_malformed_model_files_are_refused_with_their_reason(run_alg, tmp_path, scene):
+    (tmp_path / "text.pt").write_text("not a model")
+    (tmp_path / "empty_folder").mkdir()
+    cases = {str(tmp_path / "text.pt"): "not a PyTorch", str(tmp_path / "missing.pt"): "does not exist",
+             str(tmp_path / "empty_folder"): "convh.pt"}
+    for model, message in cases.items():
+        with pytest.raises(QgsProcessingException, match=message):
+            detect(run_alg, tmp_path, scene[0], model, "x.tif")
+    assert leftovers(tmp_path, {"text.pt", "empty_folder"}) == []
+
+
+def test_empty_model_uses_the_bundled_model_or_names_the_parameter(run_alg, tmp_path, scene):
+    from fers.fers_core.default_model import DEFAULT_MODEL_FILE
+
+    parameters = {"INPUT": scene[0], "OUTPUT": str(tmp_path / "default.tif")}
+    if DEFAULT_MODEL_FILE.exists():
+        assert read(run_alg("fers:detect", parameters)["OUTPUT"])[0].shape == (70, 90)
+    else:
+        with pytest.raises(QgsProcessingException, match="set MODEL"):
+            run_alg("fers:detect", parameters)
+
+
+def test_qgis_process_runs_detect(tmp_path, scene, small_model):
+    output = tmp_path / "cli.tif"
+    completed = subprocess.run(
+        [str(ROOT / "scripts" / "qgis_process"), "run", "fers:detect", "--", f"INPUT={scene[0]}",
+         f"MODEL={small_model}", "BRANCHES=1", "BANDS=1", "BANDS=5", "BANDS=9", "BANDS=20", f"OUTPUT={output}"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    assert "4 raster bands resampled" in completed.stdout
+    assert "far fewer than the model's 16" in completed.stdout + completed.stderr
+    assert read(output)[0].shape == (70, 90)
+
