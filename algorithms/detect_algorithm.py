@@ -11,7 +11,7 @@ from qgis.core import (
 )
 
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
-from ..fers_core.tiling import SPATIAL_MARGIN, SPATIAL_TILE
+from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from .base import FersAlgorithm
 
 BRANCH_OPTIONS = ["Spectral + spatial", "Spectral only", "Spatial only"]

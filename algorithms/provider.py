@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .detect_algorithm import DetectAlgorithm
+from .evaluate_algorithm import EvaluateAlgorithm
 from .import_checkpoint_algorithm import ImportCheckpointAlgorithm
 from .rx_algorithm import RxAlgorithm
 
@@ -28,5 +29,5 @@ class FersProvider(QgsProcessingProvider):
         return QIcon(ICON_PATH)
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm()):
+        for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm(), EvaluateAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -1,22 +1,28 @@
-"""fers:rx: classical global RX anomaly detector."""
+"""fers:rx: classical RX anomaly detector, global or local (dual window), with optional mask and polygons."""
 
 from qgis.core import (
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
+from ..fers_core.errors import Cancelled, InputError
+from ..fers_core.local_rx import run_local_rx, validate_windows
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.rx_raster import run_global_rx
+from . import outputs, styles
 from .base import FersAlgorithm
 
 
 class RxAlgorithm(FersAlgorithm):
-    """Global RX (Reed-Xiaoli): Mahalanobis distance of each pixel to the background."""
+    """RX (Reed-Xiaoli): Mahalanobis distance of each pixel to the background, global or local."""
 
     INPUT, BANDS, MASK, MEMORY_MB, OUTPUT = "INPUT", "BANDS", "MASK", "MEMORY_MB", "OUTPUT"
+    MODE, WINDOW_INNER, WINDOW_OUTER = "MODE", "WINDOW_INNER", "WINDOW_OUTER"
+    GLOBAL, LOCAL = 0, 1
     group_name, group_id = "Anomaly detection", "anomaly"
 
     def name(self):
@@ -28,14 +34,19 @@ class RxAlgorithm(FersAlgorithm):
     def shortHelpString(self):  # noqa: N802 (QGIS API)
         return self.tr(
             "Scores every pixel by its squared Mahalanobis distance to the background mean under the "
-            "background covariance (global RX, Reed-Xiaoli). Higher = more anomalous.\n\n"
+            "background covariance (RX, Reed-Xiaoli). Higher = more anomalous.\n\n"
+            "Mode: global = one background (mean and covariance) for the whole image; local = each pixel's own "
+            "background, the ring between an inner (guard) window and an outer window centred on it (both odd, in "
+            "pixels; default 5 and 21). Local RX finds targets that are unusual for their surroundings, at a higher "
+            "cost. Near the edges the outer window is shifted inside the image so the ring keeps its size.\n"
             "Bands: optional band numbers to use (default all); drop water-vapour or noisy bands here.\n"
             "Mask: optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out "
             "of the background statistics but still scored.\n"
             "Pixels that are nodata, NaN or infinite in any used band are nodata (-9999) in the output and "
             "never enter the statistics. A singular covariance (constant or duplicate bands, fewer pixels "
             "than bands) is handled with a pseudo-inverse.\n"
-            "The raster is streamed in blocks (two passes), so memory depends on the block size, not the scene."
+            "The raster is streamed in blocks, so memory depends on the block size, not the scene.\n\n"
+            + outputs.HELP
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
@@ -51,6 +62,19 @@ class RxAlgorithm(FersAlgorithm):
                 self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True
             )
         )
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODE, self.tr("Background"), [self.tr("Global (whole image)"),
+                                               self.tr("Local (ring between two windows)")], defaultValue=self.GLOBAL,
+        ))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WINDOW_INNER, self.tr("Local: inner (guard) window, odd, pixels"),
+            QgsProcessingParameterNumber.Integer, 5, minValue=1,
+        ))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WINDOW_OUTER, self.tr("Local: outer window, odd, pixels"), QgsProcessingParameterNumber.Integer, 21,
+            minValue=3,
+        ))
+        outputs.add_threshold_parameters(self)
         memory = QgsProcessingParameterNumber(
             self.MEMORY_MB, self.tr("Block memory budget (MB)"), QgsProcessingParameterNumber.Integer,
             DEFAULT_BLOCK_MB, minValue=1, maxValue=65536,
@@ -58,15 +82,41 @@ class RxAlgorithm(FersAlgorithm):
         memory.setFlags(memory.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(memory)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("RX scores")))
+        outputs.add_object_destinations(self)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        if self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
+            try:
+                validate_windows(self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                                 self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
+            except InputError as error:
+                return False, str(error)
+        return outputs.check_object_parameters(self, parameters, context)
 
     def compute(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        run_global_rx(
-            self.raster_source(parameters, self.INPUT, context),
-            output,
+        detector_feedback = outputs.StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
+        common = dict(
             bands=self.band_list(parameters, self.BANDS, context),
             mask_path=self.raster_source(parameters, self.MASK, context),
-            feedback=feedback,
+            feedback=detector_feedback,
             block_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
         )
-        return {self.OUTPUT: output}
+        source = self.raster_source(parameters, self.INPUT, context)
+        if self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
+            summary = run_local_rx(source, output, inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                                   outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context), **common)
+            n_features = summary.bands
+        else:
+            n_features = run_global_rx(source, output, **common).rank
+        results = {self.OUTPUT: output}
+        try:
+            results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, n_features))
+        except Cancelled:
+            outputs.remove_outputs(output)
+            raise
+        styles.style_scores(context, output)
+        return results

@@ -18,10 +18,7 @@ import numpy as np
 import torch
 
 from .networks.spectral import SpectralEnhancer, pad_image_edges
-
-SPECTRAL_CORE = 128
-SPATIAL_TILE = 64
-SPATIAL_MARGIN = 8
+from .tile_settings import SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
 
 
 def buffer_margin(spatial_tile=SPATIAL_TILE, spatial_margin=SPATIAL_MARGIN, with_spatial=True):

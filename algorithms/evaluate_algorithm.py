@@ -1,0 +1,101 @@
+"""fers:evaluate: ROC, AUC, detection rates and best F1 of score rasters against a ground truth."""
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..fers_core.errors import InputError
+from ..fers_core.evaluation import evaluate
+from .base import FersAlgorithm
+
+
+class EvaluateAlgorithm(FersAlgorithm):
+    """Evaluate one or more anomaly score rasters against a ground-truth raster."""
+
+    SCORES, GROUND_TRUTH, MASK = "SCORES", "GROUND_TRUTH", "MASK"
+    OUTPUT_HTML, OUTPUT_CSV = "OUTPUT_HTML", "OUTPUT_CSV"
+    AUC, DETECTION_RATE_0_1, DETECTION_RATE_1 = "AUC", "DETECTION_RATE_0_1", "DETECTION_RATE_1"
+    BEST_F1, BEST_F1_THRESHOLD = "BEST_F1", "BEST_F1_THRESHOLD"
+    group_name, group_id = "Anomaly detection", "anomaly"
+
+    def name(self):
+        return "evaluate"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr("Evaluate anomaly scores (ROC, AUC, F1)")
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return self.tr(
+            "Compares anomaly score rasters with a ground truth and writes an HTML report: the ROC curve of every "
+            "score raster on one plot (false-alarm rate on a log axis), the score distributions of background and "
+            "anomaly pixels, and a table of metrics.\n\n"
+            "Score rasters: one or more, on the ground truth's grid (same size); their nodata pixels are left "
+            "out. Ground truth: non-zero = anomaly. Mask: optional, non-zero = leave the pixel out of the "
+            "evaluation.\n"
+            "Numeric outputs (of the first score raster): AUC (area under the ROC curve, ties count one half); "
+            "detection rate at 0.1% and at 1% false alarms (share of anomaly pixels found when at most that share "
+            "of background pixels is flagged); best F1 over all thresholds and the score threshold reaching it "
+            "(pixels with a score >= the threshold are flagged).\n"
+            "CSV (optional): the ROC curve points of every score raster (raster, threshold, false_alarm_rate, "
+            "detection_rate, false_positives, true_positives).\n"
+            "The rasters are read whole, so this is meant for benchmark scenes and labelled areas."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.SCORES, self.tr("Score rasters"), QgsProcessing.TypeRaster,
+        ))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.GROUND_TRUTH, self.tr("Ground truth (non-zero = anomaly)"),
+        ))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.MASK, self.tr("Evaluation mask (non-zero = leave out)"), optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, self.tr("Evaluation report"), self.tr("HTML files (*.html)"),
+        ))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_CSV, self.tr("ROC curves (CSV)"), self.tr("CSV files (*.csv)"), optional=True,
+            createByDefault=False,
+        ))
+        for name, description in (
+            (self.AUC, "AUC (first score raster)"),
+            (self.DETECTION_RATE_0_1, "Detection rate at 0.1% false alarms"),
+            (self.DETECTION_RATE_1, "Detection rate at 1% false alarms"),
+            (self.BEST_F1, "Best F1"),
+            (self.BEST_F1_THRESHOLD, "Score threshold of the best F1"),
+        ):
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(description)))
+
+    def compute(self, parameters, context, feedback):
+        layers = self.parameterAsLayerList(parameters, self.SCORES, context)
+        if not layers:
+            raise InputError("No score raster was given: choose at least one score raster to evaluate.")
+        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        csv = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) if parameters.get(
+            self.OUTPUT_CSV) is not None else None
+        report = evaluate(
+            [layer.source().split("|")[0] for layer in layers],
+            self.raster_source(parameters, self.GROUND_TRUTH, context),
+            mask_path=self.raster_source(parameters, self.MASK, context),
+            html_path=html,
+            csv_path=csv or None,
+            names=[layer.name() for layer in layers],
+            feedback=feedback,
+        )
+        first = report.first
+        results = {
+            self.AUC: first.auc,
+            self.DETECTION_RATE_0_1: first.detection_rate_0_1,
+            self.DETECTION_RATE_1: first.detection_rate_1,
+            self.BEST_F1: first.best_f1,
+            self.BEST_F1_THRESHOLD: first.best_f1_threshold,
+            self.OUTPUT_HTML: html,
+        }
+        if report.csv_path:
+            results[self.OUTPUT_CSV] = report.csv_path
+        return results

@@ -1,0 +1,203 @@
+"""Optional object outputs for detector algorithms: a thresholded anomaly mask and anomaly polygons.
+
+Any detector that writes a score raster adds these parameters with `add_threshold_parameters`
+and `add_object_destinations`, validates them in checkParameterValues with
+`check_object_parameters`, and calls `run_object_outputs` with the score path and the number
+of features (the chi-square degrees of freedom of the false-alarm-rate threshold). Nothing is
+written when neither the mask nor the polygons are asked for.
+"""
+
+import os
+import uuid
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputLayerDefinition,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterVectorDestination,
+    QgsProcessingUtils,
+)
+
+from ..fers_core.errors import Cancelled
+from ..fers_core.feedback import Feedback
+from ..fers_core.postprocess import (
+    FALSE_ALARM_RATE,
+    TOP_PERCENT,
+    threshold_value,
+    write_mask,
+    write_polygons,
+)
+from . import styles
+
+THRESHOLD_METHOD = "THRESHOLD_METHOD"
+THRESHOLD = "THRESHOLD"
+MIN_PIXELS = "MIN_PIXELS"
+OUTPUT_MASK = "OUTPUT_MASK"
+OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+THRESHOLD_VALUE = "THRESHOLD_VALUE"
+ANOMALY_PIXELS = "ANOMALY_PIXELS"
+OBJECT_COUNT = "OBJECT_COUNT"
+METHOD_OPTIONS = (
+    "Top percent of valid pixels",
+    "Absolute score",
+    "False-alarm rate in percent (chi-square background)",
+)
+HELP = (
+    "Anomaly mask and polygons (optional; written only when asked for): pixels with a score at or above the "
+    "threshold are anomalies. Threshold method: top percent = flag that percentage of the valid pixels with the "
+    "highest scores (ties at the cut are all flagged); absolute = the threshold is a score; false-alarm rate = the "
+    "threshold is the percentage of background pixels expected above the cut if the background were Gaussian (RX "
+    "scores then follow a chi-square law with one degree of freedom per band); real backgrounds have heavier tails, "
+    "so expect more pixels than that to be flagged. The mask is 1 = anomaly, 0 = "
+    "background, 255 = nodata. Polygons (GeoPackage) group 8-connected anomaly pixels into objects with id, "
+    "pixels, area, max_score, mean_score, centroid_x and centroid_y; objects smaller than the minimum size are "
+    "dropped."
+)
+
+
+def add_threshold_parameters(algorithm):
+    """THRESHOLD_METHOD, THRESHOLD and MIN_PIXELS."""
+    algorithm.addParameter(QgsProcessingParameterEnum(
+        THRESHOLD_METHOD, algorithm.tr("Threshold method (mask and polygons)"), list(METHOD_OPTIONS),
+        defaultValue=TOP_PERCENT,
+    ))
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        THRESHOLD, algorithm.tr("Threshold (percent of pixels, score, or false-alarm rate in percent)"),
+        QgsProcessingParameterNumber.Double, 0.5,
+    ))
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        MIN_PIXELS, algorithm.tr("Minimum object size in pixels (polygons)"), QgsProcessingParameterNumber.Integer,
+        1, minValue=1,
+    ))
+
+
+def add_object_destinations(algorithm):
+    """OUTPUT_MASK and OUTPUT_POLYGONS (optional, off by default) and the numeric outputs."""
+    algorithm.addParameter(QgsProcessingParameterRasterDestination(
+        OUTPUT_MASK, algorithm.tr("Anomaly mask"), optional=True, createByDefault=False,
+    ))
+    polygons = QgsProcessingParameterVectorDestination(
+        OUTPUT_POLYGONS, algorithm.tr("Anomaly objects (polygons, GeoPackage)"), QgsProcessing.TypeVectorPolygon,
+        optional=True, createByDefault=False,
+    )
+    polygons.setSupportsNonFileBasedOutput(False)
+    algorithm.addParameter(polygons)
+    algorithm.addOutput(QgsProcessingOutputNumber(THRESHOLD_VALUE, algorithm.tr("Score threshold used")))
+    algorithm.addOutput(QgsProcessingOutputNumber(ANOMALY_PIXELS, algorithm.tr("Anomaly pixels in the mask")))
+    algorithm.addOutput(QgsProcessingOutputNumber(OBJECT_COUNT, algorithm.tr("Anomaly objects (polygons)")))
+
+
+def _raw_destination(parameters, name):
+    """The destination as given (a path, 'TEMPORARY_OUTPUT', ...) or None when skipped; no side effects.
+
+    parameterAsOutputLayer registers the layer for loading and invents a new temporary path on
+    every call, so it must run once per output, in compute, never in checkParameterValues.
+    """
+    value = parameters.get(name)
+    if value is None:
+        return None
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink.staticValue()
+    return str(value) or None
+
+
+def asked_for(parameters):
+    """Whether the user asked for the mask or the polygons."""
+    return _raw_destination(parameters, OUTPUT_MASK) is not None or \
+        _raw_destination(parameters, OUTPUT_POLYGONS) is not None
+
+
+def check_object_parameters(algorithm, parameters, context):
+    """(ok, message) for the threshold parameters, as checkParameterValues expects."""
+    if not asked_for(parameters):
+        return True, ""
+    method = algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
+    value = algorithm.parameterAsDouble(parameters, THRESHOLD, context)
+    if method == TOP_PERCENT and not 0 < value <= 100:
+        return False, algorithm.tr(
+            f"The top percentage must be greater than 0 and at most 100 (got {value:g}): use e.g. 0.5."
+        )
+    if method == FALSE_ALARM_RATE and not 0 < value < 100:
+        return False, algorithm.tr(
+            f"The false-alarm rate must be a percentage between 0 and 100 (got {value:g}): use e.g. 0.1."
+        )
+    polygons = _raw_destination(parameters, OUTPUT_POLYGONS)
+    if polygons and polygons != QgsProcessing.TEMPORARY_OUTPUT and not polygons.lower().endswith(".gpkg"):
+        return False, algorithm.tr(
+            f"Anomaly polygons are written as a GeoPackage: give the output a .gpkg name (got '{polygons}')."
+        )
+    return True, ""
+
+
+class StageFeedback(Feedback):
+    """Maps an engine stage's 0-100 progress onto [start, stop] of the whole run."""
+
+    def __init__(self, feedback, start, stop):
+        self._feedback, self._start, self._stop = feedback, start, stop
+
+    def set_progress(self, percent):
+        self._feedback.set_progress(self._start + (self._stop - self._start) * percent / 100.0)
+
+    def is_cancelled(self):
+        return self._feedback.is_cancelled()
+
+    def info(self, message):
+        self._feedback.info(message)
+
+    def warning(self, message):
+        self._feedback.warning(message)
+
+
+def remove_outputs(*paths):
+    """Delete finished outputs of a run that was cancelled later on (cancel leaves nothing)."""
+    for path in paths:
+        if path and os.path.isfile(path):
+            os.remove(path)
+
+
+def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_features, start=85):
+    """Threshold the scores, write the requested mask and polygons, and style them; the results dict.
+
+    `feedback` is the engine Feedback of the whole run; this stage reports progress from
+    `start` to 100. On a cancel, outputs written here are removed before Cancelled propagates.
+    """
+    if not asked_for(parameters):
+        return {}
+    mask_path, polygons_path = (
+        algorithm.parameterAsOutputLayer(parameters, name, context) or None if _raw_destination(parameters, name)
+        else None for name in (OUTPUT_MASK, OUTPUT_POLYGONS)
+    )
+    method = algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
+    value = algorithm.parameterAsDouble(parameters, THRESHOLD, context)
+    min_pixels = algorithm.parameterAsInt(parameters, MIN_PIXELS, context)
+    span = 100 - start
+    threshold = threshold_value(score_path, method, value, n_features, StageFeedback(feedback, start, start + span / 3))
+    feedback.info(f"Threshold: {threshold.describe()}.")
+    temporary_mask = None
+    if not mask_path:
+        temporary_mask = os.path.join(QgsProcessingUtils.tempFolder(), f"fers_mask_{uuid.uuid4().hex[:8]}.tif")
+    written = []
+    try:
+        mask = write_mask(score_path, mask_path or temporary_mask, threshold.value,
+                          StageFeedback(feedback, start + span / 3, start + span * 2 / 3))
+        written.append(mask.path)
+        results = {THRESHOLD_VALUE: threshold.value, ANOMALY_PIXELS: mask.anomaly_pixels}
+        if mask_path:
+            results[OUTPUT_MASK] = mask_path
+            styles.style_mask(context, mask_path)
+        if polygons_path:
+            objects = write_polygons(mask.path, score_path, polygons_path, min_pixels,
+                                     StageFeedback(feedback, start + span * 2 / 3, 100))
+            written.append(polygons_path)
+            results[OUTPUT_POLYGONS] = polygons_path
+            results[OBJECT_COUNT] = objects.objects
+            styles.style_polygons(context, polygons_path)
+    except Cancelled:
+        remove_outputs(*written)
+        raise
+    finally:
+        remove_outputs(temporary_mask)
+    return results

@@ -1,0 +1,123 @@
+"""fers:evaluate through processing.run: metrics on hand-made rasters, report, CSV, errors, real scenes."""
+
+import csv
+
+import numpy as np
+import pytest
+from qgis.core import QgsProcessingException
+
+from .conftest import require_scenes
+from .rasters import read, write_cube
+
+NODATA = -9999.0
+
+
+def hand_made(tmp_path):
+    """100x100 pixels: 9989 background scores 1..9989 and 11 anomalies with chosen scores.
+
+    Anomalies: 4 at 20000 (above everything), 3 at 9985.5, 2 at 9900.5, 2 at 0.5 (below everything).
+    At most 0.1% false alarms = 9 background pixels (>= 9981): 7 of 11 anomalies found.
+    At most 1% = 99 background pixels (>= 9891): 9 of 11.
+    Best F1 at score >= 9985.5: TP 7, FP 4 (9986..9989), FN 4: F1 = 2 TP / (2 TP + FP + FN) = 14 / 22
+    (8 / 15 at 20000, 18 / 109 at 9900.5).
+    """
+    rng = np.random.default_rng(0)
+    anomalies = np.array([20000] * 4 + [9985.5] * 3 + [9900.5] * 2 + [0.5] * 2, dtype=np.float32)
+    values = np.concatenate([np.arange(1, 9990, dtype=np.float32), anomalies])
+    labels = np.concatenate([np.zeros(9989, np.uint8), np.ones(11, np.uint8)])
+    order = rng.permutation(10000)
+    scores, truth = values[order].reshape(100, 100), labels[order].reshape(100, 100)
+    return (write_cube(tmp_path / "scores.tif", scores, nodata=NODATA), write_cube(tmp_path / "truth.tif", truth),
+            scores, truth)
+
+
+def run_evaluate(run_alg, tmp_path, scores, truth, **parameters):
+    parameters = {"SCORES": scores if isinstance(scores, list) else [scores], "GROUND_TRUTH": truth,
+                  "OUTPUT_HTML": str(tmp_path / "report.html"), **parameters}
+    return run_alg("fers:evaluate", parameters)
+
+
+def test_metrics_of_a_hand_made_score_raster(run_alg, tmp_path):
+    from fers.fers_core.metrics import roc_auc
+
+    score_path, truth_path, scores, truth = hand_made(tmp_path)
+    result = run_evaluate(run_alg, tmp_path, score_path, truth_path, OUTPUT_CSV=str(tmp_path / "roc.csv"))
+    assert result["AUC"] == roc_auc(scores, truth)  # exactly the project's AUC
+    # by hand: anomalies above b background pixels count b; the 9985.5s beat 9985, the 9900.5s beat 9900
+    expected_auc = (4 * 9989 + 3 * 9985 + 2 * 9900) / (11 * 9989)
+    assert result["AUC"] == pytest.approx(expected_auc, abs=1e-12)
+    assert result["DETECTION_RATE_0_1"] == pytest.approx(7 / 11)
+    assert result["DETECTION_RATE_1"] == pytest.approx(9 / 11)
+    assert result["BEST_F1"] == pytest.approx(14 / 22)
+    assert result["BEST_F1_THRESHOLD"] == 9985.5
+    assert result["OUTPUT_HTML"] == str(tmp_path / "report.html")
+
+    with open(result["OUTPUT_CSV"], newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert rows[0]["threshold"] == "inf" and float(rows[0]["detection_rate"]) == 0
+    assert float(rows[-1]["false_alarm_rate"]) == 1 and float(rows[-1]["detection_rate"]) == 1
+    points = {float(r["threshold"]): (int(r["false_positives"]), int(r["true_positives"])) for r in rows[1:]}
+    assert points[20000.0] == (0, 4) and points[9985.5] == (4, 7) and points[9900.5] == (89, 9)
+    false_alarms = [float(r["false_alarm_rate"]) for r in rows]
+    assert false_alarms == sorted(false_alarms)
+
+
+def test_report_has_every_curve_and_distribution(run_alg, tmp_path):
+    score_path, truth_path, scores, truth = hand_made(tmp_path)
+    second = write_cube(tmp_path / "noisy.tif", scores + np.random.default_rng(1).normal(0, 3000, scores.shape)
+                        .astype(np.float32), nodata=NODATA)
+    result = run_evaluate(run_alg, tmp_path, [score_path, second], truth_path)
+    page = open(result["OUTPUT_HTML"], encoding="utf-8").read()
+    assert page.startswith("<!DOCTYPE html>") and "</html>" in page
+    assert page.count("<polyline") == 2  # one ROC curve per score raster, on one plot
+    assert page.count("<svg") == 3  # the ROC plot and one distribution plot per raster
+    assert "scores" in page and "noisy" in page and "false-alarm rate (log scale)" in page
+    assert f"{result['AUC']:.4f}" in page
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # self-contained
+
+
+def test_nodata_scores_and_masked_pixels_are_left_out(run_alg, tmp_path):
+    from fers.fers_core.metrics import roc_auc
+
+    _, truth_path, scores, truth = hand_made(tmp_path)
+    holes = scores.copy()
+    holes[:10] = NODATA
+    mask = np.zeros((100, 100), np.uint8)
+    mask[50:60, :] = 1
+    score_path = write_cube(tmp_path / "holes.tif", holes, nodata=NODATA)
+    mask_path = write_cube(tmp_path / "mask.tif", mask)
+    result = run_evaluate(run_alg, tmp_path, score_path, truth_path, MASK=mask_path)
+    keep = (holes != NODATA) & (mask == 0)
+    assert result["AUC"] == roc_auc(scores[keep], truth[keep])
+    assert result["AUC"] != roc_auc(scores, truth)
+
+
+def test_sizes_must_match(run_alg, tmp_path):
+    score_path, truth_path, _, _ = hand_made(tmp_path)
+    small = write_cube(tmp_path / "small.tif", np.zeros((50, 100), np.uint8))
+    with pytest.raises(QgsProcessingException, match="is 100x100 pixels but the ground truth is 100x50"):
+        run_evaluate(run_alg, tmp_path, score_path, small)
+    with pytest.raises(QgsProcessingException, match="mask 'small.tif' is 100x50"):
+        run_evaluate(run_alg, tmp_path, score_path, truth_path, MASK=small)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_truth_without_anomalies_is_a_clear_error(run_alg, tmp_path):
+    score_path, _, _, _ = hand_made(tmp_path)
+    empty = write_cube(tmp_path / "empty.tif", np.zeros((100, 100), np.uint8))
+    with pytest.raises(QgsProcessingException, match="no anomaly"):
+        run_evaluate(run_alg, tmp_path, score_path, empty)
+
+
+def test_real_scenes_auc_equals_a_direct_computation(run_alg, tmp_path):
+    scenes = require_scenes()
+    from fers.fers_core.metrics import roc_auc
+
+    names = sorted(p.name[:-len("_gt.tif")] for p in scenes.glob("*_gt.tif"))
+    assert len(names) >= 11
+    for name in names:
+        rx = run_alg("fers:rx", {"INPUT": str(scenes / f"{name}.tif"), "OUTPUT": str(tmp_path / f"{name}.tif")})
+        truth = scenes / f"{name}_gt.tif"
+        result = run_evaluate(run_alg, tmp_path, rx["OUTPUT"], str(truth), OUTPUT_HTML=str(tmp_path / f"{name}.html"))
+        assert result["AUC"] == roc_auc(read(rx["OUTPUT"])[0], read(truth)[0]), name
+        assert 0.8 < result["AUC"] <= 1 and 0 <= result["DETECTION_RATE_0_1"] <= result["DETECTION_RATE_1"] <= 1
