@@ -1,9 +1,18 @@
 """Shared plumbing for FERS algorithms: feedback adapter and error translation."""
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+import os
+import traceback
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterRasterLayer,
+)
 
 from ..fers_core.errors import FersError
 from ..fers_core.feedback import Feedback
+from ..fers_core.raster_io import bounded_gdal_cache
 
 
 class QgisFeedback(Feedback):
@@ -32,6 +41,27 @@ class QgisFeedback(Feedback):
             self._feedback.reportError(message, fatalError=False)
 
 
+class RasterLayerParameter(QgsProcessingParameterRasterLayer):
+    """A raster layer parameter whose check accepts an existing file without loading it as a QGIS layer.
+
+    QGIS checks a raster layer parameter by loading the file as a layer (processing.run and
+    qgis_process both check), and loading computes a histogram for the layer's default style that
+    GDAL saves as '<input>.aux.xml' beside the input. The algorithms open the file with GDAL and
+    explain any problem themselves, and write nothing beside their inputs.
+    """
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API)
+        if isinstance(value, str) and os.path.isfile(value):
+            return True
+        return super().checkValueIsAcceptable(value, context)
+
+    def clone(self):
+        optional = bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+        copy = RasterLayerParameter(self.name(), self.description(), self.defaultValue(), optional)
+        copy.setFlags(self.flags())
+        return copy
+
+
 class FersAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses implement `compute(parameters, context, feedback)` returning the results dict.
 
@@ -53,15 +83,46 @@ class FersAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         try:
-            return self.compute(parameters, context, QgisFeedback(feedback))
+            with bounded_gdal_cache():
+                return self.compute(parameters, context, QgisFeedback(feedback))
         except FersError as error:
             raise QgsProcessingException(str(error)) from None
+        except MemoryError:
+            raise QgsProcessingException(
+                "The run ran out of memory: lower MEMORY_MB (and TILE_SIZE for fers:detect) or close other programs, "
+                "then run again."
+            ) from None
+        except OSError as error:  # disk full, a file removed or locked while the run used it
+            if feedback is not None:
+                feedback.pushDebugInfo(traceback.format_exc())
+            where = f" '{error.filename}'" if error.filename else ""
+            raise QgsProcessingException(
+                f"Reading or writing{where} failed ({error.strerror or error}): check the path, its permissions "
+                "and the free disk space, then run again."
+            ) from None
 
     def compute(self, parameters, context, feedback):
         raise NotImplementedError
 
+    def validateInputCrs(self, parameters, context):  # noqa: N802 (QGIS API)
+        """No generic CRS warning: the engine refuses a mask in another CRS with its own message.
+
+        QGIS's generic check loads every input file as a layer, and loading computes a histogram
+        that GDAL saves as '<input>.aux.xml' beside the input; the algorithms write nothing there.
+        """
+        return True
+
     def raster_source(self, parameters, name, context):
-        """File path of a raster layer parameter (None when optional and not given)."""
+        """File path of a raster layer parameter (None when optional and not given).
+
+        A file path is used as given, without loading it as a QGIS layer: loading a layer computes
+        a histogram for its default style, which GDAL saves as '<input>.aux.xml' beside the input,
+        and the algorithms write nothing beside their inputs. Project layers and layer ids are
+        resolved through QGIS (such a layer is already loaded).
+        """
+        value = parameters.get(name)
+        if isinstance(value, str) and os.path.isfile(value):
+            return value
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             return None
@@ -73,6 +134,13 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         if value is None or value == "" or str(value).lower() == "skip":
             return None
         return self.parameterAsOutputLayer(parameters, name, context) or None
+
+    def thread_count(self):
+        """Threads QGIS allows processing to use (Settings > Options > Processing), or 0 for the default."""
+        from qgis.core import QgsApplication
+
+        threads = QgsApplication.maxThreads()
+        return threads if threads and threads > 0 else 0
 
     def band_list(self, parameters, name, context):
         """1-based band numbers from a band parameter (None = all bands)."""

@@ -7,17 +7,23 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
 )
 
+from ..fers_core.errors import Cancelled, InputError
+from ..fers_core.local_rx import validate_windows
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
-from .base import FersAlgorithm
+from . import outputs, scheduler, styles
+from .base import FersAlgorithm, RasterLayerParameter
 
 BRANCH_OPTIONS = ["Spectral + spatial", "Spectral only", "Spatial only"]
 FUSION_OPTIONS = ["As the reference (sum above 50 model bands, product at 50 or fewer)", "Sum", "Product"]
 DEVICE_OPTIONS = ["Auto (CUDA when available)", "CPU", "CUDA"]
 DEVICE_VALUES = ["auto", "cpu", "cuda"]
+DETECTOR_OPTIONS = ["Global RX", "Local (dual-window) RX"]
+DETECTOR_VALUES = ["global", "local"]
+PRECISION_OPTIONS = ["float32", "bfloat16 (faster on CPUs with AVX-512 BF16 or AMX, and on GPUs)"]
+PRECISION_VALUES = ["float32", "bfloat16"]
 
 
 class ModelPathParameter(QgsProcessingParameterFile):
@@ -47,6 +53,7 @@ class DetectAlgorithm(FersAlgorithm):
     BRANCHES, FUSION, DEVICE = "BRANCHES", "FUSION", "DEVICE"
     MEMORY_MB, TILE_SIZE, TILE_MARGIN = "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN"
     OUTPUT, OUTPUT_SPECTRAL, OUTPUT_SPATIAL = "OUTPUT", "OUTPUT_SPECTRAL", "OUTPUT_SPATIAL"
+    DETECTOR, WINDOW_INNER, WINDOW_OUTER, PRECISION = "DETECTOR", "WINDOW_INNER", "WINDOW_OUTER", "PRECISION"
     group_name, group_id = "Anomaly detection", "anomaly"
 
     def name(self):
@@ -73,11 +80,11 @@ class DetectAlgorithm(FersAlgorithm):
             "Enhanced cube outputs (x + F_spe, x + F_spa, in model bands) can feed any other detector.\n"
             "Tiling (advanced): the spectral branch gives identical results for any tiling. The spatial branch "
             "sees one tile at a time (pyramid pooling), so its output depends on the tile size: tiles are "
-            "TILE_SIZE px (64, as trained), of which the central part (TILE_SIZE - 2 x TILE_MARGIN) is kept."
-        )
+            "TILE_SIZE px (64, as trained), of which the central part (TILE_SIZE - 2 x TILE_MARGIN) is kept.\n\n"
+        ) + self.tr(scheduler.HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))
+        self.addParameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")))
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True))
         self.addParameter(ModelPathParameter(
@@ -87,8 +94,21 @@ class DetectAlgorithm(FersAlgorithm):
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter(
             self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.DETECTOR, self.tr("Detector on the enhanced cube"),
+                                                     DETECTOR_OPTIONS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WINDOW_INNER, self.tr("Local: inner (guard) window, odd, pixels"),
+            QgsProcessingParameterNumber.Integer, 5, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WINDOW_OUTER, self.tr("Local: outer window, odd, pixels"), QgsProcessingParameterNumber.Integer, 21,
+            minValue=3))
+        outputs.add_threshold_parameters(self)
+        precision = QgsProcessingParameterEnum(self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS,
+                                               defaultValue=0)
+        precision.setFlags(precision.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(precision)
         for key, label, default, minimum in (
             (self.MEMORY_MB, "Strip memory budget (MB)", DEFAULT_BLOCK_MB, 1),
             (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16),
@@ -98,6 +118,7 @@ class DetectAlgorithm(FersAlgorithm):
                                                      default, minValue=minimum)
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
+        scheduler.add_parameter(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("FERS anomaly scores")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SPECTRAL, self.tr("Spectrally enhanced cube (x + F_spe)"), optional=True,
@@ -105,13 +126,23 @@ class DetectAlgorithm(FersAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SPATIAL, self.tr("Spatially enhanced cube (x + F_spa)"), optional=True,
             createByDefault=False))
+        outputs.add_object_destinations(self)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         margin = self.parameterAsInt(parameters, self.TILE_MARGIN, context)
         if tile - 2 * margin < 1:
             return False, self.tr(f"TILE_MARGIN ({margin}) must be less than half of TILE_SIZE ({tile}).")
-        return super().checkParameterValues(parameters, context)
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        if DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)] == "local":
+            try:
+                validate_windows(self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                                 self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
+            except InputError as error:
+                return False, str(error)
+        return outputs.check_object_parameters(self, parameters, context)
 
     def compute(self, parameters, context, feedback):
         from ..fers_core.torch_support import require_torch
@@ -119,8 +150,11 @@ class DetectAlgorithm(FersAlgorithm):
         require_torch()
         from ..fers_core.checkpoints import load_any_model
         from ..fers_core.default_model import default_model_path
-        from ..fers_core.detect import BRANCH_CHOICES, DetectOptions, run_fers_detection
+        from ..fers_core.detect import BRANCH_CHOICES, DetectOptions
+        from ..fers_core.distributed import fers_detection
+        from ..fers_core.memory_guard import check_detection_run
 
+        cluster = scheduler.value(self, parameters, context)
         model_path = self.parameterAsFile(parameters, self.MODEL, context) or str(default_model_path())
         model = load_any_model(model_path)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
@@ -135,10 +169,32 @@ class DetectAlgorithm(FersAlgorithm):
             spatial_margin=self.parameterAsInt(parameters, self.TILE_MARGIN, context),
             spectral_output=self.optional_output(parameters, self.OUTPUT_SPECTRAL, context),
             spatial_output=self.optional_output(parameters, self.OUTPUT_SPATIAL, context),
+            detector=DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)],
+            window_inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+            window_outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context),
+            precision=PRECISION_VALUES[self.parameterAsEnum(parameters, self.PRECISION, context)],
+            threads=self.thread_count(),
         )
+        if cluster and options.detector == "local":
+            raise InputError("SCHEDULER runs global RX only: leave it empty for the local detector.")
         feedback.info(f"Model: {model_path}")
-        run_fers_detection(self.raster_source(parameters, self.INPUT, context), output, model, options, feedback)
+        if not cluster:  # on a Dask cluster the strips use the workers' memory
+            check_detection_run(self.raster_source(parameters, self.INPUT, context), model, options, feedback)
+        detector_feedback = outputs.StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
+        summary = fers_detection(cluster, self.raster_source(parameters, self.INPUT, context), output, model_path,
+                                 options, detector_feedback, model)
         results = {self.OUTPUT: output}
+        if outputs.asked_for(parameters) and summary.fusion == "product" and \
+                self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
+            outputs.remove_outputs(output)
+            raise InputError("Product fusion gives normalised scores with no chi-square law, so a false-alarm-rate "
+                             "threshold does not apply: choose a top-percentage or absolute threshold, or sum fusion.")
+        try:
+            results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, model.bands))
+        except Cancelled:
+            outputs.remove_outputs(output)
+            raise
+        styles.style_scores(context, output)
         for key, path in ((self.OUTPUT_SPECTRAL, options.spectral_output),
                           (self.OUTPUT_SPATIAL, options.spatial_output)):
             if path:

@@ -6,15 +6,15 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
 )
 
+from ..fers_core.distributed import global_rx
 from ..fers_core.errors import Cancelled, InputError
 from ..fers_core.local_rx import run_local_rx, validate_windows
+from ..fers_core.memory_guard import check_rx_run
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
-from ..fers_core.rx_raster import run_global_rx
-from . import outputs, styles
-from .base import FersAlgorithm
+from . import outputs, scheduler, styles
+from .base import FersAlgorithm, RasterLayerParameter
 
 
 class RxAlgorithm(FersAlgorithm):
@@ -46,11 +46,11 @@ class RxAlgorithm(FersAlgorithm):
             "never enter the statistics. A singular covariance (constant or duplicate bands, fewer pixels "
             "than bands) is handled with a pseudo-inverse.\n"
             "The raster is streamed in blocks, so memory depends on the block size, not the scene.\n\n"
-            + outputs.HELP
+            + outputs.HELP + "\n\n" + scheduler.HELP
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))
+        self.addParameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")))
         self.addParameter(
             QgsProcessingParameterBand(
                 self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True,
@@ -58,7 +58,7 @@ class RxAlgorithm(FersAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterRasterLayer(
+            RasterLayerParameter(
                 self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True
             )
         )
@@ -81,6 +81,7 @@ class RxAlgorithm(FersAlgorithm):
         )
         memory.setFlags(memory.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(memory)
+        scheduler.add_parameter(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("RX scores")))
         outputs.add_object_destinations(self)
 
@@ -106,12 +107,20 @@ class RxAlgorithm(FersAlgorithm):
             block_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
         )
         source = self.raster_source(parameters, self.INPUT, context)
+        cluster = scheduler.value(self, parameters, context)
+        if cluster and self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
+            raise InputError("SCHEDULER runs global RX only: leave it empty for local RX.")
+        if not cluster:  # on a Dask cluster the blocks use the workers' memory
+            check_rx_run(source, common["bands"], common["block_mb"],
+                         self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL,
+                         self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                         self.parameterAsInt(parameters, self.WINDOW_OUTER, context), feedback)
         if self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
             summary = run_local_rx(source, output, inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
                                    outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context), **common)
             n_features = summary.bands
         else:
-            n_features = run_global_rx(source, output, **common).rank
+            n_features = global_rx(cluster, source, output, **common).rank
         results = {self.OUTPUT: output}
         try:
             results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, n_features))

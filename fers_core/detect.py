@@ -8,16 +8,22 @@ Passes over the raster (each streamed in strips, so memory follows the strip siz
 3. scores: features recomputed per strip, RX scores written (and the enhanced cubes, on
    request). Product fusion keeps the two RX maps in a temporary raster and multiplies their
    min-max normalised values in a last pass.
+
+Every pass works strip by strip through pure per-strip functions (range_partial,
+statistics_partial, score_strip) whose partial results are merged in a fixed tree over the
+strip index (blockwise.TreeReducer); fers_core.distributed runs the same functions on a Dask
+cluster, so both paths give bit-identical outputs.
 """
 
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .blockwise import TreeReducer, merged_covariance
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
 from .preprocess import RangeAccumulator, apply_band_matrix, band_resampling_matrix, wavelength_coverage
@@ -29,6 +35,7 @@ BRANCH_CHOICES = {0: ("spectral", "spatial"), 1: ("spectral",), 2: ("spatial",)}
 FUSION_REFERENCE, FUSION_SUM, FUSION_PRODUCT = 0, 1, 2
 PRODUCT_FUSION_MAX_BANDS = 50
 MIN_WAVELENGTH_COVERAGE = 0.8
+MIN_INPUT_BANDS = 3  # 1 or 2 bands interpolate to a flat or straight-line spectrum the networks never saw
 
 
 @dataclass
@@ -45,6 +52,11 @@ class DetectOptions:
     spatial_margin: int = SPATIAL_MARGIN
     spectral_output: str = None
     spatial_output: str = None
+    threads: int = 0  # PyTorch intra-op threads for the networks; 0 = PyTorch's default
+    detector: str = "global"  # "global" RX, or "local" (dual-window) RX on the enhanced cube
+    window_inner: int = 5
+    window_outer: int = 21
+    precision: str = "float32"  # network arithmetic: "float32", or "bfloat16" (CPU autocast where supported)
 
 
 @dataclass
@@ -55,6 +67,38 @@ class DetectSummary:
     device: str
     valid_pixels: int
     seconds: dict = field(default_factory=dict)
+
+
+@contextmanager
+def torch_threads(threads):
+    """Run the block with `threads` PyTorch intra-op threads (0 or None: leave as is).
+
+    CPU inference is reproducible bit for bit only at a fixed thread count (the kernels split
+    their sums differently), so the Dask path runs every block at the submitting machine's count.
+    """
+    previous = torch.get_num_threads()
+    if threads and threads != previous:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+@contextmanager
+def network_precision(precision, device):
+    """Autocast the networks to bfloat16 when asked (CPU or CUDA); float32 otherwise."""
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
+    if precision == "float32":
+        yield
+        return
+    with torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16):
+        yield
 
 
 def resolve_device(choice):
@@ -71,6 +115,12 @@ class BandMapping:
 
     def __init__(self, reader, model, feedback):
         n_in, n_out = reader.band_count, model.bands
+        if n_in < MIN_INPUT_BANDS:
+            raise InputError(
+                f"The FERS networks need at least {MIN_INPUT_BANDS} bands but only {n_in} "
+                f"{'is' if n_in == 1 else 'are'} selected: select more bands, or use the classical RX detector "
+                "(fers:rx), which works with any number of bands."
+            )
         use_wavelengths = reader.wavelengths_nm is not None and model.wavelengths_nm is not None
         if use_wavelengths:
             coverage = wavelength_coverage(reader.wavelengths_nm, model.wavelengths_nm)
@@ -97,6 +147,26 @@ class BandMapping:
         return apply_band_matrix(self.matrix, data)
 
 
+@dataclass
+class RangePartial:
+    """The range pass of one window (or of a merged run of windows)."""
+
+    min: float
+    max: float
+    sum: np.ndarray
+    count: int
+
+
+def merge_range_partials(left, right):
+    """A new RangePartial: `left` then `right` (min/max are exact in any order; sums follow the tree)."""
+    def pick(a, b, function):
+        return b if a is None else a if b is None else function(a, b)
+
+    total = pick(left.sum, right.sum, lambda a, b: a + b)
+    return RangePartial(pick(left.min, right.min, min), pick(left.max, right.max, max), total,
+                        left.count + right.count)
+
+
 class Preprocessor:
     """Band mapping, reference scaling and filling of invalid pixels, per strip."""
 
@@ -107,27 +177,33 @@ class Preprocessor:
         self.fill = None
 
     def fit(self, windows, progress):
-        ranges = RangeAccumulator()
-        sums, count = None, 0
+        """Scaling range and fill values from every window (one partial per window, merged as a fixed tree)."""
+        reducer = TreeReducer(merge_range_partials)
         for index, window in enumerate(windows):
-            data, valid = self.reader.read(window, np.float32)
-            pixels = self.mapping(data[:, valid])
-            ranges.add(pixels)
-            if pixels.shape[1]:
-                block_sum = pixels.astype(np.float64).sum(axis=1)
-                sums = block_sum if sums is None else sums + block_sum
-                count += pixels.shape[1]
+            reducer.push(self.range_partial(window))
             progress((index + 1) / len(windows))
-        if count == 0:
+        return self.apply_range(reducer.result())
+
+    def range_partial(self, window):
+        """Minimum, maximum, float64 band sums and count of the valid model-band pixels of one window."""
+        data, valid = self.reader.read(window, np.float32)
+        pixels = self.mapping(data[:, valid])
+        ranges = RangeAccumulator().add(pixels)
+        block_sum = pixels.astype(np.float64).sum(axis=1) if pixels.shape[1] else None
+        return RangePartial(ranges.min, ranges.max, block_sum, int(pixels.shape[1]))
+
+    def apply_range(self, partial):
+        """Set the scaling from merged RangePartials; returns the number of valid pixels."""
+        if partial.count == 0:
             raise InputError(
                 "No valid pixels: every pixel is nodata, NaN or infinite in at least one used band. "
                 "Check the input's nodata value and the band selection."
             )
-        if not ranges.max > ranges.min:
-            raise InputError(f"The input is constant (every valid value is {ranges.min}): nothing can stand out.")
-        self.vmin, self.vmax = ranges.min, ranges.max
-        self.fill = self.scale(sums / count)
-        return count
+        if not partial.max > partial.min:
+            raise InputError(f"The input is constant (every valid value is {partial.min}): nothing can stand out.")
+        self.vmin, self.vmax = partial.min, partial.max
+        self.fill = self.scale(partial.sum / partial.count)
+        return partial.count
 
     def scale(self, x):
         return ((np.asarray(x, np.float64) - self.vmin) / (self.vmax - self.vmin) * 2 - 1) * 0.1
@@ -159,26 +235,30 @@ class FeatureStrips:
         return len(self.windows)
 
     def __iter__(self):
-        height = self.reader.height
         for window in self.windows:
-            top = max(window.row - self.margin, 0)
-            bottom = min(window.row + window.rows + self.margin, height)
-            buffer_window = Window(top, 0, bottom - top, self.reader.width)
-            scaled, valid = self.preprocessor.strip(buffer_window)
-            buffer = as_tensor(scaled)
-            inner = slice(window.row - top, window.row - top + window.rows)
-            features = {}
-            with torch.inference_mode():
-                if "spectral" in self.networks:
-                    features["spectral"] = spectral_features(
-                        self.networks["spectral"], buffer, top, window.row, window.rows, height, self.device
-                    ).numpy()
-                if "spatial" in self.networks:
-                    features["spatial"] = spatial_features(
-                        self.networks["spatial"], buffer, top, window.row, window.rows, height, self.device,
-                        self.options.spatial_tile, self.options.spatial_margin,
-                    ).numpy()
-            yield window, scaled[:, inner], valid[inner], features
+            yield (window, *self.compute(window))
+
+    def compute(self, window):
+        """(scaled x, valid, {branch: F}) of one full-width output strip (read with its margin)."""
+        height = self.reader.height
+        top = max(window.row - self.margin, 0)
+        bottom = min(window.row + window.rows + self.margin, height)
+        buffer_window = Window(top, 0, bottom - top, self.reader.width)
+        scaled, valid = self.preprocessor.strip(buffer_window)
+        buffer = as_tensor(scaled)
+        inner = slice(window.row - top, window.row - top + window.rows)
+        features = {}
+        with torch.inference_mode(), network_precision(self.options.precision, self.device):
+            if "spectral" in self.networks:
+                features["spectral"] = spectral_features(
+                    self.networks["spectral"], buffer, top, window.row, window.rows, height, self.device
+                ).numpy()
+            if "spatial" in self.networks:
+                features["spatial"] = spatial_features(
+                    self.networks["spatial"], buffer, top, window.row, window.rows, height, self.device,
+                    self.options.spatial_tile, self.options.spatial_margin,
+                ).numpy()
+        return scaled[:, inner], valid[inner], features
 
 
 def choose_fusion(fusion, model_bands, branches):
@@ -202,12 +282,21 @@ def enhanced_cubes(x, features, fusion):
     return [total]
 
 
-def run_fers_detection(input_path, output_path, model, options=None, feedback=None):
-    """Score `input_path` with FERS (model features + global RX); write a float32 score raster."""
-    options = options or DetectOptions()
-    feedback = feedback or Feedback()
-    timings = {}
-    started = time.perf_counter()
+@dataclass
+class DetectionSetup:
+    """Everything a detection run needs before its passes: reader, mask, scaling, networks, fusion."""
+
+    reader: RasterReader
+    mask: RasterReader
+    preprocessor: Preprocessor
+    strips: FeatureStrips
+    fusion: str
+    device: str
+    branches: tuple
+
+
+def prepare_detection(input_path, model, options, feedback):
+    """Check the model against the options and the raster; open them (no pass over the data yet)."""
     device = resolve_device(options.device)
     branches = tuple(b for b in options.branches if model.has_branch(b))
     missing = [b for b in options.branches if b not in branches]
@@ -229,43 +318,119 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
     feedback.info(f"Device: {device}; branches used: {', '.join(branches)}; fusion: {fusion}; "
                   f"{len(strips)} strip(s) of up to {strips.windows[0].rows} rows; spatial tiles "
                   f"{options.spatial_tile} px (core {options.spatial_tile - 2 * options.spatial_margin} px).")
+    return DetectionSetup(reader, mask, preprocessor, strips, fusion, device, branches)
 
-    valid_pixels = preprocessor.fit(strips.windows, ProgressRange(feedback, 0, 10))
-    timings["range pass"] = time.perf_counter() - started
 
-    n_maps = 2 if fusion == "product" else 1
-    accumulators = [CovarianceAccumulator(model.bands) for _ in range(n_maps)]
-    progress = ProgressRange(feedback, 10, 55)
-    for index, (window, x, valid, features) in enumerate(strips):
-        use = valid if mask is None else valid & (mask.read(window)[0][0] == 0)
-        for accumulator, cube in zip(accumulators, enhanced_cubes(x, features, fusion)):
-            accumulator.add(cube[:, use].T)
-        progress((index + 1) / len(strips))
-    rx_models = [fit_rx(a) for a in accumulators]
+def statistics_partial(strips, mask, fusion, window):
+    """One float64 CovarianceAccumulator per RX map for the background pixels of one strip."""
+    x, valid, features = strips.compute(window)
+    use = valid if mask is None else valid & (mask.read(window)[0][0] == 0)
+    partial = []
+    for cube in enhanced_cubes(x, features, fusion):
+        accumulator = CovarianceAccumulator(cube.shape[0])
+        accumulator.add(cube[:, use].T)
+        partial.append(accumulator)
+    return partial
+
+
+def merge_statistics_partials(left, right):
+    """New accumulators: `left` then `right`, map by map (the merge of TreeReducer in every path)."""
+    return [merged_covariance(a, b) for a, b in zip(left, right)]
+
+
+def fit_rx_models(partial, feedback):
+    rx_models = [fit_rx(accumulator) for accumulator in partial]
     for rx_model in rx_models:
         if rx_model.regularised:
             feedback.warning(f"The enhanced cube's covariance is singular (rank {rx_model.rank} of "
                              f"{rx_model.n_features}); RX uses its pseudo-inverse.")
-    timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
+    return rx_models
 
-    _score_pass(reader, strips, rx_models, fusion, output_path, options, model, feedback)
-    timings["score pass"] = time.perf_counter() - started - sum(timings.values())
+
+@dataclass
+class ScoreBlock:
+    """What the score pass produces for one strip: RX map(s), their ranges, enhanced cubes asked for."""
+
+    scores: np.ndarray  # (maps, rows, cols) float32, SCORE_NODATA where invalid
+    ranges: list  # one RangeAccumulator per map
+    extras: dict  # branch name -> x + F (bands, rows, cols) float32, SCORE_NODATA where invalid
+
+
+def score_strip(strips, rx_models, fusion, window, extra_names=()):
+    """The ScoreBlock of one strip (features recomputed from the raster)."""
+    x, valid, features = strips.compute(window)
+    scores = np.full((len(rx_models), window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
+    ranges = []
+    for map_index, (rx_model, cube) in enumerate(zip(rx_models, enhanced_cubes(x, features, fusion))):
+        scores[map_index][valid] = rx_model.score(cube[:, valid].T)
+        ranges.append(RangeAccumulator().add(scores[map_index][valid]))
+    extras = {}
+    for name in extra_names:
+        enhanced = x + features[name]
+        enhanced[:, ~valid] = SCORE_NODATA
+        extras[name] = enhanced
+    return ScoreBlock(scores, ranges, extras)
+
+
+def extra_outputs(options, networks, feedback):
+    """{branch: path} of the enhanced cubes to write; warns about those no branch computes."""
+    extra = {}
+    for name, path in (("spectral", options.spectral_output), ("spatial", options.spatial_output)):
+        if path and name in networks:
+            extra[name] = path
+        elif path:
+            feedback.warning(f"No {name} features were computed, so {os.path.basename(path)} is not written.")
+    return extra
+
+
+def run_fers_detection(input_path, output_path, model, options=None, feedback=None):
+    """Score `input_path` with FERS (model features + global RX); write a float32 score raster."""
+    options = options or DetectOptions()
+    feedback = feedback or Feedback()
+    timings = {}
+    started = time.perf_counter()
+    with torch_threads(options.threads):
+        setup = prepare_detection(input_path, model, options, feedback)
+        windows = setup.strips.windows
+        valid_pixels = setup.preprocessor.fit(windows, ProgressRange(feedback, 0, 10))
+        timings["range pass"] = time.perf_counter() - started
+        if options.detector == "local":
+            _run_local_detector(setup, options, output_path, model.bands, feedback)
+            timings["local RX"] = time.perf_counter() - started - sum(timings.values())
+            for stage, seconds in timings.items():
+                feedback.info(f"{stage}: {seconds:.2f} s")
+            return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
+
+        reducer = TreeReducer(merge_statistics_partials)
+        progress = ProgressRange(feedback, 10, 55)
+        for index, window in enumerate(windows):
+            reducer.push(statistics_partial(setup.strips, setup.mask, setup.fusion, window))
+            progress((index + 1) / len(windows))
+        rx_models = fit_rx_models(reducer.result(), feedback)
+        timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
+
+        extra = extra_outputs(options, setup.strips.networks, feedback)
+        blocks = ((window, score_strip(setup.strips, rx_models, setup.fusion, window, tuple(extra)))
+                  for window in windows)
+        write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
+                                extra, model.bands, feedback)
+        timings["score pass"] = time.perf_counter() - started - sum(timings.values())
     for stage, seconds in timings.items():
         feedback.info(f"{stage}: {seconds:.2f} s")
-    return DetectSummary(str(output_path), branches, fusion, device, valid_pixels, timings)
+    return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
 
 
-def _score_pass(reader, strips, rx_models, fusion, output_path, options, model, feedback):
-    """Write the score raster (and enhanced cubes on request); every file is committed only at the end."""
-    band_names = [f"model band {i + 1}" for i in range(model.bands)]
+def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_path, extra, model_bands, feedback):
+    """Write (window, ScoreBlock) pairs, in any order: the score raster and the enhanced cubes in `extra`.
+
+    The only writer of these files (the Dask path sends it the blocks); every file is committed
+    only at the end.
+    """
+    band_names = [f"model band {i + 1}" for i in range(model_bands)]
     product = fusion == "product"
     with ExitStack() as stack:
-        extra = {}
-        for name, path in (("spectral", options.spectral_output), ("spatial", options.spatial_output)):
-            if path and name in strips.networks:
-                extra[name] = stack.enter_context(RasterWriter.like(reader, path, model.bands, band_names=band_names))
-            elif path:
-                feedback.warning(f"No {name} features were computed, so {os.path.basename(path)} is not written.")
+        writers = {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
+                   for name, path in extra.items()}
         if product:
             maps_path = os.path.join(os.path.dirname(os.path.abspath(output_path)),
                                      f".{os.path.basename(output_path)}.rx-maps.tif")
@@ -273,25 +438,21 @@ def _score_pass(reader, strips, rx_models, fusion, output_path, options, model, 
             stack.callback(lambda: os.path.exists(maps_path) and os.remove(maps_path))
         else:
             target = stack.enter_context(RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]))
-        ranges = [RangeAccumulator() for _ in rx_models]
+        ranges = [RangeAccumulator() for _ in range(n_maps)]
         progress = ProgressRange(feedback, 55, 90 if product else 100)
-        for index, (window, x, valid, features) in enumerate(strips):
-            scores = np.full((len(rx_models), window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
-            for map_index, (rx_model, cube) in enumerate(zip(rx_models, enhanced_cubes(x, features, fusion))):
-                scores[map_index][valid] = rx_model.score(cube[:, valid].T)
-                ranges[map_index].add(scores[map_index][valid])
-            target.write(window, scores)
-            for name, extra_writer in extra.items():
-                enhanced = x + features[name]
-                enhanced[:, ~valid] = SCORE_NODATA
-                extra_writer.write(window, enhanced)
-            progress((index + 1) / len(strips))
+        for index, (window, block) in enumerate(blocks):
+            target.write(window, block.scores)
+            for total, block_range in zip(ranges, block.ranges):
+                total.merge(block_range)
+            for name, writer in writers.items():
+                writer.write(window, block.extras[name])
+            progress((index + 1) / n_blocks)
         target.set_metadata({"fers_detector": "FERS + global RX", "fers_fusion": fusion})
         target.commit()
         if product:
             _write_product(maps_path, reader, output_path, ranges, ProgressRange(feedback, 90, 100))
-        for extra_writer in extra.values():
-            extra_writer.commit()
+        for writer in writers.values():
+            writer.commit()
 
 
 def _write_product(maps_path, reader, output_path, ranges, progress):
@@ -307,4 +468,101 @@ def _write_product(maps_path, reader, output_path, ranges, progress):
             writer.write(window, product)
             progress((index + 1) / len(windows))
         writer.set_metadata({"fers_detector": "FERS + global RX", "fers_fusion": "product"})
+        writer.commit()
+
+
+def _hidden_path(output_path, suffix):
+    """A temporary file name beside the output (same disk, removed after the run)."""
+    folder, name = os.path.split(os.path.abspath(output_path))
+    return os.path.join(folder, f".{name}.{suffix}.tif")
+
+
+def _run_local_detector(setup, options, output_path, model_bands, feedback):
+    """Local (dual-window) RX on the enhanced cube(s), spilled to temporary rasters beside the output.
+
+    Local RX needs each pixel's neighbourhood of the enhanced cube, so the cube is written once
+    (strip by strip, as the score pass would) and local RX streams it with its own halo.
+    """
+    from .local_rx import run_local_rx, validate_windows
+
+    validate_windows(options.window_inner, options.window_outer)
+    product = setup.fusion == "product"
+    names = ["spatial", "spectral"] if product else ["enhanced"]
+    with ExitStack() as stack:
+        cube_paths = [_hidden_path(output_path, f"{name}-cube") for name in names]
+        map_paths = [_hidden_path(output_path, f"{name}-local-rx") for name in names] if product else [output_path]
+        for path in cube_paths + (map_paths if product else []):
+            stack.callback(lambda p=path: os.path.exists(p) and os.remove(p))
+        writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
+        band_names = [f"model band {i + 1}" for i in range(model_bands)]
+        extras = {name: stack.enter_context(RasterWriter.like(setup.reader, path, model_bands, band_names=band_names))
+                  for name, path in extra_outputs(options, setup.strips.networks, feedback).items()}
+        progress = ProgressRange(feedback, 10, 40)
+        for index, window in enumerate(setup.strips.windows):
+            x, valid, features = setup.strips.compute(window)
+            for writer, cube in zip(writers, enhanced_cubes(x, features, setup.fusion)):
+                cube[:, ~valid] = SCORE_NODATA
+                writer.write(window, cube)
+            for name, writer in extras.items():
+                enhanced = x + features[name]
+                enhanced[:, ~valid] = SCORE_NODATA
+                writer.write(window, enhanced)
+            progress((index + 1) / len(setup.strips.windows))
+        for writer in writers:
+            writer.commit()
+        span = 55 / len(names)
+        for index, (cube_path, map_path) in enumerate(zip(cube_paths, map_paths)):
+            run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
+                         outer=options.window_outer, block_mb=options.block_mb,
+                         feedback=_StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
+        if product:
+            ranges = [_score_range(path) for path in map_paths]
+            _combine_maps(map_paths, setup.reader, output_path, ranges, ProgressRange(feedback, 95, 100))
+        for writer in extras.values():
+            writer.commit()
+
+
+class _StageFeedback(Feedback):
+    """Passes a sub-run's 0-100 progress on as a slice of this run's progress."""
+
+    def __init__(self, feedback, start, stop):
+        self._feedback, self._start, self._stop = feedback, start, stop
+
+    def set_progress(self, percent):
+        self._feedback.set_progress(self._start + (self._stop - self._start) * percent / 100.0)
+
+    def is_cancelled(self):
+        return self._feedback.is_cancelled()
+
+    def info(self, message):
+        self._feedback.info(message)
+
+    def warning(self, message):
+        self._feedback.warning(message)
+
+
+def _score_range(path):
+    ranges = RangeAccumulator()
+    with RasterReader(path) as reader:
+        for window in reader.windows():
+            data, valid = reader.read(window, np.float32)
+            ranges.add(data[0][valid])
+    return ranges
+
+
+def _combine_maps(map_paths, reader, output_path, ranges, progress):
+    """Product fusion of two single-band score rasters: min-max normalised, multiplied."""
+    with ExitStack() as stack:
+        maps = [stack.enter_context(RasterReader(path)) for path in map_paths]
+        writer = stack.enter_context(RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]))
+        windows = maps[0].windows()
+        for index, window in enumerate(windows):
+            blocks = [m.read(window) for m in maps]
+            valid = blocks[0][1] & blocks[1][1]
+            product = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
+            normalised = [(b[0][0][valid] - r.min) / max(r.max - r.min, 1e-30) for b, r in zip(blocks, ranges)]
+            product[valid] = normalised[0] * normalised[1]
+            writer.write(window, product)
+            progress((index + 1) / len(windows))
+        writer.set_metadata({"fers_detector": "FERS + local RX", "fers_fusion": "product"})
         writer.commit()

@@ -244,6 +244,10 @@ def _score_block(cube, valid, use, tile, inner, outer, batch, tick=None):
     last, cols = first + out.rows, out.cols
     shift = cube[:, use].mean(axis=1) if use.any() else np.zeros(bands)
     centred = np.where(use, cube - shift[:, None, None], 0.0)
+    # one scale for every band (RX does not depend on it): products stay inside float64 for any data range
+    span = float(np.abs(centred).max()) if centred.size else 0.0
+    span = span if np.isfinite(span) and span > 0 else 1.0
+    centred /= span
     count = sums(use.astype(np.float64))
     total = sums(centred)
     pairs = bands * (bands + 1) // 2
@@ -278,7 +282,7 @@ def _score_block(cube, valid, use, tile, inner, outer, batch, tick=None):
         usable = trace > 0
         no_background += int((~usable).sum())
         covariance[~usable] = np.eye(bands)
-        difference = cube[:, first + r, left + c].T - shift - mean
+        difference = (cube[:, first + r, left + c].T - shift) / span - mean
         values = _quadratic_forms(covariance, difference)
         values[~usable] = SCORE_NODATA
         scores[r, c] = values.astype(np.float32)

@@ -8,6 +8,7 @@ place only when complete, so a crash or a cancel never leaves a half-written out
 import glob
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from .errors import InputError
 gdal.UseExceptions()
 
 DEFAULT_BLOCK_MB = 64
+GDAL_CACHE_MB = 256
 SCORE_NODATA = -9999.0
 
 _DRIVER_BY_EXTENSION = {
@@ -49,6 +51,23 @@ class Window:
 
     def slices(self):
         return slice(self.row, self.row + self.rows), slice(self.col, self.col + self.cols)
+
+
+@contextmanager
+def bounded_gdal_cache(megabytes=GDAL_CACHE_MB):
+    """Cap GDAL's block cache during a run (restored afterwards).
+
+    GDAL's default cache (5% of RAM, often more in QGIS) fills with every block read and would
+    make a streamed run's memory grow with the machine, not with the block budget. Reads are
+    block-aligned, so a small cache loses nothing.
+    """
+    previous = gdal.GetCacheMax()
+    if previous > megabytes * 2**20:
+        gdal.SetCacheMax(megabytes * 2**20)
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
 
 
 def strip_windows(width, height, bytes_per_row, budget_bytes):
@@ -115,8 +134,32 @@ class RasterReader:
         return self.width * self.height
 
     def windows(self, budget_mb=DEFAULT_BLOCK_MB, bytes_per_value=8):
-        """Strips covering the raster, each holding at most budget_mb of float data."""
-        return strip_windows(self.width, self.height, self.width * self.band_count * bytes_per_value, budget_mb * 2**20)
+        """Windows covering the raster, each holding at most budget_mb of data, aligned to GDAL blocks.
+
+        Full-width strips when a whole row of blocks fits in the budget; otherwise block-aligned
+        tiles, so no block is read more than once per pass (misaligned thin strips of a tiled,
+        band-interleaved file would re-read each block many times).
+        """
+        budget = budget_mb * 2**20
+        pixel_bytes = self.band_count * bytes_per_value
+        block_cols, block_rows = self._dataset.GetRasterBand(self.bands[0]).GetBlockSize()
+        block_cols, block_rows = min(block_cols, self.width), min(block_rows, self.height)
+        if self.width * block_rows * pixel_bytes <= budget or block_cols >= self.width:
+            rows = max(1, budget // (self.width * pixel_bytes))
+            if rows >= block_rows:
+                rows -= rows % block_rows
+            return strip_windows(self.width, self.height, self.width * pixel_bytes, rows * self.width * pixel_bytes)
+        blocks_across = max(1, budget // (block_cols * block_rows * pixel_bytes))
+        cols = min(self.width, block_cols * blocks_across)
+        # a single block larger than the budget is split into row bands; GDAL's cache serves the re-reads
+        rows = min(block_rows, max(1, budget // (cols * pixel_bytes)))
+        windows = []
+        for block_row in range(0, self.height, block_rows):
+            block_end = min(block_row + block_rows, self.height)
+            for col in range(0, self.width, cols):
+                windows += [Window(row, col, min(rows, block_end - row), min(cols, self.width - col))
+                            for row in range(block_row, block_end, rows)]
+        return windows
 
     def read(self, window, dtype=np.float64):
         """Return (data of shape (bands, rows, cols), valid mask of shape (rows, cols))."""
@@ -217,7 +260,11 @@ class RasterWriter:
                  projection="", nodata=SCORE_NODATA, band_names=None):
         self.path = str(path)
         folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:  # a parent is a file, a read-only or missing drive, ...
+            raise InputError(f"Cannot create the output folder '{folder}' ({error.strerror}): "
+                             "choose an output location you can write to.") from None
         if not os.access(folder, os.W_OK):
             raise InputError(f"Cannot write to folder '{folder}': choose an output location you can write to.")
         stem, extension = os.path.splitext(os.path.basename(self.path))
@@ -226,7 +273,12 @@ class RasterWriter:
         self._temp_base = os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}")
         self.temp_path = self._temp_base + extension
         options = _CREATION_OPTIONS.get(driver_name, [])
-        self._dataset = self._driver.Create(self.temp_path, width, height, bands, data_type, options=options)
+        try:
+            self._dataset = self._driver.Create(self.temp_path, width, height, bands, data_type, options=options)
+        except RuntimeError as error:
+            self.abort()
+            raise InputError(f"Cannot create the output file in '{folder}' ({str(error).strip()}): "
+                             "choose an output location you can write to, with enough free space.") from None
         if geotransform is not None:
             self._dataset.SetGeoTransform(geotransform)
         if projection:

@@ -16,6 +16,9 @@ import numpy as np
 
 from .errors import InputError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SCORE_CLIP = 1e15  # scaled deviations beyond this (1e15 background standard deviations) are clipped
+
 
 class CovarianceAccumulator:
     """Streaming mean and covariance of pixel vectors, in float64.
@@ -80,16 +83,24 @@ class RxModel:
     rank: int
     n_features: int
     pixel_count: int
+    scale: float = 1.0  # applied to x - mean before the whitening, so float32 holds any data range
 
     @property
     def regularised(self):
         return self.rank < self.n_features
 
     def score(self, pixels):
-        """RX scores (float32) of an (n_pixels, n_features) array."""
-        centred = (np.asarray(pixels, dtype=np.float64) - self.mean).astype(np.float32)
-        projected = centred @ self.whitening.astype(np.float32, copy=False)
-        return np.einsum("ij,ij->i", projected, projected)
+        """RX scores (float32) of an (n_pixels, n_features) array.
+
+        Computed in float32 on (x - mean) * scale, which is about one per background standard
+        deviation whatever the data's units; pixels further out than SCORE_CLIP deviations are
+        clipped there and scores saturate at the float32 maximum, so a score is never inf or NaN.
+        """
+        centred = (np.asarray(pixels, dtype=np.float64) - self.mean) * self.scale
+        np.clip(centred, -SCORE_CLIP, SCORE_CLIP, out=centred)
+        projected = centred.astype(np.float32) @ self.whitening.astype(np.float32, copy=False)
+        scores = np.einsum("ij,ij->i", projected, projected)
+        return np.minimum(scores, np.float32(FLOAT32_MAX), out=scores)
 
 
 def fit_rx(accumulator):
@@ -102,6 +113,11 @@ def fit_rx(accumulator):
     if accumulator.count < 2:
         raise InputError("Only one valid pixel: RX needs at least two valid background pixels.")
     covariance = accumulator.covariance
+    if not (np.all(np.isfinite(covariance)) and np.all(np.isfinite(accumulator.mean))):
+        raise InputError(
+            "The pixel values are too large for the RX statistics (their squares overflow double precision): "
+            "declare the nodata value of fill pixels or rescale the raster, then run again."
+        )
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     largest = eigenvalues[-1]
     if not np.isfinite(largest) or largest <= 0:
@@ -110,8 +126,10 @@ def fit_rx(accumulator):
         )
     tolerance = largest * accumulator.n_features * np.finfo(np.float64).eps
     keep = eigenvalues > tolerance
-    whitening = eigenvectors[:, keep] / np.sqrt(eigenvalues[keep])
-    return RxModel(accumulator.mean, whitening, int(keep.sum()), accumulator.n_features, accumulator.count)
+    # |(x - m) V / sqrt(l)|^2 = |((x - m) / sqrt(l_max)) V / sqrt(l / l_max)|^2: scaled, both factors fit float32
+    whitening = eigenvectors[:, keep] / np.sqrt(eigenvalues[keep] / largest)
+    return RxModel(accumulator.mean, whitening, int(keep.sum()), accumulator.n_features, accumulator.count,
+                   float(1.0 / np.sqrt(largest)))
 
 
 def rx_scores(pixels):

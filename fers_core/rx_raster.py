@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blockwise import TreeReducer, merged_covariance
 from .feedback import Feedback, ProgressRange
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
 from .rx import CovarianceAccumulator, fit_rx
@@ -28,6 +29,58 @@ def background_pixels(data, valid, mask_block):
     return data[:, use].T
 
 
+@dataclass
+class RxPartial:
+    """Background statistics of one block (or of a merged run of blocks) and its valid pixel count."""
+
+    accumulator: CovarianceAccumulator
+    valid_pixels: int
+
+
+def rx_block_statistics(reader, mask, window):
+    """The RxPartial of one block: its own float64 accumulator, never shared with other blocks."""
+    data, valid = reader.read(window)
+    mask_block = mask.read(window)[0][0] if mask else None
+    accumulator = CovarianceAccumulator(reader.band_count)
+    accumulator.add(background_pixels(data, valid, mask_block))
+    return RxPartial(accumulator, int(valid.sum()))
+
+
+def merge_rx_partials(left, right):
+    """A new RxPartial: `left` then `right` (the merge used by TreeReducer in every path)."""
+    return RxPartial(merged_covariance(left.accumulator, right.accumulator), left.valid_pixels + right.valid_pixels)
+
+
+def rx_block_scores(reader, model, window):
+    """Float32 RX scores of one block; invalid pixels are SCORE_NODATA."""
+    data, valid = reader.read(window)
+    scores = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
+    scores[valid] = model.score(data[:, valid].T)
+    return scores
+
+
+def fit_rx_partial(partial, feedback):
+    """The RxModel of the merged statistics, with the log lines every path writes."""
+    model = fit_rx(partial.accumulator)
+    if model.regularised:
+        feedback.warning(
+            f"The background covariance is singular (rank {model.rank} of {model.n_features}: constant, duplicate "
+            "or too few pixels for the bands); RX uses its pseudo-inverse."
+        )
+    feedback.info(f"Statistics from {model.pixel_count} background pixels ({partial.valid_pixels} valid).")
+    return model
+
+
+def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
+    """Write (window, scores) pairs, in any order, to a new RX score raster; committed only when all are in."""
+    with RasterWriter.like(reader, output_path, band_names=["RX score"]) as writer:
+        for index, (window, scores) in enumerate(blocks):
+            writer.write(window, scores)
+            progress((index + 1) / n_blocks)
+        writer.set_metadata({"fers_detector": "global RX", "fers_bands": ",".join(map(str, reader.bands))})
+        writer.commit()
+
+
 def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=None, block_mb=DEFAULT_BLOCK_MB):
     """Score every valid pixel of `input_path` with global RX and write a float32 raster.
 
@@ -45,33 +98,17 @@ def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=
         f"in {len(windows)} block(s) of up to {windows[0].rows} rows."
     )
 
-    accumulator = CovarianceAccumulator(reader.band_count)
-    valid_pixels = 0
+    reducer = TreeReducer(merge_rx_partials)
     stats_progress = ProgressRange(feedback, 0, 50)
     for index, window in enumerate(windows):
-        data, valid = reader.read(window)
-        mask_block = mask.read(window)[0][0] if mask else None
-        valid_pixels += int(valid.sum())
-        accumulator.add(background_pixels(data, valid, mask_block))
+        reducer.push(rx_block_statistics(reader, mask, window))
         stats_progress((index + 1) / len(windows))
-    model = fit_rx(accumulator)
-    if model.regularised:
-        feedback.warning(
-            f"The background covariance is singular (rank {model.rank} of {model.n_features}: constant, duplicate "
-            "or too few pixels for the bands); RX uses its pseudo-inverse."
-        )
-    feedback.info(f"Statistics from {model.pixel_count} background pixels ({valid_pixels} valid).")
+    partial = reducer.result()
+    model = fit_rx_partial(partial, feedback)
 
-    score_progress = ProgressRange(feedback, 50, 100)
-    with RasterWriter.like(reader, output_path, band_names=["RX score"]) as writer:
-        for index, window in enumerate(windows):
-            data, valid = reader.read(window)
-            scores = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
-            scores[valid] = model.score(data[:, valid].T)
-            writer.write(window, scores)
-            score_progress((index + 1) / len(windows))
-        writer.set_metadata({"fers_detector": "global RX", "fers_bands": ",".join(map(str, reader.bands))})
-        writer.commit()
+    blocks = ((window, rx_block_scores(reader, model, window)) for window in windows)
+    write_rx_scores(reader, output_path, blocks, len(windows), ProgressRange(feedback, 50, 100))
     seconds = time.perf_counter() - started
     feedback.info(f"Wrote {output_path} in {seconds:.2f} s.")
-    return RxRunSummary(str(output_path), valid_pixels, model.pixel_count, reader.band_count, model.rank, seconds)
+    return RxRunSummary(str(output_path), partial.valid_pixels, model.pixel_count, reader.band_count, model.rank,
+                        seconds)

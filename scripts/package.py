@@ -13,11 +13,13 @@ EXCLUDED_SUFFIXES = (".pyc", ".aux.xml")
 
 
 def runtime_files():
-    """Tracked files under the runtime paths, so caches and local files never ship."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    return sorted(f for f in tracked
-                  if any(f == p or (p.endswith("/") and f.startswith(p)) for p in RUNTIME)
-                  and not f.endswith(EXCLUDED_SUFFIXES) and "__pycache__" not in f)
+    """Files under the runtime paths that git tracks or would track (new files not yet committed are
+    included, as in the working tree the tests run; ignored files, caches and local files never ship)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    return sorted({f for f in listed
+                   if any(f == p or (p.endswith("/") and f.startswith(p)) for p in RUNTIME)
+                   and not f.endswith(EXCLUDED_SUFFIXES) and "__pycache__" not in f and (ROOT / f).is_file()})
 
 
 def main():

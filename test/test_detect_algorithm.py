@@ -224,3 +224,48 @@ def test_qgis_process_runs_detect(tmp_path, scene, small_model):
     assert "far fewer than the model's 16" in completed.stdout + completed.stderr
     assert read(output)[0].shape == (70, 90)
 
+
+
+def test_local_detector_equals_local_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, small_model):
+    result = detect(run_alg, tmp_path, scene[0], small_model, "local.tif", BRANCHES=1, DETECTOR=1,
+                    WINDOW_INNER=3, WINDOW_OUTER=9, OUTPUT_SPECTRAL=str(tmp_path / "cube.tif"))
+    direct = run_alg("fers:rx", {"INPUT": result["OUTPUT_SPECTRAL"], "MODE": 1, "WINDOW_INNER": 3,
+                                 "WINDOW_OUTER": 9, "OUTPUT": str(tmp_path / "direct.tif")})
+    np.testing.assert_allclose(read(result["OUTPUT"])[0], read(direct["OUTPUT"])[0], rtol=1e-4, atol=1e-3)
+    assert leftovers(tmp_path, {"local.tif", "cube.tif", "direct.tif"}) == []
+
+
+def test_local_detector_with_product_fusion(run_alg, tmp_path, scene, small_model):
+    scores = read(detect(run_alg, tmp_path, scene[0], small_model, "lp.tif", DETECTOR=1, FUSION=2,
+                         WINDOW_INNER=3, WINDOW_OUTER=9)["OUTPUT"])[0]
+    valid = scores != -9999
+    assert 0 <= scores[valid].min() and scores[valid].max() <= 1.0
+    assert leftovers(tmp_path, {"lp.tif"}) == []
+
+
+def test_mask_and_polygon_outputs(run_alg, tmp_path, scene, small_model):
+    result = detect(run_alg, tmp_path, scene[0], small_model, BRANCHES=1, THRESHOLD_METHOD=0, THRESHOLD=1.0,
+                    OUTPUT_MASK=str(tmp_path / "mask.tif"), OUTPUT_POLYGONS=str(tmp_path / "objects.gpkg"))
+    mask = read(result["OUTPUT_MASK"])[0]
+    valid_pixels = int((read(result["OUTPUT"])[0] != -9999).sum())
+    assert int((mask == 1).sum()) == result["ANOMALY_PIXELS"] >= int(np.ceil(valid_pixels * 0.01))
+    assert result["ANOMALY_PIXELS"] <= valid_pixels * 0.01 + 5  # ties only
+    assert result["OBJECT_COUNT"] >= 1 and (tmp_path / "objects.gpkg").exists()
+
+
+def test_false_alarm_threshold_is_refused_for_product_fusion(run_alg, tmp_path, scene, small_model):
+    with pytest.raises(QgsProcessingException, match="no chi-square law"):
+        detect(run_alg, tmp_path, scene[0], small_model, "p.tif", FUSION=2, THRESHOLD_METHOD=2, THRESHOLD=0.1,
+               OUTPUT_MASK=str(tmp_path / "m.tif"))
+    assert leftovers(tmp_path, set()) == []
+
+
+def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, small_model):
+    truth = read(scene[1])[0]
+    aucs = []
+    for precision in (0, 1):
+        scores = read(detect(run_alg, tmp_path, scene[0], small_model, f"p{precision}.tif", BRANCHES=1,
+                             PRECISION=precision)["OUTPUT"])[0]
+        valid = scores != -9999
+        aucs.append(roc_auc(scores[valid], truth[valid]))
+    assert abs(aucs[0] - aucs[1]) < 0.005

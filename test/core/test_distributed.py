@@ -1,0 +1,263 @@
+"""Detection on a Dask cluster (two worker processes on loopback) against the single-process path.
+
+Outputs must be bit-identical: for many rasters (one task each) and for one raster split into
+blocks over the workers, also when a worker is killed in the middle of a run.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from fers_core import distributed as fd
+from fers_core.blockwise import TreeReducer, tree_reduce
+from fers_core.errors import DependencyError, InputError
+from fers_core.raster_io import RasterReader
+from fers_core.rx import CovarianceAccumulator
+from fers_core.rx_raster import run_global_rx
+
+from ..conftest import ROOT
+from ..rasters import write_cube
+
+ORIGINAL_LIMITS = {key for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") if key in os.environ}
+needs_dask = pytest.mark.skipif(not fd.dask_available(),
+                                reason='dask.distributed is not installed (python -m pip install "dask[distributed]")')
+
+
+def cube(seed, rows=120, cols=400, bands=64):
+    """Mixtures of a few spectra plus noise, as in real scenes (a covariance with a flat noise floor, whose
+    eigenvectors depend on the BLAS thread count); wide, so that block_mb=1 gives a couple of dozen blocks."""
+    rng = np.random.default_rng(seed)
+    endmembers = rng.uniform(500, 4000, (6, bands))
+    mixed = rng.dirichlet(np.ones(6), size=rows * cols) @ endmembers + rng.normal(0, 20, (rows * cols, bands))
+    return mixed.T.reshape(bands, rows, cols)
+
+
+def pixels(path):
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+def assert_identical(a, b):
+    a, b = pixels(a), pixels(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    assert np.array_equal(a, b), f"max difference {np.abs(a.astype(np.float64) - b).max()}"
+
+
+@pytest.fixture(scope="module")
+def client():
+    if not fd.dask_available():
+        pytest.skip('dask.distributed is not installed (python -m pip install "dask[distributed]")')
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, memory_limit="1.5GiB", scheduler_kwargs=fd.LOOPBACK_HTTP)
+    with cluster, Client(cluster, set_as_default=False) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    good = []
+    for seed in range(3):
+        data = cube(seed).astype(np.int16)
+        data[3, 7:9, 20:30] = -1  # nodata in one band
+        good.append(write_cube(folder / f"scene{seed}.tif", data, nodata=-1))
+    bad = folder / "broken.tif"
+    bad.write_text("not a raster")
+    return good, str(bad)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from fers_core.model_file import random_init_model, save_model
+
+    path = tmp_path_factory.mktemp("model") / "random16.pt"
+    save_model(random_init_model(16, seed=0), path)
+    return str(path)
+
+
+def kill_once_plugin(marker, prefix):
+    """Worker plugin: the first task whose key starts with `prefix` kills its worker process as it starts.
+
+    A marker file created with O_EXCL makes it happen exactly once, whichever worker gets there
+    first; the class is local, so it travels to the workers by value.
+    """
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KillOnce(WorkerPlugin):
+        name = "fers-test-kill-once"
+
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "executing" and str(key).startswith(prefix):
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return
+                os._exit(1)
+
+    return KillOnce()
+
+
+@pytest.fixture
+def kill_once(client, tmp_path):
+    marker = tmp_path / "killed"
+    armed = []
+
+    def arm(prefix):
+        plugin = kill_once_plugin(str(marker), prefix)
+        client.register_plugin(plugin)
+        armed.append(plugin.name)
+        return marker
+
+    yield arm
+    for name in armed:
+        client.unregister_worker_plugin(name)
+    client.wait_for_workers(2, timeout=60)
+
+
+# --- without a cluster ------------------------------------------------------------------------------------------------
+
+def test_tree_is_fixed_by_the_block_count_only():
+    def shape(n):
+        return tree_reduce([str(i) for i in range(n)], lambda a, b: f"({a}+{b})")
+
+    assert shape(1) == "0"
+    assert shape(5) == "(((0+1)+(2+3))+4)"
+    assert shape(7) == "(((0+1)+(2+3))+((4+5)+6))"
+    reducer = TreeReducer(lambda a, b: f"({a}+{b})")
+    for i in range(7):
+        reducer.push(str(i))
+    assert reducer.result() == shape(7) and reducer.result() == shape(7)  # result() leaves the reducer as it was
+
+
+def test_merged_block_statistics_match_whole_array():
+    from fers_core.rx_raster import RxPartial, merge_rx_partials
+
+    data = np.random.default_rng(0).standard_normal((1000, 6)) * 3 + 1e4
+    parts = []
+    for block in np.array_split(data, 7):
+        accumulator = CovarianceAccumulator(6)
+        accumulator.add(block)
+        parts.append(RxPartial(accumulator, len(block)))
+    first = parts[0].accumulator.cross.copy()
+    merged = tree_reduce(parts, merge_rx_partials)
+    assert np.array_equal(parts[0].accumulator.cross, first)  # merging never modifies a partial
+    assert merged.valid_pixels == 1000
+    np.testing.assert_allclose(merged.accumulator.covariance, np.cov(data, rowvar=False), rtol=1e-9)
+
+
+def test_scheduler_text_is_checked():
+    assert fd.check_scheduler("") == "" and fd.check_scheduler(" Local ") == "local"
+    assert fd.check_scheduler("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    with pytest.raises(InputError, match="not a Dask scheduler address"):
+        fd.check_scheduler("my cluster")
+
+
+def test_missing_dask_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(fd, "dask_available", lambda: False)
+    with pytest.raises(DependencyError, match=r'pip install "dask\[distributed\]"'):
+        fd.global_rx("local", "in.tif", str(tmp_path / "out.tif"))
+    source = write_cube(tmp_path / "in.tif", cube(0, rows=20, cols=30, bands=5).astype(np.float32))
+    fd.global_rx("", source, str(tmp_path / "out.tif"))  # in process: no dask needed
+    assert (tmp_path / "out.tif").exists()
+
+
+# --- on a two-worker cluster ------------------------------------------------------------------------------------------
+
+@needs_dask
+def test_many_rasters_identical_and_a_bad_input_reported(client, rasters, tmp_path):
+    good, bad = rasters
+    records = fd.run_batch([good[0], bad, good[1], good[2]], tmp_path / "out", detector="rx", block_mb=1,
+                           client=client)
+    assert [r.status for r in records] == ["ok", "failed", "ok", "ok"]
+    assert "Cannot open raster" in records[1].message
+    assert len({r.worker for r in records if r.status == "ok"}) >= 1 and records[0].pixels == 120 * 400
+    for source, record in zip([good[0], good[1], good[2]], [records[0], records[2], records[3]]):
+        run_global_rx(source, tmp_path / "single.tif", block_mb=1)
+        assert_identical(record.output_path, tmp_path / "single.tif")
+    table = fd.format_summary(records)
+    assert "broken.tif" in table and "failed" in table and "3 of 4 raster(s) done, 1 failed" in table
+
+
+@needs_dask
+def test_one_raster_split_over_workers_is_identical(client, rasters, tmp_path):
+    source = rasters[0][1]
+    mask = np.zeros((120, 400), np.uint8)
+    mask[50:60, 100:140] = 1
+    mask_path = write_cube(tmp_path / "mask.tif", mask)
+    single = run_global_rx(source, tmp_path / "single.tif", mask_path=mask_path, block_mb=1)
+    split = fd.run_global_rx_distributed(client, source, tmp_path / "split.tif", mask_path=mask_path, block_mb=1)
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+    assert (split.valid_pixels, split.background_pixels, split.rank) == (single.valid_pixels,
+                                                                        single.background_pixels, single.rank)
+    assert len(RasterReader(source).windows(1)) >= 8  # really split into many blocks
+
+
+@needs_dask
+def test_fers_split_over_workers_is_identical(client, model_path, tmp_path):
+    from fers_core.checkpoints import load_any_model
+    from fers_core.detect import DetectOptions, run_fers_detection
+    from fers_core.synthetic import write_scene
+
+    scene, _ = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=64, cols=48, bands=20, seed=3)
+
+    def options(name):
+        return DetectOptions(branches=("spectral",), block_mb=0.1, spectral_output=str(tmp_path / f"{name}_spe.tif"))
+
+    single = run_fers_detection(scene, tmp_path / "single.tif", load_any_model(model_path), options("single"))
+    summary = fd.run_fers_detection_distributed(client, scene, tmp_path / "split.tif", model_path, options("split"))
+    assert summary.valid_pixels == single.valid_pixels > 0
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+    assert_identical(tmp_path / "split_spe.tif", tmp_path / "single_spe.tif")
+
+
+@needs_dask
+def test_worker_killed_during_a_split_run(client, kill_once, rasters, tmp_path):
+    source = rasters[0][2]
+    run_global_rx(source, tmp_path / "single.tif", block_mb=1)
+    marker = kill_once("fers-rx-score")
+    fd.run_global_rx_distributed(client, source, tmp_path / "split.tif", block_mb=1)
+    assert marker.exists()  # a worker did die while scoring a block
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+
+
+@needs_dask
+def test_worker_killed_during_a_batch(client, kill_once, rasters, tmp_path):
+    good, _ = rasters
+    marker = kill_once("fers-batch-raster")
+    records = fd.run_batch(good, tmp_path / "out", detector="rx", block_mb=1, client=client)
+    assert marker.exists()
+    assert [r.status for r in records] == ["ok"] * 3
+    for source, record in zip(good, records):
+        run_global_rx(source, tmp_path / "single.tif", block_mb=1)
+        assert_identical(record.output_path, tmp_path / "single.tif")
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.path.basename(r.output_path) for r in records)
+
+
+def clean_environment():
+    """This process's environment without the thread limits a LocalCluster leaves in it (Dask's pre-spawn-environ),
+    so that the runner's BLAS thread count is that of a fresh process, like the reference computed here."""
+    from dask import config
+
+    limits = set(config.get("distributed.nanny.pre-spawn-environ", {}))
+    return {key: value for key, value in os.environ.items() if key not in limits or key in ORIGINAL_LIMITS}
+
+
+@needs_dask
+def test_command_line_batch_runner(client, rasters, tmp_path):
+    good, bad = rasters
+    completed = subprocess.run(
+        [sys.executable, "-m", "fers_core", "batch", "--detector", "rx", "--scheduler", client.scheduler.address,
+         "--out-dir", str(tmp_path / "out"), "--block-mb", "1", good[0], bad],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean_environment(),
+    )
+    assert completed.returncode == 1, completed.stderr  # one input failed
+    assert "1 of 2 raster(s) done, 1 failed" in completed.stdout
+    assert "scene0.tif" in completed.stdout and "broken.tif" in completed.stdout
+    assert "[2/2]" in completed.stderr or "[1/2]" in completed.stderr  # progress lines
+    run_global_rx(good[0], tmp_path / "single.tif", block_mb=1)
+    assert_identical(tmp_path / "out" / "scene0_rx.tif", tmp_path / "single.tif")

@@ -1,0 +1,687 @@
+"""Bad inputs through fers:rx and fers:detect: each gets its specific one-sentence error, and no
+output (nor a partial temporary file) is left behind; inputs that are odd but usable give valid scores.
+
+Decisions checked here (see README "Bad inputs"):
+- one or two bands: fers:rx scores them (RX is well defined for any band count); fers:detect refuses
+  fewer than 3 selected bands, since 1 or 2 bands interpolated to the model's bands give a flat or
+  straight-line "spectrum" the networks never saw;
+- a model whose wavelength range is covered less than 80% is refused; a raster with fewer than half
+  the model's bands is run with a warning;
+- model files are never unpickled: a file that would run code is refused and the code never runs.
+"""
+
+import os
+import pickle
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from .conftest import ROOT
+from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube
+
+RX, DETECT = "fers:rx", "fers:detect"
+BOTH = [RX, DETECT]
+MODEL_BANDS = 16
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A random-init two-branch model file for 16 bands, outside every test's own folder."""
+    from fers.fers_core.model_file import random_init_model, save_model
+
+    path = tmp_path_factory.mktemp("model") / "random16.pt"
+    save_model(random_init_model(MODEL_BANDS, seed=0), path)
+    return str(path)
+
+
+def cube(bands=8, rows=18, cols=22, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((bands, bands)) + np.eye(bands) * 2
+    data = (rng.standard_normal((rows * cols, bands)) @ mixing + 100).T.reshape(bands, rows, cols)
+    return data.astype(dtype)
+
+
+def run(run_alg, algorithm, source, output, model, feedback=None, **extra):
+    parameters = {"INPUT": str(source), "OUTPUT": str(output), **extra}
+    if algorithm == DETECT:
+        parameters.setdefault("MODEL", model)
+    return run_alg(algorithm, parameters, feedback)
+
+
+def refused(run_alg, algorithm, source, folder, model, match, keep, **extra):
+    """Run, expect QgsProcessingException matching `match`, and check folder holds only `keep`."""
+    output = extra.pop("OUTPUT", folder / "out" / "scores.tif")
+    with pytest.raises(QgsProcessingException, match=match):
+        run(run_alg, algorithm, source, output, model, **extra)
+    assert leftovers(folder, set(keep) | {"out"}) == []
+    assert not (folder / "out").exists() or leftovers(folder / "out", set()) == []
+
+
+def scores_of(result):
+    scores, nodata, _, _ = read(result["OUTPUT"])
+    assert nodata == -9999
+    return scores
+
+
+class Recorder(QgsProcessingFeedback):
+    """Keeps the warnings and the log lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.warnings, self.infos = [], []
+
+    def pushWarning(self, text):  # noqa: N802 (QGIS API)
+        self.warnings.append(text)
+
+    def pushInfo(self, text):  # noqa: N802 (QGIS API)
+        self.infos.append(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Band counts
+
+
+@pytest.mark.parametrize("bands", [1, 2])
+def test_rx_scores_one_and_two_band_rasters(run_alg, tmp_path, bands):
+    data = cube(bands)
+    source = write_cube(tmp_path / "few.tif", data)
+    scores = scores_of(run(run_alg, RX, source, tmp_path / "rx.tif", None))
+    pixels = data.reshape(bands, -1).T.astype(np.float64)
+    centred = pixels - pixels.mean(axis=0)
+    inverse = np.linalg.inv(np.atleast_2d(np.cov(pixels, rowvar=False)))
+    expected = np.einsum("ij,jk,ik->i", centred, inverse, centred).reshape(scores.shape)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bands,selection", [(1, None), (2, None), (6, [2, 5])])
+def test_detect_refuses_fewer_than_three_bands(run_alg, tmp_path, model_file, bands, selection):
+    source = write_cube(tmp_path / "few.tif", cube(bands))
+    extra = {"BANDS": selection} if selection else {}
+    refused(run_alg, DETECT, source, tmp_path, model_file, r"at least 3 bands.*fers:rx", {"few.tif"}, **extra)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+@pytest.mark.parametrize("content", [b"", b"not a raster\n", b"II*\x00" + b"\x00" * 20])
+def test_input_that_is_not_a_raster(run_alg, tmp_path, model_file, algorithm, content):
+    (tmp_path / "scene.tif").write_bytes(content)
+    refused(run_alg, algorithm, tmp_path / "scene.tif", tmp_path, model_file,
+            r"^Cannot open raster '.*scene.tif' with GDAL", {"scene.tif"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Invalid pixels
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_all_nodata(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "empty.tif", np.full((4, 10, 12), -5, np.int16), nodata=-5)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "^No valid pixels", {"empty.tif"})
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_all_nan_without_nodata_value(run_alg, tmp_path, model_file, algorithm):
+    data = np.full((4, 10, 12), np.nan, np.float32)
+    data[1, ::2] = np.inf
+    source = write_cube(tmp_path / "nan.tif", data)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "^No valid pixels", {"nan.tif"})
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_nan_and_infinite_values_become_nodata(run_alg, tmp_path, model_file, algorithm):
+    data = cube(5)
+    data[0, 2, 3] = np.nan
+    data[1, 4, 5] = np.inf
+    data[4, 6, 7] = -np.inf
+    data[:, 10:12, 10:12] = np.nan
+    source = write_cube(tmp_path / "nan.tif", data)
+    scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file))
+    invalid = ~np.isfinite(data).all(axis=0)
+    assert np.all(scores[invalid] == -9999)
+    assert np.isfinite(scores).all() and np.all(scores[~invalid] >= 0)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_constant_and_duplicate_bands_are_scored(run_alg, tmp_path, model_file, algorithm):
+    data = cube(5).astype(np.float64)
+    data = np.concatenate([data, data[:2], np.full((1,) + data.shape[1:], 7.0)])
+    source = write_cube(tmp_path / "singular.tif", data)
+    feedback = Recorder()
+    scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file, feedback))
+    assert np.isfinite(scores).all() and np.all(scores >= 0)
+    if algorithm == RX:
+        assert any("singular" in line for line in feedback.warnings)
+        expected = rx_reference(data[:5].reshape(5, -1).T).reshape(scores.shape)
+        np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_identical_pixels_are_refused(run_alg, tmp_path, model_file, algorithm):
+    data = np.broadcast_to(np.arange(1, 7, dtype=np.float32)[:, None, None], (6, 9, 11)).copy()
+    source = write_cube(tmp_path / "flat.tif", data)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "no variance", {"flat.tif"})
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_constant_raster_is_refused(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "const.tif", np.full((5, 9, 11), 42, np.uint16))
+    refused(run_alg, algorithm, source, tmp_path, model_file, "no variance|input is constant", {"const.tif"})
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_fewer_valid_pixels_than_bands(run_alg, tmp_path, model_file, algorithm):
+    data = cube(12, rows=10, cols=10).round().astype(np.int16)
+    valid = np.zeros((10, 10), bool)
+    valid.flat[[3, 17, 42, 55, 71, 98]] = True  # 6 valid pixels, 12 bands (16 model bands)
+    data[:, ~valid] = -1
+    source = write_cube(tmp_path / "sparse.tif", data, nodata=-1)
+    scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file))
+    assert np.all(scores[~valid] == -9999)
+    assert np.isfinite(scores[valid]).all() and np.all(scores[valid] >= 0)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_one_valid_pixel_is_refused(run_alg, tmp_path, model_file, algorithm):
+    data = cube(4, rows=6, cols=6).round().astype(np.int16)
+    data[:, 1:, :] = -1
+    data[:, 0, 1:] = -1
+    source = write_cube(tmp_path / "one.tif", data, nodata=-1)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "Only one valid pixel", {"one.tif"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask and band selection
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_mask_of_another_size(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    mask = write_cube(tmp_path / "mask.tif", np.zeros((18, 21), np.uint8))
+    refused(run_alg, algorithm, source, tmp_path, model_file, r"The mask is 21x18 pixels but the input is 22x18",
+            {"cube.tif", "mask.tif"}, MASK=mask)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_mask_in_another_crs(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    mask = write_cube(tmp_path / "mask.tif", np.zeros((18, 22), np.uint8), epsg=32633)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "different CRS", {"cube.tif", "mask.tif"}, MASK=mask)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+@pytest.mark.parametrize("bands", [[0], [2, 99], [-1, 2, 3]])
+def test_bands_out_of_range(run_alg, tmp_path, model_file, algorithm, bands):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    refused(run_alg, algorithm, source, tmp_path, model_file, r"out of range: 'cube.tif' has bands 1 to 5",
+            {"cube.tif"}, BANDS=bands)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_empty_band_list_means_all_bands(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    every = scores_of(run(run_alg, algorithm, source, tmp_path / "a.tif", model_file))
+    empty = scores_of(run(run_alg, algorithm, source, tmp_path / "b.tif", model_file, BANDS=[]))
+    np.testing.assert_array_equal(every, empty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale and offset metadata
+
+
+def write_scaled(path, raw, scales, offsets, nodata):
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), raw.shape[2], raw.shape[1], raw.shape[0], gdal.GDT_Int16)
+    dataset.SetGeoTransform((0, 1, 0, 0, 0, -1))
+    dataset.SetProjection(utm_wkt())
+    for index, (scale, offset) in enumerate(zip(scales, offsets)):
+        band = dataset.GetRasterBand(index + 1)
+        band.SetNoDataValue(nodata)
+        band.SetScale(scale)
+        band.SetOffset(offset)
+        band.WriteArray(raw[index])
+    dataset = None
+    return str(path)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_scale_and_offset_are_applied(run_alg, tmp_path, model_file, algorithm):
+    """An int16 raster with per-band scale/offset scores like the pre-scaled float raster.
+
+    RX alone is invariant under any invertible affine map of the bands, per-band scales included,
+    so for fers:rx the test checks nodata is tested on the stored values; fers:detect scales with
+    one min/max over all bands, so unequal per-band scales change its scores: the raw raster must
+    score differently, which shows the comparison can fail.
+    """
+    rng = np.random.default_rng(4)
+    raw = rng.integers(200, 3000, (5, 16, 20)).astype(np.int16)
+    raw[:, 3, 4] = -100  # nodata in every band
+    raw[2, 7, 8] = -100  # nodata in one band
+    scales, offsets = [0.5, 2.0, 0.01, 1.0, 7.5], [10.0, -300.0, 0.0, 1000.0, 2.0]
+    scaled_source = write_scaled(tmp_path / "scaled.tif", raw, scales, offsets, -100)
+    physical = raw.astype(np.float64) * np.array(scales)[:, None, None] + np.array(offsets)[:, None, None]
+    invalid = (raw == -100).any(axis=0)
+    physical[:, invalid] = np.nan
+    float_source = write_cube(tmp_path / "float.tif", physical.astype(np.float32))
+    a = scores_of(run(run_alg, algorithm, scaled_source, tmp_path / "a.tif", model_file))
+    b = scores_of(run(run_alg, algorithm, float_source, tmp_path / "b.tif", model_file))
+    assert np.all(a[invalid] == -9999) and np.all(a[~invalid] >= 0)
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * b[~invalid].max())
+    if algorithm == DETECT:
+        plain = raw.astype(np.float32)
+        plain[:, invalid] = np.nan
+        unscaled = scores_of(run(run_alg, algorithm, write_cube(tmp_path / "raw.tif", plain), tmp_path / "c.tif",
+                                 model_file))
+        assert not np.allclose(unscaled, b, rtol=2e-3, atol=2e-3 * b[~invalid].max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files
+
+
+def write_wavelengths(path, data, wavelengths):
+    write_cube(path, data)
+    dataset = gdal.Open(str(path), gdal.GA_Update)
+    for index, value in enumerate(wavelengths):
+        dataset.GetRasterBand(index + 1).SetMetadata({"wavelength": f"{value:.1f}", "wavelength_units": "nm"})
+    dataset = None
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def wavelength_model(tmp_path_factory):
+    """A 16-band spectral-only random model covering 400-2500 nm."""
+    from fers.fers_core.model_file import random_init_model, save_model
+
+    model = random_init_model(MODEL_BANDS, seed=0, branches=("spectral",))
+    model.wavelengths_nm = list(np.linspace(400, 2500, MODEL_BANDS))
+    path = tmp_path_factory.mktemp("wl") / "wl16.pt"
+    save_model(model, path)
+    return str(path)
+
+
+def test_model_wavelength_range_not_covered_is_refused(run_alg, tmp_path, wavelength_model):
+    source = write_wavelengths(tmp_path / "vnir.tif", cube(10), np.linspace(400, 1000, 10))
+    refused(run_alg, DETECT, source, tmp_path, wavelength_model, r"cover only 29% of the model's range",
+            {"vnir.tif"})
+
+
+def test_model_wavelength_range_mostly_covered_runs(run_alg, tmp_path, wavelength_model):
+    source = write_wavelengths(tmp_path / "swir.tif", cube(20), np.linspace(420, 2300, 20))
+    feedback = Recorder()
+    scores = scores_of(run(run_alg, DETECT, source, tmp_path / "s.tif", wavelength_model, feedback))
+    assert np.isfinite(scores).all()
+    assert any("resampled linearly over wavelength" in line for line in feedback.infos)
+
+
+def test_far_fewer_bands_than_the_model_warns(run_alg, tmp_path, model_file):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    feedback = Recorder()
+    scores = scores_of(run(run_alg, DETECT, source, tmp_path / "s.tif", model_file, feedback))
+    assert np.isfinite(scores).all()
+    assert any("far fewer than the model's 16" in line for line in feedback.warnings)
+
+
+class WritesMarker:
+    """Unpickling this object runs code that writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def pickled_code_files(folder, marker):
+    """Model files whose loading would run code: torch's zip format and a bare pickle."""
+    import torch
+
+    zipped = folder / "evil_zip.pt"
+    torch.save({"format": "fers-model", "payload": WritesMarker(marker)}, zipped)
+    bare = folder / "evil_bare.pt"
+    bare.write_bytes(pickle.dumps({"state_dict": WritesMarker(marker)}, protocol=2))
+    checkpoint = folder / "evil_checkpoint"
+    checkpoint.mkdir()
+    for name in ("convh.pt", "enc.pt", "pc.pt"):
+        torch.save({"state_dict": WritesMarker(marker)}, checkpoint / name)
+    return [zipped, bare, checkpoint]
+
+
+def test_pickling_really_runs_the_marker_code(tmp_path):
+    """The payload is live: plain pickle.loads writes the marker (so its absence below means something)."""
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps(WritesMarker(marker)))
+    assert marker.read_text() == "pwned"
+
+
+def test_model_with_pickled_code_is_refused_without_running_it(run_alg, tmp_path, model_file):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    marker = tmp_path / "marker"
+    source = write_cube(inputs / "cube.tif", cube(5))
+    for path in pickled_code_files(inputs, marker):
+        refused(run_alg, DETECT, source, tmp_path, model_file, "refused and not loaded because it holds Python objects",
+                {"in"}, MODEL=str(path))
+        assert not marker.exists(), path
+
+
+def test_truncated_and_foreign_model_files_are_refused(run_alg, tmp_path, model_file):
+    import torch
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = write_cube(inputs / "cube.tif", cube(5))
+    content = open(model_file, "rb").read()
+    (inputs / "truncated.pt").write_bytes(content[: len(content) // 2])
+    (inputs / "header_only.pt").write_bytes(content[:100])
+    (inputs / "raster.pt").write_bytes(open(source, "rb").read())
+    with zipfile.ZipFile(inputs / "other.zip.pt", "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    torch.save({"weights": torch.zeros(3)}, inputs / "other_torch.pt")
+    (inputs / "empty.pt").write_bytes(b"")
+    cases = {
+        "truncated.pt": "damaged or incomplete",
+        "header_only.pt": "damaged or incomplete",
+        "raster.pt": "is not a PyTorch file",
+        "other.zip.pt": "damaged or incomplete",
+        "other_torch.pt": "is a PyTorch file but not a FERS model file",
+        "empty.pt": "is empty",
+    }
+    for name, message in cases.items():
+        refused(run_alg, DETECT, source, tmp_path, model_file, message, {"in"}, MODEL=str(inputs / name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Output locations
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_missing_output_folder_is_created(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    output = tmp_path / "new" / "deeper" / "scores.tif"
+    run(run_alg, algorithm, source, output, model_file)
+    assert output.is_file() and read(output)[0].shape == (18, 22)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_output_under_a_file_is_refused(run_alg, tmp_path, model_file, algorithm):
+    """A folder path whose parent is a regular file fails for root too (chmod does not stop root)."""
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    (tmp_path / "afile").write_text("x")
+    refused(run_alg, algorithm, source, tmp_path, model_file, r"Cannot create the output folder .*afile",
+            {"cube.tif", "afile"}, OUTPUT=str(tmp_path / "afile" / "sub" / "scores.tif"))
+
+
+def test_enhanced_cube_output_under_a_file_leaves_no_score_raster(run_alg, tmp_path, model_file):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    (tmp_path / "afile").write_text("x")
+    refused(run_alg, DETECT, source, tmp_path, model_file, "Cannot create the output folder", {"cube.tif", "afile"},
+            OUTPUT_SPECTRAL=str(tmp_path / "afile" / "spe.tif"))
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_read_only_output_folder_is_refused(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: chmod 0o555 does not stop writes (the under-a-file case covers root)")
+        refused(run_alg, algorithm, source, tmp_path, model_file, "Cannot write to folder", {"cube.tif", "locked"},
+                OUTPUT=str(locked / "scores.tif"))
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancel
+
+
+class CancelAt(QgsProcessingFeedback):
+    def __init__(self, percent):
+        super().__init__()
+        self.percent = percent
+        self.seen = []
+        self.progressChanged.connect(self._on_progress)
+
+    def _on_progress(self, value):
+        self.seen.append(value)
+        if value >= self.percent:
+            self.cancel()
+
+
+@pytest.mark.parametrize("percent", [10, 50, 90])
+def test_detect_cancel_leaves_no_output(run_alg, tmp_path, model_file, percent):
+    source = write_cube(tmp_path / "cube.tif", cube(6, rows=400, cols=40))  # 5 strips at MEMORY_MB=1
+    feedback = CancelAt(percent)
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run(run_alg, DETECT, source, tmp_path / "out" / "s.tif", model_file, feedback, BRANCHES=1, MEMORY_MB=1,
+            OUTPUT_SPECTRAL=str(tmp_path / "out" / "spe.tif"))
+    assert feedback.seen and max(feedback.seen) >= percent
+    assert leftovers(tmp_path, {"cube.tif", "out"}) == []
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out", set()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_qgis_process_reports_bad_inputs(tmp_path):
+    marker = tmp_path / "marker"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = write_cube(inputs / "cube.tif", cube(5))
+    empty = write_cube(inputs / "empty.tif", np.full((3, 6, 7), 0, np.uint8), nodata=0)
+    evil = pickled_code_files(inputs, marker)[0]
+    commands = {
+        "refused and not loaded because it holds Python objects": [
+            "fers:detect", f"INPUT={source}", f"MODEL={evil}", f"OUTPUT={tmp_path / 'out' / 'd.tif'}"],
+        "No valid pixels": ["fers:rx", f"INPUT={empty}", f"OUTPUT={tmp_path / 'out' / 'r.tif'}"],
+    }
+    for message, arguments in commands.items():
+        completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "run", arguments[0], "--",
+                                    *arguments[1:]], capture_output=True, text=True, timeout=120)
+        assert completed.returncode != 0
+        assert message in completed.stdout + completed.stderr, completed.stdout + completed.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out", set()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory guard
+
+
+def sparse_raster(path, cols, rows, bands, data_type=gdal.GDT_Int16):
+    """A large raster that takes no disk space and no time (no block is written)."""
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, data_type,
+                                                   ["SPARSE_OK=TRUE", "TILED=YES"])
+    dataset.SetGeoTransform((0, 1, 0, 0, 0, -1))
+    dataset = None
+    return str(path)
+
+
+@pytest.fixture
+def little_memory(monkeypatch):
+    """Pretend the machine has 1,000 MB available."""
+    from fers.fers_core import memory_guard
+
+    monkeypatch.delenv(memory_guard.SKIP_VARIABLE, raising=False)
+    monkeypatch.setattr(memory_guard, "available_memory_bytes", lambda: 1000 * memory_guard.MB)
+    return memory_guard
+
+
+@pytest.mark.parametrize("algorithm,extra,advice", [
+    (RX, {"MEMORY_MB": 4096}, r"lower MEMORY_MB \(now 4096\)"),
+    (RX, {"MODE": 1, "WINDOW_INNER": 5, "WINDOW_OUTER": 41, "MEMORY_MB": 4096}, r"lower MEMORY_MB \(now 4096\)"),
+    (DETECT, {"MEMORY_MB": 4096, "BRANCHES": 1}, r"lower MEMORY_MB \(now 4096\)"),
+    (DETECT, {"TILE_SIZE": 1024}, r"lower TILE_SIZE \(now 1024\)"),
+])
+def test_memory_guard_refuses_with_the_numbers(run_alg, tmp_path, model_file, little_memory, algorithm, extra,
+                                               advice):
+    source = sparse_raster(tmp_path / "big.tif", 4000, 3000, 60)
+    match = r"needs about [\d,]+ MB of memory but only 1,000 MB is available: " + advice + ", or close other"
+    refused(run_alg, algorithm, source, tmp_path, model_file, match, {"big.tif"}, **extra)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_memory_guard_logs_the_numbers_when_the_run_fits(run_alg, tmp_path, model_file, little_memory, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    feedback = Recorder()
+    run(run_alg, algorithm, source, tmp_path / "s.tif", model_file, feedback)
+    assert any(line.startswith("Memory: about") and "1,000 MB available" in line for line in feedback.infos)
+
+
+def test_memory_guard_can_be_skipped(run_alg, tmp_path, model_file, little_memory, monkeypatch):
+    monkeypatch.setenv(little_memory.SKIP_VARIABLE, "1")
+    estimate = little_memory.MemoryEstimate("A run", {"lower MEMORY_MB (now 1)": 10**12})
+    little_memory.check_memory(estimate)  # no error
+
+
+def test_available_memory_is_read_from_the_system():
+    from fers.fers_core import memory_guard
+
+    available = memory_guard.available_memory_bytes()
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert available is not None and 0 < available <= total
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_container_memory_limit_lowers_the_available_memory(tmp_path, version):
+    from fers.fers_core import memory_guard
+
+    folder = tmp_path / ("memory" if version == 1 else "")
+    folder.mkdir(exist_ok=True)
+    names = (("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file") if version == 1
+             else ("memory.max", "memory.current", "inactive_file"))
+    (folder / names[0]).write_text(str(2000 * 2**20))
+    (folder / names[1]).write_text(str(1500 * 2**20))
+    (folder / "memory.stat").write_text(f"active_file 1\n{names[2]} {300 * 2**20}\n")
+    assert memory_guard._cgroup_headroom(str(tmp_path)) == 800 * 2**20
+    (folder / names[0]).write_text("max" if version == 2 else str(2**63 - 4096))
+    assert memory_guard._cgroup_headroom(str(tmp_path)) is None
+
+
+MEASURE = """
+import json, sys
+sys.path.insert(0, {root!r})
+from fers_core import memory_guard
+from fers_core.raster_io import RasterReader
+
+def rss(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+
+path, output = sys.argv[1], sys.argv[2]
+with RasterReader(path) as reader:
+    if sys.argv[3] == "rx":
+        from fers_core.rx_raster import run_global_rx
+        estimate = memory_guard.estimate_global_rx(reader, 8)
+        before = rss("VmRSS")
+        run_global_rx(path, output, block_mb=8)
+    else:
+        from fers_core.detect import DetectOptions, run_fers_detection
+        from fers_core.model_file import random_init_model
+        model = random_init_model(16)
+        estimate = memory_guard.estimate_detection(reader, 16, 8)
+        before = rss("VmRSS")
+        run_fers_detection(path, output, model, DetectOptions(block_mb=8, fusion=1, device="cpu"))
+print(json.dumps([rss("VmHWM") - before, estimate.bytes]))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory is read from /proc (Linux)")
+@pytest.mark.parametrize("kind,shape", [("rx", (60, 300, 400)), ("detect", (20, 100, 120))])
+def test_memory_estimate_covers_the_measured_peak(tmp_path, kind, shape):
+    """The estimate is at least the peak resident memory the run adds, and not wildly more."""
+    import json
+    import sys
+
+    data = np.random.default_rng(0).integers(0, 1000, shape).astype(np.int16)
+    source = write_cube(tmp_path / "cube.tif", data)
+    completed = subprocess.run([sys.executable, "-c", MEASURE.format(root=str(ROOT)), source,
+                                str(tmp_path / "out.tif"), kind], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    measured, estimated = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert measured <= estimated <= 4 * measured + 200 * 2**20, (measured, estimated)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch missing
+
+
+def system_python_has_torch():
+    completed = subprocess.run(["/usr/bin/python3", "-c", "import importlib.util, sys; "
+                                "sys.exit(0 if importlib.util.find_spec('torch') else 3)"], capture_output=True)
+    return completed.returncode == 0
+
+
+def test_without_torch_rx_works_and_the_networks_explain_how_to_install_it(tmp_path):
+    """qgis_process with the system Python (no venv, no torch) and a fresh profile with the plugin enabled."""
+    if not os.path.exists("/usr/bin/qgis_process.bin"):
+        pytest.skip("/usr/bin/qgis_process.bin is absent (Debian's qgis package)")
+    if system_python_has_torch():
+        pytest.skip("/usr/bin/python3 has torch installed, so QGIS cannot be run without it here")
+    from fers.fers_core.torch_support import install_hint
+
+    (ROOT / ".run" / "xdg").mkdir(parents=True, exist_ok=True)
+    (ROOT / ".plugins").mkdir(exist_ok=True)
+    if not (ROOT / ".plugins" / "fers").exists():
+        (ROOT / ".plugins" / "fers").symlink_to(ROOT)
+    environment = {
+        "HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+        "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(ROOT / ".run" / "xdg"),
+        "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"), "QGIS_PLUGINPATH": str(ROOT / ".plugins"),
+    }
+
+    def qgis_process(*arguments):
+        return subprocess.run(["/usr/bin/qgis_process.bin", *arguments], capture_output=True, text=True,
+                              timeout=120, env=environment, cwd=tmp_path)
+
+    assert qgis_process("plugins", "enable", "fers").returncode == 0
+    listed = qgis_process("list")
+    assert {"fers:rx", "fers:detect", "fers:import_checkpoint"} <= set(listed.stdout.split()), listed.stderr
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    rx = qgis_process("run", "fers:rx", "--", f"INPUT={source}", f"OUTPUT={tmp_path / 'rx.tif'}")
+    assert rx.returncode == 0, rx.stdout + rx.stderr
+    assert read(tmp_path / "rx.tif")[0].shape == (18, 22)
+    detect = qgis_process("run", "fers:detect", "--", f"INPUT={source}", f"OUTPUT={tmp_path / 'd.tif'}")
+    assert detect.returncode != 0
+    assert f"The FERS networks need PyTorch, which is not installed: {install_hint()}" in detect.stdout + detect.stderr
+    assert not (tmp_path / "d.tif").exists()
+
+
+BLOCK_TORCH = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NoTorch(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked for this test")
+
+sys.meta_path.insert(0, NoTorch())
+sys.path[:0] = [{plugins!r}, "/usr/share/qgis/python/plugins"]
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+import fers
+plugin = fers.classFactory(None)
+plugin.initProcessing()
+ids = sorted(a.id() for a in QgsApplication.processingRegistry().providerById("fers").algorithms())
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "dask", "distributed"))
+print(ids, loaded)
+"""
+
+
+def test_loading_the_plugin_imports_no_torch(tmp_path):
+    """No module the algorithms import at load time imports torch (or dask)."""
+    import sys
+
+    environment = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    completed = subprocess.run([sys.executable, "-c", BLOCK_TORCH.format(plugins=str(ROOT / ".plugins"))],
+                               capture_output=True, text=True, timeout=120, env=environment)
+    assert completed.returncode == 0, completed.stderr
+    line = completed.stdout.strip().splitlines()[-1]
+    assert "'fers:rx'" in line and "'fers:detect'" in line and line.endswith(" []"), line

@@ -1,0 +1,183 @@
+"""Packaging safety: the plugin zip holds runtime files only, loads in QGIS on its own, and the
+algorithms write nothing but their outputs (nothing beside their inputs, nothing in the working folder)."""
+
+import configparser
+import gc
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from .conftest import ROOT, SHARED
+from .rasters import read, write_cube
+
+SECRET_PATTERNS = re.compile(
+    r"password|passwd|BEGIN [A-Z ]*PRIVATE KEY|token\s*=|api[_-]?key|secret[_-]?key|AKIA[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{36}|xox[baprs]-[A-Za-z0-9-]+",
+    re.IGNORECASE,
+)
+FORBIDDEN_PARTS = {"__pycache__", ".venv", ".qgis-profile", ".plugins", ".run", ".git", ".hypothesis",
+                   ".pytest_cache", ".ruff_cache", "test", "tests", "bench", "demo", "dist", "shared", "scripts"}
+FORBIDDEN_SUFFIXES = (".pyc", ".pyo", ".tif", ".tiff", ".npy", ".npz", ".mat", ".hdr", ".img", ".aux.xml",
+                      ".zip", ".gpkg", ".log", ".env", ".pem", ".key")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """Build the zip as `make package` does; (zip path, its names)."""
+    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "package.py")], capture_output=True,
+                               text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    path = completed.stdout.split(" (")[0].strip()
+    with zipfile.ZipFile(path) as archive:
+        return path, archive.namelist()
+
+
+def package_module():
+    spec = importlib.util.spec_from_file_location("fers_package_script", ROOT / "scripts" / "package.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zip_holds_the_plugin_essentials(package):
+    _, names = package
+    metadata = configparser.ConfigParser()
+    metadata.read(ROOT / "metadata.txt")
+    for required in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", metadata["general"]["icon"],
+                     "algorithms/provider.py", "fers_core/raster_io.py", "fers_core/memory_guard.py"):
+        assert f"fers/{required}" in names, required
+    assert all(name.startswith("fers/") for name in names)
+
+
+def test_zip_holds_no_caches_tests_data_or_local_folders(package):
+    _, names = package
+    for name in names:
+        parts = name.split("/")
+        assert not FORBIDDEN_PARTS & set(parts[1:-1]), name
+        assert not name.lower().endswith(FORBIDDEN_SUFFIXES), name
+        assert not parts[-1].startswith(".") or parts[-1] == ".gitignore", name
+        if name.endswith(".pt"):
+            assert name.startswith("fers/weights/"), name  # only the bundled model
+
+
+def test_zip_holds_no_secrets(package):
+    path, names = package
+    with zipfile.ZipFile(path) as archive:
+        for name in names:
+            text = archive.read(name).decode("utf-8", errors="ignore")
+            found = SECRET_PATTERNS.search(text)
+            assert found is None, f"{name}: {found.group(0)!r}"
+
+
+def test_zip_takes_nothing_from_outside_the_checkout():
+    """No runtime file is a link to ../shared (or anywhere else outside the checkout)."""
+    root = ROOT.resolve()
+    for name in package_module().runtime_files():
+        resolved = (ROOT / name).resolve()
+        assert resolved.is_relative_to(root), name
+        assert not resolved.is_relative_to(SHARED.resolve()), name
+
+
+def qgis_environment(tmp_path, plugins):
+    environment = dict(os.environ)
+    environment.update(QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(ROOT / ".run" / "xdg"),
+                       QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"), QGIS_PLUGINPATH=str(plugins))
+    environment["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{environment.get('PATH', '')}"
+    return environment
+
+
+def test_packaged_plugin_loads_and_runs_in_qgis(package, tmp_path):
+    """The zip on its own (as 'Install from ZIP' unpacks it) registers every algorithm and runs fers:rx."""
+    if not os.path.exists("/usr/bin/qgis_process.bin"):
+        pytest.skip("/usr/bin/qgis_process.bin is absent (Debian's qgis package)")
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(package[0]) as archive:
+        archive.extractall(plugins)
+    environment = qgis_environment(tmp_path, plugins)
+
+    def qgis_process(*arguments):
+        return subprocess.run(["/usr/bin/qgis_process.bin", *arguments], capture_output=True, text=True,
+                              timeout=120, env=environment, cwd=tmp_path)
+
+    assert qgis_process("plugins", "enable", "fers").returncode == 0
+    listed = qgis_process("list").stdout.split()
+    for algorithm in ("fers:rx", "fers:detect", "fers:import_checkpoint", "fers:evaluate"):
+        assert algorithm in listed
+    source = write_cube(tmp_path / "cube.tif", np.random.default_rng(0).normal(50, 5, (4, 12, 15)).astype("f4"))
+    completed = qgis_process("run", "fers:rx", "--", f"INPUT={source}", f"OUTPUT={tmp_path / 'rx.tif'}")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert read(tmp_path / "rx.tif")[0].shape == (12, 15)
+
+
+def snapshot(folder):
+    return {path.relative_to(folder).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in folder.rglob("*")}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder with a scene, a mask and a model (copies, so nothing shared is touched)."""
+    from fers.fers_core.model_file import random_init_model, save_model
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    cube = rng.normal(100, 10, (6, 30, 34)).astype(np.int16)
+    cube[:, 0, :3] = -1
+    write_cube(folder / "scene.tif", cube, nodata=-1)
+    mask = np.zeros((30, 34), np.uint8)
+    mask[10:12, 10:12] = 1
+    write_cube(folder / "mask.tif", mask)
+    save_model(random_init_model(8, seed=0), folder / "model.pt")
+    return folder
+
+
+def test_algorithms_write_only_their_outputs(run_alg, tmp_path, inputs):
+    """Nothing beside the inputs (no .aux.xml), only the asked-for files in the output folder, and no
+    leftover temporary mask in QGIS's temporary folder."""
+    from qgis.core import QgsProcessingUtils
+
+    before = snapshot(inputs)
+    out = tmp_path / "out"
+    scene, mask = str(inputs / "scene.tif"), str(inputs / "mask.tif")
+    run_alg("fers:rx", {"INPUT": scene, "MASK": mask, "BANDS": [1, 2, 4], "OUTPUT": str(out / "rx.tif"),
+                        "OUTPUT_MASK": str(out / "rx_mask.tif"), "OUTPUT_POLYGONS": str(out / "rx.gpkg")})
+    run_alg("fers:rx", {"INPUT": scene, "MODE": 1, "WINDOW_INNER": 3, "WINDOW_OUTER": 9,
+                        "OUTPUT": str(out / "local.tif"), "OUTPUT_POLYGONS": str(out / "local.gpkg")})
+    run_alg("fers:detect", {"INPUT": scene, "MASK": mask, "MODEL": str(inputs / "model.pt"),
+                            "OUTPUT": str(out / "fers.tif"), "OUTPUT_SPECTRAL": str(out / "spe.tif"),
+                            "OUTPUT_SPATIAL": str(out / "spa.tif")})
+    run_alg("fers:detect", {"INPUT": scene, "MODEL": str(inputs / "model.pt"), "FUSION": 2, "MEMORY_MB": 1,
+                            "OUTPUT": str(out / "product.tif")})
+    gc.collect()  # layers QGIS loaded are released (and would write their .aux.xml) now
+    assert snapshot(inputs) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "rx.tif", "rx_mask.tif", "rx.gpkg", "local.tif", "local.gpkg", "fers.tif", "spe.tif", "spa.tif",
+        "product.tif"])
+    temporary = QgsProcessingUtils.tempFolder()
+    assert not [name for name in os.listdir(temporary) if name.startswith("fers_")]
+
+
+def test_qgis_process_writes_nothing_in_its_working_folder(tmp_path, inputs):
+    before = snapshot(inputs)
+    work = tmp_path / "work"
+    work.mkdir()
+    output = tmp_path / "out" / "rx.tif"
+    for algorithm, extra in (("fers:rx", []), ("fers:detect", [f"MODEL={inputs / 'model.pt'}", "BRANCHES=1"])):
+        completed = subprocess.run(
+            [str(ROOT / "scripts" / "qgis_process"), "run", algorithm, "--", f"INPUT={inputs / 'scene.tif'}",
+             f"MASK={inputs / 'mask.tif'}", *extra, f"OUTPUT={output}"],
+            capture_output=True, text=True, timeout=180, cwd=work,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert list(work.iterdir()) == []
+        assert snapshot(inputs) == before
+        assert sorted(p.name for p in output.parent.iterdir()) == ["rx.tif"]
+        shutil.rmtree(output.parent)
