@@ -146,7 +146,7 @@ def main():
     parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args()
 
-    from bench.make_large_raster import write_large_raster
+    from make_large_raster import write_large_raster
 
     site = ensure_spectral()
     lines = [f"# Benchmark results\n\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

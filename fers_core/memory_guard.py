@@ -32,7 +32,7 @@ from osgeo import gdal
 from .errors import InputError
 from .feedback import Feedback
 from .raster_io import DEFAULT_BLOCK_MB, RasterReader
-from .tile_settings import SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
+from .tile_settings import SPATIAL_BATCH_PIXELS, SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
 
 MB = 2**20
 FIXED_ALLOWANCE = 96 * MB
@@ -47,7 +47,6 @@ twice by the concatenation), the fusion (128) and convolution workspaces, which 
 count. Measured on 300x300 pixels x 50 bands, 50 model bands, MEMORY_MB 64, 2 threads: both branches at
 TILE_SIZE 64 peaked 796-822 MB above the loaded model (estimate 970 MB); the spatial branch at TILE_SIZE
 128, 1,025-1,069 MB (estimate 1,296 MB)."""
-SPATIAL_BATCH = 16  # tiling.spatial_features batch_size
 MIN_STRIP_ROWS = 16  # detect.FeatureStrips
 
 
@@ -141,9 +140,10 @@ def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=
         networks = core_pixels * (SPECTRAL_ACTIVATION_CHANNELS + 2 * m) * 4
     if networks_on_cpu and spatial:
         tile_rows, tile_cols = min(spatial_tile, height), min(spatial_tile, width)
-        core = max(1, spatial_tile - 2 * SPATIAL_MARGIN)
+        core = max(1, spatial_tile - 2 * min(SPATIAL_MARGIN, spatial_tile // 8))
         jobs = max(1, -(-min(rows, height) // core)) * max(1, -(-width // core))
-        spatial_bytes = min(SPATIAL_BATCH, jobs) * tile_rows * tile_cols * (SPATIAL_ACTIVATION_CHANNELS + 3 * m) * 4
+        batch = max(1, SPATIAL_BATCH_PIXELS // (tile_rows * tile_cols))
+        spatial_bytes = min(batch, jobs) * tile_rows * tile_cols * (SPATIAL_ACTIVATION_CHANNELS + 3 * m) * 4
         if spatial_bytes > networks:  # the branches run one after the other: the larger one counts
             parts[f"lower TILE_SIZE (now {spatial_tile})"] = spatial_bytes
             networks = 0

@@ -249,6 +249,19 @@ def _same_crs(wkt_a, wkt_b):
     return bool(a.IsSame(b))
 
 
+def output_folder(path):
+    """The folder of an output path, created when missing; InputError when it cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:  # a parent is a file, a read-only or missing drive, ...
+        raise InputError(f"Cannot create the output folder '{folder}' ({error.strerror}): "
+                         "choose an output location you can write to.") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"Cannot write to folder '{folder}': choose an output location you can write to.")
+    return folder
+
+
 class RasterWriter:
     """Writes a raster under a temporary name; `commit()` renames it into place.
 
@@ -259,14 +272,7 @@ class RasterWriter:
     def __init__(self, path, width, height, bands=1, data_type=gdal.GDT_Float32, geotransform=None,
                  projection="", nodata=SCORE_NODATA, band_names=None):
         self.path = str(path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as error:  # a parent is a file, a read-only or missing drive, ...
-            raise InputError(f"Cannot create the output folder '{folder}' ({error.strerror}): "
-                             "choose an output location you can write to.") from None
-        if not os.access(folder, os.W_OK):
-            raise InputError(f"Cannot write to folder '{folder}': choose an output location you can write to.")
+        folder = output_folder(self.path)
         stem, extension = os.path.splitext(os.path.basename(self.path))
         driver_name = _DRIVER_BY_EXTENSION.get(extension.lower(), "GTiff")
         self._driver = gdal.GetDriverByName(driver_name)
