@@ -31,9 +31,11 @@ sys.path.insert(0, str(ROOT))
 # ----------------------------------------------------------------------------- workers (subprocess)
 
 def work_rx(path, output):
+    from fers_core.raster_io import bounded_gdal_cache
     from fers_core.rx_raster import run_global_rx
 
-    run_global_rx(path, output)
+    with bounded_gdal_cache():  # as fers:rx runs it
+        run_global_rx(path, output)
 
 
 def work_spectral_rx(path, output):
@@ -49,9 +51,11 @@ def work_spectral_rx(path, output):
 def work_detect(path, output, model_path, branches="spectral,spatial", precision="float32"):
     from fers_core.checkpoints import load_any_model
     from fers_core.detect import DetectOptions, run_fers_detection
+    from fers_core.raster_io import bounded_gdal_cache
 
     options = DetectOptions(branches=tuple(branches.split(",")), precision=precision)
-    run_fers_detection(path, output, load_any_model(model_path), options)
+    with bounded_gdal_cache():  # as fers:detect runs it
+        run_fers_detection(path, output, load_any_model(model_path), options)
 
 
 def work_reference_style(path, output, model_path, branches="spectral,spatial"):
@@ -96,6 +100,14 @@ def work_matmul_rate(n, bands):
     print(json.dumps(rates))
 
 
+def peak_mb():
+    """This process's peak resident memory (VmHWM: reset by exec, unlike ru_maxrss, which a forked
+    child inherits from the benchmark driver)."""
+    with open("/proc/self/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 WORKERS = {"rx": work_rx, "spectral_rx": work_spectral_rx, "detect": work_detect,
            "reference_style": work_reference_style, "matmul": work_matmul_rate}
 
@@ -104,10 +116,9 @@ WORKERS = {"rx": work_rx, "spectral_rx": work_spectral_rx, "detect": work_detect
 
 def measure(kind, *args, extra_path=None):
     """Run one worker in a subprocess; return (seconds, peak MB, stdout)."""
-    code = (f"import resource, sys, time; sys.path.insert(0, {str(ROOT)!r}); import bench.bench as b; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import bench.bench as b; "
             f"t = time.perf_counter(); b.WORKERS[{kind!r}](*{tuple(args)!r}); "
-            "print('BENCH', time.perf_counter() - t, "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "print('BENCH', time.perf_counter() - t, b.peak_mb())")
     env = dict(os.environ)
     if extra_path:
         env["PYTHONPATH"] = f"{extra_path}:{env.get('PYTHONPATH', '')}"

@@ -96,9 +96,11 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     from .errors import FersError
+    from .raster_io import bounded_gdal_cache
 
     try:
-        args.func(args)
+        with bounded_gdal_cache():
+            args.func(args)
     except FersError as error:
         sys.exit(f"Error: {error}")
 

@@ -29,6 +29,7 @@ from .feedback import Feedback, ProgressRange
 from .preprocess import RangeAccumulator, apply_band_matrix, band_resampling_matrix, wavelength_coverage
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
 from .rx import CovarianceAccumulator, fit_rx
+from .tile_settings import strip_rows
 from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_margin, spatial_features, spectral_features
 
 BRANCH_CHOICES = {0: ("spectral", "spatial"), 1: ("spectral",), 2: ("spatial",)}
@@ -230,7 +231,8 @@ class FeatureStrips:
         self.options = options
         self.margin = buffer_margin(options.spatial_tile, options.spatial_margin, "spatial" in self.networks)
         bytes_per_row = reader.width * (reader.band_count + model.bands * 4) * 4
-        rows = max(16, int(options.block_mb * 2**20 // bytes_per_row))
+        rows = strip_rows(options.block_mb * 2**20 // bytes_per_row, "spatial" in self.networks,
+                          options.spatial_tile, options.spatial_margin)
         self.windows = [Window(r, 0, min(rows, reader.height - r), reader.width) for r in range(0, reader.height, rows)]
 
     def __len__(self):

@@ -32,7 +32,14 @@ from osgeo import gdal
 from .errors import InputError
 from .feedback import Feedback
 from .raster_io import DEFAULT_BLOCK_MB, RasterReader
-from .tile_settings import SPATIAL_BATCH_PIXELS, SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
+from .tile_settings import (
+    MIN_STRIP_ROWS,
+    SPATIAL_BATCH_PIXELS,
+    SPATIAL_MARGIN,
+    SPATIAL_TILE,
+    SPECTRAL_CORE,
+    strip_rows,
+)
 
 MB = 2**20
 FIXED_ALLOWANCE = 96 * MB
@@ -47,7 +54,6 @@ twice by the concatenation), the fusion (128) and convolution workspaces, which 
 count. Measured on 300x300 pixels x 50 bands, 50 model bands, MEMORY_MB 64, 2 threads: both branches at
 TILE_SIZE 64 peaked 796-822 MB above the loaded model (estimate 970 MB); the spatial branch at TILE_SIZE
 128, 1,025-1,069 MB (estimate 1,296 MB)."""
-MIN_STRIP_ROWS = 16  # detect.FeatureStrips
 
 
 @dataclass
@@ -122,7 +128,8 @@ def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=
     """Peak memory of run_fers_detection: one strip with its margin and copies, and the networks."""
     width, height, bands, m = reader.width, reader.height, reader.band_count, int(model_bands)
     spatial = "spatial" in branches
-    rows = min(height, max(MIN_STRIP_ROWS, int(block_mb * MB // (width * (bands + m * 4) * 4))))
+    rows = min(height, strip_rows(block_mb * MB // (width * (bands + m * 4) * 4), spatial, spatial_tile,
+                                  min(SPATIAL_MARGIN, spatial_tile // 8)))
     margin = max(SPECTRAL_HALO, spatial_tile if spatial else 0)
     buffer_rows = min(height, rows + 2 * margin)
     read = bands * buffer_rows * width * (_value_bytes(reader) + 4 + (4 if reader._scaled else 0))

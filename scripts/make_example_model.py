@@ -2,17 +2,17 @@
 
     .venv/bin/python scripts/make_example_model.py [OUTPUT.model3]
 
-The model chains "detect -> mask -> polygons -> report": fers:rx scores the scene and writes the
-anomaly mask and polygons, then fers:evaluate compares the scores with a ground truth and
-writes the HTML report. (fers:detect, the learned detector, will take fers:rx's place.)
+The model chains "detect -> mask -> polygons -> report": fers:detect (the bundled FERS model)
+scores the scene and writes the anomaly mask and polygons, then fers:evaluate compares the
+scores with a ground truth and writes the HTML report.
 
-Model parameters: scene, ground_truth, mode (0 global, 1 local), threshold_percent,
-min_pixels. Model outputs (qgis_process names): rx:scores, rx:mask, rx:objects,
-evaluate:report. Example:
+Model parameters: scene, ground_truth, mode (0 global RX, 1 local RX on the enhanced cube),
+threshold_percent, min_pixels. Model outputs (qgis_process names): detect:scores, detect:mask,
+detect:objects, evaluate:report. Example:
 
     scripts/qgis_process run models/detect_mask_polygons_report.model3 -- scene=a.tif \
-        ground_truth=a_gt.tif mode=0 threshold_percent=0.5 min_pixels=1 rx:scores=scores.tif \
-        rx:mask=mask.tif rx:objects=objects.gpkg evaluate:report=report.html
+        ground_truth=a_gt.tif mode=0 threshold_percent=0.5 min_pixels=1 detect:scores=scores.tif \
+        detect:mask=mask.tif detect:objects=objects.gpkg evaluate:report=report.html
 """
 
 import os
@@ -77,6 +77,9 @@ def build_model():
     )
     from qgis.PyQt.QtCore import QPointF
 
+    from fers.fers_core.raster_io import DEFAULT_BLOCK_MB
+    from fers.fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
+
     model = QgsProcessingModelAlgorithm(MODEL_NAME, MODEL_GROUP)
     model.setHelpContent({
         "ALG_DESC": "Scores a hyperspectral scene with RX, thresholds the scores into an anomaly mask and polygons, "
@@ -115,33 +118,39 @@ def build_model():
         result.setChildOutputName(child_output)
         return result
 
-    rx = QgsProcessingModelChildAlgorithm("fers:rx")
-    rx.setChildId("rx")
-    rx.setDescription("Detect: RX scores, anomaly mask and polygons")
-    rx.setPosition(QPointF(420, 160))
-    _set_sources(rx, {
+    detect = QgsProcessingModelChildAlgorithm("fers:detect")
+    detect.setChildId("detect")
+    detect.setDescription("Detect: FERS scores, anomaly mask and polygons")
+    detect.setPosition(QPointF(420, 160))
+    _set_sources(detect, {
         "INPUT": from_input("scene"),
-        "MODE": from_input("mode"),
+        "DETECTOR": from_input("mode"),
         "WINDOW_INNER": static(5),
         "WINDOW_OUTER": static(21),
         "THRESHOLD_METHOD": static(0),
         "THRESHOLD": from_input("threshold_percent"),
         "MIN_PIXELS": from_input("min_pixels"),
-        "MEMORY_MB": static(64),
+        "BRANCHES": static(0),
+        "FUSION": static(0),
+        "DEVICE": static(0),
+        "PRECISION": static(0),
+        "MEMORY_MB": static(DEFAULT_BLOCK_MB),
+        "TILE_SIZE": static(SPATIAL_TILE),
+        "TILE_MARGIN": static(SPATIAL_MARGIN),
     })
-    rx.setModelOutputs({
-        "scores": output("rx", "scores", "OUTPUT", "Anomaly scores"),
-        "mask": output("rx", "mask", "OUTPUT_MASK", "Anomaly mask"),
-        "objects": output("rx", "objects", "OUTPUT_POLYGONS", "Anomaly objects"),
+    detect.setModelOutputs({
+        "scores": output("detect", "scores", "OUTPUT", "Anomaly scores"),
+        "mask": output("detect", "mask", "OUTPUT_MASK", "Anomaly mask"),
+        "objects": output("detect", "objects", "OUTPUT_POLYGONS", "Anomaly objects"),
     })
-    model.addChildAlgorithm(rx)
+    model.addChildAlgorithm(detect)
 
     evaluate = QgsProcessingModelChildAlgorithm("fers:evaluate")
     evaluate.setChildId("evaluate")
     evaluate.setDescription("Report: ROC, AUC and score distributions")
     evaluate.setPosition(QPointF(720, 240))
     _set_sources(evaluate, {
-        "SCORES": [QgsProcessingModelChildParameterSource.fromChildOutput("rx", "OUTPUT")],
+        "SCORES": [QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT")],
         "GROUND_TRUTH": from_input("ground_truth"),
     })
     evaluate.setModelOutputs({"report": output("evaluate", "report", "OUTPUT_HTML", "Evaluation report")})

@@ -13,7 +13,7 @@ from .rasters import read
 
 MODEL = ROOT / "models" / "detect_mask_polygons_report.model3"
 INPUTS = {"scene", "ground_truth", "mode", "threshold_percent", "min_pixels"}
-OUTPUTS = {"rx:scores", "rx:mask", "rx:objects", "evaluate:report"}
+OUTPUTS = {"detect:scores", "detect:mask", "detect:objects", "evaluate:report"}
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,14 @@ def load_model(path=MODEL):
 
 def test_model_loads_and_is_valid(qgis_app):
     model = load_model()
-    assert set(model.childAlgorithms()) == {"rx", "evaluate"}
+    assert set(model.childAlgorithms()) == {"detect", "evaluate"}
     for child_id, child in model.childAlgorithms().items():
         assert child.algorithm() is not None, child.algorithmId()
         ok, issues = model.validateChildAlgorithm(child_id)
         assert ok, issues
     assert {p.name() for p in model.parameterDefinitions()} == INPUTS | OUTPUTS
     sources = model.childAlgorithm("evaluate").parameterSources()["SCORES"]
-    assert [(s.outputChildId(), s.outputName()) for s in sources] == [("rx", "OUTPUT")]
+    assert [(s.outputChildId(), s.outputName()) for s in sources] == [("detect", "OUTPUT")]
 
 
 def test_model_file_matches_the_script(qgis_app, tmp_path):
@@ -81,13 +81,13 @@ def test_model_runs_in_process(run_alg, tmp_path, demo_scene):
     scene, truth = demo_scene
     parameters = {
         "scene": scene, "ground_truth": truth, "mode": 1, "threshold_percent": 1.0, "min_pixels": 1,
-        "rx:scores": str(tmp_path / "scores.tif"), "rx:mask": str(tmp_path / "mask.tif"),
-        "rx:objects": str(tmp_path / "objects.gpkg"), "evaluate:report": str(tmp_path / "report.html"),
+        "detect:scores": str(tmp_path / "scores.tif"), "detect:mask": str(tmp_path / "mask.tif"),
+        "detect:objects": str(tmp_path / "objects.gpkg"), "evaluate:report": str(tmp_path / "report.html"),
     }
     results = processing.run(load_model(), parameters, context=QgsProcessingContext(),
                              feedback=QgsProcessingFeedback())
     assert OUTPUTS <= set(results)
-    check_outputs(scene, truth, results["rx:scores"], results["rx:mask"], results["rx:objects"],
+    check_outputs(scene, truth, results["detect:scores"], results["detect:mask"], results["detect:objects"],
                   results["evaluate:report"], 1.0)
 
 
@@ -97,7 +97,8 @@ def test_model_runs_through_qgis_process(tmp_path, demo_scene):
     out.mkdir()
     arguments = [
         f"scene={scene}", f"ground_truth={truth}", "mode=0", "threshold_percent=0.5", "min_pixels=1",
-        f"rx:scores={out / 'scores.tif'}", f"rx:mask={out / 'mask.tif'}", f"rx:objects={out / 'objects.gpkg'}",
+        f"detect:scores={out / 'scores.tif'}", f"detect:mask={out / 'mask.tif'}",
+        f"detect:objects={out / 'objects.gpkg'}",
         f"evaluate:report={out / 'report.html'}",
     ]
     completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "run", str(MODEL), "--", *arguments],
