@@ -20,5 +20,9 @@ lint: setup
 package:
 	@$(PY) scripts/package.py
 
+# Train the bundled default model weights/fers_default.pt from ../shared (under 60 min on 2 CPU cores).
+weights: setup
+	$(PY) scripts/train_default.py
+
 clean:
 	rm -rf demo dist .qgis-profile .plugins .run .pytest_cache

@@ -9,6 +9,7 @@ from .detect_algorithm import DetectAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .import_checkpoint_algorithm import ImportCheckpointAlgorithm
 from .rx_algorithm import RxAlgorithm
+from .train_algorithm import TrainAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "fers.svg")
 
@@ -29,5 +30,6 @@ class FersProvider(QgsProcessingProvider):
         return QIcon(ICON_PATH)
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm(), EvaluateAlgorithm()):
+        for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm(), EvaluateAlgorithm(),
+                          TrainAlgorithm()):
             self.addAlgorithm(algorithm)

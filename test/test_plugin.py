@@ -7,7 +7,7 @@ from qgis.core import QgsApplication
 
 from .conftest import ROOT
 
-EXPECTED_ALGORITHMS = {"fers:rx", "fers:detect", "fers:import_checkpoint", "fers:evaluate"}
+EXPECTED_ALGORITHMS = {"fers:rx", "fers:detect", "fers:import_checkpoint", "fers:evaluate", "fers:train"}
 
 
 def test_metadata_is_complete():

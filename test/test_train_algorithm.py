@@ -1,0 +1,162 @@
+"""fers:train through processing.run and qgis_process: a tiny model trains in seconds and detects.
+
+The scenes are small synthetic ones (fers_core.synthetic), the model tiny (16 bands, 16 px
+patches, 1 epoch), so every run takes a few seconds on a CPU. Mid-stage resume (optimizer state,
+epoch numbering) is covered more cheaply in test/core/test_training.py.
+"""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from .conftest import ROOT
+from .rasters import read, write_cube
+
+TINY = {"MODEL_BANDS": 16, "EPOCHS": 1, "PATCH_SIZE": 16, "BATCH_SIZE": 4, "SEED": 3, "DEVICE": 1}
+"""Per epoch: a.tif and b.tif give 2 batches of 4 patches, a.tif alone 1."""
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Two small synthetic scenes with different band counts, and the first one's ground truth."""
+    from fers.fers_core.synthetic import write_scene
+
+    folder = tmp_path_factory.mktemp("scenes")
+    first, truth = write_scene(folder / "a.tif", folder / "a_gt.tif", rows=28, cols=30, bands=24, seed=1)
+    second, _ = write_scene(folder / "b.tif", folder / "b_gt.tif", rows=28, cols=30, bands=30, seed=2)
+    return first, second, truth
+
+
+def train(run_alg, output, inputs, feedback=None, **settings):
+    parameters = {**TINY, "INPUTS": list(inputs), "OUTPUT_MODEL": str(output), **settings}
+    return run_alg("fers:train", parameters, feedback)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(qgis_app, scenes, tmp_path_factory):
+    """Both stages, one epoch, on two rasters with 24 and 30 bands."""
+    import processing
+    from qgis.core import QgsProcessingContext
+
+    output = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    parameters = {**TINY, "INPUTS": list(scenes[:2]), "OUTPUT_MODEL": str(output)}
+    processing.run("fers:train", parameters, context=QgsProcessingContext(), feedback=QgsProcessingFeedback())
+    return output
+
+
+def weights(path):
+    from fers.fers_core.model_file import load_model
+
+    model = load_model(path)
+    return {f"{branch}.{key}": value for branch, module in model.branches.items()
+            for key, value in module.state_dict().items()}
+
+
+def assert_same_weights(path_a, path_b):
+    a, b = weights(path_a), weights(path_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_tiny_model_trains_on_rasters_of_different_band_counts_and_detects(run_alg, scenes, tiny_model, tmp_path):
+    from fers.fers_core.model_file import load_model
+
+    assert not tiny_model.with_name("tiny.pt.resume.pt").exists()
+    model = load_model(tiny_model)
+    assert model.bands == 16 and set(model.branches) == {"spectral", "spatial"}
+    assert model.provenance["inputs"] == ["a.tif", "b.tif"] and model.provenance["seed"] == 3
+
+    scores_path = tmp_path / "scores.tif"
+    run_alg("fers:detect", {"INPUT": scenes[0], "MODEL": str(tiny_model), "OUTPUT": str(scores_path)})
+    scores, nodata, _, _ = read(scores_path)
+    valid = scores != nodata
+    assert valid.sum() > 700 and np.isfinite(scores[valid]).all()
+
+
+class CancelAt(QgsProcessingFeedback):
+    """Cancels as soon as progress reaches the given percent; keeps the log."""
+
+    def __init__(self, percent=None):
+        super().__init__()
+        self.percent = percent
+        self.log = []
+        self.progressChanged.connect(self._on_progress)
+
+    def _on_progress(self, value):
+        if self.percent is not None and value >= self.percent:
+            self.cancel()
+
+    def pushInfo(self, info):  # noqa: N802 (QGIS API)
+        self.log.append(info)
+        super().pushInfo(info)
+
+
+def test_cancel_leaves_no_model_and_resume_gives_the_same_weights_as_an_uninterrupted_run(
+        run_alg, scenes, tiny_model, tmp_path):
+    """Same seed -> identical weights: the cancelled run recomputes stage 1 on its own, then resumes stage 2."""
+    output = tmp_path / "model.pt"
+    checkpoint = tmp_path / "model.pt.resume.pt"
+    # stage 1 spans 5-52.5 %, stage 2 52.5-100 % in 2 batches: cancel after the first stage-2 batch
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        train(run_alg, output, scenes[:2], CancelAt(60))
+    assert not output.exists()
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["stage"], saved["epochs_done"]) == ("spectral", 1)
+
+    feedback = CancelAt()
+    train(run_alg, output, scenes[:2], feedback)
+    assert any("Resuming from model.pt.resume.pt (spectral stage, epoch 1 done)" in line for line in feedback.log)
+    assert not checkpoint.exists()
+    assert_same_weights(output, tiny_model)
+
+
+def test_spatial_stage_fine_tunes_an_initial_model_with_its_bands(run_alg, scenes, tiny_model, tmp_path):
+    output = tmp_path / "tuned.pt"
+    train(run_alg, output, scenes[:1], STAGES=2, INIT_MODEL=str(tiny_model), MODEL_BANDS=50)
+    before, after = weights(tiny_model), weights(output)
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if key.startswith("spectral."):
+            assert torch.equal(value, after[key]), key  # frozen
+    assert not torch.equal(before["spatial.false_colour.expand.weight"], after["spatial.false_colour.expand.weight"])
+
+
+def test_bad_inputs_get_clear_errors_before_training(run_alg, scenes, tmp_path):
+    first = scenes[0]
+    small = write_cube(tmp_path / "small.tif", np.random.default_rng(0).uniform(0, 1, (8, 10, 12)).astype(np.float32))
+    empty = write_cube(tmp_path / "empty.tif", np.full((8, 30, 30), -5, np.int16), nodata=-5)
+    mask = write_cube(tmp_path / "mask.tif", np.zeros((20, 20), np.uint8))
+    cases = [
+        ({"INPUTS": [small]}, "small.tif is 12x10 px, too small for one 16x16 patch"),
+        ({"INPUTS": [empty]}, "empty.tif: No valid pixels"),
+        ({"MASKS": [mask]}, "a.tif: The mask is 20x20 pixels but the input is 30x28"),
+        ({"MASKS": [mask, mask]}, "2 mask\\(s\\) were given for 1 input raster"),
+        ({"STAGES": 2}, "needs INIT_MODEL"),
+        ({"WAVELENGTHS": "400, 500"}, "WAVELENGTHS lists 2 values but MODEL_BANDS is 16"),
+        ({"BANDS": "1-x"}, "BANDS '1-x' is not a list of band numbers"),
+        ({"BANDS": "1-99"}, "out of range"),
+        ({"INIT_MODEL": str(tmp_path / "missing.pt")}, "INIT_MODEL: The model file .* does not exist"),
+    ]
+    for settings, message in cases:
+        output = tmp_path / "never.pt"
+        parameters = {"INPUTS": [first], **settings}
+        with pytest.raises(QgsProcessingException, match=message):
+            train(run_alg, output, parameters.pop("INPUTS"), **parameters)
+        assert not output.exists() and not (tmp_path / "never.pt.resume.pt").exists()
+
+
+def test_qgis_process_runs_train(scenes, tmp_path):
+    output = tmp_path / "out" / "model.pt"
+    arguments = [f"{key}={value}" for key, value in TINY.items()]
+    completed = subprocess.run(
+        [str(ROOT / "scripts" / "qgis_process"), "run", "fers:train", "--", f"INPUTS={scenes[0]}", *arguments,
+         "STAGES=1", f"OUTPUT_MODEL={output}"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    assert output.exists()
+    assert "spectral stage, epoch 1/1" in completed.stdout + completed.stderr
