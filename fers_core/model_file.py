@@ -197,11 +197,18 @@ def save_model(model, path):
     os.close(handle)
     try:
         torch.save(content, temporary)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; a model file is an ordinary file
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _file_content(model):
@@ -229,17 +236,17 @@ def _file_content(model):
 
 def _check_plain(value, where):
     """Refuse values that would need pickle to load (only str, numbers, lists and dicts)."""
-    if isinstance(value, dict):
+    if type(value) is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise ModelFileError(
                     f"The {where} keys must be text, not {type(key).__name__}; fix it before saving."
                 )
             _check_plain(item, f"{where} '{key}'")
-    elif isinstance(value, (list, tuple)):
+    elif type(value) in (list, tuple):
         for item in value:
             _check_plain(item, where)
-    elif value is not None and not isinstance(value, (str, int, float, bool)):
+    elif value is not None and type(value) not in (str, int, float, bool):  # exact types: subclasses need pickle
         raise ModelFileError(
             f"The {where} holds a {type(value).__name__}; "
             "use only text, numbers, lists and dicts, then save again."

@@ -7,7 +7,10 @@ cd "$root"
 py=.venv/bin/python
 mkdir -p demo
 $py -m fers_core demo-scene demo/demo_scene.tif demo/demo_truth.tif
-scripts/qgis_process run fers:rx -- INPUT=demo/demo_scene.tif OUTPUT=demo/demo_rx.tif
+scripts/qgis_process run fers:detect -- INPUT=demo/demo_scene.tif OUTPUT=demo/demo_fers.tif \
+    OUTPUT_MASK=demo/demo_mask.tif OUTPUT_POLYGONS=demo/demo_objects.gpkg
+scripts/qgis_process run fers:rx -- INPUT=demo/demo_scene.tif OUTPUT=demo/demo_rx.tif >/dev/null
 echo
-echo "Scores written to $root/demo/demo_rx.tif"
-$py -m fers_core auc demo/demo_rx.tif demo/demo_truth.tif
+echo "FERS scores:     $root/demo/demo_fers.tif (mask demo/demo_mask.tif, objects demo/demo_objects.gpkg)"
+printf "  FERS (bundled model):   "; $py -m fers_core auc demo/demo_fers.tif demo/demo_truth.tif
+printf "  plain global RX:        "; $py -m fers_core auc demo/demo_rx.tif demo/demo_truth.tif

@@ -1,6 +1,8 @@
 """FERS model files (round trip, every malformed case) and the authors' checkpoint importer."""
 
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -315,3 +317,22 @@ def test_one_authors_file_given_instead_of_the_folder(tmp_path, spectral_model):
     folder = write_authors_folder(tmp_path / "ckpt", spectral_model)
     with pytest.raises(ModelFileError, match="choose the folder instead"):
         load_any_model(folder / "enc.pt")
+
+
+
+def test_text_subclasses_are_refused_and_files_are_world_readable(tmp_path):
+    class Version(str):
+        pass
+
+    model = random_init_model(8, seed=0, branches=("spectral",))
+    model.provenance["torch"] = Version("2.13.0")  # like torch.__version__: loading it would need pickle
+    with pytest.raises(ModelFileError, match="holds a Version"):
+        save_model(model, tmp_path / "bad.pt")
+    model.provenance["torch"] = "2.13.0"
+    previous = os.umask(0o022)
+    try:
+        save_model(model, tmp_path / "good.pt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "good.pt").stat().st_mode) == 0o644
+    assert load_model(tmp_path / "good.pt").provenance["torch"] == "2.13.0"
