@@ -22,7 +22,7 @@ from qgis.core import (
 )
 
 from ..fers_core.errors import Cancelled
-from ..fers_core.feedback import Feedback
+from ..fers_core.feedback import StageFeedback
 from ..fers_core.postprocess import (
     FALSE_ALARM_RATE,
     TOP_PERCENT,
@@ -130,25 +130,6 @@ def check_object_parameters(algorithm, parameters, context):
             f"Anomaly polygons are written as a GeoPackage: give the output a .gpkg name (got '{polygons}')."
         )
     return True, ""
-
-
-class StageFeedback(Feedback):
-    """Maps an engine stage's 0-100 progress onto [start, stop] of the whole run."""
-
-    def __init__(self, feedback, start, stop):
-        self._feedback, self._start, self._stop = feedback, start, stop
-
-    def set_progress(self, percent):
-        self._feedback.set_progress(self._start + (self._stop - self._start) * percent / 100.0)
-
-    def is_cancelled(self):
-        return self._feedback.is_cancelled()
-
-    def info(self, message):
-        self._feedback.info(message)
-
-    def warning(self, message):
-        self._feedback.warning(message)
 
 
 def remove_outputs(*paths):

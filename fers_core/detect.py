@@ -25,7 +25,7 @@ import torch
 
 from .blockwise import TreeReducer, merged_covariance
 from .errors import InputError
-from .feedback import Feedback, ProgressRange
+from .feedback import Feedback, ProgressRange, StageFeedback
 from .preprocess import RangeAccumulator, apply_band_matrix, band_resampling_matrix, wavelength_coverage
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
 from .rx import CovarianceAccumulator, fit_rx
@@ -594,31 +594,12 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
         for index, (cube_path, map_path) in enumerate(zip(cube_paths, map_paths)):
             run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
                          outer=options.window_outer, block_mb=options.block_mb,
-                         feedback=_StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
+                         feedback=StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
         if product:
             ranges = [_score_range(path) for path in map_paths]
             _combine_maps(map_paths, setup.reader, output_path, ranges, ProgressRange(feedback, 95, 100))
         for writer in extras.values():
             writer.commit()
-
-
-class _StageFeedback(Feedback):
-    """Passes a sub-run's 0-100 progress on as a slice of this run's progress."""
-
-    def __init__(self, feedback, start, stop):
-        self._feedback, self._start, self._stop = feedback, start, stop
-
-    def set_progress(self, percent):
-        self._feedback.set_progress(self._start + (self._stop - self._start) * percent / 100.0)
-
-    def is_cancelled(self):
-        return self._feedback.is_cancelled()
-
-    def info(self, message):
-        self._feedback.info(message)
-
-    def warning(self, message):
-        self._feedback.warning(message)
 
 
 def _score_range(path):

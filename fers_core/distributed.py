@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from .blockwise import TreeReducer
 from .errors import Cancelled, DependencyError, FersError, InputError
-from .feedback import Feedback, ProgressRange
+from .feedback import Feedback, ProgressRange, StageFeedback
 from .raster_io import DEFAULT_BLOCK_MB, RasterReader, read_mask
 from .threads import blas_threads, blas_threads_set
 
@@ -816,7 +816,7 @@ def _batch_split(client, jobs, feedback):
     for index, job in enumerate(jobs):
         started = time.perf_counter()
         pixels = 0
-        stage = _StageFeedback(feedback, index / len(jobs), (index + 1) / len(jobs))
+        stage = StageFeedback(feedback, 100 * index / len(jobs), 100 * (index + 1) / len(jobs))
         try:
             with RasterReader(job.input_path, job.bands) as reader:
                 pixels = reader.pixel_count
@@ -837,25 +837,6 @@ def _batch_split(client, jobs, feedback):
         records.append(record)
         _report(feedback, index + 1, len(jobs), record)
     return records
-
-
-class _StageFeedback(Feedback):
-    """Passes cancel and log lines through; maps 0-100 % of one raster onto its share of the batch."""
-
-    def __init__(self, feedback, start, stop):
-        self._feedback, self._start, self._stop = feedback, start, stop
-
-    def set_progress(self, percent):
-        self._feedback.set_progress(100 * (self._start + (self._stop - self._start) * percent / 100))
-
-    def is_cancelled(self):
-        return self._feedback.is_cancelled()
-
-    def info(self, message):
-        self._feedback.info(message)
-
-    def warning(self, message):
-        self._feedback.warning(message)
 
 
 def remove_stale_partials(output_path):

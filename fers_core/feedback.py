@@ -58,3 +58,22 @@ class ProgressRange:
         self.feedback.check_cancelled()
         fraction = min(max(fraction, 0.0), 1.0)
         self.feedback.set_progress(self.start + (self.stop - self.start) * fraction)
+
+
+class StageFeedback(Feedback):
+    """Feedback for one stage of a run: its 0-100 progress becomes start..stop of the whole run."""
+
+    def __init__(self, feedback, start, stop):
+        self._feedback, self._start, self._stop = feedback, start, stop
+
+    def set_progress(self, percent):
+        self._feedback.set_progress(self._start + (self._stop - self._start) * percent / 100.0)
+
+    def is_cancelled(self):
+        return self._feedback.is_cancelled()
+
+    def info(self, message):
+        self._feedback.info(message)
+
+    def warning(self, message):
+        self._feedback.warning(message)
