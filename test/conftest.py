@@ -30,6 +30,24 @@ for path in (str(_plugins), str(ROOT), "/usr/share/qgis/python/plugins"):
         sys.path.insert(0, path)
 
 
+from qgis.core import QgsProcessingFeedback  # noqa: E402 (after the environment above is set)
+
+
+class CancelAt(QgsProcessingFeedback):
+    """Cancels as soon as progress reaches the given percent."""
+
+    def __init__(self, percent):
+        super().__init__()
+        self.percent = percent
+        self.seen = []
+        self.progressChanged.connect(self._on_progress)
+
+    def _on_progress(self, value):
+        self.seen.append(value)
+        if value >= self.percent:
+            self.cancel()
+
+
 def require_scenes():
     """Skip the calling test when the shared real scenes are absent."""
     if not SCENES.is_dir():

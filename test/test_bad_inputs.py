@@ -20,7 +20,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from .conftest import ROOT
+from .conftest import ROOT, CancelAt
 from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube
 
 RX, DETECT = "fers:rx", "fers:detect"
@@ -438,19 +438,6 @@ def test_read_only_output_folder_is_refused(run_alg, tmp_path, model_file, algor
 
 # ---------------------------------------------------------------------------------------------
 # Cancel
-
-
-class CancelAt(QgsProcessingFeedback):
-    def __init__(self, percent):
-        super().__init__()
-        self.percent = percent
-        self.seen = []
-        self.progressChanged.connect(self._on_progress)
-
-    def _on_progress(self, value):
-        self.seen.append(value)
-        if value >= self.percent:
-            self.cancel()
 
 
 @pytest.mark.parametrize("percent", [10, 50, 90])

@@ -5,9 +5,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 
-from .conftest import ROOT, SHARED, require_scenes
+from .conftest import ROOT, SHARED, CancelAt, require_scenes
 from .rasters import GEOTRANSFORM, leftovers, read, rx_reference, utm_wkt, write_cube
 
 
@@ -114,21 +114,6 @@ def test_band_out_of_range_is_refused(run_alg, tmp_path):
     with pytest.raises(QgsProcessingException):
         run_alg("fers:rx", {"INPUT": source, "BANDS": [2, 99], "OUTPUT": str(tmp_path / "rx.tif")})
     assert not (tmp_path / "rx.tif").exists()
-
-
-class CancelAt(QgsProcessingFeedback):
-    """Cancels as soon as progress reaches the given percent."""
-
-    def __init__(self, percent):
-        super().__init__()
-        self.percent = percent
-        self.seen = []
-        self.progressChanged.connect(self._on_progress)
-
-    def _on_progress(self, value):
-        self.seen.append(value)
-        if value >= self.percent:
-            self.cancel()
 
 
 @pytest.mark.parametrize("percent", [10, 50, 90])
