@@ -28,7 +28,7 @@ from .errors import InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
 from .preprocess import RangeAccumulator, apply_band_matrix, band_resampling_matrix, wavelength_coverage
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
-from .rx import CovarianceAccumulator, fit_rx
+from .rx import CovarianceAccumulator, fit_rx, pixel_vectors
 from .tile_settings import strip_rows
 from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_margin, spatial_features, spectral_features
 
@@ -339,7 +339,7 @@ def statistics_partial(strips, mask, fusion, window, keep=None):
     partial = []
     for cube in cubes:
         accumulator = CovarianceAccumulator(cube.shape[0])
-        accumulator.add(cube[:, use].T)
+        accumulator.add(pixel_vectors(cube, use))
         partial.append(accumulator)
     return partial
 
@@ -379,7 +379,7 @@ def score_cubes(rx_models, cubes, valid, extras):
     scores = np.full((len(rx_models), valid.shape[0], valid.shape[1]), SCORE_NODATA, dtype=np.float32)
     ranges = []
     for map_index, (rx_model, cube) in enumerate(zip(rx_models, cubes)):
-        scores[map_index][valid] = rx_model.score(cube[:, valid].T)
+        scores[map_index][valid] = rx_model.score(pixel_vectors(cube, valid))
         ranges.append(RangeAccumulator().add(scores[map_index][valid]))
     for enhanced in extras.values():
         enhanced[:, ~valid] = SCORE_NODATA

@@ -20,6 +20,13 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 SCORE_CLIP = 1e15  # scaled deviations beyond this (1e15 background standard deviations) are clipped
 
 
+def pixel_vectors(data, use):
+    """Pixel vectors (n, bands) of the pixels selected by `use`; a view, not a copy, when all are."""
+    if use.all():
+        return data.reshape(data.shape[0], -1).T
+    return data[:, use].T
+
+
 class CovarianceAccumulator:
     """Streaming mean and covariance of pixel vectors, in float64.
 

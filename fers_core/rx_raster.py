@@ -8,7 +8,7 @@ import numpy as np
 from .blockwise import TreeReducer, merged_covariance
 from .feedback import Feedback, ProgressRange
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
-from .rx import CovarianceAccumulator, fit_rx
+from .rx import CovarianceAccumulator, fit_rx, pixel_vectors
 
 
 @dataclass
@@ -26,7 +26,7 @@ class RxRunSummary:
 def background_pixels(data, valid, mask_block):
     """Pixel vectors (n, bands) that are valid and not excluded by the mask."""
     use = valid if mask_block is None else valid & (mask_block == 0)
-    return data[:, use].T
+    return pixel_vectors(data, use)
 
 
 @dataclass
@@ -55,7 +55,7 @@ def rx_block_scores(reader, model, window):
     """Float32 RX scores of one block; invalid pixels are SCORE_NODATA."""
     data, valid = reader.read(window)
     scores = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
-    scores[valid] = model.score(data[:, valid].T)
+    scores[valid] = model.score(pixel_vectors(data, valid))
     return scores
 
 
