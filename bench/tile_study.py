@@ -50,10 +50,10 @@ def main():
     if not model.has_branch("spatial"):
         print("Skipped: the model has no spatial branch.")
         return 0
-    columns = [f"tile {t}" for t in args.tiles] + ["whole image", "spectral only", "tile 64 bfloat16"]
+    columns = [f"tile {t}" for t in args.tiles] + ["whole image", "spectral only", "bfloat16"]
     lines = [f"# Spatial tile size vs AUC\n\nModel: `{Path(args.model).name}`; both branches, global RX; "
-             "margin = tile / 8 (the default tile 64 keeps margin 8); 'whole image' = one tile as large as the "
-             "scene; the last column runs the networks in bfloat16 (autocast) at the default tile.\n",
+             "margin = tile / 8; 'whole image' = one tile as large as the "
+             "scene; the last column runs the networks in bfloat16 (autocast) at the default tile (128 px).\n",
              "| scene | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     sums = [0.0] * len(columns)
     names = scene_names()
