@@ -5,8 +5,9 @@ Passes over the raster (each streamed in strips, so memory follows the strip siz
    reference scaling, and band means (used to fill invalid pixels before the networks);
 2. statistics: features of each strip (tiled network inference), RX mean and covariance of
    the enhanced cube(s) of valid pixels;
-3. scores: features recomputed per strip, RX scores written (and the enhanced cubes, on
-   request). Product fusion keeps the two RX maps in a temporary raster and multiplies their
+3. scores: the enhanced cubes kept from pass 2 in a temporary file (FeatureSpill; recomputed
+   per strip when the disk lacks room, and always on a Dask cluster), RX scores written (and
+   the enhanced cubes, on request). Product fusion keeps the two RX maps in a temporary raster and multiplies their
    min-max normalised values in a last pass.
 
 Every pass works strip by strip through pure per-strip functions (range_partial,
