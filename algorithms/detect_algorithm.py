@@ -10,6 +10,7 @@ from qgis.core import (
 )
 
 from ..fers_core.errors import Cancelled, InputError
+from ..fers_core.feedback import StageFeedback
 from ..fers_core.local_rx import validate_windows
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
@@ -151,7 +152,7 @@ class DetectAlgorithm(FersAlgorithm):
         require_torch()
         from ..fers_core.checkpoints import load_any_model
         from ..fers_core.default_model import default_model_path
-        from ..fers_core.detect import BRANCH_CHOICES, DetectOptions
+        from ..fers_core.detect import BRANCH_CHOICES, DetectOptions, choose_fusion
         from ..fers_core.distributed import fers_detection
         from ..fers_core.memory_guard import check_detection_run
 
@@ -178,18 +179,18 @@ class DetectAlgorithm(FersAlgorithm):
         )
         if cluster and options.detector == "local":
             raise InputError("SCHEDULER runs global RX only: leave it empty for the local detector.")
-        feedback.info(f"Model: {model_path}")
-        if not cluster:  # on a Dask cluster the strips use the workers' memory
-            check_detection_run(self.raster_source(parameters, self.INPUT, context), model, options, feedback)
-        detector_feedback = outputs.StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
-        summary = fers_detection(cluster, self.raster_source(parameters, self.INPUT, context), output, model_path,
-                                 options, detector_feedback, model)
-        results = {self.OUTPUT: output}
-        if outputs.asked_for(parameters) and summary.fusion == "product" and \
+        available = tuple(b for b in options.branches if model.has_branch(b))
+        if outputs.asked_for(parameters) and choose_fusion(options.fusion, model.bands, available) == "product" and \
                 self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
-            outputs.remove_outputs(output)
             raise InputError("Product fusion gives normalised scores with no chi-square law, so a false-alarm-rate "
                              "threshold does not apply: choose a top-percentage or absolute threshold, or sum fusion.")
+        source = self.raster_source(parameters, self.INPUT, context)
+        feedback.info(f"Model: {model_path}")
+        if not cluster:  # on a Dask cluster the strips use the workers' memory
+            check_detection_run(source, model, options, feedback)
+        detector_feedback = StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
+        fers_detection(cluster, source, output, model_path, options, detector_feedback, model)
+        results = {self.OUTPUT: output}
         try:
             results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, model.bands))
         except Cancelled:

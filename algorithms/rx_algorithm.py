@@ -10,6 +10,7 @@ from qgis.core import (
 
 from ..fers_core.distributed import global_rx
 from ..fers_core.errors import Cancelled, InputError
+from ..fers_core.feedback import StageFeedback
 from ..fers_core.local_rx import run_local_rx, validate_windows
 from ..fers_core.memory_guard import check_rx_run
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
@@ -99,7 +100,7 @@ class RxAlgorithm(FersAlgorithm):
 
     def compute(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        detector_feedback = outputs.StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
+        detector_feedback = StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
         common = dict(
             bands=self.band_list(parameters, self.BANDS, context),
             mask_path=self.raster_source(parameters, self.MASK, context),

@@ -27,7 +27,13 @@ import torch
 from .blockwise import TreeReducer, merged_covariance
 from .errors import InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
-from .preprocess import RangeAccumulator, apply_band_matrix, band_resampling_matrix, wavelength_coverage
+from .preprocess import (
+    RangeAccumulator,
+    apply_band_matrix,
+    band_resampling_matrix,
+    scale_reference,
+    wavelength_coverage,
+)
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
 from .rx import CovarianceAccumulator, fit_rx, pixel_vectors
 from .tile_settings import strip_rows
@@ -205,18 +211,15 @@ class Preprocessor:
         if not partial.max > partial.min:
             raise InputError(f"The input is constant (every valid value is {partial.min}): nothing can stand out.")
         self.vmin, self.vmax = partial.min, partial.max
-        self.fill = self.scale(partial.sum / partial.count)
+        self.fill = scale_reference(partial.sum / partial.count, self.vmin, self.vmax)
         return partial.count
-
-    def scale(self, x):
-        return ((np.asarray(x, np.float64) - self.vmin) / (self.vmax - self.vmin) * 2 - 1) * 0.1
 
     def strip(self, window):
         """Scaled model-band cube (bands, rows, cols) float32 with invalid pixels filled, and validity."""
         data, valid = self.reader.read(window, np.float32)
         mapped = self.mapping(data)
-        scaled = ((mapped - np.float32(self.vmin)) * np.float32(0.2 / (self.vmax - self.vmin)) - np.float32(0.1))
-        scaled[:, ~valid] = self.fill.astype(np.float32)[:, None]
+        scaled = scale_reference(mapped, self.vmin, self.vmax)
+        scaled[:, ~valid] = self.fill[:, None]
         return scaled, valid
 
 
@@ -538,18 +541,7 @@ def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_pat
 
 def _write_product(maps_path, reader, output_path, ranges, progress):
     """Product fusion (reference "ham"): min-max normalised RX(x + F_spa) times RX(x + F_spe)."""
-    with RasterReader(maps_path) as maps, \
-            RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]) as writer:
-        windows = maps.windows()
-        for index, window in enumerate(windows):
-            data, valid = maps.read(window)
-            product = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
-            normalised = [(data[i][valid] - r.min) / max(r.max - r.min, 1e-30) for i, r in enumerate(ranges)]
-            product[valid] = normalised[0] * normalised[1]
-            writer.write(window, product)
-            progress((index + 1) / len(windows))
-        writer.set_metadata({"fers_detector": "FERS + global RX", "fers_fusion": "product"})
-        writer.commit()
+    _combine_maps([(maps_path, 0), (maps_path, 1)], reader, output_path, ranges, progress, "global RX")
 
 
 def _hidden_path(output_path, suffix):
@@ -598,7 +590,8 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
                          feedback=StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
         if product:
             ranges = [_score_range(path) for path in map_paths]
-            _combine_maps(map_paths, setup.reader, output_path, ranges, ProgressRange(feedback, 95, 100))
+            _combine_maps([(path, 0) for path in map_paths], setup.reader, output_path, ranges,
+                          ProgressRange(feedback, 95, 100), "local RX")
         for writer in extras.values():
             writer.commit()
 
@@ -612,19 +605,20 @@ def _score_range(path):
     return ranges
 
 
-def _combine_maps(map_paths, reader, output_path, ranges, progress):
-    """Product fusion of two single-band score rasters: min-max normalised, multiplied."""
+def _combine_maps(sources, reader, output_path, ranges, progress, detector):
+    """Product fusion of two score maps, each (raster path, band index): min-max normalised, multiplied."""
     with ExitStack() as stack:
-        maps = [stack.enter_context(RasterReader(path)) for path in map_paths]
+        maps = {path: stack.enter_context(RasterReader(path)) for path in dict.fromkeys(p for p, _ in sources)}
         writer = stack.enter_context(RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]))
-        windows = maps[0].windows()
+        windows = next(iter(maps.values())).windows()
         for index, window in enumerate(windows):
-            blocks = [m.read(window) for m in maps]
-            valid = blocks[0][1] & blocks[1][1]
+            blocks = {path: m.read(window) for path, m in maps.items()}
+            valid = np.logical_and.reduce([blocks[path][1] for path, _ in sources])
             product = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
-            normalised = [(b[0][0][valid] - r.min) / max(r.max - r.min, 1e-30) for b, r in zip(blocks, ranges)]
+            normalised = [(blocks[path][0][band][valid] - r.min) / max(r.max - r.min, 1e-30)
+                          for (path, band), r in zip(sources, ranges)]
             product[valid] = normalised[0] * normalised[1]
             writer.write(window, product)
             progress((index + 1) / len(windows))
-        writer.set_metadata({"fers_detector": "FERS + local RX", "fers_fusion": "product"})
+        writer.set_metadata({"fers_detector": f"FERS + {detector}", "fers_fusion": "product"})
         writer.commit()

@@ -430,16 +430,23 @@ def _follow(futures, feedback, progress):
     """
     pending, total = set(futures), len(futures)
     futures.clear()
+    for done, remaining in _as_they_finish(pending, feedback):
+        for future in done:
+            if future.status == "error":
+                _result(future, feedback)
+        progress(1 - remaining / total)
+
+
+def _as_they_finish(futures, feedback):
+    """Yield (futures just finished, how many are still pending) until all are done, checking for a cancel."""
+    pending = set(futures)
     while pending:
         try:
             done, pending = _wait(pending, "FIRST_COMPLETED")
         except TimeoutError:
             feedback.check_cancelled()
             continue
-        for future in done:
-            if future.status == "error":
-                _result(future, feedback)
-        progress(1 - len(pending) / total)
+        yield done, len(pending)
 
 
 def _in_order(submit, items, feedback, ahead):
@@ -787,14 +794,8 @@ def _batch_on(client, jobs, split, feedback):
     records = [None] * len(jobs)
     try:
         futures = {run.submit("raster", run_batch_job, job): index for index, job in enumerate(jobs)}
-        pending = set(futures)
         progress = ProgressRange(feedback, 0, 100)
-        while pending:
-            try:
-                done, pending = _wait(pending, "FIRST_COMPLETED")
-            except TimeoutError:
-                feedback.check_cancelled()
-                continue
+        for done, remaining in _as_they_finish(futures, feedback):
             for future in done:
                 job = jobs[futures[future]]
                 try:
@@ -804,7 +805,7 @@ def _batch_on(client, jobs, split, feedback):
                                          message=describe_error(_task_error(error)))
                 records[futures[future]] = record
                 _report(feedback, sum(r is not None for r in records), len(jobs), record)
-            progress(1 - len(pending) / len(jobs))
+            progress(1 - remaining / len(jobs))
     except BaseException:
         run.cancel()
         raise
