@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal, gdal_array, osr
 
 from .errors import InputError
 
@@ -95,8 +95,12 @@ class RasterReader:
     is finite and differs from that band's nodata value, and the dataset mask (if any) is set.
     """
 
-    def __init__(self, path, bands=None):
+    def __init__(self, path, bands=None, direct_io=False):
         self.path = str(path)
+        # direct_io: uncompressed GeoTIFF blocks are read straight into the array, past GDAL's block
+        # cache (faster for big block-aligned reads, and no cache memory); other files are unaffected
+        self.direct_io = direct_io
+        self._buffer = None
         self._dataset = _open(path)
         ds = self._dataset
         self.width = ds.RasterXSize
@@ -161,21 +165,49 @@ class RasterReader:
                             for row in range(block_row, block_end, rows)]
         return windows
 
-    def read(self, window, dtype=np.float64):
-        """Return (data of shape (bands, rows, cols), valid mask of shape (rows, cols))."""
-        raw = self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, band_list=self.bands)
+    def read(self, window, dtype=np.float64, reuse=False):
+        """Return (data of shape (bands, rows, cols), valid mask of shape (rows, cols)).
+
+        `dtype` None: the values as stored (no conversion) when the raster has no scale/offset,
+        else float64. `reuse`: read into a buffer the reader keeps, so a stream of blocks does not
+        allocate (and page in) a new array each time; the data returned may then be that buffer,
+        overwritten by the next such read.
+        """
+        out = None
+        if reuse:
+            size = self.band_count * window.pixels
+            if self._buffer is None or self._buffer.size < size:
+                self._buffer = None
+                read_type = self._dataset.GetRasterBand(1).DataType  # the type ReadAsArray reads all bands in
+                self._buffer = np.empty(size, gdal_array.GDALTypeCodeToNumericTypeCode(read_type))
+            out = self._buffer[:size].reshape(self.band_count, window.rows, window.cols)
+        if self.direct_io:
+            gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", "YES")
+        try:
+            raw = self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, band_list=self.bands,
+                                            buf_obj=out)
+        finally:
+            if self.direct_io:
+                gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", None)
         raw = raw.reshape(self.band_count, window.rows, window.cols)
         valid = np.ones((window.rows, window.cols), dtype=bool)
         for index, nodata in enumerate(self.nodata):
-            if nodata is not None:
-                if np.isnan(nodata):
+            if nodata is None or np.isnan(nodata):
+                continue
+            if raw.dtype.kind in "iu":  # compare in the stored type; a nodata it cannot hold matches nothing
+                info = np.iinfo(raw.dtype)
+                if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
                     continue
-                valid &= raw[index] != nodata
+                nodata = raw.dtype.type(nodata)
+            valid &= raw[index] != nodata
+        if dtype is None:
+            dtype = np.float64 if self._scaled else raw.dtype
         data = raw.astype(dtype, copy=False)
         if self._scaled:
             data = data * np.asarray(self.scales, dtype)[:, None, None] + np.asarray(self.offsets, dtype)[:, None, None]
-        if data.dtype.kind == "f":
-            valid &= np.isfinite(data).all(axis=0)
+        if data.dtype.kind == "f" and (self._scaled or raw.dtype.kind == "f"):  # integers are always finite
+            for band in data:
+                valid &= np.isfinite(band)
         if self._dataset_mask:
             mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
             valid &= mask.ReadAsArray(window.col, window.row, window.cols, window.rows) > 0
@@ -183,6 +215,7 @@ class RasterReader:
 
     def close(self):
         self._dataset = None
+        self._buffer = None
 
     def __enter__(self):
         return self
