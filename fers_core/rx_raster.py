@@ -3,12 +3,10 @@
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from .blockwise import TreeReducer, merged_covariance
 from .feedback import Feedback, ProgressRange
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
-from .rx import CovarianceAccumulator, fit_rx, pixel_vectors
+from .rx import CovarianceAccumulator, fit_rx
 
 
 @dataclass
@@ -23,10 +21,10 @@ class RxRunSummary:
     seconds: float
 
 
-def background_pixels(data, valid, mask_block):
-    """Pixel vectors (n, bands) that are valid and not excluded by the mask."""
-    use = valid if mask_block is None else valid & (mask_block == 0)
-    return pixel_vectors(data, use)
+def read_band_first(reader, window):
+    """A block as (bands, pixels) in its stored type (float64 when scaled) and its (pixels,) valid mask."""
+    data, valid = reader.read(window, dtype=None, reuse=True)
+    return data.reshape(data.shape[0], -1), valid.reshape(-1)
 
 
 @dataclass
@@ -39,10 +37,10 @@ class RxPartial:
 
 def rx_block_statistics(reader, mask, window):
     """The RxPartial of one block: its own float64 accumulator, never shared with other blocks."""
-    data, valid = reader.read(window)
-    mask_block = mask.read(window)[0][0] if mask else None
+    data, valid = read_band_first(reader, window)
+    use = valid if mask is None else valid & (mask.read(window)[0][0].reshape(-1) == 0)
     accumulator = CovarianceAccumulator(reader.band_count)
-    accumulator.add(background_pixels(data, valid, mask_block))
+    accumulator.add_bands(data, None if use.all() else use)
     return RxPartial(accumulator, int(valid.sum()))
 
 
@@ -53,10 +51,12 @@ def merge_rx_partials(left, right):
 
 def rx_block_scores(reader, model, window):
     """Float32 RX scores of one block; invalid pixels are SCORE_NODATA."""
-    data, valid = reader.read(window)
-    scores = np.full((window.rows, window.cols), SCORE_NODATA, dtype=np.float32)
-    scores[valid] = model.score(pixel_vectors(data, valid))
-    return scores
+    data, valid = read_band_first(reader, window)
+    all_valid = valid.all()
+    scores = model.score_bands(data, None if all_valid else valid)
+    if not all_valid:
+        scores[~valid] = SCORE_NODATA
+    return scores.reshape(window.rows, window.cols)
 
 
 def fit_rx_partial(partial, feedback):
@@ -90,7 +90,7 @@ def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=
     """
     feedback = feedback or Feedback()
     started = time.perf_counter()
-    reader = RasterReader(input_path, bands)
+    reader = RasterReader(input_path, bands, direct_io=True)
     mask = read_mask(mask_path, reader) if mask_path else None
     windows = reader.windows(block_mb)
     feedback.info(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fers_core.errors import InputError
-from fers_core.rx import CovarianceAccumulator, fit_rx, rx_scores
+from fers_core.rx import CHUNK_PIXELS, CovarianceAccumulator, fit_rx, rx_scores
 
 
 def test_blockwise_statistics_equal_whole_array_statistics():
@@ -43,3 +43,83 @@ def test_identical_pixels_have_no_variance():
     accumulator.add(np.ones((10, 3)))
     with pytest.raises(InputError, match="no variance"):
         fit_rx(accumulator)
+
+
+def radiance_cube(n_pixels, bands=40, seed=3):
+    """int16 'radiance' (bands, pixels): a few endmembers ~3000 mixed, plus noise of 20, so the covariance
+    spans a large range (condition number ~1e4, like real scenes' 1e6 to 1e9 in miniature)."""
+    rng = np.random.default_rng(seed)
+    endmembers = rng.uniform(2500, 3500, (4, bands))
+    mixed = rng.dirichlet(np.ones(4), n_pixels) @ endmembers + rng.normal(0, 20, (n_pixels, bands))
+    return np.round(mixed).astype(np.int16).T.copy()
+
+
+def normalised_error(covariance, reference):
+    """Largest error relative to the entry's scale, sqrt(c_ii c_jj)."""
+    scale = np.sqrt(np.diag(reference))
+    return (np.abs(covariance - reference) / np.outer(scale, scale)).max()
+
+
+def test_band_first_blocks_match_the_float64_reference():
+    """add_bands (stored type, chunked, no transpose) gives the float64 statistics to ~1e-13: float32 products
+    (~1e-6 here) would fail, as would dropping the shift (the offset of 3000 cancels catastrophically)."""
+    data = radiance_cube(3 * CHUNK_PIXELS + 123)
+    reference = CovarianceAccumulator(data.shape[0])
+    reference.add(data.T.astype(np.float64))
+    fast = CovarianceAccumulator(data.shape[0])
+    fast.add_bands(data)
+    assert fast.count == reference.count
+    np.testing.assert_allclose(fast.mean, reference.mean, rtol=1e-13)
+    assert normalised_error(fast.covariance, reference.covariance) < 1e-11
+    float32 = data.astype(np.float32) - data[:, :1024].mean(axis=1, keepdims=True).astype(np.float32)
+    float32_cross = sum((c @ c.T).astype(np.float64) for c in np.array_split(float32, 4, axis=1))
+    assert normalised_error(float32_cross, reference.cross) > 1e-9  # the shortcut this test is there to catch
+
+
+def test_band_first_blocks_skip_unused_pixels_and_merge():
+    data = radiance_cube(2 * CHUNK_PIXELS + 77).astype(np.float32)
+    use = np.random.default_rng(4).random(data.shape[1]) > 0.3
+    use[:CHUNK_PIXELS] = False  # a whole chunk unused
+    data[:, ~use] = np.nan
+    data[3, ~use & (np.arange(data.shape[1]) % 2 == 0)] = np.inf
+    reference = CovarianceAccumulator(data.shape[0])
+    reference.add(data[:, use].T.astype(np.float64))
+    merged = CovarianceAccumulator(data.shape[0])
+    halves = np.array_split(np.arange(data.shape[1]), 2)
+    for half in halves:  # the second call merges into the first
+        merged.add_bands(data[:, half], use[half])
+    assert merged.count == use.sum()
+    assert normalised_error(merged.covariance, reference.covariance) < 1e-11
+    empty = CovarianceAccumulator(data.shape[0])
+    empty.add_bands(data, np.zeros(data.shape[1], bool))
+    assert empty.count == 0
+
+
+@pytest.mark.parametrize("kind", ["full rank", "rank deficient", "extreme units"])
+def test_band_first_scores_match_the_careful_path(kind):
+    data = radiance_cube(CHUNK_PIXELS + 500, bands=12).astype(np.float64)
+    if kind == "rank deficient":
+        data[5] = data[2] * 2 - 7
+    if kind == "extreme units":
+        data *= 1e-40  # the float32 factor would underflow: scored by the careful path
+    accumulator = CovarianceAccumulator(data.shape[0])
+    accumulator.add_bands(data)
+    model = fit_rx(accumulator)
+    assert (model.factor is None) == (kind == "extreme units")
+    assert model.regularised == (kind == "rank deficient")
+    valid = np.random.default_rng(5).random(data.shape[1]) > 0.1
+    data[:, ~valid] = np.nan
+    scores = model.score_bands(data, valid)
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    np.testing.assert_allclose(scores[valid], model.score(data[:, valid].T), rtol=2e-4, atol=1e-3)
+
+
+def test_band_first_scores_of_astronomical_outliers_stay_finite():
+    data = radiance_cube(1000, bands=6).astype(np.float32)
+    accumulator = CovarianceAccumulator(6)
+    accumulator.add_bands(data)
+    model = fit_rx(accumulator)
+    data[:, 10] = 3e38  # its float32 square overflows: the chunk is scored again, clipped
+    scores = model.score_bands(data)
+    assert np.isfinite(scores).all() and scores[10] > 1e25
+    np.testing.assert_allclose(scores[:20], model.score(data[:, :20].T), rtol=2e-4)
