@@ -97,11 +97,17 @@ class RasterReader:
 
     def __init__(self, path, bands=None, direct_io=False):
         self.path = str(path)
-        # direct_io: uncompressed GeoTIFF blocks are read straight into the array, past GDAL's block
-        # cache (faster for big block-aligned reads, and no cache memory); other files are unaffected
-        self.direct_io = direct_io
         self._buffer = None
-        self._dataset = _open(path)
+        # direct_io: uncompressed GeoTIFF blocks are read straight into the array, past GDAL's block
+        # cache (faster for big reads, and no cache memory); other files are unaffected. GDAL takes
+        # the option when the file is opened, so it is set (for this thread only) around the opening.
+        if direct_io:
+            gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", "YES")
+        try:
+            self._dataset = _open(path)
+        finally:
+            if direct_io:
+                gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", None)
         ds = self._dataset
         self.width = ds.RasterXSize
         self.height = ds.RasterYSize
@@ -181,14 +187,8 @@ class RasterReader:
                 read_type = self._dataset.GetRasterBand(1).DataType  # the type ReadAsArray reads all bands in
                 self._buffer = np.empty(size, gdal_array.GDALTypeCodeToNumericTypeCode(read_type))
             out = self._buffer[:size].reshape(self.band_count, window.rows, window.cols)
-        if self.direct_io:
-            gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", "YES")
-        try:
-            raw = self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, band_list=self.bands,
-                                            buf_obj=out)
-        finally:
-            if self.direct_io:
-                gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", None)
+        raw = self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, band_list=self.bands,
+                                        buf_obj=out)
         raw = raw.reshape(self.band_count, window.rows, window.cols)
         valid = np.ones((window.rows, window.cols), dtype=bool)
         for index, nodata in enumerate(self.nodata):
