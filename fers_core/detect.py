@@ -27,6 +27,7 @@ import torch
 from .blockwise import TreeReducer, merged_covariance
 from .errors import InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
+from .networks.inference import inference_copy
 from .preprocess import (
     RangeAccumulator,
     apply_band_matrix,
@@ -230,8 +231,7 @@ class FeatureStrips:
         self.reader = reader
         self.preprocessor = preprocessor
         self.device = device
-        self.networks = {name: model.branches[name].to(device, memory_format=torch.channels_last).eval()
-                         for name in options.branches}
+        self.networks = {name: inference_copy(model.branches[name], device) for name in options.branches}
         self.options = options
         self.margin = buffer_margin(options.spatial_tile, options.spatial_margin, "spatial" in self.networks)
         bytes_per_row = reader.width * (reader.band_count + model.bands * 4) * 4

@@ -126,12 +126,39 @@ class PyramidHead(nn.Module):
         self.gate = SqueezeExcitation(bands)
 
     def forward(self, features, size):
-        pooled = [
-            F.interpolate(F.adaptive_avg_pool2d(features, s), size=size, mode="bilinear", align_corners=False)
-            for s in PYRAMID_SIZES
-        ]
-        fused = F.relu(self.expand(F.relu(self.reduce(torch.cat(pooled, dim=1)))))
+        """``reduce`` of the concatenated upsampled pools, computed in the equivalent order (1x1 convolution
+        and bilinear upsampling are both linear, and bilinear upsampling is separable): ``reduce`` of each
+        pool at its own size, then one product per axis with the stacked interpolation matrices. The result
+        is the same up to float rounding, without the 768-channel map at full size or three upsampled
+        128-channel maps to add (the 1x1 over 768 channels per output pixel was over half the branch's
+        multiply-adds)."""
+        batch, channels = features.shape[:2]
+        height, width = int(size[0]), int(size[1])
+        stacked = sum(PYRAMID_SIZES)
+        # pools[b, i, j, k]: block-diagonal over the levels, channels last (i, j index the stacked pooled rows/cols)
+        pools = features.new_zeros((batch, stacked, stacked, FUSION_WIDTH))
+        row_weights, col_weights = [], []
+        start = 0
+        for level, s in enumerate(PYRAMID_SIZES):
+            weight = self.reduce.weight[:, level * channels:(level + 1) * channels]
+            part = F.conv2d(F.adaptive_avg_pool2d(features, s), weight)  # (B, FUSION_WIDTH, s, s)
+            pools[:, start:start + s, start:start + s] = part.permute(0, 2, 3, 1)
+            row_weights.append(_interpolation_weights(s, height, features))
+            col_weights.append(_interpolation_weights(s, width, features))
+            start += s
+        rows, cols = torch.cat(row_weights, dim=1), torch.cat(col_weights, dim=1)  # (H, stacked), (W, stacked)
+        along_cols = torch.matmul(cols, pools)  # (B, stacked, W, FUSION_WIDTH)
+        reduced = torch.matmul(rows, along_cols.reshape(batch, stacked, width * FUSION_WIDTH))
+        reduced = reduced.reshape(batch, height, width, FUSION_WIDTH).permute(0, 3, 1, 2)  # NCHW view, NHWC memory
+        fused = F.relu(self.expand(F.relu(reduced)))
         return self.gate(fused)
+
+
+def _interpolation_weights(source, target, like):
+    """(target, source) weights of 1-D linear upsampling as F.interpolate computes them (align_corners=False);
+    bilinear upsampling applies them along each axis."""
+    identity = torch.eye(source, dtype=like.dtype, device=like.device)[:, None, :]
+    return F.interpolate(identity, size=target, mode="linear", align_corners=False)[:, 0, :].T
 
 
 class SpatialStudent(nn.Module):

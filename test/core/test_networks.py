@@ -113,3 +113,25 @@ def test_compute_features_rejects_wrong_band_count_and_unknown_branch():
         compute_features(model, torch.zeros(BANDS + 1, 4, 4))
     with pytest.raises(InputError, match="no spatial branch"):
         compute_features(model, torch.zeros(BANDS, 4, 4), ["spatial"])
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (64, 64), (37, 90)])
+@pytest.mark.parametrize("name", ["spectral", "spatial"])
+def test_inference_copy_equals_the_network_and_leaves_it_untouched(name, size):
+    """BN folded, pixel-wise false colour, channels-last: the same function up to float32 rounding."""
+    from fers_core.networks.inference import inference_copy
+
+    torch.manual_seed(1)
+    network = randomise_batch_norms({"spectral": SpectralEnhancer, "spatial": SpatialStudent}[name](BANDS), 3)
+    network.train()
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    copy = inference_copy(network)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in copy.modules())
+    assert network.training and any(isinstance(module, torch.nn.BatchNorm2d) for module in network.modules())
+    assert all(torch.equal(before[key], value) for key, value in network.state_dict().items())
+    x = torch.rand(2, BANDS, *size) * 0.2 - 0.1
+    with torch.inference_mode():
+        expected = network.eval()(x)
+        got = copy(x.contiguous(memory_format=torch.channels_last))
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
