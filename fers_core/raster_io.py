@@ -205,7 +205,7 @@ class RasterReader:
         data = raw.astype(dtype, copy=False)
         if self._scaled:
             data = data * np.asarray(self.scales, dtype)[:, None, None] + np.asarray(self.offsets, dtype)[:, None, None]
-        if data.dtype.kind == "f" and (self._scaled or raw.dtype.kind == "f"):  # integers are always finite
+        if data.dtype.kind in "fc" and (self._scaled or raw.dtype.kind in "fc"):  # integers are always finite
             for band in data:
                 valid &= np.isfinite(band)
         if self._dataset_mask:

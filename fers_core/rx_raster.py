@@ -3,6 +3,8 @@
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .blockwise import TreeReducer, merged_covariance
 from .feedback import Feedback, ProgressRange
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
@@ -24,6 +26,8 @@ class RxRunSummary:
 def read_band_first(reader, window):
     """A block as (bands, pixels) in its stored type (float64 when scaled) and its (pixels,) valid mask."""
     data, valid = reader.read(window, dtype=None, reuse=True)
+    if data.dtype.kind not in "iuf":  # complex: the real part, as a float64 read gives it
+        data = data.real.astype(np.float64)
     return data.reshape(data.shape[0], -1), valid.reshape(-1)
 
 
