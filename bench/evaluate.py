@@ -8,6 +8,8 @@ Columns, all through the plugin's own detection code (fers_core.detect.run_fers_
 default options, and fers_core.rx_raster.run_global_rx):
 
 - plain RX: global RX on the raster as it is;
+- plain RX at the model's bands: global RX on the raster resampled to the model's band count, the
+  preprocessing FERS applies before its networks (no network), so the networks' own share shows;
 - random init: the random-init ablation (fers_core.model_file.random_init_model, seed 0) at the
   model's band count, spectral only and spectral + spatial;
 - the FERS authors' spectral checkpoints, imported (spectral only), when ../shared/reference is there;
@@ -57,24 +59,39 @@ def evaluation_scenes(model):
     return [name for name in scenes if f"{name}.tif" not in trained_on]
 
 
-def columns(model, model_name):
-    """(column title, model, branches) for every FERS column."""
+def resampled_rx_auc(raster, truth, bands):
+    """AUC of global RX on the raster resampled to ``bands`` bands (RX is affine invariant: no scaling)."""
+    from fers_core.metrics import roc_auc
+    from fers_core.preprocess import resample_bands
+    from fers_core.rx import rx_scores
+
+    with RasterReader(str(raster)) as reader:
+        data, valid = reader.read(Window(0, 0, reader.height, reader.width))
+    cube = resample_bands(data[:, valid].astype(np.float64)[:, :, None], bands)[:, :, 0]
+    labels, _ = read_band(truth)
+    return roc_auc(rx_scores(cube.T), labels[valid])
+
+
+def columns(model, model_name, baselines=True):
+    """(column title, model, branches) for every FERS column (only the model's own without baselines)."""
     from fers_core.checkpoints import import_authors_checkpoint
     from fers_core.model_file import random_init_model
 
-    random_model = random_init_model(model.bands, seed=0)
-    result = [(f"random init {model.bands}, spectral", random_model, ("spectral",)),
-              (f"random init {model.bands}, spectral + spatial", random_model, ("spectral", "spatial"))]
-    for name in AUTHORS:
-        if (CHECKPOINTS / name).is_dir():
-            result.append((f"authors {name}", import_authors_checkpoint(CHECKPOINTS / name), ("spectral",)))
+    result = []
+    if baselines:
+        random_model = random_init_model(model.bands, seed=0)
+        result += [(f"random init {model.bands}, spectral", random_model, ("spectral",)),
+                   (f"random init {model.bands}, spectral + spatial", random_model, ("spectral", "spatial"))]
+        for name in AUTHORS:
+            if (CHECKPOINTS / name).is_dir():
+                result.append((f"authors {name}", import_authors_checkpoint(CHECKPOINTS / name), ("spectral",)))
     result.append((f"{model_name}, spectral", model, ("spectral",)))
     if model.has_branch("spatial"):
         result.append((f"{model_name}, spectral + spatial", model, ("spectral", "spatial")))
     return result
 
 
-def evaluate(model_path, spatial_tile=None, progress=print):
+def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
     """{scene: {column: AUC}} and the column order."""
     import torch
 
@@ -85,8 +102,9 @@ def evaluate(model_path, spatial_tile=None, progress=print):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = load_any_model(model_path)
     model_name = Path(model_path).stem
-    table_columns = columns(model, model_name)
-    titles = ["plain RX"] + [title for title, _, _ in table_columns]
+    table_columns = columns(model, model_name, baselines)
+    resampled_title = f"plain RX, {model.bands} bands"
+    titles = ["plain RX", resampled_title] + [title for title, _, _ in table_columns]
     table = {}
     with tempfile.TemporaryDirectory() as folder:
         output = os.path.join(folder, "scores.tif")
@@ -94,7 +112,7 @@ def evaluate(model_path, spatial_tile=None, progress=print):
             started = time.perf_counter()
             raster, truth = SCENES / f"{scene}.tif", SCENES / f"{scene}_gt.tif"
             run_global_rx(raster, output)
-            row = {"plain RX": auc_of(output, truth)}
+            row = {"plain RX": auc_of(output, truth), resampled_title: resampled_rx_auc(raster, truth, model.bands)}
             for title, column_model, branches in table_columns:
                 options = DetectOptions(branches=branches)
                 if spatial_tile:
@@ -125,11 +143,14 @@ def main(argv=None):
     parser.add_argument("--model", default=str(ROOT / "weights" / "fers_default.pt"))
     parser.add_argument("--output", help="also write the markdown table to this file")
     parser.add_argument("--spatial-tile", type=int, help="spatial tile size at detection (default: the plugin's)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="only plain RX and the model's own columns (faster)")
     args = parser.parse_args(argv)
     if not SCENES.is_dir():
         print(f"Skipped: the shared scenes are absent ({SCENES} does not exist beside the project).")
         return 0
-    table, titles = evaluate(args.model, args.spatial_tile, progress=lambda line: print(line, file=sys.stderr))
+    table, titles = evaluate(args.model, args.spatial_tile, progress=lambda line: print(line, file=sys.stderr),
+                             baselines=not args.no_baselines)
     from fers_core.detect import DetectOptions
 
     tile = args.spatial_tile or DetectOptions().spatial_tile
