@@ -269,3 +269,31 @@ def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, small_
         valid = scores != -9999
         aucs.append(roc_auc(scores[valid], truth[valid]))
     assert abs(aucs[0] - aucs[1]) < 0.005
+
+
+def test_precision_choices(tmp_path, scene, small_model):
+    """'auto' is 'mixed' where bfloat16 is native, else 'float32'; 'float32' forces float32 everywhere;
+    'mixed' keeps the detection (bfloat16 only in the spectral encoder and the spatial trunk)."""
+    from fers.fers_core.checkpoints import load_any_model
+    from fers.fers_core.detect import DetectOptions, bfloat16_native, resolve_precision, run_fers_detection
+    from fers.fers_core.errors import InputError
+    from fers.fers_core.networks.inference import LowPrecision, inference_copy
+
+    assert resolve_precision("auto", "cpu") == ("mixed" if bfloat16_native("cpu") else "float32")
+    assert resolve_precision("float32", "cpu") == "float32"
+    with pytest.raises(InputError, match="Unknown precision"):
+        resolve_precision("half", "cpu")
+    model = load_any_model(small_model)
+    for network in model.branches.values():
+        assert not any(isinstance(m, LowPrecision) for m in inference_copy(network, "cpu").modules())
+        assert sum(isinstance(m, LowPrecision) for m in inference_copy(network, "cpu", mixed=True).modules()) == 1
+    truth = read(scene[1])[0]
+    aucs = {}
+    for precision in ("float32", "mixed"):
+        options = DetectOptions(precision=precision)
+        run_fers_detection(scene[0], str(tmp_path / f"{precision}.tif"), model, options)
+        assert options.precision == precision
+        scores = read(str(tmp_path / f"{precision}.tif"))[0]
+        valid = scores != -9999
+        aucs[precision] = roc_auc(scores[valid], truth[valid])
+    assert abs(aucs["float32"] - aucs["mixed"]) < 0.005

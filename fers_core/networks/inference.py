@@ -95,8 +95,28 @@ class PixelwiseFalseColour(nn.Module):
         return out.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
 
 
-def inference_copy(network, device="cpu"):
-    """An eval-mode copy of `network` for inference: BN folded, channels-last, on `device`.
+class LowPrecision(nn.Module):
+    """`inner` with its weights and arithmetic in bfloat16; float32 in and out."""
+
+    def __init__(self, inner, dtype=torch.bfloat16):
+        super().__init__()
+        self.inner = inner.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x):
+        return self.inner(x.to(self.dtype)).float()
+
+
+MIXED_PARTS = ("encoder", "backbone")
+"""The parts run in bfloat16 by the "mixed" precision: the spectral encoder (the three bottlenecks, most
+of the spectral branch's multiply-adds) and the spatial ResNet trunk. The input and pixel heads, the
+pyramid head and the gates stay float32: bfloat16 everywhere moved the AUC by up to 0.0065 on the real
+scenes, bfloat16 in these two parts by at most 0.0002 (bench/PRECISION_RESULTS.md)."""
+
+
+def inference_copy(network, device="cpu", mixed=False):
+    """An eval-mode copy of `network` for inference: BN folded, channels-last, on `device`; with
+    `mixed`, the parts named in MIXED_PARTS run in bfloat16.
 
     Every BatchNorm2d of the FERS networks follows a convolution, so none is left afterwards. The
     original network is left as it was (layers, device, memory format, training mode).
@@ -110,4 +130,9 @@ def inference_copy(network, device="cpu"):
         fold_batchnorm(network)
         if isinstance(getattr(network, "false_colour", None), FalseColour):
             network.false_colour = PixelwiseFalseColour(network.false_colour)
-    return network.to(device, memory_format=torch.channels_last)
+    network = network.to(device, memory_format=torch.channels_last)
+    if mixed:
+        for name in MIXED_PARTS:
+            if isinstance(getattr(network, name, None), nn.Module):
+                setattr(network, name, LowPrecision(getattr(network, name)))
+    return network

@@ -135,3 +135,20 @@ def test_inference_copy_equals_the_network_and_leaves_it_untouched(name, size):
         got = copy(x.contiguous(memory_format=torch.channels_last))
     assert expected.abs().max() > 0
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("name", ["spectral", "spatial"])
+def test_mixed_inference_copy_runs_only_its_trunk_in_bfloat16(name):
+    from fers_core.networks.inference import LowPrecision, inference_copy
+
+    torch.manual_seed(2)
+    network = randomise_batch_norms({"spectral": SpectralEnhancer, "spatial": SpatialStudent}[name](BANDS), 4).eval()
+    copy = inference_copy(network, mixed=True)
+    low = [module for module in copy.modules() if isinstance(module, LowPrecision)]
+    assert len(low) == 1 and low[0] is getattr(copy, "encoder" if name == "spectral" else "backbone")
+    assert all(p.dtype == torch.bfloat16 for p in low[0].parameters())
+    x = torch.rand(1, BANDS, 40, 40) * 0.2 - 0.1
+    with torch.inference_mode():
+        expected, got = network(x), copy(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.02 * float(expected.abs().max()))
