@@ -11,8 +11,8 @@ The estimates follow what each detector holds at once (see the module of each de
 - FERS detection (detect): one strip (at least 16 rows, `MEMORY_MB` of float32 input and model
   bands) read with its margin (TILE_SIZE rows above and below when the spatial branch runs),
   its band-mapped and scaled copies, features, enhanced cubes and RX temporaries, plus the
-  networks' activations: one spectral tile (128 px core) and one batch of 16 spatial tiles of
-  TILE_SIZE px, whose pyramid head holds 768 channels per pixel.
+  networks' activations: one spectral tile (128 px core) and one batch of spatial tiles of
+  TILE_SIZE px (tile_settings.SPATIAL_BATCH_PIXELS).
 
 Each estimate adds a fixed allowance (GDAL's block cache, Python). They are meant to be upper
 bounds within a factor of about two; test/test_bad_inputs.py checks them against a measured peak.
@@ -48,12 +48,14 @@ SKIP_VARIABLE = "FERS_SKIP_MEMORY_CHECK"
 SPECTRAL_HALO = 3  # SpectralEnhancer.HALO (networks import torch, this module must not)
 SPECTRAL_ACTIVATION_CHANNELS = 64 + 2 * 128 + 3 * 256
 """Channels alive at once per pixel in the spectral encoder (stem, bottleneck widths, outputs)."""
-SPATIAL_ACTIVATION_CHANNELS = 2560
-"""Channels per pixel at full tile size in the spatial branch: false colour (256), the pyramid (768, held
-twice by the concatenation), the fusion (128) and convolution workspaces, which grow with PyTorch's thread
-count. Measured on 300x300 pixels x 50 bands, 50 model bands, MEMORY_MB 64, 2 threads: both branches at
-TILE_SIZE 64 peaked 796-822 MB above the loaded model (estimate 970 MB); the spatial branch at TILE_SIZE
-128, 1,025-1,069 MB (estimate 1,296 MB)."""
+SPATIAL_ACTIVATION_CHANNELS = 512
+"""Channels per pixel at full tile size in the spatial branch: the pyramid head's 128-channel fusion map
+(held twice, before and after its ReLU), the trunk's stem and first stage (64 channels at 1/4 and 1/16 of
+the pixels) and convolution workspaces, which grow with PyTorch's thread count; the false colour runs in
+chunks of a fixed 4 MB (networks.inference) and the pyramid is reduced before it is upsampled, so neither
+holds a full-size map any more. Measured on 300x300 pixels x 50 bands, 50 model bands, MEMORY_MB 64,
+2 threads: the spatial branch at TILE_SIZE 128 peaked 212-239 MB above the loaded model (estimate
+479 MB); both branches at TILE_SIZE 64, 245-317 MB (estimate 468 MB)."""
 
 
 @dataclass
@@ -128,19 +130,28 @@ def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=
     """Peak memory of run_fers_detection: one strip with its margin and copies, and the networks."""
     width, height, bands, m = reader.width, reader.height, reader.band_count, int(model_bands)
     spatial = "spatial" in branches
-    rows = min(height, strip_rows(block_mb * MB // (width * (bands + m * 4) * 4), spatial, spatial_tile,
-                                  min(SPATIAL_MARGIN, spatial_tile // 8)))
+    budget_rows = block_mb * MB // (width * (bands + m * 4) * 4)
+    rows = min(height, strip_rows(budget_rows, spatial, spatial_tile, min(SPATIAL_MARGIN, spatial_tile // 8)))
     margin = max(SPECTRAL_HALO, spatial_tile if spatial else 0)
-    buffer_rows = min(height, rows + 2 * margin)
-    read = bands * buffer_rows * width * (_value_bytes(reader) + 4 + (4 if reader._scaled else 0))
-    mapped = 2 * m * buffer_rows * width * 4
-    strip_pixels = rows * width
-    cubes = m * strip_pixels * 4 * (len(branches) + rx_maps + extra_outputs + 2)
-    statistics = rx_maps * m * strip_pixels * (4 + 8 + 8)
+
+    def strip_bytes(rows, margin):
+        buffer_rows = min(height, rows + 2 * margin)
+        read = bands * buffer_rows * width * (_value_bytes(reader) + 4 + (4 if reader._scaled else 0))
+        mapped = 2 * m * buffer_rows * width * 4
+        strip_pixels = rows * width
+        cubes = m * strip_pixels * 4 * (len(branches) + rx_maps + extra_outputs + 2)
+        statistics = rx_maps * m * strip_pixels * (4 + 8 + 8)
+        return read + mapped + cubes + statistics
+
     parts = {}
     strip_advice = (f"lower MEMORY_MB (now {block_mb})" if rows > MIN_STRIP_ROWS
                     else "select fewer BANDS")
-    parts[strip_advice] = read + mapped + cubes + statistics
+    tile_advice = f"lower TILE_SIZE (now {spatial_tile})"
+    parts[strip_advice] = strip_bytes(rows, margin)
+    if spatial:  # the strip's margin rows and its rounding to whole tile cores are the tile size's doing
+        plain = strip_bytes(min(height, strip_rows(budget_rows, False, spatial_tile, 0)), SPECTRAL_HALO)
+        parts[tile_advice] = max(0, parts[strip_advice] - plain)
+        parts[strip_advice] -= parts[tile_advice]
     networks = 0
     if networks_on_cpu and "spectral" in branches:
         core_pixels = (min(SPECTRAL_CORE, height) + 2 * SPECTRAL_HALO) * (min(SPECTRAL_CORE, width) + 2 * SPECTRAL_HALO)
@@ -152,7 +163,7 @@ def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=
         batch = max(1, SPATIAL_BATCH_PIXELS // (tile_rows * tile_cols))
         spatial_bytes = min(batch, jobs) * tile_rows * tile_cols * (SPATIAL_ACTIVATION_CHANNELS + 3 * m) * 4
         if spatial_bytes > networks:  # the branches run one after the other: the larger one counts
-            parts[f"lower TILE_SIZE (now {spatial_tile})"] = spatial_bytes
+            parts[tile_advice] += spatial_bytes
             networks = 0
     parts[strip_advice] += networks
     return MemoryEstimate(f"FERS detection of {width}x{height} pixels x {bands} bands with a {m}-band model", parts,
