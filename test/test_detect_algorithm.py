@@ -79,7 +79,8 @@ def test_strips_match_whole_image_features(tmp_path, scene, small_model):
     from fers.fers_core.raster_io import RasterReader, Window
 
     model = load_any_model(small_model)
-    options = DetectOptions(branches=("spectral",), block_mb=1, spectral_output=str(tmp_path / "spe.tif"))
+    options = DetectOptions(branches=("spectral",), block_mb=1, spectral_output=str(tmp_path / "spe.tif"),
+                            precision="float32")  # exact tiling is a float32 property ("auto" may use bfloat16)
     run_fers_detection(scene[0], str(tmp_path / "s.tif"), model, options)
     with RasterReader(scene[0]) as reader:
         data, valid = reader.read(Window(0, 0, reader.height, reader.width), np.float32)
