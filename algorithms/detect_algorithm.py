@@ -23,8 +23,13 @@ DEVICE_OPTIONS = ["Auto (CUDA when available)", "CPU", "CUDA"]
 DEVICE_VALUES = ["auto", "cpu", "cuda"]
 DETECTOR_OPTIONS = ["Global RX", "Local (dual-window) RX"]
 DETECTOR_VALUES = ["global", "local"]
-PRECISION_OPTIONS = ["float32", "bfloat16 (faster on CPUs with AVX-512 BF16 or AMX, and on GPUs)"]
-PRECISION_VALUES = ["float32", "bfloat16"]
+PRECISION_OPTIONS = [
+    "float32 everywhere",
+    "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
+    "auto: network trunks in bfloat16 where the CPU/GPU has it natively, else float32 (AUC within 0.0003)",
+]
+PRECISION_VALUES = ["float32", "bfloat16", "auto"]
+PRECISION_DEFAULT = 2
 
 
 class ModelPathParameter(QgsProcessingParameterFile):
@@ -108,7 +113,7 @@ class DetectAlgorithm(FersAlgorithm):
             minValue=3))
         outputs.add_threshold_parameters(self)
         precision = QgsProcessingParameterEnum(self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS,
-                                               defaultValue=0)
+                                               defaultValue=PRECISION_DEFAULT)
         precision.setFlags(precision.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(precision)
         for key, label, default, minimum in (

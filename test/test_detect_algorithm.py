@@ -262,14 +262,24 @@ def test_false_alarm_threshold_is_refused_for_product_fusion(run_alg, tmp_path, 
 
 
 def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, small_model):
+    """PRECISION 0 = float32, 1 = bfloat16 everywhere, 2 = auto (the default): all keep the detection."""
     truth = read(scene[1])[0]
     aucs = []
-    for precision in (0, 1):
+    for precision in (0, 1, 2):
         scores = read(detect(run_alg, tmp_path, scene[0], small_model, f"p{precision}.tif", BRANCHES=1,
                              PRECISION=precision)["OUTPUT"])[0]
         valid = scores != -9999
         aucs.append(roc_auc(scores[valid], truth[valid]))
     assert abs(aucs[0] - aucs[1]) < 0.005
+    assert abs(aucs[0] - aucs[2]) < 0.001
+
+
+def test_precision_default_is_auto(qgis_app):
+    from fers.algorithms.detect_algorithm import PRECISION_VALUES, DetectAlgorithm
+
+    algorithm = DetectAlgorithm()
+    algorithm.initAlgorithm()
+    assert PRECISION_VALUES[algorithm.parameterDefinition("PRECISION").defaultValue()] == "auto"
 
 
 def test_precision_choices(tmp_path, scene, small_model):
