@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blas import add_gram, matmul
 from .errors import InputError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -78,7 +79,7 @@ class CovarianceAccumulator:
         centred = pixels - self.shift
         self.count += pixels.shape[0]
         self.sum += centred.sum(axis=0)
-        self.cross += centred.T @ centred
+        add_gram(self.cross, centred.T)
 
     def add_bands(self, data, use=None):
         """Add the pixels of a band-first (n_features, n_pixels) block of any real type.
@@ -118,7 +119,7 @@ class CovarianceAccumulator:
                 if chunk_use is not None and not chunk_use.all():
                     centred[:, ~chunk_use] = 0
                 total += centred.sum(axis=1)
-                cross += centred @ centred.T
+                add_gram(cross, centred)
         self.count = count
         self.shift = shift
         self.sum = total
@@ -180,7 +181,7 @@ class RxModel:
         """
         centred = (np.asarray(pixels, dtype=np.float64) - self.mean) * self.scale
         np.clip(centred, -SCORE_CLIP, SCORE_CLIP, out=centred)
-        projected = centred.astype(np.float32) @ self.whitening.astype(np.float32, copy=False)
+        projected = matmul(centred.astype(np.float32), self.whitening.astype(np.float32, copy=False))
         scores = np.einsum("ij,ij->i", projected, projected)
         return np.minimum(scores, np.float32(FLOAT32_MAX), out=scores)
 
@@ -203,8 +204,6 @@ class RxModel:
         triangular = _triangular_product() if self.factor.shape[0] == self.n_features else None
         factor = np.asfortranarray(self.factor) if triangular else self.factor
         centred_buffer = np.empty(self.n_features * min(n_pixels, CHUNK_PIXELS), np.float32)
-        product_buffer = None if triangular else np.empty(self.factor.shape[0] * min(n_pixels, CHUNK_PIXELS),
-                                                           np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
             for start, stop in _chunks(n_pixels):
                 chunk = data[:, start:stop]
@@ -216,8 +215,7 @@ class RxModel:
                 if triangular:  # R x in place: (x^T R^T), column-major, is the row-major block itself
                     projected = triangular(1.0, factor, centred.T, side=1, lower=0, trans_a=1, overwrite_b=1).T
                 else:
-                    projected = np.matmul(factor, centred, out=product_buffer[:self.factor.shape[0] * (stop - start)]
-                                          .reshape(self.factor.shape[0], stop - start))
+                    projected = matmul(factor, centred)
                 np.square(projected, out=projected)
                 chunk_scores = np.sum(projected, axis=0, out=scores[start:stop])
                 if not np.isfinite(chunk_scores).all():
