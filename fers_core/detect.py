@@ -1,6 +1,7 @@
 """FERS detection over a raster: band mapping, scaling, learned features, global RX.
 
-Passes over the raster (each streamed in strips, so memory follows the strip size):
+Passes over the raster (each streamed in windows, so memory follows the window size: full-width strips
+when one fits MEMORY_MB, else windows of whole spatial tile cores; see FeatureStrips):
 1. range: resample the bands of valid pixels to the model's bands; global min and max for the
    reference scaling, and band means (used to fill invalid pixels before the networks);
 2. statistics: features of each strip (tiled network inference), RX mean and covariance of
@@ -37,8 +38,8 @@ from .preprocess import (
 )
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
 from .rx import CovarianceAccumulator, fit_rx, pixel_vectors
-from .tile_settings import strip_rows
-from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_margin, spatial_features, spectral_features
+from .tile_settings import window_grid, window_shape
+from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_span, spatial_features, spectral_features
 
 BRANCH_CHOICES = {0: ("spectral", "spatial"), 1: ("spectral",), 2: ("spatial",)}
 FUSION_REFERENCE, FUSION_SUM, FUSION_PRODUCT = 0, 1, 2
@@ -238,16 +239,25 @@ class Preprocessor:
         return partial.count
 
     def strip(self, window):
-        """Scaled model-band cube (bands, rows, cols) float32 with invalid pixels filled, and validity."""
+        """Scaled model-band cube (bands, rows, cols) float32 with invalid pixels filled, and validity.
+
+        Only the window is read; its raster bands are mapped to the model's at once and let go."""
         data, valid = self.reader.read(window, np.float32)
         mapped = self.mapping(data)
+        del data
         scaled = scale_reference(mapped, self.vmin, self.vmax)
         scaled[:, ~valid] = self.fill[:, None]
         return scaled, valid
 
 
 class FeatureStrips:
-    """Yields (window, scaled x, valid, {branch: F}) for each output strip of the raster."""
+    """Yields (window, scaled x, valid, {branch: F}) for each output window of the raster.
+
+    Windows are full-width strips when a strip fits MEMORY_MB, else (rows x cols) windows whose
+    sides are whole spatial tile cores (tile_settings.window_shape), so the spatial tiles, and the
+    output, are those of the full-width computation. Each window is read and preprocessed with
+    exactly the context its spatial tiles and spectral halos need (tiling.buffer_span).
+    """
 
     def __init__(self, reader, preprocessor, model, options, device):
         self.reader = reader
@@ -257,11 +267,11 @@ class FeatureStrips:
         self.networks = {name: inference_copy(model.branches[name], device, self.precision == "mixed")
                          for name in options.branches}
         self.options = options
-        self.margin = buffer_margin(options.spatial_tile, options.spatial_margin, "spatial" in self.networks)
-        bytes_per_row = reader.width * (reader.band_count + model.bands * 4) * 4
-        rows = strip_rows(options.block_mb * 2**20 // bytes_per_row, "spatial" in self.networks,
-                          options.spatial_tile, options.spatial_margin)
-        self.windows = [Window(r, 0, min(rows, reader.height - r), reader.width) for r in range(0, reader.height, rows)]
+        self.spatial = "spatial" in self.networks
+        bytes_per_pixel = (reader.band_count + model.bands * 4) * 4
+        rows, cols = window_shape(reader.width, options.block_mb * 2**20 // bytes_per_pixel, self.spatial,
+                                  options.spatial_tile, options.spatial_margin)
+        self.windows = [Window(*cell) for cell in window_grid(reader.width, reader.height, rows, cols)]
 
     def __len__(self):
         return len(self.windows)
@@ -270,27 +280,35 @@ class FeatureStrips:
         for window in self.windows:
             yield (window, *self.compute(window))
 
+    def buffer_window(self, window):
+        """The window of the raster that `window`'s features need (its tiles' and halos' context)."""
+        tile, margin = self.options.spatial_tile, self.options.spatial_margin
+        top, bottom = buffer_span(window.row, window.rows, self.reader.height, tile, margin, self.spatial)
+        left, right = buffer_span(window.col, window.cols, self.reader.width, tile, margin, self.spatial)
+        return Window(top, left, bottom - top, right - left)
+
     def compute(self, window):
-        """(scaled x, valid, {branch: F}) of one full-width output strip (read with its margin)."""
-        height = self.reader.height
-        top = max(window.row - self.margin, 0)
-        bottom = min(window.row + window.rows + self.margin, height)
-        buffer_window = Window(top, 0, bottom - top, self.reader.width)
-        scaled, valid = self.preprocessor.strip(buffer_window)
+        """(scaled x, valid, {branch: F}) of one output window (read with its context)."""
+        height, width = self.reader.height, self.reader.width
+        context = self.buffer_window(window)
+        scaled, valid = self.preprocessor.strip(context)
         buffer = as_tensor(scaled)
-        inner = slice(window.row - top, window.row - top + window.rows)
+        inner = (slice(window.row - context.row, window.row - context.row + window.rows),
+                 slice(window.col - context.col, window.col - context.col + window.cols))
+        place = dict(buffer_col=context.col, out_col=window.col, out_cols=window.cols, image_width=width)
         features = {}
         with torch.inference_mode(), network_precision(self.precision, self.device):
             if "spectral" in self.networks:
                 features["spectral"] = spectral_features(
-                    self.networks["spectral"], buffer, top, window.row, window.rows, height, self.device
+                    self.networks["spectral"], buffer, context.row, window.row, window.rows, height, self.device,
+                    **place,
                 ).numpy()
-            if "spatial" in self.networks:
+            if self.spatial:
                 features["spatial"] = spatial_features(
-                    self.networks["spatial"], buffer, top, window.row, window.rows, height, self.device,
-                    self.options.spatial_tile, self.options.spatial_margin,
+                    self.networks["spatial"], buffer, context.row, window.row, window.rows, height, self.device,
+                    self.options.spatial_tile, self.options.spatial_margin, **place,
                 ).numpy()
-        return scaled[:, inner], valid[inner], features
+        return np.ascontiguousarray(scaled[(slice(None), *inner)]), valid[inner], features
 
 
 def choose_fusion(fusion, model_bands, branches):
@@ -351,7 +369,8 @@ def prepare_detection(input_path, model, options, feedback):
     feedback.info(f"Band mapping: {preprocessor.mapping.description}.")
     feedback.info(f"Device: {device}, {options.precision} precision; branches used: {', '.join(branches)}; "
                   f"fusion: {fusion}; "
-                  f"{len(strips)} strip(s) of up to {strips.windows[0].rows} rows; spatial tiles "
+                  f"{len(strips)} window(s) of up to {strips.windows[0].rows}x{strips.windows[0].cols} px; "
+                  "spatial tiles "
                   f"{options.spatial_tile} px (core {options.spatial_tile - 2 * options.spatial_margin} px).")
     return DetectionSetup(reader, mask, preprocessor, strips, fusion, device, branches)
 

@@ -8,11 +8,12 @@ The estimates follow what each detector holds at once (see the module of each de
   centred copy; the score pass holds as many);
 - local RX (local_rx): the tile plan_tiles picks (output pixels' products plus the halo block and
   its window-sum tables) and the batched solves;
-- FERS detection (detect): one strip (at least 16 rows, `MEMORY_MB` of float32 input and model
-  bands) read with its margin (TILE_SIZE rows above and below when the spatial branch runs),
-  its band-mapped and scaled copies, features, enhanced cubes and RX temporaries, plus the
-  networks' activations: one spectral tile (128 px core) and one batch of spatial tiles of
-  TILE_SIZE px (tile_settings.SPATIAL_BATCH_PIXELS).
+- FERS detection (detect): one window (`MEMORY_MB` of float32 input and model bands: a full-width
+  strip when one fits, else about square, at least one tile core (TILE_SIZE - 2 x TILE_MARGIN) a
+  side with the spatial branch) read with its context (TILE_MARGIN px around it, at least a whole
+  tile, with the spatial branch; the 3 px spectral halo without), its band-mapped and scaled copies,
+  features, enhanced cubes and RX temporaries, plus the networks' activations: one spectral tile
+  (128 px core) and one batch of spatial tiles of TILE_SIZE px (tile_settings.SPATIAL_BATCH_PIXELS).
 
 Each estimate adds a fixed allowance (GDAL's block cache, Python). They are meant to be upper
 bounds within a factor of about two; test/test_bad_inputs.py checks them against a measured peak.
@@ -33,12 +34,11 @@ from .errors import InputError
 from .feedback import Feedback
 from .raster_io import DEFAULT_BLOCK_MB, RasterReader
 from .tile_settings import (
-    MIN_STRIP_ROWS,
     SPATIAL_BATCH_PIXELS,
     SPATIAL_MARGIN,
     SPATIAL_TILE,
     SPECTRAL_CORE,
-    strip_rows,
+    window_shape,
 )
 
 MB = 2**20
@@ -126,31 +126,42 @@ def estimate_local_rx(reader, block_mb=DEFAULT_BLOCK_MB, inner=5, outer=21):
 
 
 def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=("spectral", "spatial"),
-                       spatial_tile=SPATIAL_TILE, rx_maps=1, extra_outputs=0, networks_on_cpu=True):
-    """Peak memory of run_fers_detection: one strip with its margin and copies, and the networks."""
+                       spatial_tile=SPATIAL_TILE, rx_maps=1, extra_outputs=0, networks_on_cpu=True,
+                       spatial_margin=None):
+    """Peak memory of run_fers_detection: one window with its context and copies, and the networks."""
     width, height, bands, m = reader.width, reader.height, reader.band_count, int(model_bands)
     spatial = "spatial" in branches
-    budget_rows = block_mb * MB // (width * (bands + m * 4) * 4)
-    rows = min(height, strip_rows(budget_rows, spatial, spatial_tile, min(SPATIAL_MARGIN, spatial_tile // 8)))
-    margin = max(SPECTRAL_HALO, spatial_tile if spatial else 0)
+    margin = min(SPATIAL_MARGIN, spatial_tile // 8) if spatial_margin is None else spatial_margin
+    budget_pixels = block_mb * MB // ((bands + m * 4) * 4)
 
-    def strip_bytes(rows, margin):
-        buffer_rows = min(height, rows + 2 * margin)
-        read = bands * buffer_rows * width * (_value_bytes(reader) + 4 + (4 if reader._scaled else 0))
-        mapped = 2 * m * buffer_rows * width * 4
-        strip_pixels = rows * width
-        cubes = m * strip_pixels * 4 * (len(branches) + rx_maps + extra_outputs + 2)
-        statistics = rx_maps * m * strip_pixels * (4 + 8 + 8)
+    def shape(spatial, budget=budget_pixels):
+        rows, cols = window_shape(width, budget, spatial, spatial_tile, margin)
+        return min(height, rows), min(width, cols)
+
+    def span(length, image_length, spatial):
+        """Rows (or columns) read for `length` output rows: the spatial tiles' margins or the spectral halo."""
+        if spatial and image_length <= spatial_tile:
+            return image_length
+        return min(image_length, max(length + 2 * (margin if spatial else SPECTRAL_HALO),
+                                     spatial_tile if spatial else 0))
+
+    def window_bytes(rows, cols, spatial):
+        buffer_pixels = span(rows, height, spatial) * span(cols, width, spatial)
+        read = bands * buffer_pixels * (_value_bytes(reader) + 4 + (4 if reader._scaled else 0))
+        mapped = 2 * m * buffer_pixels * 4
+        pixels = rows * cols
+        cubes = m * pixels * 4 * (len(branches) + rx_maps + extra_outputs + 2)
+        statistics = rx_maps * m * pixels * (4 + 8 + 8)
         return read + mapped + cubes + statistics
 
+    rows, cols = shape(spatial)
     parts = {}
-    strip_advice = (f"lower MEMORY_MB (now {block_mb})" if rows > MIN_STRIP_ROWS
-                    else "select fewer BANDS")
+    small = shape(False) == shape(False, 1)  # the smallest window already: MEMORY_MB cannot help
+    strip_advice = "select fewer BANDS" if small else f"lower MEMORY_MB (now {block_mb})"
     tile_advice = f"lower TILE_SIZE (now {spatial_tile})"
-    parts[strip_advice] = strip_bytes(rows, margin)
-    if spatial:  # the strip's margin rows and its rounding to whole tile cores are the tile size's doing
-        plain = strip_bytes(min(height, strip_rows(budget_rows, False, spatial_tile, 0)), SPECTRAL_HALO)
-        parts[tile_advice] = max(0, parts[strip_advice] - plain)
+    parts[strip_advice] = window_bytes(rows, cols, spatial)
+    if spatial:  # the context rows and the rounding of windows to whole tile cores are the tile size's doing
+        parts[tile_advice] = max(0, parts[strip_advice] - window_bytes(*shape(False), False))
         parts[strip_advice] -= parts[tile_advice]
     networks = 0
     if networks_on_cpu and "spectral" in branches:
@@ -158,10 +169,11 @@ def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=
         networks = core_pixels * (SPECTRAL_ACTIVATION_CHANNELS + 2 * m) * 4
     if networks_on_cpu and spatial:
         tile_rows, tile_cols = min(spatial_tile, height), min(spatial_tile, width)
-        core = max(1, spatial_tile - 2 * min(SPATIAL_MARGIN, spatial_tile // 8))
-        jobs = max(1, -(-min(rows, height) // core)) * max(1, -(-width // core))
+        core = max(1, spatial_tile - 2 * margin)
+        jobs = max(1, -(-rows // core)) * max(1, -(-cols // core))
         batch = max(1, SPATIAL_BATCH_PIXELS // (tile_rows * tile_cols))
-        spatial_bytes = min(batch, jobs) * tile_rows * tile_cols * (SPATIAL_ACTIVATION_CHANNELS + 3 * m) * 4
+        batch = max(min(batch, jobs), min(batch, 2))  # a lone tile runs as a batch of two (tiling.py)
+        spatial_bytes = batch * tile_rows * tile_cols * (SPATIAL_ACTIVATION_CHANNELS + 3 * m) * 4
         if spatial_bytes > networks:  # the branches run one after the other: the larger one counts
             parts[tile_advice] += spatial_bytes
             networks = 0
@@ -288,5 +300,5 @@ def check_detection_run(input_path, model, options, feedback=None):
                 if path and name in branches)
     with RasterReader(input_path, options.bands) as reader:
         estimate = estimate_detection(reader, model.bands, options.block_mb, branches, options.spatial_tile,
-                                      2 if product else 1, extra, options.device != "cuda")
+                                      2 if product else 1, extra, options.device != "cuda", options.spatial_margin)
     check_memory(estimate, feedback)

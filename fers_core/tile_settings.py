@@ -14,11 +14,39 @@ SPATIAL_BATCH_PIXELS = 16 * 64 * 64
 MIN_STRIP_ROWS = 16
 
 
-def strip_rows(budget_rows, spatial, tile, margin):
-    """Rows per strip: the budget's, at least 16, and with the spatial branch a whole number of tile
-    cores (tile - 2 x margin), so no spatial tile is run for a partial core at a strip boundary."""
-    rows = max(MIN_STRIP_ROWS, int(budget_rows))
+def window_shape(width, budget_pixels, spatial, tile, margin):
+    """(rows, cols) of the windows detection runs on, for a budget of output pixels per window.
+
+    Full-width strips when a strip of the minimum height fits the budget; otherwise windows of
+    about square shape (the context each window reads around itself then costs least). With the
+    spatial branch both sides are whole numbers of tile cores (tile - 2 x margin, at least one
+    core), so the windows' spatial tiles are exactly those of a whole-image run; an image no wider
+    than a tile is one tile across and is never split into columns. The spectral branch is
+    tiling-invariant: its windows are at least MIN_STRIP_ROWS rows and whole SPECTRAL_CORE columns.
+    """
+    budget_pixels = max(1, int(budget_pixels))
     if spatial:
-        core = max(1, tile - 2 * margin)
-        rows = -(-rows // core) * core
-    return rows
+        unit = max(1, tile - 2 * margin)
+        row_unit, min_rows = unit, unit
+        splittable = width > tile and width > unit
+    else:
+        unit, row_unit, min_rows = SPECTRAL_CORE, 1, MIN_STRIP_ROWS
+        splittable = width > unit
+
+    def rows_for(cols):
+        return max(min_rows, (budget_pixels // cols) // row_unit * row_unit)
+
+    if width * min_rows <= budget_pixels or not splittable:
+        return rows_for(width), width
+    units_across = -(-width // unit)
+    per_window = max(1, int(budget_pixels ** 0.5) // unit)
+    chunks = -(-units_across // per_window)
+    per_window = -(-units_across // chunks)  # the same number of chunks, balanced
+    cols = min(width, per_window * unit)
+    return rows_for(cols), cols
+
+
+def window_grid(width, height, rows, cols):
+    """(row, col, rows, cols) of the windows of a (rows, cols) shape covering the image, row by row."""
+    return [(row, col, min(rows, height - row), min(cols, width - col))
+            for row in range(0, height, rows) for col in range(0, width, cols)]
