@@ -96,6 +96,64 @@ def test_strips_match_whole_image_features(tmp_path, scene, small_model):
     assert np.all(written[:, ~valid] == -9999)
 
 
+@pytest.fixture(scope="module")
+def wide_scene(tmp_path_factory):
+    """Wider than two spatial tiles (128 px) and taller than one core (96 px), with nodata pixels."""
+    from fers.fers_core.synthetic import write_scene
+
+    folder = tmp_path_factory.mktemp("wide")
+    return write_scene(folder / "scene.tif", folder / "truth.tif", rows=200, cols=300, bands=24, seed=3)
+
+
+@pytest.mark.parametrize("settings", [
+    # product fusion (its temporary map file), networks run again in the score pass (as on Dask), enhanced cubes
+    dict(fusion=2, spill=False, spectral=True, spatial=True),
+    dict(fusion=1, detector="local", window_inner=3, window_outer=7),  # sum fusion, local RX on the spilled cube
+])
+def test_small_windows_equal_one_window(tmp_path, wide_scene, small_model, settings):
+    """A tiny MEMORY_MB splits detection into several column chunks and row strips; the outputs equal the
+    single-window run's. Windows are whole spatial tile cores, so every spatial tile is the one of the single
+    window, and the spectral branch is exactly tiling-invariant: the features are bit-identical (spatial tiles
+    are never run as a batch of one, which PyTorch's CPU kernels round differently). Scores may differ in the
+    last float32 bit (relative 1e-6), because the float64 RX statistics are merged over other windows and
+    local RX streams the cube in its own blocks.
+    """
+    from osgeo import gdal
+
+    from fers.fers_core.checkpoints import load_any_model
+    from fers.fers_core.detect import DetectOptions, prepare_detection, run_fers_detection
+    from fers.fers_core.feedback import Feedback
+
+    model = load_any_model(small_model)
+    settings = dict(settings)
+    extras = {name: settings.pop(name, False) for name in ("spectral", "spatial")}
+    outputs = {}
+    for budget in (1, 4096):
+        folder = tmp_path / str(budget)
+        paths = {f"{name}_output": str(folder / f"{name}.tif") for name, wanted in extras.items() if wanted}
+        options = DetectOptions(block_mb=budget, precision="float32", device="cpu", **settings, **paths)
+        setup = prepare_detection(wide_scene[0], model, DetectOptions(block_mb=budget, device="cpu"), Feedback())
+        windows = setup.strips.windows
+        setup.reader.close()
+        if budget == 1:
+            assert len({w.col for w in windows}) >= 3 and len({w.row for w in windows}) >= 3, windows
+            assert all(w.col % 96 == 0 and w.row % 96 == 0 for w in windows)
+        else:
+            assert len(windows) == 1
+        run_fers_detection(wide_scene[0], str(folder / "scores.tif"), model, options)
+        outputs[budget] = {path.name: gdal.Open(str(path)).ReadAsArray() for path in sorted(folder.glob("*.tif"))}
+        assert leftovers(folder, set(outputs[budget])) == []
+    small, large = outputs[1], outputs[4096]
+    assert small.keys() == large.keys() and len(small) == 1 + sum(extras.values())
+    for name in small:
+        assert small[name].dtype == np.float32
+        np.testing.assert_array_equal(small[name] == -9999, large[name] == -9999)
+        if name == "scores.tif":
+            np.testing.assert_allclose(small[name], large[name], rtol=1e-6, atol=0, err_msg=name)
+        else:  # the enhanced cubes x + F: no statistics involved
+            np.testing.assert_array_equal(small[name], large[name], err_msg=name)
+
+
 def test_outputs_keep_grid_nodata_and_find_targets(run_alg, tmp_path, scene, small_model):
     result = detect(run_alg, tmp_path, scene[0], small_model)
     scores, nodata, geotransform, projection = read(result["OUTPUT"])
