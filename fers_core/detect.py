@@ -102,7 +102,12 @@ PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
 bfloat16, the rest in float32 (networks.inference.MIXED_PARTS; AUC within 0.0002 of float32 on the
 real scenes); "bfloat16": autocast everywhere (AUC moved by up to 0.0065); "auto": "mixed" where the
 device computes in bfloat16 natively (CPUs with AVX-512 BF16 or AMX, CUDA GPUs that support it),
-else "float32"."""
+else "float32", and only for a model whose provenance records that its AUC was checked under
+"mixed" (MIXED_PRECISION_CHECKED: the bundled model, within 0.00025 on the 11 real scenes); the FERS
+authors' checkpoints moved by up to 0.014 under "mixed", so unchecked models run float32."""
+
+MIXED_PRECISION_CHECKED = "mixed_precision_checked"
+"""Provenance key of a model whose detection AUC was measured to hold under "mixed" precision."""
 
 
 def bfloat16_native(device):
@@ -115,12 +120,18 @@ def bfloat16_native(device):
         return False
 
 
-def resolve_precision(precision, device):
-    """The precision a run uses: PRECISIONS minus "auto"."""
+def mixed_precision_checked(model):
+    """Whether the model's provenance records that its AUC holds under "mixed" precision."""
+    return bool((getattr(model, "provenance", None) or {}).get(MIXED_PRECISION_CHECKED))
+
+
+def resolve_precision(precision, device, model=None):
+    """The precision a run uses: PRECISIONS minus "auto" (float32 for a `model` without the mixed check)."""
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
-        return "mixed" if bfloat16_native(device) else "float32"
+        checked = model is None or mixed_precision_checked(model)
+        return "mixed" if checked and bfloat16_native(device) else "float32"
     return precision
 
 
@@ -357,7 +368,12 @@ def prepare_detection(input_path, model, options, feedback):
         feedback.warning(f"The model has no {', '.join(missing)} branch; using {', '.join(branches)} only.")
     options.branches = branches
     # resolved once here, so Dask workers use the submitting machine's choice (bit-identical outputs)
-    options.precision = resolve_precision(options.precision, device)
+    asked, options.precision = options.precision, resolve_precision(options.precision, device, model)
+    if asked == "auto" and options.precision == "mixed":
+        feedback.info("Network arithmetic: spectral encoder and spatial trunk in bfloat16 (this model's AUC was "
+                      "checked under it); PRECISION float32 forces float32.")
+    elif asked == "auto" and not mixed_precision_checked(model):
+        feedback.info("Network arithmetic: float32 (bfloat16 is used only for models whose AUC was checked under it).")
     fusion = choose_fusion(options.fusion, model.bands, branches)
 
     reader = RasterReader(input_path, options.bands)

@@ -339,18 +339,34 @@ def test_precision_default_is_auto(qgis_app):
     algorithm = DetectAlgorithm()
     algorithm.initAlgorithm()
     assert PRECISION_VALUES[algorithm.parameterDefinition("PRECISION").defaultValue()] == "auto"
+    from fers.fers_core.default_model import DEFAULT_MODEL_FILE
+    from fers.fers_core.detect import mixed_precision_checked
+    from fers.fers_core.model_file import load_model
+
+    # the bundled model records its AUC check under mixed precision, so auto may use bfloat16 for it
+    assert mixed_precision_checked(load_model(DEFAULT_MODEL_FILE))
 
 
 def test_precision_choices(tmp_path, scene, small_model):
     """'auto' is 'mixed' where bfloat16 is native, else 'float32'; 'float32' forces float32 everywhere;
     'mixed' keeps the detection (bfloat16 only in the spectral encoder and the spatial trunk)."""
     from fers.fers_core.checkpoints import load_any_model
-    from fers.fers_core.detect import DetectOptions, bfloat16_native, resolve_precision, run_fers_detection
+    from fers.fers_core.detect import (
+        MIXED_PRECISION_CHECKED,
+        DetectOptions,
+        bfloat16_native,
+        resolve_precision,
+        run_fers_detection,
+    )
     from fers.fers_core.errors import InputError
     from fers.fers_core.networks.inference import LowPrecision, inference_copy
 
     assert resolve_precision("auto", "cpu") == ("mixed" if bfloat16_native("cpu") else "float32")
     assert resolve_precision("float32", "cpu") == "float32"
+    unchecked = load_any_model(small_model)
+    assert resolve_precision("auto", "cpu", unchecked) == "float32"  # no AUC check recorded: float32
+    unchecked.provenance[MIXED_PRECISION_CHECKED] = "checked"
+    assert resolve_precision("auto", "cpu", unchecked) == ("mixed" if bfloat16_native("cpu") else "float32")
     with pytest.raises(InputError, match="Unknown precision"):
         resolve_precision("half", "cpu")
     model = load_any_model(small_model)
