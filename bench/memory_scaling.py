@@ -72,9 +72,23 @@ def main(argv=None):
         for _, size, gigabytes, seconds, peak in mine:
             lines.append(f"| {algorithm} | {size}x{size} | {gigabytes:.2f} | {seconds:.0f} | {peak:.0f} | "
                          f"{peak / mine[0][4]:.2f}x |")
+    lines.append("")
+    for algorithm in args.algorithms:
+        lines.append(exponent_line(algorithm, [(size ** 2, seconds) for name, size, _, seconds, _ in rows
+                                               if name == algorithm]))
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"Wrote {args.output}")
     return 0
+
+
+def exponent_line(algorithm, points):
+    """'time ~ pixels^k' from a least-squares fit of log(time) on log(pixels) (start-up included)."""
+    import numpy as np
+
+    if len(points) < 2:
+        return f"{algorithm}: one size, no exponent."
+    slope = np.polyfit(np.log([p for p, _ in points]), np.log([t for _, t in points]), 1)[0]
+    return f"{algorithm}: time ~ pixels^{slope:.2f} (fitted over these sizes, QGIS start-up included)."
 
 
 def _memory_gb():
