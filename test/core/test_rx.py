@@ -123,3 +123,31 @@ def test_band_first_scores_of_astronomical_outliers_stay_finite():
     scores = model.score_bands(data)
     assert np.isfinite(scores).all() and scores[10] > 1e25
     np.testing.assert_allclose(scores[:20], model.score(data[:, :20].T), rtol=2e-4)
+
+
+def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
+    """The written score tiles are all GDAL caches while scoring: the cap keeps them from piling up."""
+    from osgeo import gdal
+
+    from fers_core.feedback import Feedback
+    from fers_core.raster_io import bounded_gdal_cache
+    from fers_core.rx_raster import run_global_rx, score_cache_mb
+
+    from ..rasters import write_cube
+
+    cube = np.random.default_rng(0).normal(1000, 20, (6, 40, 30)).astype(np.float32)
+    write_cube(tmp_path / "cube.tif", cube)
+    seen = []
+
+    class CacheProbe(Feedback):
+        def set_progress(self, percent):
+            seen.append((percent, gdal.GetCacheMax()))
+
+    with bounded_gdal_cache(256):
+        run_global_rx(tmp_path / "cube.tif", tmp_path / "rx.tif", feedback=CacheProbe())
+        assert gdal.GetCacheMax() == 256 * 2**20  # restored after the run
+    scoring = [cache for percent, cache in seen if percent > 50]
+    statistics = [cache for percent, cache in seen if percent <= 50]
+    assert scoring and max(scoring) == score_cache_mb(30) * 2**20 == 16 * 2**20
+    assert min(statistics) == 256 * 2**20
+    assert score_cache_mb(16384) == 48  # three rows of 256 px float32 tiles across 16384 px
