@@ -117,7 +117,7 @@ class DetectAlgorithm(FersAlgorithm):
         precision.setFlags(precision.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(precision)
         for key, label, default, minimum in (
-            (self.MEMORY_MB, "Strip memory budget (MB)", DEFAULT_BLOCK_MB, 1),
+            (self.MEMORY_MB, "Window memory budget (MB)", DEFAULT_BLOCK_MB, 1),
             (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16),
             (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0),
         ):
