@@ -16,6 +16,9 @@ except ImportError:  # pragma: no cover - scipy ships with QGIS
 
 _GEMM = {np.dtype(np.float32): "sgemm", np.dtype(np.float64): "dgemm"}
 
+strmm = _blas.strmm if _blas is not None else None
+"""BLAS strmm (float32 triangular product, in place), or None without scipy."""
+
 
 def matmul(a, b):
     """a @ b for 2-D float32/float64 arrays of one type, as a C-ordered array, computed by BLAS gemm.

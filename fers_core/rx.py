@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blas import add_gram, matmul
+from .blas import add_gram, matmul, strmm
 from .errors import InputError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -37,15 +37,6 @@ def _chunks(n_pixels):
 def _work_dtype(dtype):
     """The type `data - float32 vector` is computed in: float32 for float32 and small integers, else float64."""
     return np.result_type(dtype, np.float32)
-
-
-def _triangular_product():
-    """scipy's BLAS strmm (a triangular product in place), or None without scipy."""
-    try:
-        from scipy.linalg.blas import strmm
-    except ImportError:  # pragma: no cover - scipy ships with QGIS; numpy's full product is the fallback
-        return None
-    return strmm
 
 
 def pixel_vectors(data, use):
@@ -201,7 +192,7 @@ class RxModel:
             scores[use] = self.score(data[:, use].T)
             return scores
         mean = self.mean.astype(_work_dtype(data.dtype))[:, None]
-        triangular = _triangular_product() if self.factor.shape[0] == self.n_features else None
+        triangular = strmm if self.factor.shape[0] == self.n_features else None
         factor = np.asfortranarray(self.factor) if triangular else self.factor
         centred_buffer = np.empty(self.n_features * min(n_pixels, CHUNK_PIXELS), np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
