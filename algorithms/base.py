@@ -10,8 +10,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..fers_core.errors import FersError
+from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
+from ..fers_core.local_rx import validate_windows
 from ..fers_core.raster_io import bounded_gdal_cache
 
 
@@ -146,3 +147,12 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         """1-based band numbers from a band parameter (None = all bands)."""
         bands = self.parameterAsInts(parameters, name, context)
         return [int(b) for b in bands] or None
+
+    def local_window_problem(self, parameters, context):
+        """Why WINDOW_INNER / WINDOW_OUTER cannot serve local RX, or None when they can."""
+        try:
+            validate_windows(self.parameterAsInt(parameters, "WINDOW_INNER", context),
+                             self.parameterAsInt(parameters, "WINDOW_OUTER", context))
+        except InputError as error:
+            return str(error)
+        return None

@@ -11,7 +11,6 @@ from qgis.core import (
 
 from ..fers_core.errors import Cancelled, InputError
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.local_rx import validate_windows
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from . import outputs, scheduler, styles
@@ -144,11 +143,9 @@ class DetectAlgorithm(FersAlgorithm):
         if not ok:
             return ok, message
         if DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)] == "local":
-            try:
-                validate_windows(self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-                                 self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
-            except InputError as error:
-                return False, str(error)
+            problem = self.local_window_problem(parameters, context)
+            if problem:
+                return False, problem
         return outputs.check_object_parameters(self, parameters, context)
 
     def compute(self, parameters, context, feedback):

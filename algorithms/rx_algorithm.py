@@ -11,7 +11,7 @@ from qgis.core import (
 from ..fers_core.distributed import global_rx
 from ..fers_core.errors import Cancelled, InputError
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.local_rx import run_local_rx, validate_windows
+from ..fers_core.local_rx import run_local_rx
 from ..fers_core.memory_guard import check_rx_run
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from . import outputs, scheduler, styles
@@ -91,11 +91,9 @@ class RxAlgorithm(FersAlgorithm):
         if not ok:
             return ok, message
         if self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
-            try:
-                validate_windows(self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-                                 self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
-            except InputError as error:
-                return False, str(error)
+            problem = self.local_window_problem(parameters, context)
+            if problem:
+                return False, problem
         return outputs.check_object_parameters(self, parameters, context)
 
     def compute(self, parameters, context, feedback):
