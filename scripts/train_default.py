@@ -37,35 +37,19 @@ FLOAT16_BRANCHES = ("spatial",)
 sys.path.insert(0, str(ROOT))
 
 
-def store_as_float16(path, branches=FLOAT16_BRANCHES):
-    """Rewrite a model file with the floating-point tensors of ``branches`` in float16 (half the size).
-
-    The spatial branch (a ResNet-34 trunk, 8 M parameters) would take 33 MB in float32; in float16 the
-    whole file stays under 20 MB. Loading converts the tensors back to float32 (load_state_dict
-    copies into the float32 networks); the spectral branch stays float32.
-    """
-    import os
-
-    import torch
-
-    content = torch.load(path, weights_only=True)
-    for branch in branches:
-        tensors = content["state_dicts"][branch]
-        content["state_dicts"][branch] = {key: value.half() if value.is_floating_point() else value
-                                          for key, value in tensors.items()}
-    content["provenance"]["storage"] = f"{', '.join(branches)} tensors stored as float16 (loaded as float32)"
-    temporary = f"{path}.float16.tmp"
-    torch.save(content, temporary)
-    os.replace(temporary, path)
-
-
 MIXED_PRECISION_NOTE = ("detection AUC within 0.00025 of float32 on the 11 labelled shared scenes under 'mixed' "
                         "precision (bench/PRECISION_RESULTS.md); re-measure when the recipe changes")
 
 
-def record_mixed_precision_check(path):
-    """Record in the file's provenance that this recipe's AUC was checked under "mixed" precision, so that
-    fers:detect's PRECISION auto may run its encoder and trunk in bfloat16 (other models run float32)."""
+def finish_model_file(path, branches=FLOAT16_BRANCHES):
+    """Rewrite the trained model file once: the floating-point tensors of ``branches`` in float16, and
+    the record that this recipe's AUC was checked under "mixed" precision.
+
+    The spatial branch (a ResNet-34 trunk, 8 M parameters) would take 33 MB in float32; in float16 the
+    whole file stays under 20 MB. Loading converts the tensors back to float32 (load_state_dict
+    copies into the float32 networks); the spectral branch stays float32. The mixed-precision record
+    lets fers:detect's PRECISION auto run the encoder and trunk in bfloat16 (other models run float32).
+    """
     import os
 
     import torch
@@ -73,8 +57,13 @@ def record_mixed_precision_check(path):
     from fers_core.detect import MIXED_PRECISION_CHECKED
 
     content = torch.load(path, weights_only=True)
+    for branch in branches:
+        tensors = content["state_dicts"][branch]
+        content["state_dicts"][branch] = {key: value.half() if value.is_floating_point() else value
+                                          for key, value in tensors.items()}
+    content["provenance"]["storage"] = f"{', '.join(branches)} tensors stored as float16 (loaded as float32)"
     content["provenance"][MIXED_PRECISION_CHECKED] = MIXED_PRECISION_NOTE
-    temporary = f"{path}.provenance.tmp"
+    temporary = f"{path}.finish.tmp"
     torch.save(content, temporary)
     os.replace(temporary, path)
 
@@ -119,8 +108,7 @@ def main(argv=None):
         provenance={**provenance, "stage1_seconds": round(stage1.seconds, 1),
                     "stage1_loss_history": [round(e["loss"], 6) for e in stage1.history["spectral"]]},
         **RECIPE["stage2"]), feedback)
-    store_as_float16(args.output)
-    record_mixed_precision_check(args.output)
+    finish_model_file(args.output)
     minutes = (time.perf_counter() - started) / 60
     print(f"Wrote {args.output} in {minutes:.1f} min (stage 1 {stage1.seconds / 60:.1f} min, "
           f"stage 2 {stage2.seconds / 60:.1f} min).")
