@@ -202,7 +202,7 @@ def main():
             lines.append(f"| {size}x{size} | {ours_s:.2f} | {ours_mb:.0f} | {spy_s:.2f} | {spy_mb:.0f} | "
                          f"{speed_up:.1f}x | {floor:.3f} | {over_floor:.1f}x |")
             print(lines[-1], flush=True)
-        lines.append(f"\nRX time ~ pixels^{_exponent(rx_points):.2f}.\n")
+        lines.append(f"\nRX time ~ pixels^{fitted_exponent(rx_points):.2f}.\n")
 
         if not args.detect_sizes and not args.big:
             Path(args.output).write_text("\n".join(lines) + "\n")
@@ -229,12 +229,12 @@ def main():
             lines.append(f"| {size}x{size} | {ours_s:.1f} | {ours_mb:.0f} | (not run) | | |")
             print(lines[-1], flush=True)
             os.remove(path)
-        lines.append(f"\nfers:detect time ~ pixels^{_exponent(detect_points):.2f}.\n")
+        lines.append(f"\nfers:detect time ~ pixels^{fitted_exponent(detect_points):.2f}.\n")
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"Wrote {args.output}")
 
 
-def _exponent(points):
+def fitted_exponent(points):
     """Least-squares slope of log(time) against log(pixels)."""
     import numpy as np
 

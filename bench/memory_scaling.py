@@ -82,13 +82,12 @@ def main(argv=None):
 
 
 def exponent_line(algorithm, points):
-    """'time ~ pixels^k' from a least-squares fit of log(time) on log(pixels) (start-up included)."""
-    import numpy as np
+    """'time ~ pixels^k' from bench.py's least-squares fit of log(time) on log(pixels) (start-up included)."""
+    from bench import fitted_exponent  # bench/bench.py (this folder is first on sys.path)
 
     if len(points) < 2:
         return f"{algorithm}: one size, no exponent."
-    slope = np.polyfit(np.log([p for p, _ in points]), np.log([t for _, t in points]), 1)[0]
-    return f"{algorithm}: time ~ pixels^{slope:.2f} (fitted over these sizes, QGIS start-up included)."
+    return f"{algorithm}: time ~ pixels^{fitted_exponent(points):.2f} (fitted over these sizes, with QGIS start-up)."
 
 
 def _memory_gb():
