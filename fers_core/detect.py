@@ -37,7 +37,7 @@ from .preprocess import (
     wavelength_coverage,
 )
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
-from .rx import CovarianceAccumulator, fit_rx, pixel_vectors
+from .rx import CovarianceAccumulator, fit_rx
 from .tile_settings import window_grid, window_shape
 from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_span, spatial_features, spectral_features
 
@@ -231,9 +231,11 @@ class Preprocessor:
     def range_partial(self, window):
         """Minimum, maximum, float64 band sums and count of the valid model-band pixels of one window."""
         data, valid = self.reader.read(window, np.float32)
-        pixels = self.mapping(data[:, valid])
+        flat, use = data.reshape(data.shape[0], -1), valid.reshape(-1)
+        # np.compress keeps the band-first layout (boolean indexing would return a transposed copy)
+        pixels = self.mapping(flat if use.all() else np.compress(use, flat, axis=1))
         ranges = RangeAccumulator().add(pixels)
-        block_sum = pixels.astype(np.float64).sum(axis=1) if pixels.shape[1] else None
+        block_sum = pixels.sum(axis=1, dtype=np.float64) if pixels.shape[1] else None
         return RangePartial(ranges.min, ranges.max, block_sum, int(pixels.shape[1]))
 
     def apply_range(self, partial):
@@ -402,10 +404,11 @@ def statistics_partial(strips, mask, fusion, window, keep=None):
     cubes = enhanced_cubes(x, features, fusion)
     if keep is not None:
         keep(window, cubes, x, valid, features)
+    use = use.reshape(-1)
     partial = []
     for cube in cubes:
         accumulator = CovarianceAccumulator(cube.shape[0])
-        accumulator.add(pixel_vectors(cube, use))
+        accumulator.add_bands(cube.reshape(cube.shape[0], -1), None if use.all() else use)
         partial.append(accumulator)
     return partial
 
@@ -444,8 +447,10 @@ def score_cubes(rx_models, cubes, valid, extras):
     """The ScoreBlock of one strip from its enhanced cubes (one per RX map) and extra cubes (x + F)."""
     scores = np.full((len(rx_models), valid.shape[0], valid.shape[1]), SCORE_NODATA, dtype=np.float32)
     ranges = []
+    all_valid = bool(valid.all())
     for map_index, (rx_model, cube) in enumerate(zip(rx_models, cubes)):
-        scores[map_index][valid] = rx_model.score(pixel_vectors(cube, valid))
+        map_scores = rx_model.score_bands(cube.reshape(cube.shape[0], -1), None if all_valid else valid.reshape(-1))
+        scores[map_index][valid] = map_scores.reshape(valid.shape)[valid]
         ranges.append(RangeAccumulator().add(scores[map_index][valid]))
     for enhanced in extras.values():
         enhanced[:, ~valid] = SCORE_NODATA

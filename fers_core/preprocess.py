@@ -117,10 +117,15 @@ class RangeAccumulator:
     def add(self, values):
         """Include an array of valid pixel values (any shape)."""
         values = np.asarray(values)
-        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        if not values.size:
+            return self
+        low, high = values.min(), values.max()
+        if not (np.isfinite(low) and np.isfinite(high)):  # NaN or inf somewhere: the finite values only
             values = values[np.isfinite(values)]
-        if values.size:
-            self._include(float(values.min()), float(values.max()))
+            if not values.size:
+                return self
+            low, high = values.min(), values.max()
+        self._include(float(low), float(high))
         return self
 
     def merge(self, other):

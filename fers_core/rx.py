@@ -39,13 +39,6 @@ def _work_dtype(dtype):
     return np.result_type(dtype, np.float32)
 
 
-def pixel_vectors(data, use):
-    """Pixel vectors (n, bands) of the pixels selected by `use`; a view, not a copy, when all are."""
-    if use.all():
-        return data.reshape(data.shape[0], -1).T
-    return data[:, use].T
-
-
 class CovarianceAccumulator:
     """Streaming mean and covariance of pixel vectors, in float64.
 

@@ -20,6 +20,7 @@ spatial tiles of a whole-image run.
 import numpy as np
 import torch
 
+from .networks.inference import PixelwiseFalseColour
 from .networks.spectral import SpectralEnhancer, pad_image_edges
 from .tile_settings import SPATIAL_BATCH_PIXELS, SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
 
@@ -99,13 +100,18 @@ def spatial_features(network, buffer, buffer_row, out_row, out_rows, image_heigh
     col_windows = _spatial_windows(out_col, out_cols, width, tile, margin)
     jobs = [(r, c) for r in row_windows for c in col_windows]
     batch_size = batch_size or max(1, SPATIAL_BATCH_PIXELS // (row_windows[0][3] * col_windows[0][3]))
+    # An inference copy's false colour is computed pixel by pixel, independently of the pixel's position: made
+    # once for the buffer (the tiles overlap), the tiles are cut from it. Others' run per tile, as convolutions.
+    once = isinstance(getattr(network, "false_colour", None), PixelwiseFalseColour)
+    source = network.false_colour(channels_last(buffer.unsqueeze(0).to(device)))[0] if once else buffer
     for start in range(0, len(jobs), batch_size):
         batch_jobs = jobs[start:start + batch_size]
-        tiles = [buffer[:, r[2] - buffer_row:r[2] - buffer_row + r[3], c[2] - buffer_col:c[2] - buffer_col + c[3]]
+        tiles = [source[:, r[2] - buffer_row:r[2] - buffer_row + r[3], c[2] - buffer_col:c[2] - buffer_col + c[3]]
                  for r, c in batch_jobs]
         if len(tiles) == 1 and batch_size > 1:
             tiles *= 2  # PyTorch's CPU kernels round a batch of one differently: outputs then depend on the windows
-        outputs = network(channels_last(torch.stack(tiles).to(device))).float().cpu()
+        batch = channels_last(torch.stack(tiles).to(device))
+        outputs = (network.from_false_colour(batch) if once else network(batch)).float().cpu()
         for (r, c), output in zip(batch_jobs, outputs):
             core_rows = slice(r[0] - r[2], r[0] - r[2] + r[1])
             core_cols = slice(c[0] - c[2], c[0] - c[2] + c[1])

@@ -66,7 +66,8 @@ def fold_batchnorm(network):
 
 
 PIXEL_CHUNK = 4096
-"""Pixels per matrix product in PixelwiseFalseColour: its 256-wide hidden layer (4 MB) stays in cache."""
+"""Pixels per matrix product in PixelwiseFalseColour: its 256-wide hidden layer (4 MB) stays in cache.
+A multiple of 64, so the chunk's 3-channel sigmoid runs wholly in vector code (no scalar tail)."""
 
 
 class PixelwiseFalseColour(nn.Module):
@@ -90,8 +91,13 @@ class PixelwiseFalseColour(nn.Module):
         pixels = x.permute(0, 2, 3, 1).reshape(-1, bands)  # a view for channels-last input
         out = x.new_empty((pixels.shape[0], self.rgb_weight.shape[1]))
         for start in range(0, pixels.shape[0], PIXEL_CHUNK):
-            hidden = torch.addmm(self.expand_bias, pixels[start:start + PIXEL_CHUNK], self.expand_weight).relu_()
-            torch.sigmoid(torch.addmm(self.rgb_bias, hidden, self.rgb_weight), out=out[start:start + PIXEL_CHUNK])
+            chunk = pixels[start:start + PIXEL_CHUNK]
+            count = chunk.shape[0]
+            if count < PIXEL_CHUNK:  # every chunk full-size, so a pixel's value does not depend on its position:
+                # elementwise kernels (sigmoid) compute a short tail with scalar code that rounds differently
+                chunk = torch.cat([chunk, chunk.new_zeros((PIXEL_CHUNK - count, bands))])
+            hidden = torch.addmm(self.expand_bias, chunk, self.expand_weight).relu_()
+            out[start:start + count] = torch.sigmoid(torch.addmm(self.rgb_bias, hidden, self.rgb_weight))[:count]
         return out.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
 
 

@@ -150,7 +150,7 @@ class PyramidHead(nn.Module):
         along_cols = torch.matmul(cols, pools)  # (B, stacked, W, FUSION_WIDTH)
         reduced = torch.matmul(rows, along_cols.reshape(batch, stacked, width * FUSION_WIDTH))
         reduced = reduced.reshape(batch, height, width, FUSION_WIDTH).permute(0, 3, 1, 2)  # NCHW view, NHWC memory
-        fused = F.relu(self.expand(F.relu(reduced)))
+        fused = F.relu(self.expand(F.relu(reduced, inplace=True)), inplace=True)
         return self.gate(fused)
 
 
@@ -178,7 +178,14 @@ class SpatialStudent(nn.Module):
     def forward_with_false_colour(self, x):
         """F_spa and the learned false colour image (B, 3, H, W)."""
         rgb = self.false_colour(x)
-        return self.head(self.backbone(rgb), x.shape[-2:]), rgb
+        return self.from_false_colour(rgb), rgb
+
+    def from_false_colour(self, rgb):
+        """F_spa (B, bands, H, W) of a false colour image (B, 3, H, W) this network made.
+
+        The false colour is per pixel, so tiled inference computes it once for a whole window and
+        tiles the 3-channel image rather than the cube."""
+        return self.head(self.backbone(rgb), rgb.shape[-2:])
 
     def forward(self, x):
         return self.forward_with_false_colour(x)[0]

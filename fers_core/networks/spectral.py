@@ -113,7 +113,7 @@ class PixelHead(nn.Module):
         self.conv3 = nn.Conv2d(bands, 1, 1)
 
     def forward(self, x):
-        return F.relu(self.conv2(F.relu(self.conv1(x))))
+        return F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)), inplace=True)
 
     def alignment_map(self, feature_difference):
         """Stage-1 alignment logits: ``conv3`` of |difference of two head outputs|."""

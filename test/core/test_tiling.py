@@ -6,6 +6,7 @@ from osgeo import gdal
 
 from fers_core import memory_guard
 from fers_core.networks import SpatialStudent, SpectralEnhancer
+from fers_core.networks.inference import inference_copy
 from fers_core.raster_io import RasterReader
 from fers_core.tile_settings import window_grid, window_shape
 from fers_core.tiling import _spatial_windows, buffer_span, spatial_features, spectral_features
@@ -52,11 +53,16 @@ def test_buffer_span_is_the_tiles_and_halos_context(start, length, image):
     assert buffer_span(start, length, image, with_spatial=False) == (max(0, start - 3), min(image, start + length + 3))
 
 
-def test_windows_give_the_features_of_the_whole_width():
+@pytest.mark.parametrize("inference", [None, "float32", "mixed"],
+                         ids=["training modules", "inference copies", "mixed-precision copies"])
+def test_windows_give_the_features_of_the_whole_width(inference):
     """Features of (rows x cols) windows read with buffer_span's context equal one full-width pass (the spatial
-    branch bit for bit: the same tiles)."""
+    branch bit for bit: the same tiles; an inference copy's false colour is made once per window)."""
     torch.manual_seed(0)
     spectral, spatial = SpectralEnhancer(6).eval(), SpatialStudent(6).eval()
+    if inference:
+        mixed = inference == "mixed"
+        spectral, spatial = inference_copy(spectral, mixed=mixed), inference_copy(spatial, mixed=mixed)
     height, width, tile, margin = 60, 150, 32, 4  # cores of 24 px
     image = torch.randn(6, height, width) * 0.1
     with torch.inference_mode():
