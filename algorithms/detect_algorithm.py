@@ -152,15 +152,15 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.torch_support import require_torch
 
         require_torch()
-        from ..fers_core.checkpoints import load_any_model
         from ..fers_core.default_model import default_model_path
         from ..fers_core.detect import BRANCH_CHOICES, DetectOptions, choose_fusion
         from ..fers_core.distributed import fers_detection
         from ..fers_core.memory_guard import check_detection_run
+        from ..fers_core.model_cache import detection_model
 
         cluster = scheduler.value(self, parameters, context)
         model_path = self.parameterAsFile(parameters, self.MODEL, context) or str(default_model_path())
-        model = load_any_model(model_path)
+        model = detection_model(model_path)  # kept for the session's next run while the file is unchanged
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         options = DetectOptions(
             bands=self.band_list(parameters, self.BANDS, context),

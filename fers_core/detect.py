@@ -28,7 +28,7 @@ import torch
 from .blockwise import TreeReducer, merged_covariance
 from .errors import InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
-from .networks.inference import inference_copy
+from .model_cache import inference_network
 from .preprocess import (
     RangeAccumulator,
     apply_band_matrix,
@@ -277,7 +277,7 @@ class FeatureStrips:
         self.preprocessor = preprocessor
         self.device = device
         self.precision = resolve_precision(options.precision, device)
-        self.networks = {name: inference_copy(model.branches[name], device, self.precision == "mixed")
+        self.networks = {name: inference_network(model, name, device, self.precision == "mixed")
                          for name in options.branches}
         self.options = options
         self.spatial = "spatial" in self.networks

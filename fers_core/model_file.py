@@ -151,11 +151,15 @@ def load_branch(name, bands, settings, state_dict, source):
             f"{bands}; the file is inconsistent, re-export it."
         )
     try:
-        module = build_branch_module(name, bands, settings)
+        with torch.device("meta"):  # shapes only: a random initialisation would be overwritten at once
+            module = build_branch_module(name, bands, settings)
     except (AttributeError, TypeError, ValueError, RuntimeError):
         raise ModelFileError(f"The {name} settings in {source} are invalid; the file is damaged.") from None
-    _check_tensors(name, module.state_dict(), state_dict, source)
-    module.load_state_dict(state_dict)
+    expected = module.state_dict()
+    _check_tensors(name, expected, state_dict, source)
+    # the network's own types (float16 storage becomes float32), always new CPU tensors owned by the module
+    owned = {key: tensor.to("cpu", expected[key].dtype, copy=True) for key, tensor in state_dict.items()}
+    module.load_state_dict(owned, assign=True)
     return module.eval()
 
 
