@@ -36,7 +36,17 @@ from .preprocess import (
     scale_reference,
     wavelength_coverage,
 )
-from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, output_folder, read_mask
+from .raster_io import (
+    DEFAULT_BLOCK_MB,
+    SCORE_NODATA,
+    RasterReader,
+    RasterWriter,
+    Window,
+    bounded_gdal_cache,
+    output_folder,
+    read_mask,
+    write_cache_mb,
+)
 from .rx import CovarianceAccumulator, fit_rx
 from .tile_settings import window_grid, window_shape
 from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_span, spatial_features, spectral_features
@@ -579,7 +589,8 @@ def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_pat
     """
     band_names = [f"model band {i + 1}" for i in range(model_bands)]
     product = fusion == "product"
-    with ExitStack() as stack:
+    written_bands = (2 if product else 1) + model_bands * len(extra)
+    with bounded_gdal_cache(write_cache_mb(reader.width, written_bands)), ExitStack() as stack:
         writers = {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
                    for name, path in extra.items()}
         if product:
@@ -674,7 +685,7 @@ def _score_range(path):
 
 def _combine_maps(sources, reader, output_path, ranges, progress, detector):
     """Product fusion of two score maps, each (raster path, band index): min-max normalised, multiplied."""
-    with ExitStack() as stack:
+    with bounded_gdal_cache(write_cache_mb(reader.width, 1 + len(sources))), ExitStack() as stack:
         maps = {path: stack.enter_context(RasterReader(path)) for path in dict.fromkeys(p for p, _ in sources)}
         writer = stack.enter_context(RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]))
         windows = next(iter(maps.values())).windows()

@@ -7,7 +7,15 @@ import numpy as np
 
 from .blockwise import TreeReducer, merged_covariance
 from .feedback import Feedback, ProgressRange
-from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, bounded_gdal_cache, read_mask
+from .raster_io import (
+    DEFAULT_BLOCK_MB,
+    SCORE_NODATA,
+    RasterReader,
+    RasterWriter,
+    bounded_gdal_cache,
+    read_mask,
+    write_cache_mb,
+)
 from .rx import CovarianceAccumulator, fit_rx
 
 
@@ -75,19 +83,9 @@ def fit_rx_partial(partial, feedback):
     return model
 
 
-def score_cache_mb(width, tile_rows=256):
-    """GDAL block cache (MB) for writing a score raster: three rows of its float32 tiles, at least 16 MB.
-
-    The tiles written are all GDAL caches while scoring (reads bypass it), and with a larger cache it
-    keeps every written tile until the end: measured +61 MB of peak memory at 4096^2 px with the 256 MB
-    run-wide cap, against none with 16 MB. Three tile rows hold the rows a block straddles.
-    """
-    return max(16, -(-3 * width * tile_rows * 4 // 2**20))
-
-
 def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
     """Write (window, scores) pairs, in any order, to a new RX score raster; committed only when all are in."""
-    with bounded_gdal_cache(score_cache_mb(reader.width)), \
+    with bounded_gdal_cache(write_cache_mb(reader.width)), \
             RasterWriter.like(reader, output_path, band_names=["RX score"]) as writer:
         for index, (window, scores) in enumerate(blocks):
             writer.write(window, scores)

@@ -97,6 +97,33 @@ def test_strips_match_whole_image_features(tmp_path, scene, small_model):
     assert np.all(written[:, ~valid] == -9999)
 
 
+def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, small_model):
+    """Written score tiles are all GDAL caches while writing: the cap keeps them from piling up (the growth of
+    peak memory with the raster's size), and the run-wide cap is back afterwards."""
+    from osgeo import gdal
+
+    from fers.fers_core.checkpoints import load_any_model
+    from fers.fers_core.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.feedback import Feedback
+    from fers.fers_core.raster_io import bounded_gdal_cache, write_cache_mb
+
+    seen = []
+
+    class CacheProbe(Feedback):
+        def set_progress(self, percent):
+            seen.append((percent, gdal.GetCacheMax()))
+
+    with bounded_gdal_cache(256):
+        run_fers_detection(scene[0], str(tmp_path / "s.tif"), load_any_model(small_model),
+                           DetectOptions(fusion=2), CacheProbe())
+        assert gdal.GetCacheMax() == 256 * 2**20
+    writing = [cache for percent, cache in seen if percent > 55]
+    networks = [cache for percent, cache in seen if 10 < percent <= 55]
+    assert writing and max(writing) == write_cache_mb(90, 3) * 2**20 == 16 * 2**20
+    assert networks and min(networks) == 256 * 2**20
+    assert write_cache_mb(4096, 2) == 24  # the two product-fusion maps, three rows of 256 px tiles
+
+
 @pytest.fixture(scope="module")
 def wide_scene(tmp_path_factory):
     """Wider than two spatial tiles (128 px) and taller than one core (96 px), with nodata pixels."""

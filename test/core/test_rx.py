@@ -130,8 +130,8 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
     from osgeo import gdal
 
     from fers_core.feedback import Feedback
-    from fers_core.raster_io import bounded_gdal_cache
-    from fers_core.rx_raster import run_global_rx, score_cache_mb
+    from fers_core.raster_io import bounded_gdal_cache, write_cache_mb
+    from fers_core.rx_raster import run_global_rx
 
     from ..rasters import write_cube
 
@@ -148,6 +148,7 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
         assert gdal.GetCacheMax() == 256 * 2**20  # restored after the run
     scoring = [cache for percent, cache in seen if percent > 50]
     statistics = [cache for percent, cache in seen if percent <= 50]
-    assert scoring and max(scoring) == score_cache_mb(30) * 2**20 == 16 * 2**20
+    assert scoring and max(scoring) == write_cache_mb(30) * 2**20 == 16 * 2**20
     assert min(statistics) == 256 * 2**20
-    assert score_cache_mb(16384) == 48  # three rows of 256 px float32 tiles across 16384 px
+    assert write_cache_mb(16384) == 48  # three rows of 256 px float32 tiles across 16384 px
+    assert write_cache_mb(4096, bands=3) == 36
