@@ -127,7 +127,7 @@ def _score_histogram(scores, labels):
     """Per-class histograms (fractions of each class per bin), on a log10 axis for positive heavy-tailed scores."""
     low, high = float(np.percentile(scores, 0.1)), float(scores.max())
     logarithmic = low > 0 and high / low > 10  # RX-like heavy tails: a log axis shows background and anomalies
-    values = np.log10(scores) if logarithmic else scores
+    values = np.log10(np.maximum(scores, low)) if logarithmic else scores  # the few below `low` clip to it anyway
     lo, hi = (math.log10(low), math.log10(high)) if logarithmic else (low, high)
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
