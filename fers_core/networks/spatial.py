@@ -78,7 +78,8 @@ class BasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + shortcut)
+        out += shortcut  # in place: no new full-size map (BatchNorm's backward does not need its output)
+        return self.relu(out)
 
 
 def make_stage(in_channels, out_channels, blocks, stride):

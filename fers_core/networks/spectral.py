@@ -80,7 +80,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
+        out += shortcut  # in place: no new full-size map (BatchNorm's backward does not need its output)
+        return self.relu(out)
 
 
 class WideResNetStage1(nn.Module):
