@@ -54,23 +54,15 @@ class CovarianceAccumulator:
         self.cross = np.zeros((n_features, n_features))
 
     def add(self, pixels):
-        """Add an (n_pixels, n_features) block of valid pixels."""
-        pixels = np.asarray(pixels, dtype=np.float64)
-        if pixels.shape[0] == 0:
-            return
-        if self.shift is None:
-            self.shift = pixels.mean(axis=0)
-        centred = pixels - self.shift
-        self.count += pixels.shape[0]
-        self.sum += centred.sum(axis=0)
-        add_gram(self.cross, centred.T)
+        """Add an (n_pixels, n_features) block of valid pixels (add_bands of its band-first view)."""
+        self.add_bands(np.asarray(pixels).T)
 
     def add_bands(self, data, use=None):
         """Add the pixels of a band-first (n_features, n_pixels) block of any real type.
 
         `use`: boolean (n_pixels,) selecting the pixels to add (None = all); the others may hold
-        anything (nodata, NaN, inf). The same sums as `add`, without a float64 copy of the block
-        or a transpose: chunks of pixels are centred on a provisional mean of the block into a
+        anything (nodata, NaN, inf). No float64 copy of the block is made,
+        nor a transpose: chunks of pixels are centred on a provisional mean of the block into a
         small float64 buffer and multiplied there (float64 products: float32 ones lose ~1e-6 of
         the covariance, and real scenes, with condition numbers near 1e9, need far better).
         Into a non-empty accumulator the block is merged like any other partial result.
