@@ -59,8 +59,20 @@ def work_detect(path, output, model_path, branches="spectral,spatial", precision
         run_fers_detection(path, output, detection_model(model_path), options)
 
 
+def reference_rx(cube):
+    """Float64 global RX of a (bands, rows, cols) cube with a pseudo-inverse, whole image in memory."""
+    import numpy as np
+
+    pixels = cube.reshape(cube.shape[0], -1).T.astype(np.float64)
+    centred = pixels - pixels.mean(axis=0)
+    inverse = np.linalg.pinv(np.cov(pixels, rowvar=False))
+    return np.einsum("ij,jk,ik->i", centred, inverse, centred)
+
+
 def work_reference_style(path, output, model_path, branches="spectral,spatial"):
-    """Whole image in memory, float32 networks in one pass, float64 RX with a pseudo-inverse."""
+    """Whole image in memory, float32 networks in one pass, float64 RX with a pseudo-inverse, and the
+    reference's fusion (method.md section 6): RX(x + F_spe + F_spa) above 50 model bands, else the product of
+    the min-max normalised RX(x + F_spa) and RX(x + F_spe)."""
     import numpy as np
     import torch
     from osgeo import gdal
@@ -72,15 +84,14 @@ def work_reference_style(path, output, model_path, branches="spectral,spatial"):
     cube = gdal.Open(path).ReadAsArray().astype(np.float32)
     cube = resample_bands(cube, model.bands)
     cube = ((cube - cube.min()) / (cube.max() - cube.min()) * 2 - 1) * 0.1
-    x = torch.from_numpy(cube)[None]
     with torch.no_grad():
-        enhanced = x.clone()
-        for name in branches.split(","):
-            enhanced += model.branches[name](x)
-    pixels = enhanced[0].numpy().reshape(model.bands, -1).T.astype(np.float64)
-    centred = pixels - pixels.mean(axis=0)
-    inverse = np.linalg.pinv(np.cov(pixels, rowvar=False))
-    scores = np.einsum("ij,jk,ik->i", centred, inverse, centred)
+        x = torch.from_numpy(cube)[None]
+        features = [model.branches[name](x)[0].numpy() for name in branches.split(",")]
+    if model.bands > 50 or len(features) == 1:
+        scores = reference_rx(cube + sum(features))
+    else:
+        maps = [reference_rx(cube + feature) for feature in features]
+        scores = np.prod([(m - m.min()) / (m.max() - m.min()) for m in maps], axis=0)
     np.save(output + ".npy", scores.astype(np.float32))
 
 
@@ -216,6 +227,8 @@ def main():
     parser.add_argument("--big", type=int, nargs="*", default=[], help="extra large sizes for fers:detect memory")
     parser.add_argument("--repeat", type=int, default=1,
                         help="RX rounds per size (median reported): timings on a shared machine are noisy")
+    parser.add_argument("--no-real", dest="real", action="store_false",
+                        help="skip the real scenes of ../shared/data/scenes (run by default when present)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args()
 
@@ -255,38 +268,37 @@ def main():
             print(lines[-1], flush=True)
         lines.append(f"\nRX time ~ pixels^{fitted_exponent(rx_points):.2f}.\n")
 
-        if not args.detect_sizes and not args.big:
-            Path(args.output).write_text("\n".join(lines) + "\n")
-            print(f"Wrote {args.output}")
-            return
-        lines.append(DETECT_NOTE.format(model_note=model_note))
-        detect_points = []
-        for size in args.detect_sizes:
-            path = str(Path(folder) / f"scene{size}.tif")
-            if not Path(path).exists():
+        if args.detect_sizes or args.big:
+            lines.append(DETECT_NOTE.format(model_note=model_note))
+            detect_points = []
+            for size in args.detect_sizes:
+                path = str(Path(folder) / f"scene{size}.tif")
+                if not Path(path).exists():
+                    write_large_raster(path, size, size, args.bands)
+                ours_s, ours_mb, ours_out = measure("detect", path, path + ".det.tif", model_path, runs=3)
+                ref_s, ref_mb, ref_out = measure("reference_style", path, path + ".ref", model_path, runs=3)
+                ours_warm, ref_warm = warm_seconds(ours_out), warm_seconds(ref_out)
+                _, _, cost_out = measure("network_cost", model_path, size)
+                cost = json.loads(next(x for x in cost_out.splitlines() if x.startswith("{")))
+                floor = (cost["bfloat16_parts"] / cost["rates"]["bfloat16"]
+                         + cost["float32_parts"] / cost["rates"]["float32"])
+                detect_points.append((size * size, ours_s))
+                lines.append(f"| {size}x{size} | {ours_s:.2f} | {ours_warm:.2f} | {ours_mb:.0f} | {ref_s:.2f} | "
+                             f"{ref_warm:.2f} | {ref_mb:.0f} | {ref_s / ours_s:.1f}x | {ref_warm / ours_warm:.1f}x | "
+                             f"{(cost['bfloat16_parts'] + cost['float32_parts']) / 1e9:.1f} | {floor:.3f} | "
+                             f"{ours_warm / floor:.1f}x |")
+                print(lines[-1], flush=True)
+            for size in args.big:
+                path = str(Path(folder) / f"big{size}.tif")
                 write_large_raster(path, size, size, args.bands)
-            ours_s, ours_mb, ours_out = measure("detect", path, path + ".det.tif", model_path, runs=3)
-            ref_s, ref_mb, ref_out = measure("reference_style", path, path + ".ref", model_path, runs=3)
-            ours_warm, ref_warm = warm_seconds(ours_out), warm_seconds(ref_out)
-            _, _, cost_out = measure("network_cost", model_path, size)
-            cost = json.loads(next(x for x in cost_out.splitlines() if x.startswith("{")))
-            floor = (cost["bfloat16_parts"] / cost["rates"]["bfloat16"]
-                     + cost["float32_parts"] / cost["rates"]["float32"])
-            detect_points.append((size * size, ours_s))
-            lines.append(f"| {size}x{size} | {ours_s:.2f} | {ours_warm:.2f} | {ours_mb:.0f} | {ref_s:.2f} | "
-                         f"{ref_warm:.2f} | {ref_mb:.0f} | {ref_s / ours_s:.1f}x | {ref_warm / ours_warm:.1f}x | "
-                         f"{(cost['bfloat16_parts'] + cost['float32_parts']) / 1e9:.1f} | {floor:.3f} | "
-                         f"{ours_warm / floor:.1f}x |")
-            print(lines[-1], flush=True)
-        for size in args.big:
-            path = str(Path(folder) / f"big{size}.tif")
-            write_large_raster(path, size, size, args.bands)
-            ours_s, ours_mb, _ = measure("detect", path, path + ".det.tif", model_path)
-            detect_points.append((size * size, ours_s))
-            lines.append(f"| {size}x{size} | {ours_s:.1f} | | {ours_mb:.0f} | (not run) | | | | | | | |")
-            print(lines[-1], flush=True)
-            os.remove(path)
-        lines.append(f"\nfers:detect time ~ pixels^{fitted_exponent(detect_points):.2f}.\n")
+                ours_s, ours_mb, _ = measure("detect", path, path + ".det.tif", model_path)
+                detect_points.append((size * size, ours_s))
+                lines.append(f"| {size}x{size} | {ours_s:.1f} | | {ours_mb:.0f} | (not run) | | | | | | | |")
+                print(lines[-1], flush=True)
+                os.remove(path)
+            lines.append(f"\nfers:detect time ~ pixels^{fitted_exponent(detect_points):.2f}.\n")
+        if args.real and real_scenes():
+            lines += bench_real_scenes(model_path, model_note, site, folder)
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"Wrote {args.output}")
 
@@ -301,6 +313,71 @@ parts the default mixed precision runs in it, float32 for the rest; no I/O, no R
 | pixels | fers:detect cold s | warm s | MB | reference-style cold s | warm s | MB | speed-up cold | \
 speed-up warm | network G multiply-adds | floor s | ours warm / floor |
 |---|---|---|---|---|---|---|---|---|---|---|---|"""
+
+
+def real_scenes():
+    """(name, raster, ground truth) of each shared scene with a ground truth; none without ../shared."""
+    if not SHARED_SCENES.is_dir():
+        return []
+    return [(truth.name[:-len("_gt.tif")], str(truth).replace("_gt.tif", ".tif"), str(truth))
+            for truth in sorted(SHARED_SCENES.glob("*_gt.tif"))]
+
+
+def output_auc(path, truth_path):
+    """ROC AUC of one worker's scores (a score GeoTIFF, or a .npy of the whole image) against a ground truth."""
+    import numpy as np
+    from osgeo import gdal
+
+    from fers_core.metrics import roc_auc
+    from fers_core.raster_io import SCORE_NODATA
+
+    truth = gdal.Open(truth_path).ReadAsArray()
+    scores = np.load(path).reshape(truth.shape) if path.endswith(".npy") else gdal.Open(path).ReadAsArray()
+    valid = scores != SCORE_NODATA
+    return roc_auc(scores[valid], truth[valid])
+
+
+def bench_real_scenes(model_path, model_note, site, folder):
+    """Table lines: every worker on each real scene, with the AUC of its own output."""
+    import numpy as np
+    from osgeo import gdal
+
+    lines = [REAL_NOTE.format(model_note=model_note)]
+    speed_ups, differences = [], []
+    for name, raster, truth in real_scenes():
+        dataset = gdal.Open(raster)
+        size = f"{dataset.RasterXSize}x{dataset.RasterYSize}x{dataset.RasterCount}"
+        out = str(Path(folder) / name)
+        rx_s, rx_mb, _ = measure("rx", raster, out + ".rx.tif")
+        spy_s, spy_mb, _ = measure("spectral_rx", raster, out + ".spy", extra_path=site)
+        det_s, det_mb, det_out = measure("detect", raster, out + ".det.tif", model_path, runs=3)
+        ref_s, ref_mb, ref_out = measure("reference_style", raster, out + ".ref", model_path, runs=3)
+        det_warm, ref_warm = warm_seconds(det_out), warm_seconds(ref_out)
+        aucs = [output_auc(path, truth) for path in
+                (out + ".rx.tif", out + ".spy.npy", out + ".det.tif", out + ".ref.npy")]
+        speed_ups.append(ref_warm / det_warm)
+        differences.append(aucs[2] - aucs[3])
+        lines.append(f"| {name} | {size} | {rx_s:.2f} | {spy_s:.2f} | {aucs[0]:.4f} | {aucs[1]:.4f} | "
+                     f"{det_s:.2f} | {det_warm:.2f} | {det_mb:.0f} | {ref_s:.2f} | {ref_warm:.2f} | {ref_mb:.0f} | "
+                     f"{ref_warm / det_warm:.1f}x | {aucs[2]:.4f} | {aucs[3]:.4f} | {aucs[2] - aucs[3]:+.4f} |")
+        print(lines[-1], flush=True)
+    lines.append(f"\nfers:detect vs reference style on {len(differences)} scenes: warm speed-up median "
+                 f"{np.median(speed_ups):.1f}x (range {min(speed_ups):.1f}x to {max(speed_ups):.1f}x); AUC difference "
+                 f"mean {np.mean(differences):+.4f}, largest {max(differences, key=abs):+.4f}.\n")
+    return lines
+
+
+REAL_NOTE = """## Real scenes ({model_note})
+
+Each shared scene with a ground truth, as stored (80 to 150 px a side, 162 to 224 bands, integer or float32):
+the same workers, and the ROC AUC of each run's own output. fers:detect runs its defaults (both branches; at 50 model bands the
+reference's product fusion; spatial tiles of 128 px; PRECISION auto, so bfloat16 encoder and trunk on this
+CPU); the reference style runs the same model in float32 on the whole image with the same fusion. Scenes
+larger than a spatial tile (abu-beach-1, 150 px) are tiled by fers:detect and not by the reference style.
+
+| scene | size | ours RX s | spectral.rx s | RX AUC ours | RX AUC spectral.rx | fers:detect cold s | warm s | MB | \
+reference-style cold s | warm s | MB | speed-up warm | AUC fers:detect | AUC reference-style | AUC difference |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"""
 
 
 def fitted_exponent(points):
