@@ -369,11 +369,12 @@ def bench_real_scenes(model_path, model_note, site, folder):
 
 REAL_NOTE = """## Real scenes ({model_note})
 
-Each shared scene with a ground truth, as stored (80 to 150 px a side, 162 to 224 bands, integer or float32):
-the same workers, and the ROC AUC of each run's own output. fers:detect runs its defaults (both branches; at 50 model bands the
-reference's product fusion; spatial tiles of 128 px; PRECISION auto, so bfloat16 encoder and trunk on this
-CPU); the reference style runs the same model in float32 on the whole image with the same fusion. Scenes
-larger than a spatial tile (abu-beach-1, 150 px) are tiled by fers:detect and not by the reference style.
+Each shared scene with a ground truth, as stored (80 to 150 px a side, 162 to 224 bands, integer or
+float32): the same workers, and the ROC AUC of each run's own output. fers:detect runs its defaults (both
+branches; at 50 model bands the reference's product fusion; spatial tiles of 128 px; PRECISION auto, so
+bfloat16 encoder and trunk on this CPU); the reference style runs the same model in float32 on the whole
+image with the same fusion. Scenes larger than a spatial tile (abu-beach-1, 150 px) are tiled by
+fers:detect and not by the reference style.
 
 | scene | size | ours RX s | spectral.rx s | RX AUC ours | RX AUC spectral.rx | fers:detect cold s | warm s | MB | \
 reference-style cold s | warm s | MB | speed-up warm | AUC fers:detect | AUC reference-style | AUC difference |

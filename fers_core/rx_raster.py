@@ -47,9 +47,11 @@ class RxPartial:
     valid_pixels: int
 
 
-def rx_block_statistics(reader, mask, window):
-    """The RxPartial of one block: its own float64 accumulator, never shared with other blocks."""
-    data, valid = read_band_first(reader, window)
+def rx_block_statistics(reader, mask, window, block=None):
+    """The RxPartial of one block: its own float64 accumulator, never shared with other blocks.
+
+    `block`: the window's (data, valid) from read_band_first when already read (None: read it)."""
+    data, valid = block if block is not None else read_band_first(reader, window)
     use = valid if mask is None else valid & (mask.read(window)[0][0].reshape(-1) == 0)
     accumulator = CovarianceAccumulator(reader.band_count)
     accumulator.add_bands(data, None if use.all() else use)
@@ -61,9 +63,9 @@ def merge_rx_partials(left, right):
     return RxPartial(merged_covariance(left.accumulator, right.accumulator), left.valid_pixels + right.valid_pixels)
 
 
-def rx_block_scores(reader, model, window):
-    """Float32 RX scores of one block; invalid pixels are SCORE_NODATA."""
-    data, valid = read_band_first(reader, window)
+def rx_block_scores(reader, model, window, block=None):
+    """Float32 RX scores of one block; invalid pixels are SCORE_NODATA. `block` as for rx_block_statistics."""
+    data, valid = block if block is not None else read_band_first(reader, window)
     all_valid = valid.all()
     scores = model.score_bands(data, None if all_valid else valid)
     if not all_valid:
@@ -113,13 +115,19 @@ def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=
 
     reducer = TreeReducer(merge_rx_partials)
     stats_progress = ProgressRange(feedback, 0, 50)
+    last_block = None
     for index, window in enumerate(windows):
-        reducer.push(rx_block_statistics(reader, mask, window))
+        last_block = read_band_first(reader, window)
+        reducer.push(rx_block_statistics(reader, mask, window, last_block))
         stats_progress((index + 1) / len(windows))
     partial = reducer.result()
     model = fit_rx_partial(partial, feedback)
 
-    blocks = ((window, rx_block_scores(reader, model, window)) for window in windows)
+    # The score pass starts with the block the statistics pass read last, still in the reader's buffer: one
+    # read fewer (a whole-image read fewer when the raster is one block; decompression is most of small runs).
+    order = windows[-1:] + windows[:-1]
+    blocks = ((window, rx_block_scores(reader, model, window, last_block if index == 0 else None))
+              for index, window in enumerate(order))
     write_rx_scores(reader, output_path, blocks, len(windows), ProgressRange(feedback, 50, 100))
     seconds = time.perf_counter() - started
     feedback.info(f"Wrote {output_path} in {seconds:.2f} s.")

@@ -152,3 +152,29 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
     assert min(statistics) == 256 * 2**20
     assert write_cache_mb(16384) == 48  # three rows of 256 px float32 tiles across 16384 px
     assert write_cache_mb(4096, bands=3) == 36
+
+
+@pytest.mark.parametrize("block_mb", [64, 0.02])
+def test_score_pass_reuses_the_block_the_statistics_pass_read_last(tmp_path, monkeypatch, block_mb):
+    """One read per block and pass, less the one block both passes share; scores as from the whole array."""
+    from fers_core.raster_io import RasterReader
+    from fers_core.rx_raster import run_global_rx
+
+    from ..rasters import read, rx_reference, write_cube
+
+    cube = np.random.default_rng(1).normal(1000, 20, (6, 40, 30)).astype(np.float32)
+    write_cube(tmp_path / "cube.tif", cube)
+    reads = []
+    original = RasterReader.read
+
+    def counting_read(self, window, *args, **kwargs):
+        reads.append((window.row, window.col, window.rows, window.cols))
+        return original(self, window, *args, **kwargs)
+
+    monkeypatch.setattr(RasterReader, "read", counting_read)
+    run_global_rx(tmp_path / "cube.tif", tmp_path / "rx.tif", block_mb=block_mb)
+    blocks = sorted(set(reads))
+    assert len(reads) == 2 * len(blocks) - 1
+    assert (len(blocks) == 1) == (block_mb == 64) and sum(rows * cols for _, _, rows, cols in blocks) == 1200
+    expected = rx_reference(cube.reshape(6, -1).T.astype(np.float64)).reshape(40, 30)
+    np.testing.assert_allclose(read(tmp_path / "rx.tif")[0], expected, rtol=1e-4)
