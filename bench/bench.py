@@ -4,13 +4,17 @@ Each measurement runs in a fresh subprocess (so peak memory is that run's own ma
 set size) on the same input files. Baselines:
 - `spectral.rx` (Spectral Python; installed with --no-deps into bench/.site, never into the venv);
 - a straightforward reference-style implementation: whole image in memory, float32 network on
-  the whole image at once, float64 RX with a pseudo-inverse;
+  the whole image at once, float64 RX with a pseudo-inverse, the reference's fusion;
 - the matrix-multiply floor: pixels x bands^2 multiply-adds at this machine's measured float64
   matrix-multiply rate (the covariance product RX cannot avoid).
 
+Then every real scene of ../shared/data/scenes with a ground truth (when present): the same workers,
+with the ROC AUC of each one's own output, so "same AUC" is measured where speed is.
+
 Usage: .venv/bin/python bench/bench.py [--sizes 128 256 512 1024] [--bands 200] [--big 4096]
-       [--detect-sizes [SIZE ...]] [--repeat N] [--output FILE]
-Writes bench/RESULTS.md (`--detect-sizes` with no sizes: RX only; `--repeat 3`: RX medians of 3 rounds).
+       [--detect-sizes [SIZE ...]] [--repeat N] [--no-real] [--output FILE]
+Writes bench/RESULTS.md (`--detect-sizes` with no sizes: no synthetic detection; `--repeat 3`: RX medians
+of 3 rounds).
 """
 
 import argparse
