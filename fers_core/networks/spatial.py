@@ -102,7 +102,12 @@ class ResNet34Trunk(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """torchvision's ResNet initialisation (Kaiming normal fan-out; BN weight 1, bias 0)."""
+        """torchvision's ResNet initialisation (Kaiming normal fan-out; BN weight 1, bias 0).
+
+        Nothing to do on the meta device (a network built only to receive stored tensors): there, PyTorch runs
+        normal_ through its Python reference kernels, whose first use imports torch._dynamo (about 1 s)."""
+        if self.stem_conv.weight.is_meta:
+            return
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

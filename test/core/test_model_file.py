@@ -59,6 +59,28 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["both.pt"], "no temporary file may be left behind"
 
 
+def test_loading_a_model_in_a_fresh_process_stays_light(tmp_path):
+    """Building the networks on the meta device must not reach PyTorch's Python reference kernels, whose first
+    use imports torch._dynamo (about 1 s of every first detection); the stored tensors still arrive intact."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "both.pt"
+    save_model(random_init_model(BANDS, seed=4), path)
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from fers_core.model_file import load_model; "
+            "model = load_model(sys.argv[2]); weight = model.branches['spatial'].backbone.stem_conv.weight; "
+            "print('dynamo' if 'torch._dynamo' in sys.modules else 'light', float(weight.abs().sum()))")
+    result = subprocess.run([sys.executable, "-c", code, str(root), str(path)], capture_output=True, text=True,
+                            check=True)
+    verdict, weight_sum = result.stdout.split()
+    stem = random_init_model(BANDS, seed=4).branches["spatial"].backbone.stem_conv.weight.detach()
+    expected = float(stem.abs().sum())
+    assert verdict == "light"
+    assert float(weight_sum) == pytest.approx(expected, rel=1e-6) and expected > 0
+
+
 def test_saving_over_an_existing_file_replaces_it(tmp_path, spectral_model):
     path = tmp_path / "model.pt"
     path.write_text("old")
