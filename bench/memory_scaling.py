@@ -5,7 +5,8 @@
 Each run is `scripts/qgis_process run ALGORITHM` (the user's path: QGIS itself, the plugin, the
 bundled model) under `/usr/bin/time`, which reports the process's maximum resident set size.
 Inputs are synthetic int16 GeoTIFFs (bench/make_large_raster.py), written once to --folder and
-reused; a 4096^2 x 200 raster is 6.7 GB. Writes bench/MEMORY_RESULTS.md.
+reused; a 4096^2 x 200 raster is 6.7 GB. Writes bench/MEMORY_RESULTS.md (its notes, from "Where the
+memory goes" on, are kept).
 """
 
 import argparse
@@ -76,9 +77,19 @@ def main(argv=None):
     for algorithm in args.algorithms:
         lines.append(exponent_line(algorithm, [(size ** 2, seconds) for name, size, _, seconds, _ in rows
                                                if name == algorithm]))
-    Path(args.output).write_text("\n".join(lines) + "\n")
+    Path(args.output).write_text("\n".join(lines) + "\n" + kept_notes(args.output))
     print(f"Wrote {args.output}")
     return 0
+
+
+NOTES_HEADING = "Where the memory goes"
+
+
+def kept_notes(path):
+    """The hand-written notes of an existing results file (from NOTES_HEADING on), kept across reruns."""
+    text = Path(path).read_text() if Path(path).exists() else ""
+    start = text.find(NOTES_HEADING)
+    return "" if start < 0 else "\n" + text[start:]
 
 
 def exponent_line(algorithm, points):
