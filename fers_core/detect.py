@@ -287,7 +287,7 @@ class FeatureStrips:
         self.reader = reader
         self.preprocessor = preprocessor
         self.device = device
-        self.precision = resolve_precision(options.precision, device)
+        self.precision = resolve_precision(options.precision, device, model)
         self.networks = {name: inference_network(model, name, device, self.precision == "mixed")
                          for name in options.branches}
         self.options = options
