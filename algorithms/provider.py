@@ -2,11 +2,12 @@
 
 import os
 
-from qgis.core import QgsProcessingProvider
+from qgis.core import QgsApplication, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .detect_algorithm import DetectAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
+from .example_model import ExampleModel
 from .import_checkpoint_algorithm import ImportCheckpointAlgorithm
 from .rx_algorithm import RxAlgorithm
 from .train_algorithm import TrainAlgorithm
@@ -21,10 +22,10 @@ class FersProvider(QgsProcessingProvider):
         return "fers"
 
     def name(self):
-        return "FERS hyperspectral anomaly detection"
+        return "FERS"  # the Toolbox's group title: short, or it is cut off
 
     def longName(self):  # noqa: N802 (QGIS API)
-        return self.name()
+        return "FERS hyperspectral anomaly detection"
 
     def icon(self):
         return QIcon(ICON_PATH)
@@ -33,3 +34,15 @@ class FersProvider(QgsProcessingProvider):
         for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm(), EvaluateAlgorithm(),
                           TrainAlgorithm()):
             self.addAlgorithm(algorithm)
+        model = ExampleModel()
+        self.addAlgorithm(model)
+        if not model.attached():  # first load: the registry lists this provider only once it is added
+            QgsApplication.processingRegistry().providerAdded.connect(self._attach_models)
+
+    def _attach_models(self, provider_id):
+        if provider_id != self.id():
+            return
+        QgsApplication.processingRegistry().providerAdded.disconnect(self._attach_models)
+        for algorithm in self.algorithms():
+            if isinstance(algorithm, ExampleModel):
+                algorithm.attach()

@@ -4,14 +4,17 @@
 
 The model chains "detect -> mask -> polygons -> report": fers:detect (the bundled FERS model)
 scores the scene and writes the anomaly mask and polygons, then fers:evaluate compares the
-scores with a ground truth and writes the HTML report.
+scores with a ground truth and writes the HTML report. The FERS provider ships it in the
+Toolbox as fers:detect_mask_polygons_report (group "Example models").
 
-Model parameters: scene, ground_truth, mode (0 global RX, 1 local RX on the enhanced cube),
-threshold_percent, min_pixels. Model outputs (qgis_process names): detect:scores, detect:mask,
-detect:objects, evaluate:report. Example:
+Model inputs, in the order an analyst fills them: scene, ground_truth, detector (0 global RX,
+1 local RX on the enhanced cube), threshold_percent, min_pixels; the last three default to
+fers:detect's own defaults. Every other fers:detect parameter gets fers:detect's default (precision
+auto, the bundled model, ...): rerun this script when those defaults change. Model outputs, all created
+by default (qgis_process names): detect:scores, detect:mask, detect:objects, evaluate:report.
+Example:
 
-    scripts/qgis_process run models/detect_mask_polygons_report.model3 -- scene=a.tif \
-        ground_truth=a_gt.tif mode=0 threshold_percent=0.5 min_pixels=1 detect:scores=scores.tif \
+    scripts/qgis_process run fers:detect_mask_polygons_report -- scene=a.tif ground_truth=a_gt.tif \
         detect:mask=mask.tif detect:objects=objects.gpkg evaluate:report=report.html
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "models" / "detect_mask_polygons_report.model3"
 MODEL_NAME = "Detect, mask, polygons, report"
-MODEL_GROUP = "FERS examples"
+MODEL_GROUP = "Example models"
 
 
 def _start_qgis():
@@ -63,48 +66,88 @@ def _set_sources(child, sources):
         child.addParameterSources(name, values)
 
 
+# Modeler canvas layout: component centres on a grid of columns and rows, every box COMPONENT_SIZE
+# (children CHILD_SIZE) and smaller than its cell, so no two boxes overlap.
+COLUMN_X = (150, 480, 810, 1140)
+ROW_Y = (60, 130, 200, 270, 340, 430)
+COMPONENT_SIZE = (220, 40)
+CHILD_SIZE = (260, 56)
+INPUT_ORDER = ("scene", "ground_truth", "detector", "threshold_percent", "min_pixels")
+HELP = {
+    "ALG_DESC": "Runs the FERS anomaly detector (fers:detect, with the bundled FERS model) on a hyperspectral "
+                "scene, thresholds its scores into an anomaly mask and anomaly objects (polygons), and compares "
+                "the scores with a ground truth in an HTML report (fers:evaluate: ROC curve, AUC, detection rates, "
+                "score distributions). Every fers:detect setting that the model does not expose keeps fers:detect's "
+                "default. Open the .model3 file in the Graphical Modeler to adapt it.",
+    "scene": "Hyperspectral raster to search for anomalies.",
+    "ground_truth": "Raster on the scene's grid, non-zero = anomaly.",
+    "detector": "Detector run on the FERS-enhanced cube: global RX (background statistics of the whole scene) or "
+                "local dual-window RX (fers:detect's default inner and outer windows).",
+    "threshold_percent": "Percentage of the valid pixels flagged as anomalies (those with the highest scores).",
+    "min_pixels": "Smallest anomaly object kept as a polygon, in pixels.",
+    "detect:scores": "FERS anomaly score raster.",
+    "detect:mask": "Anomaly mask: 1 = anomaly, 0 = background, 255 = nodata.",
+    "detect:objects": "Anomaly objects: one polygon per group of connected anomaly pixels (GeoPackage).",
+    "evaluate:report": "HTML evaluation report of the scores against the ground truth.",
+    "ALG_CREATOR": "FERS for QGIS",
+}
+
+
+def _place(component, column, row, size=COMPONENT_SIZE):
+    from qgis.PyQt.QtCore import QPointF, QSizeF
+
+    component.setPosition(QPointF(COLUMN_X[column], ROW_Y[row]))
+    component.setSize(QSizeF(*size))
+
+
 def build_model():
     """The model as a QgsProcessingModelAlgorithm (QGIS must be running with the fers provider)."""
     from qgis.core import (
+        QgsApplication,
         QgsProcessingModelAlgorithm,
         QgsProcessingModelChildAlgorithm,
         QgsProcessingModelChildParameterSource,
         QgsProcessingModelOutput,
         QgsProcessingModelParameter,
+        QgsProcessingParameterDefinition,
         QgsProcessingParameterEnum,
         QgsProcessingParameterNumber,
         QgsProcessingParameterRasterLayer,
     )
-    from qgis.PyQt.QtCore import QPointF
 
-    from fers.fers_core.raster_io import DEFAULT_BLOCK_MB
-    from fers.fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
+    from fers.algorithms import outputs as object_outputs
+    from fers.algorithms.detect_algorithm import DETECTOR_OPTIONS
+    from fers.fers_core.postprocess import TOP_PERCENT
+
+    detect_algorithm = QgsApplication.processingRegistry().algorithmById("fers:detect")
+    default = {name: detect_algorithm.parameterDefinition(name).defaultValue()
+               for name in ("DETECTOR", object_outputs.THRESHOLD_METHOD, object_outputs.THRESHOLD,
+                            object_outputs.MIN_PIXELS)}
+    top_percent = default[object_outputs.THRESHOLD] if default[object_outputs.THRESHOLD_METHOD] == TOP_PERCENT \
+        else 0.5
 
     model = QgsProcessingModelAlgorithm(MODEL_NAME, MODEL_GROUP)
-    model.setHelpContent({
-        "ALG_DESC": "Scores a hyperspectral scene with RX, thresholds the scores into an anomaly mask and polygons, "
-                    "and evaluates the scores against a ground truth in an HTML report.",
-        "scene": "Hyperspectral raster to search for anomalies.",
-        "ground_truth": "Raster on the scene's grid, non-zero = anomaly.",
-        "mode": "0 = global RX, 1 = local RX (windows 5 and 21 pixels).",
-        "threshold_percent": "Percentage of valid pixels flagged as anomalies (highest scores).",
-        "min_pixels": "Smallest object kept as a polygon, in pixels.",
-    })
-    inputs = (
-        (QgsProcessingParameterRasterLayer("scene", "Hyperspectral scene"), 60),
-        (QgsProcessingParameterRasterLayer("ground_truth", "Ground truth (non-zero = anomaly)"), 120),
-        (QgsProcessingParameterEnum("mode", "RX background", ["Global", "Local (windows 5 and 21)"],
-                                    defaultValue=0), 180),
-        (QgsProcessingParameterNumber("threshold_percent", "Top percent of pixels flagged",
-                                      QgsProcessingParameterNumber.Double, 0.5, minValue=0.0001,
-                                      maxValue=100), 240),
-        (QgsProcessingParameterNumber("min_pixels", "Minimum object size (pixels)",
-                                      QgsProcessingParameterNumber.Integer, 1, minValue=1), 300),
-    )
-    for definition, y in inputs:
-        component = QgsProcessingModelParameter(definition.name())
-        component.setPosition(QPointF(120, y))
+    model.setHelpContent(HELP)
+    inputs = {
+        "scene": (QgsProcessingParameterRasterLayer("scene", "Hyperspectral scene"), (0, 0)),
+        "ground_truth": (QgsProcessingParameterRasterLayer("ground_truth", "Ground truth (non-zero = anomaly)"),
+                         (0, 5)),
+        "detector": (QgsProcessingParameterEnum("detector", "Detector on the enhanced cube", DETECTOR_OPTIONS,
+                                                defaultValue=default["DETECTOR"]), (0, 1)),
+        "threshold_percent": (QgsProcessingParameterNumber(
+            "threshold_percent", "Top percent of valid pixels flagged (mask and objects)",
+            QgsProcessingParameterNumber.Double, top_percent, minValue=0.0001, maxValue=100), (0, 2)),
+        "min_pixels": (QgsProcessingParameterNumber(
+            "min_pixels", "Minimum object size (pixels)", QgsProcessingParameterNumber.Integer,
+            default[object_outputs.MIN_PIXELS], minValue=1), (0, 3)),
+    }
+    for name in INPUT_ORDER:
+        definition, (column, row) = inputs[name]
+        definition.setHelp(HELP[name])
+        component = QgsProcessingModelParameter(name)
+        _place(component, column, row)
         model.addModelParameter(definition, component)
+    model.setParameterOrder(list(INPUT_ORDER))
 
     def from_input(name):
         return [QgsProcessingModelChildParameterSource.fromModelParameter(name)]
@@ -112,49 +155,45 @@ def build_model():
     def static(value):
         return [QgsProcessingModelChildParameterSource.fromStaticValue(value)]
 
-    def output(child_id, name, child_output, description):
+    def output(child_id, name, child_output, description, column, row):
         result = QgsProcessingModelOutput(name, description)
         result.setChildId(child_id)
         result.setChildOutputName(child_output)
+        result.setMandatory(True)  # created by default (an optional child output would default to "Skip")
+        _place(result, column, row)
         return result
 
     detect = QgsProcessingModelChildAlgorithm("fers:detect")
     detect.setChildId("detect")
-    detect.setDescription("Detect: FERS scores, anomaly mask and polygons")
-    detect.setPosition(QPointF(420, 160))
+    detect.setDescription("FERS anomaly detector: scores, mask, objects")
+    _place(detect, 1, 1, CHILD_SIZE)
     _set_sources(detect, {
         "INPUT": from_input("scene"),
-        "DETECTOR": from_input("mode"),
-        "WINDOW_INNER": static(5),
-        "WINDOW_OUTER": static(21),
-        "THRESHOLD_METHOD": static(0),
-        "THRESHOLD": from_input("threshold_percent"),
-        "MIN_PIXELS": from_input("min_pixels"),
-        "BRANCHES": static(0),
-        "FUSION": static(0),
-        "DEVICE": static(0),
-        "PRECISION": static(0),
-        "MEMORY_MB": static(DEFAULT_BLOCK_MB),
-        "TILE_SIZE": static(SPATIAL_TILE),
-        "TILE_MARGIN": static(SPATIAL_MARGIN),
+        "DETECTOR": from_input("detector"),
+        object_outputs.THRESHOLD_METHOD: static(TOP_PERCENT),
+        object_outputs.THRESHOLD: from_input("threshold_percent"),
+        object_outputs.MIN_PIXELS: from_input("min_pixels"),
     })
+    for definition in detect_algorithm.parameterDefinitions():  # the rest: fers:detect's defaults
+        mandatory = not definition.flags() & QgsProcessingParameterDefinition.FlagOptional
+        if mandatory and not definition.isDestination() and definition.name() not in detect.parameterSources():
+            detect.addParameterSources(definition.name(), static(definition.defaultValue()))
     detect.setModelOutputs({
-        "scores": output("detect", "scores", "OUTPUT", "Anomaly scores"),
-        "mask": output("detect", "mask", "OUTPUT_MASK", "Anomaly mask"),
-        "objects": output("detect", "objects", "OUTPUT_POLYGONS", "Anomaly objects"),
+        "scores": output("detect", "scores", "OUTPUT", "Anomaly scores", 2, 0),
+        "mask": output("detect", "mask", "OUTPUT_MASK", "Anomaly mask", 2, 1),
+        "objects": output("detect", "objects", "OUTPUT_POLYGONS", "Anomaly objects", 2, 2),
     })
     model.addChildAlgorithm(detect)
 
     evaluate = QgsProcessingModelChildAlgorithm("fers:evaluate")
     evaluate.setChildId("evaluate")
-    evaluate.setDescription("Report: ROC, AUC and score distributions")
-    evaluate.setPosition(QPointF(720, 240))
+    evaluate.setDescription("Evaluation report: ROC, AUC, score distributions")
+    _place(evaluate, 2, 5, CHILD_SIZE)
     _set_sources(evaluate, {
         "SCORES": [QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT")],
         "GROUND_TRUTH": from_input("ground_truth"),
     })
-    evaluate.setModelOutputs({"report": output("evaluate", "report", "OUTPUT_HTML", "Evaluation report")})
-    evaluate.setDependencies([])
+    evaluate.setModelOutputs({"report": output("evaluate", "report", "OUTPUT_HTML", "Evaluation report", 3, 5)})
     model.addChildAlgorithm(evaluate)
     model.updateDestinationParameters()
     return model

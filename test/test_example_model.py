@@ -1,4 +1,5 @@
-"""The example model models/detect_mask_polygons_report.model3: it loads, is current, and runs."""
+"""The example model models/detect_mask_polygons_report.model3: current, readable in the modeler, shipped in
+the Toolbox as fers:detect_mask_polygons_report, and run from its dialog and qgis_process."""
 
 import math
 import subprocess
@@ -12,7 +13,8 @@ from .conftest import ROOT
 from .rasters import read
 
 MODEL = ROOT / "models" / "detect_mask_polygons_report.model3"
-INPUTS = {"scene", "ground_truth", "mode", "threshold_percent", "min_pixels"}
+MODEL_ID = "fers:detect_mask_polygons_report"
+INPUTS = ["scene", "ground_truth", "detector", "threshold_percent", "min_pixels"]  # as an analyst fills them
 OUTPUTS = {"detect:scores", "detect:mask", "detect:objects", "evaluate:report"}
 
 
@@ -32,6 +34,14 @@ def load_model(path=MODEL):
     return model
 
 
+def toolbox_model():
+    from qgis.core import QgsApplication
+
+    model = QgsApplication.processingRegistry().createAlgorithmById(MODEL_ID)
+    assert model is not None, f"{MODEL_ID} is not in the Processing registry"
+    return model
+
+
 def test_model_loads_and_is_valid(qgis_app):
     model = load_model()
     assert set(model.childAlgorithms()) == {"detect", "evaluate"}
@@ -39,7 +49,7 @@ def test_model_loads_and_is_valid(qgis_app):
         assert child.algorithm() is not None, child.algorithmId()
         ok, issues = model.validateChildAlgorithm(child_id)
         assert ok, issues
-    assert {p.name() for p in model.parameterDefinitions()} == INPUTS | OUTPUTS
+    assert {p.name() for p in model.parameterDefinitions()} == set(INPUTS) | OUTPUTS
     sources = model.childAlgorithm("evaluate").parameterSources()["SCORES"]
     assert [(s.outputChildId(), s.outputName()) for s in sources] == [("detect", "OUTPUT")]
 
@@ -57,7 +67,64 @@ def test_model_file_matches_the_script(qgis_app, tmp_path):
     )
 
 
-def check_outputs(scene, truth, scores_path, mask_path, objects_path, report_path, percent):
+def test_help_names_what_the_model_runs(qgis_app):
+    model = toolbox_model()
+    help_text = model.shortHelpString()
+    assert "fers:detect" in help_text and "fers:evaluate" in help_text
+    assert "with RX" not in help_text
+    for name in INPUTS:
+        assert model.parameterDefinition(name).help(), name
+
+
+def test_inputs_are_in_the_order_an_analyst_fills_them(qgis_app):
+    for model in (load_model(), toolbox_model()):
+        assert [p.name() for p in model.parameterDefinitions() if not p.isDestination()] == INPUTS
+
+
+def test_detector_input_sets_the_detector_on_the_enhanced_cube(qgis_app):
+    from fers.algorithms.detect_algorithm import DETECTOR_OPTIONS
+
+    model = load_model()
+    detector = model.parameterDefinition("detector")
+    assert detector.options() == DETECTOR_OPTIONS
+    assert "RX background" not in detector.description()
+    sources = model.childAlgorithm("detect").parameterSources()["DETECTOR"]
+    assert [s.parameterName() for s in sources] == ["detector"]
+
+
+def test_unexposed_detect_settings_are_its_defaults(qgis_app):
+    """Precision (and every other setting the model does not expose) is fers:detect's default, not pinned."""
+    model = load_model()
+    child = model.childAlgorithm("detect")
+    exposed = {"INPUT", "DETECTOR", "THRESHOLD", "MIN_PIXELS"}
+    for name, sources in child.parameterSources().items():
+        if name not in exposed and name != "THRESHOLD_METHOD":
+            default = child.algorithm().parameterDefinition(name).defaultValue()
+            assert [s.staticValue() for s in sources] == [default], name
+    from fers.algorithms.detect_algorithm import PRECISION_VALUES
+
+    assert PRECISION_VALUES[child.parameterSources()["PRECISION"][0].staticValue()] == "auto"
+
+
+def test_components_do_not_overlap_in_the_modeler(qgis_app):
+    """The real modeler scene: no component box (with its In/Out labels) touches another."""
+    from qgis.core import QgsProcessingContext
+    from qgis.gui import QgsModelGraphicsScene
+
+    model = load_model()
+    scene = QgsModelGraphicsScene()
+    scene.setModel(model)
+    scene.createItems(model, QgsProcessingContext())
+    for item in scene.items():
+        item.setSelected(True)
+    components = scene.selectedComponentItems()
+    assert len(components) == len(INPUTS) + len(OUTPUTS) + 2  # inputs, outputs and the two algorithms
+    for item in components:
+        overlapping = [other.component().description() for other in scene.collidingItems(item) if other in components]
+        assert overlapping == [], f"{item.component().description() or 'an input'} overlaps {overlapping}"
+
+
+def check_outputs(scene, truth, scores_path, mask_path, objects_path, report_path, percent, min_pixels):
     from fers.fers_core.metrics import roc_auc
 
     scores, nodata, _, _ = read(scores_path)
@@ -69,39 +136,45 @@ def check_outputs(scene, truth, scores_path, mask_path, objects_path, report_pat
     dataset = ogr.Open(str(objects_path))
     layer = dataset.GetLayer(0)
     assert layer.GetFeatureCount() >= 1
-    assert sum(f["pixels"] for f in layer) == (mask == 1).sum()  # min_pixels 1: every anomaly pixel
+    sizes = [f["pixels"] for f in layer]
+    assert min(sizes) >= min_pixels
+    if min_pixels == 1:
+        assert sum(sizes) == (mask == 1).sum()  # every anomaly pixel is in an object
     page = open(report_path, encoding="utf-8").read()
     assert "<polyline" in page and "AUC" in page
 
 
-def test_model_runs_in_process(run_alg, tmp_path, demo_scene):
+def test_toolbox_model_dialog_with_only_required_inputs_writes_mask_and_objects(qgis_app, demo_scene):
+    """The Toolbox's dialog with scene and ground truth filled: every output is created (none skipped)."""
     import processing
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import QgsProcessingContext, QgsProcessingFeedback
 
     scene, truth = demo_scene
-    parameters = {
-        "scene": scene, "ground_truth": truth, "mode": 1, "threshold_percent": 1.0, "min_pixels": 1,
-        "detect:scores": str(tmp_path / "scores.tif"), "detect:mask": str(tmp_path / "mask.tif"),
-        "detect:objects": str(tmp_path / "objects.gpkg"), "evaluate:report": str(tmp_path / "report.html"),
-    }
-    results = processing.run(load_model(), parameters, context=QgsProcessingContext(),
-                             feedback=QgsProcessingFeedback())
-    assert OUTPUTS <= set(results)
+    model = toolbox_model()
+    assert model.id() == MODEL_ID
+    dialog = AlgorithmDialog(model)
+    dialog.setParameters({"scene": scene, "ground_truth": truth})
+    parameters = dialog.createProcessingParameters()
+    assert all(parameters.get(name) is not None for name in OUTPUTS), parameters
+    results = processing.run(MODEL_ID, parameters, context=QgsProcessingContext(), feedback=QgsProcessingFeedback())
+    percent = model.parameterDefinition("threshold_percent").defaultValue()
+    min_pixels = model.parameterDefinition("min_pixels").defaultValue()
     check_outputs(scene, truth, results["detect:scores"], results["detect:mask"], results["detect:objects"],
-                  results["evaluate:report"], 1.0)
+                  results["evaluate:report"], percent, min_pixels)
 
 
-def test_model_runs_through_qgis_process(tmp_path, demo_scene):
+def test_model_runs_through_qgis_process_by_its_id(tmp_path, demo_scene):
     scene, truth = demo_scene
     out = tmp_path / "out"
     out.mkdir()
     arguments = [
-        f"scene={scene}", f"ground_truth={truth}", "mode=0", "threshold_percent=0.5", "min_pixels=1",
+        f"scene={scene}", f"ground_truth={truth}", "detector=1", "threshold_percent=1", "min_pixels=1",
         f"detect:scores={out / 'scores.tif'}", f"detect:mask={out / 'mask.tif'}",
-        f"detect:objects={out / 'objects.gpkg'}",
-        f"evaluate:report={out / 'report.html'}",
+        f"detect:objects={out / 'objects.gpkg'}", f"evaluate:report={out / 'report.html'}",
     ]
-    completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "run", str(MODEL), "--", *arguments],
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "run", MODEL_ID, "--", *arguments],
+                               capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr + completed.stdout
-    check_outputs(scene, truth, out / "scores.tif", out / "mask.tif", out / "objects.gpkg", out / "report.html", 0.5)
+    check_outputs(scene, truth, out / "scores.tif", out / "mask.tif", out / "objects.gpkg", out / "report.html",
+                  1.0, 1)

@@ -1,0 +1,51 @@
+"""fers:detect_mask_polygons_report: the example model (models/*.model3) as a Toolbox algorithm.
+
+The model file is made by scripts/make_example_model.py. Its children (fers:detect,
+fers:evaluate) are looked up in the Processing registry, which does not hold the fers provider
+yet while the provider loads for the first time; `attach` re-resolves them once it does.
+"""
+
+import os
+
+from qgis.core import QgsProcessingModelAlgorithm
+
+MODEL_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models",
+                          "detect_mask_polygons_report.model3")
+
+
+class ExampleModel(QgsProcessingModelAlgorithm):
+    """The shipped model, with a Toolbox id (`fers:detect_mask_polygons_report`) and group of its own."""
+
+    def __init__(self):
+        super().__init__()
+        if not self.fromFile(MODEL_FILE):
+            raise RuntimeError(f"Cannot read the example model {MODEL_FILE}")
+        self.setSourceFilePath(MODEL_FILE)
+
+    def name(self):
+        return "detect_mask_polygons_report"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return "Detect, mask, polygons, report (example model)"
+
+    def group(self):
+        return "Example models"
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return "examples"
+
+    def tags(self):
+        return ["model", "example", "anomaly", "mask", "polygons", "ROC", "AUC", "report", "FERS"]
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return ExampleModel()
+
+    def attached(self):
+        """Whether every child algorithm was found in the Processing registry."""
+        return all(child.algorithm() is not None for child in self.childAlgorithms().values())
+
+    def attach(self):
+        """Resolve the children again (now that the provider is registered) and the model outputs with them."""
+        for child_id in self.childAlgorithms():
+            self.childAlgorithm(child_id).reattach()
+        self.updateDestinationParameters()
