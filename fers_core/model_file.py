@@ -39,6 +39,10 @@ RANDOM_INIT_DESCRIPTION = (
     "except the spatial ResNet trunk (Kaiming normal, fan-out); BN weight 1, bias 0, "
     "running mean 0, running variance 1; each branch seeded with the same seed"
 )
+MAX_MODEL_BANDS = 10_000
+"""More bands than any imaging spectrometer records (ultraspectral sounders have under 9,000 channels): a
+larger declared band count is a damaged or hostile file, refused before any network is built."""
+MAX_HEAD_WIDTH = 65_536
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL_2_OR_LATER = b"\x80"
 _FILE_KEYS = (
@@ -144,6 +148,7 @@ def load_branch(name, bands, settings, state_dict, source):
     """
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ModelFileError(f"The {name} branch in {source} is not a set of tensors; the file is damaged.")
+    _check_declared_sizes(name, bands, settings, state_dict, source)
     tensor_bands = branch_input_bands(name, state_dict)
     if tensor_bands is not None and tensor_bands != bands:
         raise ModelFileError(
@@ -161,6 +166,35 @@ def load_branch(name, bands, settings, state_dict, source):
     owned = {key: tensor.to("cpu", expected[key].dtype, copy=True) for key, tensor in state_dict.items()}
     module.load_state_dict(owned, assign=True)
     return module.eval()
+
+
+def _check_declared_sizes(name, bands, settings, state_dict, source):
+    """Refuse sizes the file cannot hold, before any network (or any copy of a tensor) is made.
+
+    A tensor's shape is metadata: a few bytes of storage can be declared as billions of values (zero strides),
+    and checking, converting or copying such a tensor would allocate them all. Every tensor must hold its
+    values in its own storage, and the declared band count and widths must be plausible.
+    """
+    if not isinstance(bands, int) or isinstance(bands, bool) or not 1 <= bands <= MAX_MODEL_BANDS:
+        raise ModelFileError(f"{source} declares {bands!r} bands for its {name} branch, outside 1 to "
+                             f"{MAX_MODEL_BANDS:,}; the file is damaged, export it again.")
+    width = (settings or {}).get("head_width") if isinstance(settings, dict) else None
+    if width is not None and (not isinstance(width, int) or isinstance(width, bool)
+                              or not 1 <= width <= MAX_HEAD_WIDTH):
+        raise ModelFileError(f"{source} declares a {name} head width of {width!r}, outside 1 to "
+                             f"{MAX_HEAD_WIDTH:,}; the file is damaged, export it again.")
+    for key, tensor in state_dict.items():
+        if tensor.layout != torch.strided or tensor.is_sparse:
+            raise ModelFileError(f"The tensor '{key}' of the {name} branch in {source} is not a plain dense "
+                                 "tensor; the file is damaged or was not written by FERS, export it again.")
+        needed = tensor.numel() * tensor.element_size()
+        stored = tensor.untyped_storage().nbytes() if tensor.device.type != "meta" else 0
+        if needed > stored:
+            raise ModelFileError(
+                f"The tensor '{key}' of the {name} branch in {source} declares {tensor.numel():,} values "
+                f"(shape {tuple(tensor.shape)}) but the file holds only {stored:,} bytes of them; the file is "
+                "damaged or forged, and was not loaded."
+            )
 
 
 def _check_tensors(name, expected, stored, source):
@@ -317,6 +351,9 @@ def _check_fields(content, path):
     bands, wavelengths, branches = content["bands"], content["wavelengths_nm"], content["branches"]
     if not isinstance(bands, int) or isinstance(bands, bool) or bands < 1:
         raise ModelFileError(f"{path} declares an invalid band count ({bands!r}); the file is damaged.")
+    if bands > MAX_MODEL_BANDS:
+        raise ModelFileError(f"{path} declares {bands:,} bands, more than the {MAX_MODEL_BANDS:,} any FERS model "
+                             "can have; the file is damaged, export it again.")
     if wavelengths is not None and (
         not isinstance(wavelengths, list)
         or len(wavelengths) != bands
