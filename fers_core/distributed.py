@@ -22,7 +22,6 @@ workers, e.g. on a shared file system.
 
 import collections
 import dataclasses
-import glob
 import importlib.util
 import logging
 import os
@@ -48,6 +47,10 @@ _POLL_SECONDS = 0.25
 # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback port, not on 8787
 LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
 _ADDRESS = re.compile(r"^([a-z]+://)?[\w.\-\[\]:]+:\d+$", re.IGNORECASE)
+# how long to wait for a scheduler's answer: connecting, its handshake, and a check that it still answers
+# while a run waits for results (a port that accepts connections but never answers must not hang a run)
+SCHEDULER_TIMEOUT_ENV = "FERS_SCHEDULER_TIMEOUT_S"
+DEFAULT_SCHEDULER_TIMEOUT_S = 20.0
 
 
 # --- the optional dependency and the client ------------------------------------------------------------------------
@@ -118,8 +121,13 @@ def connect(scheduler, feedback=None, n_workers=None, memory_limit="auto"):
             raise DependencyError(f"Could not start a local Dask cluster ({type(error).__name__}: {error}); "
                                   "leave SCHEDULER empty to run in this process.") from None
     else:
+        timeout = scheduler_timeout()
         try:
-            client = Client(scheduler, timeout="15s", set_as_default=False)
+            _probe_scheduler(scheduler, timeout)
+            client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
+        except TimeoutError:
+            raise InputError(_silent_scheduler(scheduler, timeout, "accepted the connection but did not answer"))\
+                from None
         except Exception as error:
             raise InputError(f"Cannot reach the Dask scheduler at {scheduler} ({error}): check the address and "
                              "that 'dask scheduler' is running there.") from None
@@ -131,6 +139,75 @@ def connect(scheduler, feedback=None, n_workers=None, memory_limit="auto"):
         if cluster is not None:
             with _environment_kept():  # a worker restarted during the run set them again
                 cluster.close()
+
+
+def scheduler_timeout():
+    """Seconds to wait for a Dask scheduler's answer: FERS_SCHEDULER_TIMEOUT_S when set to a positive number."""
+    try:
+        value = float(os.environ.get(SCHEDULER_TIMEOUT_ENV, "") or DEFAULT_SCHEDULER_TIMEOUT_S)
+    except ValueError:
+        value = DEFAULT_SCHEDULER_TIMEOUT_S
+    return value if value > 0 else DEFAULT_SCHEDULER_TIMEOUT_S
+
+
+def _silent_scheduler(scheduler, timeout, what):
+    return (f"The Dask scheduler at {scheduler} {what} within {timeout:g} s: check that the address is a Dask "
+            "scheduler's (the address 'dask scheduler' prints, port 8786 by default), not another service's, and "
+            f"that the scheduler is not stuck ({SCHEDULER_TIMEOUT_ENV} sets how long to wait), or leave SCHEDULER "
+            "empty to run in this process.")
+
+
+def _probe_scheduler(address, timeout):
+    """Connect to the scheduler and complete Dask's handshake within `timeout` s (TimeoutError if it is silent).
+
+    dask.distributed bounds the connection itself but then waits for the peer's handshake without a limit,
+    so a port that accepts connections and never answers (another service, a hung scheduler) would hang the
+    run for ever. The probe runs in its own thread and event loop, whatever the caller's thread runs.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from distributed.comm import connect as open_comm
+
+    async def probe():
+        comm = await asyncio.wait_for(open_comm(address, timeout=timeout), timeout)
+        await comm.close()
+
+    executor = ThreadPoolExecutor(1, thread_name_prefix="fers-scheduler-probe")
+    try:
+        executor.submit(asyncio.run, probe()).result(timeout + 5)
+    except (asyncio.TimeoutError, FutureTimeout):
+        raise TimeoutError from None
+    finally:
+        executor.shutdown(wait=False)
+
+
+class _SchedulerWatch:
+    """While a run waits for results, checks now and then that the scheduler still answers.
+
+    A scheduler that stops answering without closing the connection would leave every wait for results
+    pending for ever; after `timeout` s without news the watch asks the scheduler for its identity and
+    raises FersError when no answer comes within `timeout` s either.
+    """
+
+    def __init__(self, client, timeout=None):
+        self.client = client
+        self.timeout = timeout or scheduler_timeout()
+        self._last = time.monotonic()
+
+    def progressed(self):
+        self._last = time.monotonic()
+
+    def check(self):
+        if time.monotonic() - self._last < self.timeout:
+            return
+        try:
+            self.client.sync(self.client.scheduler.identity, callback_timeout=self.timeout)
+        except Exception:  # a timeout, or a connection the scheduler dropped
+            address = getattr(self.client.scheduler, "address", "?")
+            raise FersError(_silent_scheduler(address, self.timeout, "stopped answering: no reply")) from None
+        self._last = time.monotonic()
 
 
 @contextmanager
@@ -189,7 +266,11 @@ def check_workers(client, scheduler, feedback, timeout=60):
         raise InputError(f"The Dask scheduler at {scheduler} has no workers after {timeout} s: start some with "
                          f"'dask worker {scheduler}'.") from None
     try:
-        environments = client.run(_environment)
+        environments = client.run(_environment, callback_timeout=timeout)
+    except TimeoutError:
+        raise InputError(f"The Dask workers of the scheduler at {scheduler} did not answer within {timeout} s: "
+                         "check that they are running and not busy with other work, or leave SCHEDULER empty to "
+                         "run in this process.") from None
     except Exception as error:
         package = __name__.rsplit(".", 1)[0]
         raise DependencyError(
@@ -203,7 +284,7 @@ def check_workers(client, scheduler, feedback, timeout=60):
         address, env = next(iter(differing.items()))
         feedback.warning(f"{len(differing)} Dask worker(s) run other versions than this machine ({address}: {env}; "
                          f"here: {here}): results may differ slightly from a run in this process.")
-    threads = sum(client.nthreads().values())
+    threads = sum(client.nthreads(callback_timeout=timeout).values())
     feedback.info(f"Dask cluster at {client.scheduler.address}: {len(environments)} worker(s), {threads} thread(s).")
 
 
@@ -400,13 +481,16 @@ def _wait(futures, return_when="ALL_COMPLETED"):
 
 
 def _result(future, feedback):
-    """The future's result, checking for a cancel while waiting; task failures become FersErrors."""
+    """The future's result, checking for a cancel (and that the scheduler answers) while waiting; task failures
+    become FersErrors."""
+    watch = _SchedulerWatch(future.client)
     while True:
         try:
             _wait([future])
             break
         except TimeoutError:
             feedback.check_cancelled()
+            watch.check()
     try:
         return future.result()
     except FersError:
@@ -440,12 +524,15 @@ def _follow(futures, feedback, progress):
 def _as_they_finish(futures, feedback):
     """Yield (futures just finished, how many are still pending) until all are done, checking for a cancel."""
     pending = set(futures)
+    watch = _SchedulerWatch(next(iter(pending)).client) if pending else None
     while pending:
         try:
             done, pending = _wait(pending, "FIRST_COMPLETED")
         except TimeoutError:
             feedback.check_cancelled()
+            watch.check()
             continue
+        watch.progressed()
         yield done, len(pending)
 
 
@@ -730,6 +817,11 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
             raise InputError(f"{seen[output]} and {path} would both write {output}: give inputs distinct names.")
         seen[output] = path
         jobs.append(BatchJob(os.path.abspath(str(path)), output, detector, bands, block_mb, key, options, blas))
+    from .output_safety import check_outputs
+
+    check_outputs([(f"the output of {os.path.basename(job.input_path)}", job.output_path) for job in jobs],
+                  [(f"input {os.path.basename(str(path))}", path) for path in inputs]
+                  + ([("the model", key[0])] if key else []))
     return jobs
 
 
@@ -841,15 +933,11 @@ def _batch_split(client, jobs, feedback):
 
 
 def remove_stale_partials(output_path):
-    """Delete what an attempt killed mid-write left beside an output (temporary files of RasterWriter)."""
-    folder, name = os.path.split(os.path.abspath(output_path))
-    stem = os.path.splitext(name)[0]
-    for pattern in (f".{stem}.partial-*", f".{name}.rx-maps.tif", f"..{name}.rx-maps.partial-*"):
-        for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
-            try:
-                os.remove(path)
-            except OSError:
-                pass
+    """Delete the temporaries that attempts killed mid-write left beside an output (atomic.remove_stale: ours
+    only, and only when their process on this machine is gone, so a concurrent run's files stay)."""
+    from .atomic import remove_stale
+
+    return remove_stale(os.path.dirname(os.path.abspath(output_path)))
 
 
 def format_summary(records):
