@@ -3,6 +3,16 @@
 
 def classFactory(iface):  # noqa: N802 (QGIS plugin entry point)
     """Create the plugin; QGIS calls this with its interface (None under qgis_process)."""
+    use_profile_packages()
     from .plugin import FersPlugin
 
     return FersPlugin(iface)
+
+
+def use_profile_packages():
+    """Put the PyTorch the plugin installed into the QGIS profile on sys.path, before anything imports torch."""
+    from qgis.core import QgsApplication
+
+    from .fers_core import torch_installer, torch_support
+
+    return torch_support.use_packages_folder(torch_installer.packages_folder(QgsApplication.qgisSettingsDirPath()))

@@ -1,6 +1,8 @@
-"""QGIS plugin object: registers the FERS Processing provider."""
+"""QGIS plugin object: registers the FERS Processing provider and, in the desktop, the PyTorch installer."""
 
 from qgis.core import QgsApplication
+
+_session = {"offered": False}  # the start-up offer to install PyTorch is made once per QGIS session
 
 
 class FersPlugin:
@@ -9,6 +11,8 @@ class FersPlugin:
     def __init__(self, iface):
         self.iface = iface
         self.provider = None
+        self.install_action = None
+        self.installer = None
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
         from .algorithms.provider import FersProvider
@@ -19,8 +23,39 @@ class FersPlugin:
 
     def initGui(self):  # noqa: N802 (QGIS API)
         self.initProcessing()
+        if self.iface is None:
+            return
+        from qgis.PyQt.QtWidgets import QAction
+
+        from .fers_core.torch_support import torch_available
+        from .installer_gui import TITLE, offer_in_message_bar
+
+        self.install_action = QAction("Install PyTorch…", self.iface.mainWindow())
+        self.install_action.setObjectName("fers_install_torch_action")
+        self.install_action.setToolTip(TITLE)
+        self.install_action.triggered.connect(self.show_installer)
+        self.iface.addPluginToMenu("&FERS", self.install_action)
+        if not torch_available() and not _session["offered"]:
+            _session["offered"] = True
+            offer_in_message_bar(self.iface.messageBar(), self.show_installer)
+
+    def show_installer(self):
+        """Open the installer dialog (Plugins > FERS > Install PyTorch, or the start-up offer's button)."""
+        from .installer_gui import InstallDialog
+
+        if self.installer is None or not self.installer.isVisible():
+            self.installer = InstallDialog(parent=self.iface.mainWindow() if self.iface else None)
+        self.installer.show()
+        self.installer.raise_()
+        return self.installer
 
     def unload(self):
+        if self.install_action is not None:
+            self.iface.removePluginMenu("&FERS", self.install_action)
+            self.install_action = None
+        if self.installer is not None:
+            self.installer.close()
+            self.installer = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

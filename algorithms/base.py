@@ -73,6 +73,16 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
 
+    needs_torch = False  # the network algorithms: without PyTorch canExecute() says why and how to install it
+
+    def canExecute(self):  # noqa: N802 (QGIS API)
+        """(False, why and how to install PyTorch) for a network algorithm without it, so the Toolbox says so
+        before the dialog opens; found without importing torch."""
+        from ..fers_core.torch_support import missing_torch_message
+
+        missing = missing_torch_message() if self.needs_torch else None
+        return (False, missing) if missing else (True, "")
+
     def group(self):
         return self.tr(self.group_name)
 

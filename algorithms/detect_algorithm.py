@@ -60,6 +60,7 @@ class DetectAlgorithm(FersAlgorithm):
     OUTPUT, OUTPUT_SPECTRAL, OUTPUT_SPATIAL = "OUTPUT", "OUTPUT_SPECTRAL", "OUTPUT_SPATIAL"
     DETECTOR, WINDOW_INNER, WINDOW_OUTER, PRECISION = "DETECTOR", "WINDOW_INNER", "WINDOW_OUTER", "PRECISION"
     group_name, group_id = "Anomaly detection", "anomaly"
+    needs_torch = True
 
     def name(self):
         return "detect"

@@ -10,6 +10,7 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
 
     FOLDER, OUTPUT_MODEL, SUMMARY = "FOLDER", "OUTPUT_MODEL", "SUMMARY"
     group_name, group_id = "Models", "models"
+    needs_torch = True
 
     def name(self):
         return "import_checkpoint"

@@ -39,6 +39,7 @@ class TrainAlgorithm(FersAlgorithm):
     LEARNING_RATE, SEED, TEACHER, INIT_MODEL = "LEARNING_RATE", "SEED", "TEACHER", "INIT_MODEL"
     DEVICE, RESUME, OUTPUT_MODEL = "DEVICE", "RESUME", "OUTPUT_MODEL"
     group_name, group_id = "Models", "models"
+    needs_torch = True
 
     def name(self):
         return "train"

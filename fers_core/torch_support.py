@@ -1,33 +1,75 @@
-"""Checks for the optional PyTorch dependency, with install instructions per platform."""
+"""Checks for the optional PyTorch dependency, with install instructions per platform.
+
+PyTorch goes into a folder of the QGIS profile (`<profile>/python/fers-packages/pythonX.Y`) with
+`pip install --target`, which needs no root and works where the system Python refuses pip
+(PEP 668: Debian 12, Ubuntu 24.04). The plugin's installer does this; `install_hint()` gives the
+same command for doing it by hand.
+"""
 
 import importlib.util
+import os
 import platform
+from pathlib import Path
 
+from . import torch_installer
 from .errors import DependencyError
 
+_state = {"folder": None}
 
-def install_hint():
-    """How to install torch into the Python that runs QGIS, for this platform."""
-    system = platform.system()
+
+def use_packages_folder(folder):
+    """Record the profile's packages folder (for the hint) and put it on sys.path if it exists."""
+    _state["folder"] = Path(folder)
+    return torch_installer.activate(folder)
+
+
+def default_packages_folder(system=None):
+    """The packages folder of QGIS's default profile on this platform (when the plugin did not say)."""
+    system = platform.system() if system is None else system
     if system == "Windows":
-        return ("open the OSGeo4W Shell that came with QGIS and run "
-                "'python -m pip install torch --index-url https://download.pytorch.org/whl/cpu', then restart QGIS")
-    if system == "Darwin":
-        return ("run '/Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch' in a terminal, "
-                "then restart QGIS")
-    return ("run 'python3 -m pip install --user torch --index-url https://download.pytorch.org/whl/cpu' with the "
-            "python3 that QGIS uses (Debian/Ubuntu: /usr/bin/python3; keep numpy below 2), then restart QGIS")
+        profile = Path(os.environ.get("APPDATA", "~/AppData/Roaming")) / "QGIS" / "QGIS3" / "profiles" / "default"
+    elif system == "Darwin":
+        profile = Path("~/Library/Application Support/QGIS/QGIS3/profiles/default")
+    else:
+        profile = Path("~/.local/share/QGIS/QGIS3/profiles/default")
+    return torch_installer.packages_folder(profile.expanduser())
+
+
+def install_hint(folder=None, system=None):
+    """How to install torch for QGIS on this platform: the plugin's installer, or the pip command."""
+    system = platform.system() if system is None else system
+    folder = folder or _state["folder"] or default_packages_folder(system)
+    index = torch_installer.CPU_INDEX
+    if system == "Windows":
+        command = f'python -m pip install --target "{folder}" torch --index-url {index}'
+        where = "in the OSGeo4W Shell that came with QGIS"
+    elif system == "Darwin":
+        command = f'/Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install --target "{folder}" torch'
+        where = "in a terminal"
+    else:
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+        command = f'{python} -m pip install --target "{folder}" torch --index-url {index}'
+        where = "in a terminal (no root needed)"
+    return (f"in QGIS choose Plugins > FERS > Install PyTorch, or run '{command}' {where}; then restart QGIS")
 
 
 def torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
+def missing_torch_message():
+    """Why the networks cannot run and how to fix it when torch is not installed, else None (no import)."""
+    if torch_available():
+        return None
+    return (f"The FERS networks need PyTorch, which is not installed: {install_hint()}. "
+            "The classical detector fers:rx works without it.")
+
+
 def require_torch():
     """Raise DependencyError with instructions when torch cannot be imported."""
-    if not torch_available():
-        raise DependencyError(f"The FERS networks need PyTorch, which is not installed: {install_hint()}. "
-                              "The classical detector fers:rx works without it.")
+    missing = missing_torch_message()
+    if missing:
+        raise DependencyError(missing)
     try:
         import torch  # noqa: F401
     except Exception as error:  # a broken install (e.g. DLL load failure) is reported, not raised raw

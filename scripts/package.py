@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME = ["metadata.txt", "__init__.py", "plugin.py", "LICENSE", "README.md", "CHANGELOG.md",
+RUNTIME = ["metadata.txt", "__init__.py", "plugin.py", "installer_gui.py", "LICENSE", "README.md", "CHANGELOG.md",
            "icons/", "algorithms/", "fers_core/", "weights/", "models/"]
 EXCLUDED_SUFFIXES = (".pyc", ".aux.xml")
 

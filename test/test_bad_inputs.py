@@ -610,6 +610,7 @@ def test_without_torch_rx_works_and_the_networks_explain_how_to_install_it(tmp_p
         pytest.skip("/usr/bin/qgis_process.bin is absent (Debian's qgis package)")
     if system_python_has_torch():
         pytest.skip("/usr/bin/python3 has torch installed, so QGIS cannot be run without it here")
+    from fers.fers_core.torch_installer import packages_folder
     from fers.fers_core.torch_support import install_hint
 
     (ROOT / ".run" / "xdg").mkdir(parents=True, exist_ok=True)
@@ -635,7 +636,9 @@ def test_without_torch_rx_works_and_the_networks_explain_how_to_install_it(tmp_p
     assert read(tmp_path / "rx.tif")[0].shape == (18, 22)
     detect = qgis_process("run", "fers:detect", "--", f"INPUT={source}", f"OUTPUT={tmp_path / 'd.tif'}")
     assert detect.returncode != 0
-    assert f"The FERS networks need PyTorch, which is not installed: {install_hint()}" in detect.stdout + detect.stderr
+    profile_packages = packages_folder(tmp_path / "profile" / "profiles" / "default")  # the hint names the real one
+    expected = f"The FERS networks need PyTorch, which is not installed: {install_hint(profile_packages)}"
+    assert expected in detect.stdout + detect.stderr
     assert not (tmp_path / "d.tif").exists()
 
 

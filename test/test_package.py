@@ -50,7 +50,8 @@ def test_zip_holds_the_plugin_essentials(package):
     _, names = package
     metadata = configparser.ConfigParser()
     metadata.read(ROOT / "metadata.txt")
-    for required in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", metadata["general"]["icon"],
+    for required in ("metadata.txt", "__init__.py", "plugin.py", "installer_gui.py", "LICENSE",
+                     metadata["general"]["icon"], "fers_core/torch_installer.py",
                      "algorithms/provider.py", "fers_core/raster_io.py", "fers_core/memory_guard.py"):
         assert f"fers/{required}" in names, required
     assert all(name.startswith("fers/") for name in names)
