@@ -296,20 +296,51 @@ def _svg(width, height, parts, title):
             f'height="{height}" role="img" aria-label="{_esc(title)}">' + "".join(parts) + "</svg>")
 
 
-def _roc_svg(evaluations, width=640, height=430):
-    negatives = min(max(1, int(e.curve.false_positives[-1])) for e in evaluations)
+def _roc_x_range(curves):
+    """(lowest, highest) false-alarm rate plotted: the decade of one false alarm in the largest background, up
+    to the decade where every curve has found every anomaly (at least 10%, so both markers show)."""
+    negatives = min(max(1, int(c.false_positives[-1])) for c in curves)
     lowest = 10.0 ** math.floor(math.log10(max(1.0 / negatives, 1e-6)))
-    axes = _Axes(width, height, (lowest, 1.0), (0.0, 1.0), x_log=True)
-    decades = range(int(round(math.log10(lowest))), 1)
+    complete = max(float(c.false_alarm_rate[int(np.argmax(c.detection_rate >= 1))]) for c in curves)
+    highest = min(1.0, 10.0 ** math.ceil(math.log10(max(complete, 0.1)) - 1e-9))
+    return lowest, max(highest, lowest * 10)
+
+
+def _roc_y_floor(curves, lowest_rate):
+    """Bottom of the detection axis: a bit below the lowest detection rate any curve has at the lowest plotted
+    false-alarm rate, on a round tick (0 when that is low anyway), so curves of good detectors fill the plot."""
+    reached = min(c.detection_at(lowest_rate) for c in curves)
+    floor = reached - max(0.1 * (1 - reached), 0.01)
+    if floor <= 0.3:
+        return 0.0
+    step = _linear_step(1.0 - floor)
+    return round(math.floor(round(floor / step, 9)) * step, 9)
+
+
+def _roc_svg(evaluations, plot_width=600, height=430):
+    """ROC curves on a log false-alarm axis, the detection axis zoomed to the data, the legend beside the plot."""
+    curves = [e.curve for e in evaluations]
+    x_range = _roc_x_range(curves)
+    y_floor = _roc_y_floor(curves, x_range[0])
+    pad = 0.015 * (1.0 - y_floor)  # curves at 0 or 1 stay clear of the frame
+    axes = _Axes(plot_width, height, x_range, (y_floor - pad, 1.0 + pad), x_log=True)
+    decades = range(int(round(math.log10(x_range[0]))), int(round(math.log10(x_range[1]))) + 1)
     x_ticks = [(10.0**d, _rate_label(10.0**d)) for d in decades]
-    y_ticks = [(v / 10, f"{v / 10:.1f}") for v in range(0, 11, 2)]
-    parts = axes.frame(x_ticks, y_ticks, "false-alarm rate (log scale)", "detection rate")
+    step = _linear_step(1.0 - y_floor)
+    y_ticks = [(v, f"{v:.{_decimals(step)}f}") for v in _linear_ticks(y_floor, 1.0)]
+    parts = []
+    for decade in decades[:-1]:  # minor grid: 2..9 times each decade
+        for factor in range(2, 10):
+            px = axes.x(factor * 10.0**decade)
+            parts.append(f'<line x1="{px:.1f}" y1="{axes.top}" x2="{px:.1f}" y2="{height - axes.bottom}" '
+                         'class="grid minor"/>')
+    parts += axes.frame(x_ticks, y_ticks, "false-alarm rate (log scale)", "detection rate")
     for rate in FALSE_ALARM_RATES:
-        if rate >= lowest:
+        if x_range[0] <= rate <= x_range[1]:
             px = axes.x(rate)
             parts.append(f'<line x1="{px:.1f}" y1="{axes.top}" x2="{px:.1f}" y2="{height - axes.bottom}" '
                          'class="marker"/>')
-    grid = np.logspace(math.log10(lowest), 0, 600)
+    grid = np.logspace(math.log10(x_range[0]), math.log10(x_range[1]), 600)
     for index, evaluation in enumerate(evaluations):
         curve = evaluation.curve
         positions = np.searchsorted(curve.false_alarm_rate, grid, side="right") - 1
@@ -320,28 +351,52 @@ def _roc_svg(evaluations, width=640, height=430):
                 points.append(f"{axes.x(rate):.1f},{axes.y(previous):.1f}")
             points.append(f"{axes.x(rate):.1f},{axes.y(value):.1f}")
             previous = value
-        colour = COLOURS[index % len(COLOURS)]
-        parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" stroke-width="2"/>')
-    legend_y = axes.top + 14
+        parts.append(f'<polyline points="{" ".join(points)}" fill="none" {_curve_style(index)}/>')
+    legend, legend_width, legend_height = _roc_legend(evaluations, plot_width, axes.top)
+    return _svg(plot_width + legend_width, max(height, legend_height), parts + legend, "ROC curves")
+
+
+_DASHES = ("", "7 4", "2 3", "10 3 2 3")
+_LEGEND_NAME_CHARS = 44
+
+
+def _curve_style(index):
+    """Stroke of curve `index`: its colour, and a dash pattern so curves that coincide stay visible."""
+    dash = _DASHES[index % len(_DASHES)]
+    style = f'stroke="{COLOURS[index % len(COLOURS)]}" stroke-width="2.2"'
+    return style + (f' stroke-dasharray="{dash}"' if dash else "")
+
+
+def _roc_legend(evaluations, left, top):
+    """(SVG parts, width, bottom) of the legend right of the plot: one entry per curve, with its AUC."""
+    x = left + 8
+    parts = [f'<g class="legend" transform="translate({x} {top})">']
+    longest = 10
     for index, evaluation in enumerate(evaluations):
-        colour = COLOURS[index % len(COLOURS)]
-        y = legend_y + 18 * index
-        parts.append(f'<line x1="{axes.left + 12}" y1="{y - 4}" x2="{axes.left + 36}" y2="{y - 4}" stroke="{colour}" '
-                     'stroke-width="3"/>')
-        parts.append(f'<text x="{axes.left + 42}" y="{y}">{_esc(evaluation.name)} (AUC {evaluation.auc:.4f})</text>')
-    return _svg(width, height, parts, "ROC curves")
+        name = evaluation.name
+        shown = name if len(name) <= _LEGEND_NAME_CHARS else name[:_LEGEND_NAME_CHARS - 1] + "\u2026"
+        longest = max(longest, len(shown))
+        y = 12 + 38 * index
+        parts.append(f'<g class="entry"><title>{_esc(name)}</title>'
+                     f'<line x1="0" y1="{y - 4}" x2="28" y2="{y - 4}" {_curve_style(index)}/>'
+                     f'<text x="36" y="{y}">{_esc(shown)}</text>'
+                     f'<text x="36" y="{y + 16}" class="auc">AUC {evaluation.auc:.4f}</text></g>')
+    parts.append("</g>")
+    width = 8 + 36 + int(longest * 7.2) + 12
+    return parts, width, top + 38 * len(evaluations) + 12
 
 
 def _rate_label(rate):
+    """A false-alarm rate as a plain percentage: 0.001%, 0.01%, 0.1%, 1%, 10%, 100%."""
     percent = rate * 100
-    return f"{percent:g}%" if percent >= 0.01 else f"{percent:.0e}%"
+    return f"{percent:.{max(0, -math.floor(math.log10(percent) + 1e-9))}f}%"
 
 
 def _histogram_svg(evaluation, colour, width=500, height=280):
     h = evaluation.histogram
     edges, background, anomalies = h["edges"], h["background"], h["anomalies"]
     top = max(float(background.max()), float(anomalies.max()), 1e-12) * 1.08
-    axes = _Axes(width, height, (float(edges[0]), float(edges[-1])), (0.0, top))
+    axes = _Axes(width, height, (float(edges[0]), float(edges[-1])), (0.0, top), margin=(62, 18, 26, 52))
     x_ticks = _nice_ticks(edges[0], edges[-1], log=h["log"])
     y_ticks = [(v, f"{round(v * 100, 6):g}%") for v in _linear_ticks(0.0, top)]
     label = ("score (log scale)" if h["log"] else "score") + "; dashed: best-F1 threshold"
@@ -358,27 +413,36 @@ def _histogram_svg(evaluation, colour, width=500, height=280):
     if edges[0] <= position <= edges[-1]:
         px = axes.x(position)
         parts.append(f'<line x1="{px:.1f}" y1="{axes.top}" x2="{px:.1f}" y2="{height - axes.bottom}" class="marker"/>')
-    right = width - axes.right - 8
-    for index, (text, fill) in enumerate(((f"background ({evaluation.valid_pixels - evaluation.anomaly_pixels})",
-                                           "#7f7f7f"), (f"anomalies ({evaluation.anomaly_pixels})", colour))):
-        y = axes.top + 16 + 18 * index
-        parts.append(f'<rect x="{right - 150}" y="{y - 10}" width="12" height="12" fill="{fill}" '
-                     'fill-opacity="0.7"/>')
-        parts.append(f'<text x="{right - 132}" y="{y}">{_esc(text)}</text>')
+    x = axes.left  # the legend sits above the plot area, clear of the bars
+    for text, fill in ((f"background ({evaluation.valid_pixels - evaluation.anomaly_pixels} pixels)", "#7f7f7f"),
+                       (f"anomalies ({evaluation.anomaly_pixels} pixels)", colour)):
+        parts.append(f'<g class="legend"><rect x="{x}" y="4" width="12" height="12" fill="{fill}" '
+                     f'fill-opacity="0.7"/><text x="{x + 18}" y="14">{_esc(text)}</text></g>')
+        x += 18 + int(len(text) * 7) + 20
     return _svg(width, height, parts, f"Score distributions of {evaluation.name}")
+
+
+def _linear_step(span, count=5):
+    """A round tick step (1, 2, 2.5 or 5 times a power of ten) giving at most `count` steps over span."""
+    step = 10 ** math.floor(math.log10(span / count))
+    for factor in (1, 2, 2.5, 5, 10):
+        if span / (step * factor) <= count + 1e-9:
+            return step * factor
+    return step * 10
+
+
+def _decimals(step):
+    """Decimals that print every multiple of step exactly."""
+    return next((d for d in range(8) if abs(round(step, d) - step) < 1e-9 * max(step, 1)), 8)
 
 
 def _linear_ticks(lo, hi, count=5):
     span = hi - lo
     if span <= 0:
         return [lo]
-    step = 10 ** math.floor(math.log10(span / count))
-    for factor in (1, 2, 2.5, 5, 10):
-        if span / (step * factor) <= count:
-            step *= factor
-            break
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+    step = _linear_step(span, count)
+    first = math.ceil(round(lo / step, 9)) * step
+    return [round(first + i * step, 9) for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _nice_ticks(lo, hi, log):
@@ -406,7 +470,9 @@ table { border-collapse: collapse; font-size: 13px; margin-top: 8px; }
 th, td { border-bottom: 1px solid #ddd; padding: 5px 10px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 svg { background: #fff; font-size: 12px; font-family: "DejaVu Sans", Arial, sans-serif; }
-svg .grid { stroke: #e4e4e4; stroke-width: 1; } svg .frame { fill: none; stroke: #888; }
+svg .grid { stroke: #e4e4e4; stroke-width: 1; } svg .minor { stroke: #f2f2f2; }
+svg .legend text { font-size: 13px; } svg .legend .auc { fill: #444; font-size: 12px; }
+svg .frame { fill: none; stroke: #888; }
 svg .marker { stroke: #999; stroke-dasharray: 4 3; } svg .label { font-size: 13px; }
 svg .note { fill: #666; font-size: 11px; }
 .plots { display: flex; flex-wrap: wrap; gap: 8px 24px; }
