@@ -1,19 +1,28 @@
-"""Shared plumbing for FERS algorithms: feedback adapter and error translation."""
+"""Shared plumbing for FERS algorithms: feedback adapter, error translation and presentation (help, icons)."""
 
+import configparser
+import html
 import os
 import traceback
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterLayer,
 )
+from qgis.PyQt.QtCore import QVariant
 
+from ..fers_core.band_list import parse_band_list
 from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
 from ..fers_core.local_rx import validate_windows
-from ..fers_core.raster_io import bounded_gdal_cache
+from ..fers_core.output_safety import check_outputs
+from ..fers_core.raster_io import bounded_gdal_cache, check_raster_outputs, is_raster_source
+from ..fers_core.run_guard import Interrupted, RunGuard
 
 
 class QgisFeedback(Feedback):
@@ -42,6 +51,70 @@ class QgisFeedback(Feedback):
             self._feedback.reportError(message, fatalError=False)
 
 
+def widget_value(value):
+    """A parameter value as Python sees it: None for a null QVariant, else the value itself.
+
+    Under PyQt5 an empty widget (file, folder, string) hands over a null QVariant, which is neither
+    None nor a str; a custom checkValueIsAcceptable must read it as "no value". Anything else (a
+    path, a layer, a QgsProperty from a model or a batch expression) is returned unchanged.
+    """
+    if isinstance(value, QVariant):
+        return None if value.isNull() else value.value()
+    return value
+
+
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ICONS_DIR = os.path.join(PLUGIN_DIR, "icons")
+
+
+def advanced(parameter):
+    """`parameter`, shown in the dialog's Advanced section (expert settings the defaults serve well)."""
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    return parameter
+
+
+def is_advanced(parameter):
+    return bool(parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+
+
+def plugin_address():
+    """The plugin's repository address from metadata.txt (the README lives there); '' when unknown."""
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(os.path.join(PLUGIN_DIR, "metadata.txt"), encoding="utf-8")
+    return metadata.get("general", "repository", fallback="").strip().rstrip("/")
+
+
+def _destination_path(definition, value):
+    """The file a destination parameter names, or None (skipped, a temporary output, a database)."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink.staticValue()
+    if not isinstance(value, str) or not value.strip() or value == QgsProcessing.TEMPORARY_OUTPUT or \
+            value.lower() == "skip" or value.startswith(("memory:", "ogr:", "postgres:", "postgis:")):
+        return None
+    if not os.path.splitext(value)[1] and hasattr(definition, "defaultFileExtension") and not os.path.isdir(value):
+        extension = definition.defaultFileExtension()  # QGIS adds it to a name without one
+        value = f"{value}.{extension}" if extension else value
+    return value
+
+
+def _input_path(definition, value, context):
+    """The file or folder an input parameter's value names, or None."""
+    from qgis.core import QgsMapLayer, QgsProcessingUtils
+
+    if isinstance(value, QgsMapLayer):
+        return value.source().split("|")[0]
+    if not isinstance(value, str) or not value:
+        return None
+    if os.path.exists(value):
+        return value
+    if definition.type() in ("raster", "multilayer", "vector", "source", "layer"):
+        layer = QgsProcessingUtils.mapLayerFromString(value, context, False)  # a layer id or name, never loaded
+        if layer is not None:
+            source = layer.source().split("|")[0]
+            return source if os.path.exists(source) else None
+    return None
+
+
 class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """A raster layer parameter whose check accepts an existing file without loading it as a QGIS layer.
 
@@ -52,15 +125,48 @@ class RasterLayerParameter(QgsProcessingParameterRasterLayer):
     """
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API)
-        if isinstance(value, str) and os.path.isfile(value):
+        value = widget_value(value)
+        if is_raster_source(value):  # a file, or a GDAL subdataset name such as NETCDF:"scene.nc":radiance
             return True
-        return super().checkValueIsAcceptable(value, context)
+        return super().checkValueIsAcceptable(value, context)  # layers, layer ids, QgsProperty, empty
 
     def clone(self):
-        optional = bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+        optional = bool(self.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional)
         copy = RasterLayerParameter(self.name(), self.description(), self.defaultValue(), optional)
         copy.setFlags(self.flags())
+        copy.setHelp(self.help())
         return copy
+
+
+class RasterListParameter(QgsProcessingParameterMultipleLayers):
+    """Several rasters, whose check accepts existing files without loading them as QGIS layers (as
+    RasterLayerParameter does for one raster: loading would leave '<input>.aux.xml' beside each input)."""
+
+    def __init__(self, name, description, optional=False):
+        super().__init__(name, description, QgsProcessing.SourceType.TypeRaster, optional=optional)
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API)
+        value = widget_value(value)
+        items = _list_items(value)
+        if items and all(is_raster_source(item) for item in items):
+            return True
+        return super().checkValueIsAcceptable(value, context)  # layers, layer ids, QgsProperty, empty
+
+    def clone(self):
+        optional = bool(self.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional)
+        copy = RasterListParameter(self.name(), self.description(), optional)
+        copy.setFlags(self.flags())
+        copy.setHelp(self.help())
+        return copy
+
+
+def _list_items(value):
+    """The items of a multiple-layer value: a list as given, one string (';'-separated, as QGIS writes them)."""
+    if isinstance(value, (list, tuple)):
+        return [widget_value(item) for item in value]
+    if isinstance(value, str) and value:
+        return value.split(";") if not is_raster_source(value) else [value]
+    return []
 
 
 class FersAlgorithm(QgsProcessingAlgorithm):
@@ -69,6 +175,12 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     Engine errors (FersError) become QgsProcessingException with the engine's message, so the
     user sees what was wrong and what to do, never a traceback.
     """
+
+    help_intro = ""  # what the algorithm does: the help's first paragraphs
+    help_notes = ""  # paragraphs after the parameter list
+    help_anchor = ""  # GitHub anchor of the algorithm's README section
+    icon_file = "fers.svg"  # in icons/
+    search_tags = ()
 
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
@@ -83,6 +195,44 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         missing = missing_torch_message() if self.needs_torch else None
         return (False, missing) if missing else (True, "")
 
+    def add_parameter(self, parameter, help_text):
+        """Add `parameter` with its help (the dialog's tooltip, and a line of shortHelpString)."""
+        parameter.setHelp(html.escape(help_text, quote=False))
+        return self.addParameter(parameter)
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        """The intro, each parameter's label and help (main, then advanced) and the notes, HTML-escaped.
+
+        Assembled from the parameters' own help, so the dialog's tooltips, its help panel and
+        `qgis_process help` say the same; the help panel reads HTML, hence the escaping.
+        """
+        definitions = [p for p in self.parameterDefinitions()
+                       if not p.flags() & QgsProcessingParameterDefinition.Flag.FlagHidden]
+        sections = [html.escape(self.tr(self.help_intro), quote=False)]
+        for title, chosen in (("Parameters", [p for p in definitions if not is_advanced(p)]),
+                              ("Advanced parameters", [p for p in definitions if is_advanced(p)])):
+            if chosen:
+                sections.append("\n".join([self.tr(title) + ":"] + [
+                    f"{html.escape(p.description(), quote=False)}: {p.help()}" for p in chosen]))
+        if self.help_notes:
+            sections.append(html.escape(self.tr(self.help_notes), quote=False))
+        return "\n\n".join(section for section in sections if section)
+
+    def helpUrl(self):  # noqa: N802 (QGIS API)
+        address = plugin_address()
+        return f"{address}#{self.help_anchor}" if address and self.help_anchor else ""
+
+    def icon(self):
+        from qgis.PyQt.QtGui import QIcon
+
+        return QIcon(self.svgIconPath())
+
+    def svgIconPath(self):  # noqa: N802 (QGIS API)
+        return os.path.join(ICONS_DIR, self.icon_file)
+
+    def tags(self):
+        return [self.tr(tag) for tag in self.search_tags]
+
     def group(self):
         return self.tr(self.group_name)
 
@@ -93,10 +243,19 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return text
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        engine_feedback = QgisFeedback(feedback)
         try:
-            with bounded_gdal_cache():
-                return self.compute(parameters, context, QgisFeedback(feedback))
+            outputs, inputs = self.run_paths(parameters, context)
+            check_outputs(outputs, inputs)  # before any pass: no output on an input, another output, a folder
+            check_raster_outputs([(name, path, 1) for name, path in outputs  # and formats FERS can write
+                                  if self.parameterDefinition(name).type() == "rasterDestination"])
+            # the guard: stale temporaries of killed runs removed, this run's removed however it ends (and its
+            # outputs when it fails), Ctrl+C and SIGTERM handled when the run is in the main thread (qgis_process)
+            with bounded_gdal_cache(), RunGuard([path for _, path in outputs], engine_feedback):
+                return self.compute(parameters, context, engine_feedback)
         except FersError as error:
+            raise QgsProcessingException(str(error)) from None
+        except Interrupted as error:
             raise QgsProcessingException(str(error)) from None
         except MemoryError:
             raise QgsProcessingException(
@@ -115,6 +274,26 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     def compute(self, parameters, context, feedback):
         raise NotImplementedError
 
+    def run_paths(self, parameters, context):
+        """(outputs, inputs) of a run: (parameter name, file path) pairs, read from the values without side effects.
+
+        Outputs are the destination parameters given a file (a temporary output cannot clash with anything);
+        inputs are every other parameter's existing files and folders, and the files of the layers named.
+        """
+        outputs, inputs = [], []
+        for definition in self.parameterDefinitions():
+            name, value = definition.name(), parameters.get(definition.name())
+            if definition.isDestination():
+                path = _destination_path(definition, value)
+                if path:
+                    outputs.append((name, path))
+                continue
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                path = _input_path(definition, item, context)
+                if path:
+                    inputs.append((name, path))
+        return outputs, inputs
+
     def validateInputCrs(self, parameters, context):  # noqa: N802 (QGIS API)
         """No generic CRS warning: the engine refuses a mask in another CRS with its own message.
 
@@ -131,8 +310,8 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         and the algorithms write nothing beside their inputs. Project layers and layer ids are
         resolved through QGIS (such a layer is already loaded).
         """
-        value = parameters.get(name)
-        if isinstance(value, str) and os.path.isfile(value):
+        value = widget_value(parameters.get(name))
+        if is_raster_source(value):
             return value
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
@@ -154,9 +333,34 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return threads if threads and threads > 0 else 0
 
     def band_list(self, parameters, name, context):
-        """1-based band numbers from a band parameter (None = all bands)."""
-        bands = self.parameterAsInts(parameters, name, context)
+        """1-based band numbers from a band parameter (None = all bands); each item checked by parse_band_list
+        (QGIS's own conversion turns an item that is not a number into band 0)."""
+        value = widget_value(parameters.get(name))
+        if value is None or isinstance(value, (str, int, float, list, tuple)):
+            return parse_band_list(value, name)
+        bands = self.parameterAsInts(parameters, name, context)  # a QgsProperty of a model or a batch run
         return [int(b) for b in bands] or None
+
+    def raster_sources(self, parameters, name, context):
+        """(path, name) of every raster of a RasterListParameter: files (and GDAL subdataset names) as given,
+        without loading them as QGIS layers; project layers and layer ids through QGIS."""
+        from qgis.core import QgsProcessingUtils
+
+        items = _list_items(widget_value(parameters.get(name)))
+        if not all(isinstance(item, str) for item in items):
+            return [(layer.source().split("|")[0], layer.name())
+                    for layer in self.parameterAsLayerList(parameters, name, context)]
+        sources = []
+        for item in items:
+            if is_raster_source(item):
+                sources.append((item, os.path.splitext(os.path.basename(item))[0]))
+                continue
+            layer = QgsProcessingUtils.mapLayerFromString(item, context)
+            if layer is None:
+                raise InputError(f"{name}: '{item}' is neither a raster file nor a layer of the project; check "
+                                 "the path.")
+            sources.append((layer.source().split("|")[0], layer.name()))
+        return sources
 
     def local_window_problem(self, parameters, context):
         """Why WINDOW_INNER / WINDOW_OUTER cannot serve local RX, or None when they can."""

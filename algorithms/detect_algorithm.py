@@ -14,7 +14,7 @@ from ..fers_core.feedback import StageFeedback
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from . import outputs, scheduler, styles
-from .base import FersAlgorithm, RasterLayerParameter
+from .base import FersAlgorithm, RasterLayerParameter, advanced, widget_value
 
 BRANCH_OPTIONS = ["Spectral + spatial", "Spectral only", "Spatial only"]
 FUSION_OPTIONS = ["As the reference (sum above 50 model bands, product at 50 or fewer)", "Sum", "Product"]
@@ -39,15 +39,19 @@ class ModelPathParameter(QgsProcessingParameterFile):
     """
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API)
+        value = widget_value(value)  # an empty file widget hands over a null QVariant
         if value is None or (isinstance(value, str) and not value.strip()):
-            return bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
-        return isinstance(value, str)
+            return bool(self.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional)
+        if isinstance(value, str):
+            return True  # a file or a folder: the model loader checks it and explains what is wrong
+        return super().checkValueIsAcceptable(value, context)  # a QgsProperty (model input, batch expression)
 
     def clone(self):
-        optional = bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+        optional = bool(self.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional)
         copy = ModelPathParameter(self.name(), self.description(), self.behavior(), self.extension(),
                                   self.defaultValue(), optional, self.fileFilter())
         copy.setFlags(self.flags())
+        copy.setHelp(self.help())
         return copy
 
 
@@ -62,84 +66,103 @@ class DetectAlgorithm(FersAlgorithm):
     group_name, group_id = "Anomaly detection", "anomaly"
     needs_torch = True
 
+    help_anchor = "fersdetect-fers-anomaly-detector"
+    icon_file = "detect.svg"
+    search_tags = ("hyperspectral", "anomaly", "FERS", "deep learning", "neural network", "RX", "Reed-Xiaoli",
+                   "target detection", "rebellious student", "threshold", "mask", "polygons")
+    help_intro = (
+        "FERS (\"Rebellious Student\"): networks trained once on background imagery add learned background "
+        "features to the cube, then global RX scores it. No per-scene training or tuning. Needs PyTorch."
+    )
+    help_notes = outputs.HELP
+
     def name(self):
         return "detect"
 
     def displayName(self):  # noqa: N802 (QGIS API)
         return self.tr("FERS anomaly detector")
 
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return self.tr(
-            "FERS (\"Rebellious Student\"): networks trained once on background imagery add learned background "
-            "features to the cube, then global RX scores it. No per-scene training or tuning.\n\n"
-            "Model: a FERS model file (.pt) or a FERS authors' checkpoint folder (convh.pt, enc.pt, pc.pt, "
-            "optionally spa_fen.pt); empty = the bundled default model.\n"
-            "Bands: optional band numbers (default all). The selected bands are resampled to the model's band "
-            "count: linearly over wavelength when the raster and the model both carry wavelengths, else over the "
-            "normalised band index. Fewer bands than the model are interpolated (a warning says so); more are "
-            "averaged down by the interpolation.\n"
-            "Branches: spectral + spatial (default), spectral only or spatial only. A model without a branch uses "
-            "what it has and says so in the log.\n"
-            "Fusion: as the reference (RX of x + F_spe + F_spa above 50 model bands; product of the min-max "
-            "normalised RX of x + F_spa and of x + F_spe at 50 or fewer), sum or product.\n"
-            "Mask: optional raster; non-zero pixels are left out of the RX background statistics.\n"
-            "Enhanced cube outputs (x + F_spe, x + F_spa, in model bands) can feed any other detector.\n"
-            "Tiling (advanced): the spectral branch gives identical results for any tiling. The spatial branch "
-            "sees one tile at a time (pyramid pooling), so its output depends on the tile size: tiles are "
-            "TILE_SIZE px (default 128), of which the central part (TILE_SIZE - 2 x TILE_MARGIN) is kept; AUC on real "
-            "scenes changed by under 0.0005 between 32 px tiles and the whole image.\n\n"
-        ) + self.tr(scheduler.HELP)
-
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True))
-        self.addParameter(ModelPathParameter(
+        self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),
+                           "The raster to score, any band count; its nodata value is honoured.")
+        self.add_parameter(QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True),
+            "Band numbers to use (empty = all). The selected bands are resampled to the model's band count: "
+            "linearly over wavelength when the raster and the model both carry wavelengths, else over the "
+            "normalised band index. Fewer bands than the model are interpolated (a warning says so); more are "
+            "averaged down by the interpolation.")
+        self.add_parameter(ModelPathParameter(
             self.MODEL, self.tr("Model file or authors' checkpoint folder (empty = bundled model)"),
-            QgsProcessingParameterFile.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"))
-        self.addParameter(QgsProcessingParameterEnum(self.BRANCHES, self.tr("Branches"), BRANCH_OPTIONS,
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0))
-        self.addParameter(RasterLayerParameter(
-            self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.DETECTOR, self.tr("Detector on the enhanced cube"),
-                                                     DETECTOR_OPTIONS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.WINDOW_INNER, self.tr("Local: inner (guard) window, odd, pixels"),
-            QgsProcessingParameterNumber.Integer, 5, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.WINDOW_OUTER, self.tr("Local: outer window, odd, pixels"), QgsProcessingParameterNumber.Integer, 21,
-            minValue=3))
+            QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),
+            "A FERS model file (.pt, from Train a FERS model or Import FERS authors' checkpoint) or a FERS "
+            "authors' checkpoint folder (convh.pt, enc.pt, pc.pt, optionally spa_fen.pt; type or paste the "
+            "folder path). Empty = the bundled default model.")
+        self.add_parameter(RasterLayerParameter(
+            self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True),
+            "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the RX "
+            "background statistics but still scored.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.BRANCHES, self.tr("Branches"), BRANCH_OPTIONS, defaultValue=0)),
+            "Spectral + spatial (default), spectral only or spatial only. A model without a branch uses what it "
+            "has and says so in the log.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0)),
+            "How the two branches' features are combined. As the reference: RX of x + F_spe + F_spa above 50 model "
+            "bands; the product of the min-max normalised RX of x + F_spa and of x + F_spe at 50 or fewer (the "
+            "bundled model has 50). Sum or product force one of the two.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0)),
+            "Where the networks run: Auto uses an NVIDIA GPU (CUDA) when PyTorch sees one, else the CPU.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.DETECTOR, self.tr("Detector on the enhanced cube"), DETECTOR_OPTIONS, defaultValue=0)),
+            "Global RX (the FERS method) or local dual-window RX on the enhanced cube.")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.WINDOW_INNER, self.tr("Local detector: inner (guard) window, odd, pixels"),
+            QgsProcessingParameterNumber.Type.Integer, 5, minValue=1)),
+            "Local detector only: side of the square around the pixel that is left out of its background "
+            "(odd, default 5).")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.WINDOW_OUTER, self.tr("Local detector: outer window, odd, pixels"),
+            QgsProcessingParameterNumber.Type.Integer, 21, minValue=3)),
+            "Local detector only: side of the square whose ring outside the inner window is the background "
+            "(odd, larger than the inner window, default 21).")
         outputs.add_threshold_parameters(self)
-        precision = QgsProcessingParameterEnum(self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS,
-                                               defaultValue=PRECISION_DEFAULT)
-        precision.setFlags(precision.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(precision)
-        for key, label, default, minimum in (
-            (self.MEMORY_MB, "Window memory budget (MB)", DEFAULT_BLOCK_MB, 1),
-            (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16),
-            (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0),
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS, defaultValue=PRECISION_DEFAULT)),
+            "Number format of the networks. Auto (default) uses bfloat16 where the CPU or GPU has it natively and "
+            "the model's AUC was checked under it, else float32.")
+        for key, label, default, minimum, text in (
+            (self.MEMORY_MB, "Window memory budget (MB)", DEFAULT_BLOCK_MB, 1,
+             "Memory for one window of the raster; the scores do not depend on it."),
+            (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16,
+             "The spatial branch sees one tile at a time (pyramid pooling), so its output depends on the tile "
+             "size; AUC on real scenes changed by under 0.0005 between 32 px tiles and the whole image. The "
+             "spectral branch gives identical results for any tiling."),
+            (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0,
+             "Pixels of each tile's border that are computed but not kept: the central part (tile size - 2 x "
+             "margin) of every tile is written."),
         ):
-            parameter = QgsProcessingParameterNumber(key, self.tr(label), QgsProcessingParameterNumber.Integer,
-                                                     default, minValue=minimum)
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+            self.add_parameter(advanced(QgsProcessingParameterNumber(
+                key, self.tr(label), QgsProcessingParameterNumber.Type.Integer, default, minValue=minimum)), text)
         scheduler.add_parameter(self)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("FERS anomaly scores")))
-        self.addParameter(QgsProcessingParameterRasterDestination(
+        self.add_parameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("FERS anomaly scores")),
+                           "Float32 GeoTIFF of the scores on the input's grid (nodata -9999); higher = more anomalous.")
+        self.add_parameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SPECTRAL, self.tr("Spectrally enhanced cube (x + F_spe)"), optional=True,
-            createByDefault=False))
-        self.addParameter(QgsProcessingParameterRasterDestination(
+            createByDefault=False),
+            "Optional: the input in model bands plus the spectral features, for any other detector.")
+        self.add_parameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SPATIAL, self.tr("Spatially enhanced cube (x + F_spa)"), optional=True,
-            createByDefault=False))
+            createByDefault=False),
+            "Optional: the input in model bands plus the spatial features, for any other detector.")
         outputs.add_object_destinations(self)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         margin = self.parameterAsInt(parameters, self.TILE_MARGIN, context)
         if tile - 2 * margin < 1:
-            return False, self.tr(f"TILE_MARGIN ({margin}) must be less than half of TILE_SIZE ({tile}).")
+            return False, self.tr(f"The spatial tile margin (TILE_MARGIN, {margin}) must be less than half of the "
+                                  f"spatial tile size (TILE_SIZE, {tile}).")
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message

@@ -9,8 +9,17 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
     """Reads convh.pt, enc.pt, pc.pt (and spa_fen.pt when present) and writes one self-describing model file."""
 
     FOLDER, OUTPUT_MODEL, SUMMARY = "FOLDER", "OUTPUT_MODEL", "SUMMARY"
-    group_name, group_id = "Models", "models"
+    group_name, group_id = "Model training", "training"
     needs_torch = True
+
+    help_anchor = "fersimport_checkpoint-import-a-fers-authors-checkpoint"
+    icon_file = "import_checkpoint.svg"
+    search_tags = ("hyperspectral", "anomaly", "FERS", "checkpoint", "import", "convert", "model", "PyTorch")
+    help_intro = (
+        "Converts a checkpoint folder as published with the FERS reference code into one FERS model file that "
+        "the FERS anomaly detector loads. The band count is read from the tensors; the files are read as plain "
+        "tensors only (no code is unpickled). Needs PyTorch."
+    )
 
     def name(self):
         return "import_checkpoint"
@@ -18,18 +27,13 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
     def displayName(self):  # noqa: N802 (QGIS API)
         return self.tr("Import FERS authors' checkpoint")
 
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return self.tr(
-            "Converts a checkpoint folder as published with the FERS reference code (convh.pt, enc.pt, pc.pt, "
-            "optionally spa_fen.pt) into one FERS model file that fers:detect loads. The band count is read from "
-            "the tensors; the files are read as plain tensors only (no code is unpickled)."
-        )
-
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Checkpoint folder"),
-                                                     QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"),
-                                                                "FERS model (*.pt)"))
+        self.add_parameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Checkpoint folder"),
+                                                      QgsProcessingParameterFile.Behavior.Folder),
+                           "The folder with convh.pt, enc.pt, pc.pt and optionally spa_fen.pt (the spatial branch).")
+        self.add_parameter(QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, self.tr("Model file"),
+                                                                 "FERS model (*.pt)"),
+                           "The FERS model file (.pt) to write.")
         self.addOutput(QgsProcessingOutputString(self.SUMMARY, self.tr("Model summary")))
 
     def compute(self, parameters, context, feedback):

@@ -2,7 +2,6 @@
 
 from qgis.core import (
     QgsProcessingParameterBand,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -15,7 +14,7 @@ from ..fers_core.local_rx import run_local_rx
 from ..fers_core.memory_guard import check_rx_run
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from . import outputs, scheduler, styles
-from .base import FersAlgorithm, RasterLayerParameter
+from .base import FersAlgorithm, RasterLayerParameter, advanced
 
 
 class RxAlgorithm(FersAlgorithm):
@@ -26,64 +25,60 @@ class RxAlgorithm(FersAlgorithm):
     GLOBAL, LOCAL = 0, 1
     group_name, group_id = "Anomaly detection", "anomaly"
 
+    help_anchor = "fersrx-rx-anomaly-detector-classical"
+    icon_file = "rx.svg"
+    search_tags = ("hyperspectral", "anomaly", "RX", "Reed-Xiaoli", "Mahalanobis", "local RX", "dual window",
+                   "target detection", "threshold", "mask", "polygons")
+    help_intro = (
+        "Scores every pixel by its squared Mahalanobis distance to the background mean under the "
+        "background covariance (RX, Reed-Xiaoli). Higher = more anomalous. Pixels that are nodata, NaN or "
+        "infinite in any used band are nodata (-9999) in the output and never enter the statistics. A singular "
+        "covariance (constant or duplicate bands, fewer pixels than bands) is handled with a pseudo-inverse. The "
+        "raster is streamed in blocks, so memory depends on the block size, not the scene."
+    )
+    help_notes = outputs.HELP
+
     def name(self):
         return "rx"
 
     def displayName(self):  # noqa: N802 (QGIS API)
         return self.tr("RX anomaly detector (classical)")
 
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return self.tr(
-            "Scores every pixel by its squared Mahalanobis distance to the background mean under the "
-            "background covariance (RX, Reed-Xiaoli). Higher = more anomalous.\n\n"
-            "Mode: global = one background (mean and covariance) for the whole image; local = each pixel's own "
-            "background, the ring between an inner (guard) window and an outer window centred on it (both odd, in "
-            "pixels; default 5 and 21). Local RX finds targets that are unusual for their surroundings, at a higher "
-            "cost. Near the edges the outer window is shifted inside the image so the ring keeps its size.\n"
-            "Bands: optional band numbers to use (default all); drop water-vapour or noisy bands here.\n"
-            "Mask: optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out "
-            "of the background statistics but still scored.\n"
-            "Pixels that are nodata, NaN or infinite in any used band are nodata (-9999) in the output and "
-            "never enter the statistics. A singular covariance (constant or duplicate bands, fewer pixels "
-            "than bands) is handled with a pseudo-inverse.\n"
-            "The raster is streamed in blocks, so memory depends on the block size, not the scene.\n\n"
-            + outputs.HELP + "\n\n" + scheduler.HELP
-        )
-
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")))
-        self.addParameter(
-            QgsProcessingParameterBand(
-                self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True,
-                allowMultiple=True,
-            )
-        )
-        self.addParameter(
-            RasterLayerParameter(
-                self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True
-            )
-        )
-        self.addParameter(QgsProcessingParameterEnum(
+        self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),
+                           "The raster to score, any band count; its nodata value is honoured.")
+        self.add_parameter(QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True,
+        ), "Band numbers to use; drop water-vapour or noisy bands here. Empty = all bands.")
+        self.add_parameter(RasterLayerParameter(
+            self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True,
+        ), "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the "
+           "background statistics but still scored.")
+        self.add_parameter(QgsProcessingParameterEnum(
             self.MODE, self.tr("Background"), [self.tr("Global (whole image)"),
                                                self.tr("Local (ring between two windows)")], defaultValue=self.GLOBAL,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.WINDOW_INNER, self.tr("Local: inner (guard) window, odd, pixels"),
-            QgsProcessingParameterNumber.Integer, 5, minValue=1,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.WINDOW_OUTER, self.tr("Local: outer window, odd, pixels"), QgsProcessingParameterNumber.Integer, 21,
-            minValue=3,
-        ))
+        ), "Global: one background (mean and covariance) for the whole image. Local: each pixel's own background, "
+           "the ring between an inner (guard) window and an outer window centred on it; it finds targets that are "
+           "unusual for their surroundings, at a higher cost. Near the edges the outer window is shifted inside "
+           "the image so the ring keeps its size.")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.WINDOW_INNER, self.tr("Local background: inner (guard) window, odd, pixels"),
+            QgsProcessingParameterNumber.Type.Integer, 5, minValue=1,
+        )), "Local background only: side of the square around the pixel that is left out of its background, so "
+            "a target does not spread into its own statistics (odd, default 5).")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.WINDOW_OUTER, self.tr("Local background: outer window, odd, pixels"),
+            QgsProcessingParameterNumber.Type.Integer, 21, minValue=3,
+        )), "Local background only: side of the square whose ring outside the inner window is the background "
+            "(odd, larger than the inner window, default 21).")
         outputs.add_threshold_parameters(self)
-        memory = QgsProcessingParameterNumber(
-            self.MEMORY_MB, self.tr("Block memory budget (MB)"), QgsProcessingParameterNumber.Integer,
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.MEMORY_MB, self.tr("Block memory budget (MB)"), QgsProcessingParameterNumber.Type.Integer,
             DEFAULT_BLOCK_MB, minValue=1, maxValue=65536,
-        )
-        memory.setFlags(memory.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(memory)
+        )), "Memory for one block of the raster; the scores are the same for any value, larger blocks read faster.")
         scheduler.add_parameter(self)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("RX scores")))
+        self.add_parameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("RX scores")),
+                           "Float32 GeoTIFF of the scores on the input's grid (nodata -9999).")
         outputs.add_object_destinations(self)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)

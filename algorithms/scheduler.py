@@ -1,25 +1,24 @@
 """The advanced SCHEDULER parameter shared by fers:rx and fers:detect (run on a Dask cluster)."""
 
-from qgis.core import QgsProcessingParameterDefinition, QgsProcessingParameterString
+from qgis.core import QgsProcessingParameterString
 
 from ..fers_core.distributed import check_scheduler
+from .base import advanced
 
 NAME = "SCHEDULER"
 HELP = (
-    "Dask scheduler (advanced): empty = in this process (default); 'local' = a Dask cluster on this "
+    "Empty = in this process (default); 'local' = a Dask cluster on this "
     "machine, one worker process per core; an address such as tcp://host:8786 = that cluster, whose workers "
     "must read the input (and the model) at the same path. The raster is split into blocks over the workers "
-    "and the result is identical to a run in this process. Needs dask.distributed "
+    "and the result is identical to a run in this process. Global RX only. Needs dask.distributed "
     "(python -m pip install \"dask[distributed]\")."
 )
 
 
 def add_parameter(algorithm):
-    parameter = QgsProcessingParameterString(
+    algorithm.add_parameter(advanced(QgsProcessingParameterString(
         NAME, algorithm.tr("Dask scheduler (empty = this process, 'local', or tcp://host:8786)"), defaultValue="",
-        optional=True)
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-    algorithm.addParameter(parameter)
+        optional=True)), HELP)
 
 
 def value(algorithm, parameters, context):

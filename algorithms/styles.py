@@ -9,7 +9,13 @@ Scores get the Magma colour ramp stretched from the 2nd to the 99.5th percentile
 scores: the background keeps visible texture (dark purple to red), and the top half percent,
 where anomalies are, is pale yellow. Compared on hydice-urban-162 (global and local RX): a 2-98%
 stretch makes the whole background busy and saturates 2% of the pixels in one colour; 50-99.9%
-turns most of the image black and leaves small anomalies as faint dots.
+turns most of the image black and leaves small anomalies as faint dots. The mask is cyan and the
+object outlines green, hues the Magma ramp never takes, so neither is mistaken for a score.
+
+Loaded outputs are stacked objects, mask, scores from the top, so the opaque scores never hide
+the others: each post-processor moves its layer next to the layers of the same run already in the
+layer tree (QGIS 3.22 loads them in the order of their paths and has no sort key; on QGIS 3.32+
+the context's layerSortKey gives the same order).
 """
 
 from qgis.core import (
@@ -17,6 +23,7 @@ from qgis.core import (
     QgsFillSymbol,
     QgsGradientColorRamp,
     QgsGradientStop,
+    QgsLayerTree,
     QgsPalettedRasterRenderer,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
@@ -30,7 +37,10 @@ from qgis.PyQt.QtGui import QColor
 from ..fers_core.postprocess import score_percentiles
 
 SCORE_PERCENTILES = (2.0, 99.5)
-ANOMALY_COLOUR = QColor(230, 20, 20)
+MASK_COLOUR = QColor(0, 229, 255)  # cyan
+OUTLINE_COLOUR = QColor(0, 230, 118)  # green
+OBJECTS, MASK, SCORES = 1, 2, 3  # stacking rank of the outputs of one run, top first
+RANK_PROPERTY, RUN_PROPERTY = "fers/stack_rank", "fers/run"
 # matplotlib's Magma, sampled every tenth
 MAGMA = ("#000004", "#140e36", "#3b0f70", "#641a80", "#8c2981", "#b73779", "#de4968", "#f7705c", "#fe9f6d",
          "#fecf92", "#fcfdbf")
@@ -51,60 +61,124 @@ def score_renderer(layer, low, high):
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1)
     renderer.setClassificationMin(low)
     renderer.setClassificationMax(high)
-    renderer.createShader(magma_ramp(), QgsColorRampShader.Interpolated, QgsColorRampShader.Continuous, 0)
+    renderer.createShader(magma_ramp(), QgsColorRampShader.Type.Interpolated,
+                          QgsColorRampShader.ClassificationMode.Continuous, 0)
     origin = renderer.minMaxOrigin()
-    origin.setLimits(QgsRasterMinMaxOrigin.None_)
+    origin.setLimits(QgsRasterMinMaxOrigin.Limits.None_)
     renderer.setMinMaxOrigin(origin)
     return renderer
 
 
 def mask_renderer(layer):
-    """Anomalies (1) red, background (0) transparent; nodata (255) is transparent anyway."""
+    """Anomalies (1) cyan, background (0) transparent; nodata (255) is transparent anyway."""
     classes = [
         QgsPalettedRasterRenderer.Class(0, QColor(0, 0, 0, 0), "background"),
-        QgsPalettedRasterRenderer.Class(1, ANOMALY_COLOUR, "anomaly"),
+        QgsPalettedRasterRenderer.Class(1, MASK_COLOUR, "anomaly"),
     ]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 
 def polygon_renderer():
-    """Red outline, no fill."""
+    """Green outline, no fill."""
+    colour = OUTLINE_COLOUR
     symbol = QgsFillSymbol.createSimple({
-        "style": "no", "outline_color": "230,20,20,255", "outline_width": "0.6", "outline_width_unit": "MM",
+        "style": "no", "outline_color": f"{colour.red()},{colour.green()},{colour.blue()},255",
+        "outline_width": "0.6", "outline_width_unit": "MM",
     })
     return QgsSingleSymbolRenderer(symbol)
 
 
-class ScoreStyle(QgsProcessingLayerPostProcessorInterface):
-    def __init__(self, low, high):
+def _rank(node):
+    layer = node.layer() if QgsLayerTree.isLayer(node) else None
+    return None if layer is None else layer.customProperty(RANK_PROPERTY)
+
+
+def place_in_stack(layer, run, rank):
+    """Move a loaded layer among the loaded layers of the same run so that lower ranks are above it.
+
+    Called for each output as it is loaded, whatever the order: the layers of one run already in
+    its layer tree group are always in rank order, and this layer goes just above the first of
+    them with a higher rank (or just below the last with a lower one). Other layers keep their place.
+    """
+    layer.setCustomProperty(RUN_PROPERTY, run)
+    layer.setCustomProperty(RANK_PROPERTY, rank)
+    project = layer.project()
+    node = project.layerTreeRoot().findLayer(layer.id()) if project is not None else None
+    if node is None or node.parent() is None:
+        return
+    parent = node.parent()
+    children = parent.children()
+    here = next(i for i, child in enumerate(children) if QgsLayerTree.isLayer(child) and child.layerId() == layer.id())
+    same_run = [(i, int(_rank(child))) for i, child in enumerate(children) if i != here and _rank(child) is not None
+                and child.layer().customProperty(RUN_PROPERTY) == run]
+    below = [i for i, other in same_run if other > rank]
+    above = [i for i, other in same_run if other <= rank]
+    if below:
+        target = min(below)
+    elif above:
+        target = max(above) + 1
+    else:
+        return
+    if all(i < here for i in above) and all(i > here for i in below):
+        return
+    parent.insertChildNode(target, node.clone())  # the clone first: a layer left without a node is removed
+    parent.removeChildNode(node)
+
+
+class OutputStyle(QgsProcessingLayerPostProcessorInterface):
+    """Sets a loaded output's renderer (when `renderer(layer)` gives one) and its place in the layer stack.
+
+    `run` groups the outputs of one run (the path of its score raster); `rank` is OBJECTS, MASK or SCORES.
+    """
+
+    layer_type = QgsRasterLayer
+
+    def __init__(self, run, rank):
         super().__init__()
-        self.low, self.high = low, high
+        self.run, self.rank = run, rank
+
+    def renderer(self, layer):
+        return None
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
-        if isinstance(layer, QgsRasterLayer):
-            layer.setRenderer(score_renderer(layer, self.low, self.high))
+        if not isinstance(layer, self.layer_type):
+            return
+        renderer = self.renderer(layer)
+        if renderer is not None:
+            layer.setRenderer(renderer)
             layer.triggerRepaint()
+        place_in_stack(layer, self.run, self.rank)
 
 
-class MaskStyle(QgsProcessingLayerPostProcessorInterface):
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
-        if isinstance(layer, QgsRasterLayer):
-            layer.setRenderer(mask_renderer(layer))
-            layer.triggerRepaint()
+class ScoreStyle(OutputStyle):
+    def __init__(self, run, limits):
+        super().__init__(run, SCORES)
+        self.limits = limits
+
+    def renderer(self, layer):
+        return None if self.limits is None else score_renderer(layer, *self.limits)
 
 
-class PolygonStyle(QgsProcessingLayerPostProcessorInterface):
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
-        if isinstance(layer, QgsVectorLayer):
-            layer.setRenderer(polygon_renderer())
-            layer.triggerRepaint()
+class MaskStyle(OutputStyle):
+    def renderer(self, layer):
+        return mask_renderer(layer)
+
+
+class PolygonStyle(OutputStyle):
+    layer_type = QgsVectorLayer
+
+    def renderer(self, layer):
+        return polygon_renderer()
 
 
 def _attach(context, path, processor):
     if not path or not context.willLoadLayerOnCompletion(path):
         return None
     _post_processors[path] = processor
-    context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+    details = context.layerToLoadOnCompletionDetails(path)
+    details.setPostProcessor(processor)
+    if hasattr(details, "layerSortKey"):  # QGIS 3.32+: loads the layers in this order (lowest on top)
+        details.layerSortKey = processor.rank
     return processor
 
 
@@ -112,15 +186,14 @@ def style_scores(context, path):
     """Style a score raster that will be loaded: Magma between the SCORE_PERCENTILES of its valid scores."""
     if not path or not context.willLoadLayerOnCompletion(path):
         return None
-    limits = score_percentiles(path, SCORE_PERCENTILES)
-    if limits is None:
-        return None
-    return _attach(context, path, ScoreStyle(*limits))
+    return _attach(context, path, ScoreStyle(str(path), score_percentiles(path, SCORE_PERCENTILES)))
 
 
-def style_mask(context, path):
-    return _attach(context, path, MaskStyle())
+def style_mask(context, path, score_path):
+    """Style an anomaly mask that will be loaded, stacked above the scores of `score_path`."""
+    return _attach(context, path, MaskStyle(str(score_path), MASK))
 
 
-def style_polygons(context, path):
-    return _attach(context, path, PolygonStyle())
+def style_polygons(context, path, score_path):
+    """Style anomaly polygons that will be loaded, stacked above the mask and the scores of `score_path`."""
+    return _attach(context, path, PolygonStyle(str(score_path), OBJECTS))

@@ -1,13 +1,14 @@
 """fers:train: train a FERS model (spectral and/or spatial stage) on background rasters."""
 
+import os
+
 from qgis.core import (
+    QgsApplication,
     QgsProcessing,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
@@ -23,10 +24,11 @@ from ..fers_core.training.defaults import (
     MIN_PATCH_SIZE,
     TEACHER_OPTIONS,
 )
-from .base import FersAlgorithm
+from ..fers_core.training.output_path import default_model_output
+from .base import FersAlgorithm, RasterListParameter, advanced, widget_value
 from .detect_algorithm import DEVICE_OPTIONS, DEVICE_VALUES, ModelPathParameter
 
-STAGE_OPTIONS = ["Both (spectral, then spatial)", "Spectral only", "Spatial only (needs INIT_MODEL)"]
+STAGE_OPTIONS = ["Both (spectral, then spatial)", "Spectral only", "Spatial only (needs an initial model)"]
 TEACHER_LABELS = {"frozen-random": "Frozen random encoder (convh and pixel head trained)",
                   "trained": "Trained encoder (the whole spectral network learns)"}
 
@@ -38,8 +40,23 @@ class TrainAlgorithm(FersAlgorithm):
     STAGES, EPOCHS, PATCH_SIZE, BATCH_SIZE = "STAGES", "EPOCHS", "PATCH_SIZE", "BATCH_SIZE"
     LEARNING_RATE, SEED, TEACHER, INIT_MODEL = "LEARNING_RATE", "SEED", "TEACHER", "INIT_MODEL"
     DEVICE, RESUME, OUTPUT_MODEL = "DEVICE", "RESUME", "OUTPUT_MODEL"
-    group_name, group_id = "Models", "models"
+    group_name, group_id = "Model training", "training"
     needs_torch = True
+
+    help_anchor = "ferstrain-train-a-fers-model"
+    icon_file = "train.svg"
+    search_tags = ("hyperspectral", "anomaly", "FERS", "deep learning", "neural network", "training",
+                   "fine-tune", "reverse distillation", "background", "model")
+    help_intro = (
+        "Trains a FERS model on background imagery (rasters without the anomalies you look for), for the FERS "
+        "anomaly detector. Stage 1 trains the spectral network by reverse distillation; stage 2 trains the spatial "
+        "\"rebellious student\" with the spectral network frozen. Needs PyTorch."
+    )
+    help_notes = (
+        "One epoch is as many patches as cover the usable pixels once. Same inputs, settings and seed give "
+        "the same model on the same machine. After every epoch a checkpoint is written beside the trained model "
+        "(its name + .resume.pt); it is deleted when training ends. A cancelled run writes no model file."
+    )
 
     def name(self):
         return "train"
@@ -47,69 +64,88 @@ class TrainAlgorithm(FersAlgorithm):
     def displayName(self):  # noqa: N802 (QGIS API)
         return self.tr("Train a FERS model")
 
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return self.tr(
-            "Trains a FERS model on background imagery (rasters without the anomalies you look for), for "
-            "fers:detect. Stage 1 trains the spectral network by reverse distillation; stage 2 trains the spatial "
-            "\"rebellious student\" with the spectral network frozen.\n\n"
-            "Inputs: one or more rasters; their bands are resampled to the model's bands (over wavelength when the "
-            "raster and WAVELENGTHS both give them, else over the normalised band index) and scaled with each "
-            "raster's minimum and maximum, exactly as at detection.\n"
-            "Masks: optional rasters on the inputs' grids, one per input in the same order; non-zero pixels "
-            "(e.g. known targets) are left out of the training patches, as are nodata pixels.\n"
-            "Bands: optional band numbers and ranges applied to every input, e.g. '1-100, 120-150'.\n"
-            "Model bands / wavelengths: the model's band count and optionally its band centres in nm (comma-"
-            "separated). With INIT_MODEL, its bands and wavelengths are used.\n"
-            "Stages: both, spectral only, or spatial only (needs INIT_MODEL with a spectral branch).\n"
-            "Init model: optional model file or FERS authors' checkpoint folder to fine-tune.\n"
-            "One epoch is as many patches as cover the usable pixels once. Same inputs, settings and seed give "
-            "the same model on the same machine. After every epoch a checkpoint <output>.resume.pt is written; "
-            "with RESUME a later run with the same settings continues from it (it is deleted when training ends). "
-            "A cancelled run writes no model file."
-        )
-
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.INPUTS, self.tr("Background rasters"), QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterMultipleLayers(
+        self.add_parameter(RasterListParameter(self.INPUTS, self.tr("Background rasters")),
+            "One or more rasters; their bands are resampled to the model's bands (over wavelength when the raster "
+            "and the model band centres both give them, else over the normalised band index) and scaled with each "
+            "raster's minimum and maximum, exactly as at detection.")
+        self.add_parameter(RasterListParameter(
             self.MASKS, self.tr("Exclusion masks, one per input in the same order (non-zero = exclude)"),
-            QgsProcessing.TypeRaster, optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.BANDS, self.tr("Bands to use, e.g. 1-100, 120 (default: all)"), optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MODEL_BANDS, self.tr("Model bands"), QgsProcessingParameterNumber.Integer, DEFAULT_MODEL_BANDS,
-            minValue=MIN_MODEL_BANDS))
-        self.addParameter(QgsProcessingParameterString(
-            self.WAVELENGTHS, self.tr("Model band centres in nm, comma-separated (optional)"), optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.STAGES, self.tr("Stages"), STAGE_OPTIONS, defaultValue=0))
-        for key, label, default, minimum in (
-            (self.EPOCHS, "Epochs", DEFAULT_EPOCHS, 1),
-            (self.PATCH_SIZE, "Patch size (px)", DEFAULT_PATCH_SIZE, MIN_PATCH_SIZE),
-            (self.BATCH_SIZE, "Batch size", DEFAULT_BATCH_SIZE, 1),
-        ):
-            self.addParameter(QgsProcessingParameterNumber(
-                key, self.tr(label), QgsProcessingParameterNumber.Integer, default, minValue=minimum))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.LEARNING_RATE, self.tr("Learning rate (Adam)"), QgsProcessingParameterNumber.Double,
-            DEFAULT_LEARNING_RATE, minValue=1e-9))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0, minValue=0))
-        teacher = QgsProcessingParameterEnum(
-            self.TEACHER, self.tr("Stage-1 teacher"), [TEACHER_LABELS[o] for o in TEACHER_OPTIONS],
-            defaultValue=TEACHER_OPTIONS.index(DEFAULT_TEACHER))
-        teacher.setFlags(teacher.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(teacher)
-        self.addParameter(ModelPathParameter(
+            optional=True),
+            "Optional rasters on the inputs' grids; non-zero pixels (e.g. known targets) are left out of the "
+            "training patches, as are nodata pixels.")
+        self.add_parameter(QgsProcessingParameterString(
+            self.BANDS, self.tr("Bands to use, e.g. 1-100, 120 (default: all)"), optional=True),
+            "Band numbers and ranges applied to every input, e.g. '1-100, 120-150'. Empty = all bands.")
+        self.add_parameter(ModelPathParameter(
             self.INIT_MODEL, self.tr("Initial model to fine-tune (file or authors' checkpoint folder)"),
-            QgsProcessingParameterFile.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.RESUME, self.tr("Resume from <output>.resume.pt when it matches these settings"), defaultValue=True))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, self.tr("Trained model"), "FERS model (*.pt)"))
+            QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),
+            "Optional FERS model file or FERS authors' checkpoint folder to start from; its bands and wavelengths "
+            "are used. Empty = train from scratch.")
+        self.add_parameter(QgsProcessingParameterBoolean(
+            self.RESUME, self.tr("Resume an interrupted training when its checkpoint matches these settings"),
+            defaultValue=True),
+            "Continue from the checkpoint beside the trained model (its name + .resume.pt) that an interrupted run "
+            "with the same settings left; off = start again.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.STAGES, self.tr("Stages"), STAGE_OPTIONS, defaultValue=0)),
+            "Both (default), spectral only, or spatial only (needs an initial model with a spectral branch).")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.MODEL_BANDS, self.tr("Model bands"), QgsProcessingParameterNumber.Type.Integer, DEFAULT_MODEL_BANDS,
+            minValue=MIN_MODEL_BANDS)),
+            f"The model's band count (default {DEFAULT_MODEL_BANDS}); every raster is resampled to it. Ignored with "
+            "an initial model.")
+        self.add_parameter(advanced(QgsProcessingParameterString(
+            self.WAVELENGTHS, self.tr("Model band centres in nm, comma-separated"), optional=True)),
+            "Optional: the model's band centres, one per model band, so rasters with wavelengths are resampled "
+            "over wavelength. Ignored with an initial model.")
+        for key, label, default, minimum, text in (
+            (self.EPOCHS, "Epochs", DEFAULT_EPOCHS, 1, "Passes over the training pixels, per stage."),
+            (self.PATCH_SIZE, "Patch size (px)", DEFAULT_PATCH_SIZE, MIN_PATCH_SIZE,
+             "Side of the square training patches."),
+            (self.BATCH_SIZE, "Batch size", DEFAULT_BATCH_SIZE, 1, "Patches per optimisation step."),
+        ):
+            self.add_parameter(advanced(QgsProcessingParameterNumber(
+                key, self.tr(label), QgsProcessingParameterNumber.Type.Integer, default, minValue=minimum)), text)
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.LEARNING_RATE, self.tr("Learning rate (Adam)"), QgsProcessingParameterNumber.Type.Double,
+            DEFAULT_LEARNING_RATE, minValue=1e-9)), "Step size of the Adam optimiser.")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)),
+            "Seed of the initialisation and of the patch order: the same seed gives the same model.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.TEACHER, self.tr("Stage-1 teacher"), [TEACHER_LABELS[o] for o in TEACHER_OPTIONS],
+            defaultValue=TEACHER_OPTIONS.index(DEFAULT_TEACHER))),
+            "Frozen random encoder (default: only convh and the pixel head learn) or a trained encoder (the "
+            "whole spectral network learns).")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0)),
+            "Where the networks train: Auto uses an NVIDIA GPU (CUDA) when PyTorch sees one, else the CPU.")
+        self.add_parameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_MODEL, self.tr("Trained model"), "FERS model (*.pt)", optional=True, createByDefault=True),
+            "The FERS model file (.pt) to write, for the FERS anomaly detector's Model parameter. Left at "
+            "[Save to temporary file] (the default) or empty, the model is kept as <first input>_fers_model.pt beside the "
+            "first input (in the QGIS profile's fers/models folder when that folder is read-only), with _2, _3, "
+            "... rather than replacing a model; the log names the file.")
 
     def layer_sources(self, parameters, name, context):
-        return [layer.source().split("|")[0] for layer in self.parameterAsLayerList(parameters, name, context)]
+        return [path for path, _ in self.raster_sources(parameters, name, context)]
+
+    def model_output(self, parameters, context, inputs, feedback):
+        """The model file to write: the one asked for, else a real file beside the first input.
+
+        "Save to temporary file" (the dialog's default) and no value at all give the default of
+        fers_core.training.output_path: a temporary model, and its resume checkpoint, would be
+        lost when QGIS closes.
+        """
+        value = widget_value(parameters.get(self.OUTPUT_MODEL))
+        if not inputs or value not in (None, "", QgsProcessing.TEMPORARY_OUTPUT):
+            return self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        fallback = os.path.join(QgsApplication.qgisSettingsDirPath(), "fers", "models")
+        path = default_model_output(inputs[0], fallback)
+        feedback.info(f"Trained model: {path} (no model file was chosen; it is kept, with its resume checkpoint "
+                      "while training runs).")
+        return path
 
     def compute(self, parameters, context, feedback):
         from ..fers_core.torch_support import require_torch
@@ -117,9 +153,10 @@ class TrainAlgorithm(FersAlgorithm):
         require_torch()
         from ..fers_core.training.run import TrainOptions, parse_band_list, parse_wavelengths, train_model
 
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        inputs = self.layer_sources(parameters, self.INPUTS, context)
+        output = self.model_output(parameters, context, inputs, feedback)
         options = TrainOptions(
-            inputs=self.layer_sources(parameters, self.INPUTS, context),
+            inputs=inputs,
             masks=self.layer_sources(parameters, self.MASKS, context) or None,
             bands=parse_band_list(self.parameterAsString(parameters, self.BANDS, context)),
             model_bands=self.parameterAsInt(parameters, self.MODEL_BANDS, context),

@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .atomic import Temporary, write_failure
 from .blockwise import TreeReducer, merged_covariance
 from .errors import InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
 from .model_cache import inference_network
+from .output_safety import check_outputs
 from .preprocess import (
     RangeAccumulator,
     apply_band_matrix,
@@ -43,6 +45,7 @@ from .raster_io import (
     RasterWriter,
     Window,
     bounded_gdal_cache,
+    check_raster_outputs,
     output_folder,
     read_mask,
     write_cache_mb,
@@ -346,6 +349,18 @@ def choose_fusion(fusion, model_bands, branches):
     return "product" if model_bands <= PRODUCT_FUSION_MAX_BANDS else "sum"
 
 
+FUSION_NAMES = {FUSION_REFERENCE: "As the reference", FUSION_SUM: "Sum", FUSION_PRODUCT: "Product"}
+
+
+def describe_fusion(choice, fusion, model_bands):
+    """The log's words for the FUSION choice and what it became, e.g. 'As the reference (product at 50 model bands)'."""
+    if fusion == "single":
+        return "none (one branch)"
+    if choice == FUSION_REFERENCE:
+        return f"As the reference ({fusion} at {model_bands} model bands)"
+    return FUSION_NAMES.get(choice, str(fusion))
+
+
 def enhanced_cubes(x, features, fusion):
     """The cube(s) RX scores: x + sum of features, or x + each feature for product fusion."""
     if fusion == "product":
@@ -397,7 +412,7 @@ def prepare_detection(input_path, model, options, feedback):
                   f"{model.provenance.get('summary', model.provenance.get('source', ''))}")
     feedback.info(f"Band mapping: {preprocessor.mapping.description}.")
     feedback.info(f"Device: {device}, {options.precision} precision; branches used: {', '.join(branches)}; "
-                  f"fusion: {fusion}; "
+                  f"fusion: {describe_fusion(options.fusion, fusion, model.bands)}; "
                   f"{len(strips)} window(s) of up to {strips.windows[0].rows}x{strips.windows[0].cols} px; "
                   "spatial tiles "
                   f"{options.spatial_tile} px (core {options.spatial_tile - 2 * options.spatial_margin} px).")
@@ -476,9 +491,11 @@ class FeatureSpill:
     It is deleted when the run ends, however it ends.
     """
 
-    def __init__(self, path):
-        self.path = path
-        self._file = open(path, "w+b")  # noqa: SIM115 (closed in close())
+    def __init__(self, temporary, needed_bytes=None):
+        self._temporary = temporary  # a registered Temporary: deleted on a signal or a failed run too
+        self.path = temporary.path
+        self.needed_bytes = needed_bytes
+        self._file = open(self.path, "w+b")  # noqa: SIM115 (closed in close())
         self._index = {}
 
     @classmethod
@@ -493,15 +510,23 @@ class FeatureSpill:
             feedback.info(f"Not enough free disk space in {folder} to keep the features between passes "
                           f"({needed / 2**20:,.0f} MB needed): the networks run again in the score pass.")
             return None
-        return cls(_hidden_path(output_path, "features").replace(".tif", ".bin"))
+        spill = cls(Temporary(output_path, "features", ".bin"), needed)
+        feedback.info(f"The features are kept between passes in {spill.path} (up to {needed / 2**20:,.0f} MB; "
+                      "deleted when the run ends).")
+        return spill
 
     def put(self, key, arrays, valid):
         self._file.seek(0, os.SEEK_END)
         entries = []
-        for array in list(arrays) + [valid]:
-            array = np.ascontiguousarray(array)
-            entries.append((self._file.tell(), array.shape, array.dtype))
-            self._file.write(array.tobytes())
+        try:
+            for array in list(arrays) + [valid]:
+                array = np.ascontiguousarray(array)
+                entries.append((self._file.tell(), array.shape, array.dtype))
+                self._file.write(array.tobytes())
+        except OSError as error:  # a full disk, a file-size limit
+            written = self._file.tell()
+            self.close()
+            raise write_failure(error, self.path, self.needed_bytes, written_bytes=written) from None
         self._index[key] = entries
 
     def get(self, key):
@@ -513,9 +538,11 @@ class FeatureSpill:
         return arrays[:-1], arrays[-1]
 
     def close(self):
-        self._file.close()
-        if os.path.exists(self.path):
-            os.remove(self.path)
+        try:
+            self._file.close()
+        except OSError:  # the last buffered write failed: the file is deleted anyway
+            pass
+        self._temporary.remove()
 
 
 def extra_outputs(options, networks, feedback):
@@ -529,10 +556,21 @@ def extra_outputs(options, networks, feedback):
     return extra
 
 
+def check_detection_formats(output_path, options, model_bands):
+    """The score raster's and the enhanced cubes' (model bands each) output formats, before the first pass."""
+    check_raster_outputs([("the score output", output_path, 1),
+                          ("the spectral cube output", options.spectral_output, model_bands),
+                          ("the spatial cube output", options.spatial_output, model_bands)])
+
+
 def run_fers_detection(input_path, output_path, model, options=None, feedback=None):
     """Score `input_path` with FERS (model features + global RX); write a float32 score raster."""
     options = options or DetectOptions()
     feedback = feedback or Feedback()
+    check_outputs([("the score output", output_path), ("the spectral cube output", options.spectral_output),
+                   ("the spatial cube output", options.spatial_output)],
+                  [("the input", input_path), ("the mask", options.mask_path)])
+    check_detection_formats(output_path, options, model.bands)
     timings = {}
     started = time.perf_counter()
     with torch_threads(options.threads):
@@ -595,10 +633,8 @@ def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_pat
         writers = {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
                    for name, path in extra.items()}
         if product:
-            maps_path = os.path.join(os.path.dirname(os.path.abspath(output_path)),
-                                     f".{os.path.basename(output_path)}.rx-maps.tif")
+            maps_path = stack.enter_context(Temporary(output_path, "rx-maps", ".tif")).path
             target = stack.enter_context(RasterWriter.like(reader, maps_path, 2))
-            stack.callback(lambda: os.path.exists(maps_path) and os.remove(maps_path))
         else:
             target = stack.enter_context(RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]))
         ranges = [RangeAccumulator() for _ in range(n_maps)]
@@ -623,10 +659,6 @@ def _write_product(maps_path, reader, output_path, ranges, progress):
     _combine_maps([(maps_path, 0), (maps_path, 1)], reader, output_path, ranges, progress, "global RX")
 
 
-def _hidden_path(output_path, suffix):
-    """A temporary file name beside the output (same disk, removed after the run)."""
-    folder, name = os.path.split(os.path.abspath(output_path))
-    return os.path.join(folder, f".{name}.{suffix}.tif")
 
 
 def _run_local_detector(setup, options, output_path, model_bands, feedback):
@@ -641,10 +673,11 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
     product = setup.fusion == "product"
     names = ["spatial", "spectral"] if product else ["enhanced"]
     with ExitStack() as stack:
-        cube_paths = [_hidden_path(output_path, f"{name}-cube") for name in names]
-        map_paths = [_hidden_path(output_path, f"{name}-local-rx") for name in names] if product else [output_path]
-        for path in cube_paths + (map_paths if product else []):
-            stack.callback(lambda p=path: os.path.exists(p) and os.remove(p))
+        def scratch(purpose):  # a raster beside the output, unique to this run, deleted when the run ends
+            return stack.enter_context(Temporary(output_path, purpose, ".tif")).path
+
+        cube_paths = [scratch(f"{name}-cube") for name in names]
+        map_paths = [scratch(f"{name}-local-rx") for name in names] if product else [output_path]
         writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
         band_names = [f"model band {i + 1}" for i in range(model_bands)]
         extras = {name: stack.enter_context(RasterWriter.like(setup.reader, path, model_bands, band_names=band_names))

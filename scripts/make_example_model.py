@@ -136,9 +136,9 @@ def build_model():
                                                 defaultValue=default["DETECTOR"]), (0, 1)),
         "threshold_percent": (QgsProcessingParameterNumber(
             "threshold_percent", "Top percent of valid pixels flagged (mask and objects)",
-            QgsProcessingParameterNumber.Double, top_percent, minValue=0.0001, maxValue=100), (0, 2)),
+            QgsProcessingParameterNumber.Type.Double, top_percent, minValue=0.0001, maxValue=100), (0, 2)),
         "min_pixels": (QgsProcessingParameterNumber(
-            "min_pixels", "Minimum object size (pixels)", QgsProcessingParameterNumber.Integer,
+            "min_pixels", "Minimum object size (pixels)", QgsProcessingParameterNumber.Type.Integer,
             default[object_outputs.MIN_PIXELS], minValue=1), (0, 3)),
     }
     for name in INPUT_ORDER:
@@ -175,7 +175,7 @@ def build_model():
         object_outputs.MIN_PIXELS: from_input("min_pixels"),
     })
     for definition in detect_algorithm.parameterDefinitions():  # the rest: fers:detect's defaults
-        mandatory = not definition.flags() & QgsProcessingParameterDefinition.FlagOptional
+        mandatory = not definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional
         if mandatory and not definition.isDestination() and definition.name() not in detect.parameterSources():
             detect.addParameterSources(definition.name(), static(definition.defaultValue()))
     detect.setModelOutputs({

@@ -88,7 +88,7 @@ def main(argv=None):
     common = {"inputs": inputs, "model_bands": RECIPE["model_bands"], "seed": RECIPE["seed"],
               "batch_size": RECIPE["batch_size"], "learning_rate": RECIPE["learning_rate"], "device": "cpu"}
     provenance = {
-        "summary": "FERS for QGIS bundled default model (scripts/train_default.py)",
+        "summary": "FERS for QGIS bundled default model",
         "command": "make weights",
         "training_scenes": list(TRAIN_SCENES),
         "stages": "stage 1 (spectral, frozen-random teacher) into .run/weights/fers_default.stage1.pt, then stage 2 "

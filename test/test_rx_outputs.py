@@ -84,7 +84,7 @@ def read_features(path):
 
 def test_polygon_attributes_of_hand_made_targets(run_alg, tmp_path):
     source, exclusion, targets = targets_scene(tmp_path)
-    result = run_rx(run_alg, tmp_path, source, MASK=exclusion, THRESHOLD_METHOD=1, THRESHOLD=500.0,
+    result = run_rx(run_alg, tmp_path, source, MASK=exclusion, THRESHOLD_METHOD=1, THRESHOLD=500.0, MIN_PIXELS=1,
                     OUTPUT_MASK=str(tmp_path / "mask.tif"), OUTPUT_POLYGONS=str(tmp_path / "objects.gpkg"))
     scores = read(result["OUTPUT"])[0]
     assert scores[targets == 1].min() > 500 > scores[targets == 0].max()
@@ -169,7 +169,7 @@ def test_polygons_alone_leave_no_temporary_mask(run_alg, tmp_path, cube_path):
 
     temp = QgsProcessingUtils.tempFolder()
     before = {name for name in os.listdir(temp) if name.startswith("fers_mask_")}
-    result = run_rx(run_alg, tmp_path, cube_path, OUTPUT_POLYGONS=str(tmp_path / "objects.gpkg"))
+    result = run_rx(run_alg, tmp_path, cube_path, MIN_PIXELS=1, OUTPUT_POLYGONS=str(tmp_path / "objects.gpkg"))
     assert "OUTPUT_MASK" not in result and result["OBJECT_COUNT"] >= 1
     assert leftovers(tmp_path, {"cube.tif", "rx.tif", "objects.gpkg"}) == []
     assert {name for name in os.listdir(temp) if name.startswith("fers_mask_")} == before
@@ -216,7 +216,7 @@ def test_loaded_outputs_are_styled(qgis_app, tmp_path):
     )
     from qgis.PyQt.QtCore import Qt
 
-    from fers.algorithms.styles import MAGMA, SCORE_PERCENTILES
+    from fers.algorithms.styles import MAGMA, MASK_COLOUR, OUTLINE_COLOUR, SCORE_PERCENTILES
 
     source, exclusion, _ = targets_scene(tmp_path)
     project = QgsProject()
@@ -248,9 +248,25 @@ def test_loaded_outputs_are_styled(qgis_app, tmp_path):
     mask = layers["mask.tif"].renderer()
     assert isinstance(mask, QgsPalettedRasterRenderer)
     colours = {c.value: c.color for c in mask.classes()}
-    assert colours[1].red() > 200 and colours[1].alpha() == 255 and colours[0].alpha() == 0
+    assert colours[1] == MASK_COLOUR and colours[1].alpha() == 255 and colours[0].alpha() == 0
 
     polygons = layers["objects.gpkg"].renderer()
     assert polygons.type() == "singleSymbol"
     fill = polygons.symbol().symbolLayer(0)
-    assert fill.brushStyle() == Qt.NoBrush and fill.strokeColor().red() > 200
+    assert fill.brushStyle() == Qt.NoBrush and fill.strokeColor() == OUTLINE_COLOUR
+    assert_outside_ramp(scores, colours[1], fill.strokeColor())
+
+    stack = [node.layer() for node in project.layerTreeRoot().findLayers()]  # top first
+    assert stack == [layers["objects.gpkg"], layers["mask.tif"], layers["rx.tif"]]
+
+
+def assert_outside_ramp(score_renderer, *colours):
+    """Each colour's hue is at least 60 degrees from every visibly coloured step of the score ramp (saturated and
+    not near black: the ramp's darkest, blue-black steps read as black)."""
+    ramp = score_renderer.shader().rasterShaderFunction().sourceColorRamp()
+    steps = [ramp.color(i / 100) for i in range(101)]
+    hues = [c.hsvHue() for c in steps if c.hsvSaturation() > 40 and c.value() > 80 and c.hsvHue() >= 0]
+    assert len(hues) > 50
+    for colour in colours:
+        distance = min(min(abs(colour.hsvHue() - h), 360 - abs(colour.hsvHue() - h)) for h in hues)
+        assert distance >= 60, (colour.name(), distance)
