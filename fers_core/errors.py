@@ -22,3 +22,7 @@ class Cancelled(FersError):
 
     def __init__(self, message="Cancelled by the user; no output was written."):
         super().__init__(message)
+
+
+class OutputError(FersError):
+    """An output cannot be written where asked: it is an input, another output, a folder, or the disk is full."""

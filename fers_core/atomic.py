@@ -1,0 +1,267 @@
+"""Temporary files beside their destination, renamed into place when complete: the one mechanism every writer uses.
+
+A temporary is named ``.<stem>[.<purpose>].partial-<host>-<pid>-<token><ext>`` in the destination's folder
+(same disk, so the final rename is atomic): the owner's host and process id make it unique to its run and
+let a later run recognise what a killed run left (``remove_stale``); the random token keeps two temporaries
+of one process apart. Names are built from the file name only, never by editing the whole path.
+
+Every live temporary is in a registry, so a signal handler (``run_guard``) can delete them all, and the
+run that created one can delete what it left when it fails. ``AtomicOutput.commit`` moves the finished file
+and the files GDAL wrote beside it (``.hdr``, ``.aux.xml``, ``-wal`` ...) to the destination's name.
+"""
+
+import errno
+import glob
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+import zlib
+
+from .errors import OutputError
+
+HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')) & 0xFFFFFF:06x}"
+_NAME = re.compile(r"^\..*\.partial-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}")
+_lock = threading.Lock()
+_live = {}  # id(temporary) -> Temporary
+_listeners = []  # callables(event, temporary, files) of run scopes: "created", "removed", "committed"
+
+
+def temporary_path(destination, purpose="", extension=None):
+    """A new temporary name beside `destination`; `extension` replaces the destination's (None: keep it)."""
+    folder, name = os.path.split(os.path.abspath(str(destination)))
+    stem, own_extension = os.path.splitext(name)
+    extension = own_extension if extension is None else extension
+    tag = f".{purpose}" if purpose else ""
+    return os.path.join(folder, f".{stem}{tag}.partial-{HOST}-{os.getpid()}-{secrets.token_hex(4)}{extension}")
+
+
+def owner(path):
+    """(host tag, pid) of a temporary's name, or None when the name is not one of ours."""
+    match = _NAME.match(os.path.basename(path))
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale(folder):
+    """Delete the temporaries in `folder` that runs on this host left when they were killed; their paths.
+
+    Only our names, and only when their owner process is gone: a live run's files are never touched.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        found = owner(name)
+        if not found or found[0] != HOST or found[1] == os.getpid() or process_alive(found[1]):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isfile(path) or os.path.islink(path):
+                os.remove(path)
+                removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def live_temporaries():
+    with _lock:
+        return list(_live.values())
+
+
+def remove_all_live():
+    """Delete every live temporary of this process (the signal handler's cleanup)."""
+    for temporary in live_temporaries():
+        temporary.remove()
+
+
+def add_listener(listener):
+    with _lock:
+        _listeners.append(listener)
+
+
+def remove_listener(listener):
+    with _lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+
+def _notify(event, temporary, files=()):
+    with _lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(event, temporary, files)
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+class Temporary:
+    """A scratch file beside `destination` (and any file GDAL adds under the same name plus a suffix).
+
+    Registered while it lives; ``remove()`` (or leaving the ``with`` block) deletes it.
+    """
+
+    keep_on_failure = False
+
+    def __init__(self, destination, purpose="", extension=None):
+        self.destination = os.path.abspath(str(destination))
+        self.path = temporary_path(self.destination, purpose, extension)
+        extension = os.path.splitext(self.destination)[1] if extension is None else extension
+        self._base = self.path[:len(self.path) - len(extension)] if extension else self.path
+        self.thread = threading.get_ident()
+        with _lock:
+            _live[id(self)] = self
+        _notify("created", self)
+
+    def files(self):
+        """The temporary file and its sidecars as they are on disk now."""
+        return sorted(glob.glob(glob.escape(self._base) + "*"))
+
+    def remove(self):
+        """Delete the files (safe to call twice, and from a signal handler)."""
+        for path in self.files():
+            try:
+                _remove_quietly(path)
+            except OSError:
+                pass
+        self._forget()
+
+    def _forget(self):
+        with _lock:
+            known = _live.pop(id(self), None)
+        if known is not None:
+            _notify("removed", self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.remove()
+
+
+class AtomicOutput(Temporary):
+    """A file written under a temporary name and moved to `destination` by ``commit()``.
+
+    `keep_on_failure`: a committed file the run keeps even when it fails later (a resume checkpoint);
+    other committed files are outputs that a failed run removes again (see run_guard).
+    """
+
+    def __init__(self, destination, keep_on_failure=False):
+        super().__init__(destination)
+        self.keep_on_failure = keep_on_failure
+        self.committed = False
+
+    def commit(self):
+        """Move the file and its sidecars to the destination's name (the main file last); the paths written."""
+        destination_base = os.path.splitext(self.destination)[0] if os.path.splitext(self.destination)[1] \
+            else self.destination
+        moves = [(path, destination_base + path[len(self._base):]) for path in self.files()]
+        moves.sort(key=lambda move: move[1] == self.destination)
+        written = []
+        for source, target in moves:
+            os.replace(source, target)
+            written.append(target)
+        self.committed = True
+        self._forget()
+        _notify("committed", self, written)
+        return written
+
+    def __exit__(self, exc_type, exc, traceback):
+        if not self.committed:
+            self.remove()
+
+
+def megabytes(count):
+    return f"{count / 2**20:,.1f} MB" if count < 10 * 2**20 else f"{count / 2**20:,.0f} MB"
+
+
+def free_bytes(path):
+    """Free bytes on the disk holding `path` (or its nearest existing folder), None when unknown."""
+    folder = os.path.abspath(str(path))
+    while folder and not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+_FULL_WORDS = ("no space left", "disk is full", "database or disk is full", "not enough space")
+_LIMIT_WORDS = ("file too large",)
+_WRITE_WORDS = ("write error", "writing", "failed writing", "file write failed", "tiffappendtostrip",
+                "disk i/o error", "cannot write", "short write")
+
+
+def file_size_limit():
+    """This process's file-size limit in bytes (`ulimit -f`), None when unlimited."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def write_failure(error, destination, needed_bytes=None, always=True, written_bytes=None):
+    """An OutputError saying why writing `destination` failed (disk full, file-size limit, ...) and how much
+    room the run needed, or None when `error` does not look like a write failure and `always` is false.
+
+    GDAL's messages seldom say why a write failed, so the file-size limit and the free space are checked
+    too; `written_bytes`: how large the temporary file had grown when the write failed.
+    """
+    code = getattr(error, "errno", None)
+    text = str(error).strip()
+    lowered = text.lower()
+    free = free_bytes(os.path.dirname(os.path.abspath(str(destination))))
+    limit = file_size_limit()
+    at_limit = limit is not None and written_bytes is not None and written_bytes + 2**16 >= limit
+    if code == errno.EFBIG or any(word in lowered for word in _LIMIT_WORDS) or at_limit:
+        reason = ("the file-size limit was reached (a limit set for this process, e.g. with `ulimit -f`, or the "
+                  "largest file this file system holds)")
+    elif code == errno.ENOSPC or any(word in lowered for word in _FULL_WORDS) or \
+            (free is not None and (free < 2**20 or (needed_bytes and free < needed_bytes))):
+        reason = "the disk is full"
+    elif code == errno.EDQUOT:
+        reason = "the disk quota is used up"
+    elif code == errno.EROFS:
+        reason = "the file system is read-only"
+    elif not always and code is None and not any(word in lowered for word in _WRITE_WORDS):
+        return None
+    else:
+        reason = f"the system refused the write ({text or type(error).__name__})"
+    needs = []
+    if needed_bytes:
+        needs.append(f"the file needs up to about {megabytes(needed_bytes)} (uncompressed)")
+    if at_limit or (limit is not None and code == errno.EFBIG):
+        needs.append(f"the limit is {megabytes(limit)}")
+    if free is not None:
+        needs.append(f"{megabytes(free)} are free there")
+    detail = f" ({'; '.join(needs)})" if needs else ""
+    advice = "raise the limit, or choose" if reason.startswith("the file-size limit") else "free some space, or choose"
+    return OutputError(
+        f"Writing '{destination}' failed: {reason}{detail}. {advice.capitalize()} another output location, then "
+        "run again; no partial or temporary file was left."
+    )

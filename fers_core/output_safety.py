@@ -1,0 +1,143 @@
+"""Checks of a run's outputs before its first pass: no output is an input, no two outputs share a file, and
+every output location can be written.
+
+Files are compared by device and inode where they exist (so another spelling of the path, a symbolic link
+or a hard link is the same file) and by their resolved path otherwise. An input counts with the files
+that belong to it (an ENVI header, GDAL's ``.aux.xml``/``.ovr``/``.msk``, a GeoPackage's ``-wal``/``-shm``,
+every file of a checkpoint folder); an output with the files its writer creates beside it.
+"""
+
+import os
+
+from .errors import OutputError
+
+_ENVI_EXTENSIONS = {".bsq", ".bil", ".bip", ".dat", ".envi"}  # outputs the ENVI driver writes, with a .hdr
+_GDAL_SIDECARS = (".aux.xml", ".ovr", ".msk")
+_SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _resolved(path):
+    return os.path.normcase(os.path.realpath(os.path.abspath(os.path.expanduser(str(path)))))
+
+
+def _identity(path):
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def input_files(path):
+    """The files that make up an input: the file, its companions, or every file of a folder."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    if os.path.isdir(path):
+        try:
+            return [os.path.join(path, name) for name in sorted(os.listdir(path))
+                    if os.path.isfile(os.path.join(path, name))]
+        except OSError:
+            return []
+    stem = os.path.splitext(path)[0]
+    candidates = [path, stem + ".hdr", path + ".hdr"] + [path + suffix for suffix in _GDAL_SIDECARS + _SQLITE_SIDECARS]
+    return [candidate for candidate in dict.fromkeys(candidates) if os.path.isfile(candidate)]
+
+
+def output_files(path):
+    """The files writing `path` creates: the file, an ENVI header, GDAL's .aux.xml, a GeoPackage's journals."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    stem, extension = os.path.splitext(path)
+    files = [path, path + ".aux.xml"]
+    if extension.lower() in _ENVI_EXTENSIONS:
+        files.append(stem + ".hdr")
+    if extension.lower() == ".gpkg":
+        files += [path + suffix for suffix in _SQLITE_SIDECARS]
+    return files
+
+
+def check_outputs(outputs, inputs=()):
+    """Refuse (OutputError) an output that is an input's file or another output's, or that cannot be written.
+
+    `outputs` and `inputs`: (parameter name, path) pairs; empty paths are skipped. Nothing is written.
+    """
+    outputs = [(name, str(path)) for name, path in outputs if path]
+    inputs = [(name, str(path)) for name, path in inputs if path]
+    for name, path in outputs:
+        check_location(name, path)
+    by_identity, by_path = {}, {}
+    for name, path in inputs:
+        for file in input_files(path):
+            identity = _identity(file)
+            if identity is not None:
+                by_identity.setdefault(identity, (name, path, file))
+            by_path.setdefault(_resolved(file), (name, path, file))
+    for name, path in outputs:
+        for file in output_files(path):
+            found = by_identity.get(_identity(file)) if os.path.exists(file) else None
+            found = found or by_path.get(_resolved(file))
+            if found:
+                input_name, input_path, input_file = found
+                what = f"{input_name} '{input_path}'"
+                if _resolved(input_file) != _resolved(input_path):
+                    what += f" (its file '{os.path.basename(input_file)}')"
+                written = "" if file == output_files(path)[0] else f" (writing it also writes '{file}')"
+                raise OutputError(_sentence(
+                    f"{name} '{path}'{written} is the same file as {what}: writing it would destroy the input. "
+                    "Choose another output file name."
+                ))
+    seen_identity, seen_path = {}, {}
+    for name, path in outputs:
+        files = output_files(path)
+        for file in files:
+            identity = _identity(file) if os.path.exists(file) else None
+            other = (seen_identity.get(identity) if identity else None) or seen_path.get(_resolved(file))
+            if other and other[0] != name:
+                shared = "the same file" if file == files[0] else f"written to the same file '{file}'"
+                where = f"'{path}'" if path == other[1] else f"'{path}' and '{other[1]}'"
+                raise OutputError(_sentence(
+                    f"{name} and {other[0]} are {shared} ({where}): one would overwrite the other. Give each output "
+                    "its own file name."
+                ))
+        for file in files:
+            identity = _identity(file) if os.path.exists(file) else None
+            if identity:
+                seen_identity.setdefault(identity, (name, path))
+            seen_path.setdefault(_resolved(file), (name, path))
+
+
+def check_location(name, path):
+    """Refuse an output that is a folder, lies under a regular file, or in a folder that cannot be written."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    if os.path.isdir(path):
+        raise OutputError(_sentence(f"{name} '{path}' is an existing folder: give a file name, e.g. "
+                                    f"'{os.path.join(path, 'output' + _example_extension(name))}'."))
+    folder = os.path.dirname(path)
+    existing = folder
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise OutputError(f"Cannot create the output folder of {name} ('{folder}'): '{existing}' is a file, not a "
+                          "folder. Choose another output location.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "folder" if existing == folder else "folder (where its folder would be created)"
+        raise OutputError(f"Cannot write to the {where} '{existing}' of {name}: choose an output location you "
+                          "can write to.")
+
+
+def _sentence(text):
+    return text[:1].upper() + text[1:]
+
+
+def _example_extension(name):
+    upper = name.upper()
+    if "MODEL" in upper:
+        return ".pt"
+    if "HTML" in upper:
+        return ".html"
+    if "CSV" in upper:
+        return ".csv"
+    if "POLYGON" in upper:
+        return ".gpkg"
+    return ".tif"
