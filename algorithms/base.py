@@ -259,7 +259,8 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(error)) from None
         except MemoryError:
             raise QgsProcessingException(
-                "The run ran out of memory: lower MEMORY_MB (and TILE_SIZE for fers:detect) or close other programs, "
+                "The run ran out of memory: lower the memory budget (MEMORY_MB; for fers:detect also the spatial tile "
+                "size, TILE_SIZE) or close other programs, "
                 "then run again."
             ) from None
         except OSError as error:  # disk full, a file removed or locked while the run used it

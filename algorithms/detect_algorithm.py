@@ -204,7 +204,8 @@ class DetectAlgorithm(FersAlgorithm):
             threads=self.thread_count(),
         )
         if cluster and options.detector == "local":
-            raise InputError("SCHEDULER runs global RX only: leave it empty for the local detector.")
+            raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the local "
+                             "detector.")
         available = tuple(b for b in options.branches if model.has_branch(b))
         if outputs.asked_for(parameters) and choose_fusion(options.fusion, model.bands, available) == "product" and \
                 self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:

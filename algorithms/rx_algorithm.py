@@ -103,7 +103,7 @@ class RxAlgorithm(FersAlgorithm):
         source = self.raster_source(parameters, self.INPUT, context)
         cluster = scheduler.value(self, parameters, context)
         if cluster and self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
-            raise InputError("SCHEDULER runs global RX only: leave it empty for local RX.")
+            raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for local RX.")
         if not cluster:  # on a Dask cluster the blocks use the workers' memory
             check_rx_run(source, common["bands"], common["block_mb"],
                          self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL,

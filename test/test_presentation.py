@@ -69,6 +69,31 @@ def test_every_algorithm_has_the_expected_advanced_parameters(qgis_app):
     assert {p.name() for p in detect.parameterDefinitions()} - advanced_names(detect) == MAIN_DETECT
 
 
+@pytest.mark.parametrize("algorithm_id", ["fers:detect", "fers:train", "fers:rx"])
+def test_real_dialog_shows_advanced_parameters_apart_and_every_help(qgis_app, algorithm_id):
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.PyQt.QtWidgets import QTextBrowser, QWidget
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+    dialog = AlgorithmDialog(algorithm)
+    try:
+        advanced_box = dialog.findChild(QWidget, "grpAdvanced")
+        in_advanced = set()
+        for name, wrapper in dialog.mainWidget().wrappers.items():
+            widget = wrapper.wrappedWidget()
+            assert html.unescape(algorithm.parameterDefinition(name).help()) in rendered(widget.toolTip()), name
+            while widget is not None and widget is not advanced_box:
+                widget = widget.parentWidget()
+            if widget is advanced_box:
+                in_advanced.add(name)
+        assert in_advanced == ADVANCED[algorithm_id]
+        shown = dialog.findChild(QTextBrowser, "textShortHelp").toPlainText()
+        for parameter in algorithm.parameterDefinitions():
+            assert f"{parameter.description()}: {html.unescape(parameter.help())}" in shown, parameter.name()
+    finally:
+        dialog.deleteLater()
+
+
 def test_every_parameter_has_help_and_the_help_panel_lists_it_by_its_label(qgis_app):
     for algorithm in fers_algorithms():
         keys = [p.name() for p in algorithm.parameterDefinitions()]
