@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import zipfile
 
 import numpy as np
@@ -29,12 +30,18 @@ FORBIDDEN_SUFFIXES = (".pyc", ".pyo", ".tif", ".tiff", ".npy", ".npz", ".mat", "
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    """Build the zip as `make package` does; (zip path, its names)."""
+def package_build():
+    """`make package`'s run (its completed process)."""
     completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "package.py")], capture_output=True,
                                text=True, timeout=120, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
-    path = completed.stdout.split(" (")[0].strip()
+    return completed
+
+
+@pytest.fixture(scope="module")
+def package(package_build):
+    """Build the zip as `make package` does; (zip path, its names)."""
+    path = package_build.stdout.split(" (")[0].strip()
     with zipfile.ZipFile(path) as archive:
         return path, archive.namelist()
 
@@ -75,6 +82,96 @@ def test_zip_holds_no_secrets(package):
             text = archive.read(name).decode("utf-8", errors="ignore")
             found = SECRET_PATTERNS.search(text)
             assert found is None, f"{name}: {found.group(0)!r}"
+
+
+# What plugins.qgis.org checks on upload (QGIS-Django, qgis-app/plugins/validator.py), and what QGIS's own
+# metadata reader (qgis.utils.findPlugins: configparser with interpolation) needs.
+REPOSITORY_MAX_BYTES = 25_000_000
+REPOSITORY_REQUIRED = ("name", "description", "version", "qgisMinimumVersion", "author", "email", "about",
+                       "tracker", "repository")
+UNINFORMATIVE_TAGS = {"processing", "raster", "vector", "python", "plugin", "qgis", "tool", "tools"}
+
+
+def zip_metadata(path):
+    """metadata.txt as the plugin repository parses it from the zip (keys case-sensitive)."""
+    with zipfile.ZipFile(path) as archive:
+        text = archive.read("fers/metadata.txt").decode("utf-8")
+    parser = configparser.ConfigParser()
+    parser.optionxform = str
+    parser.read_string(text)
+    return parser, text
+
+
+def test_zip_passes_the_plugin_repository_archive_checks(package):
+    path, names = package
+    assert os.path.getsize(path) <= REPOSITORY_MAX_BYTES
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+    for name in names:
+        assert ".." not in name and not name.startswith("/"), name
+        assert ".pyc" not in name, name
+        assert not {"__MACOSX", ".git", "__pycache__"} & set(name.split("/")), name
+    assert {name.split("/")[0] for name in names} == {"fers"}
+    assert re.fullmatch(r"[a-z_][a-z0-9_]*", "fers")  # a new plugin's folder must be PEP 8
+    for required in ("fers/__init__.py", "fers/metadata.txt", "fers/LICENSE"):
+        assert required in names, required
+
+
+def test_zip_metadata_passes_the_plugin_repository_checks(package):
+    path, names = package
+    parser, text = zip_metadata(path)
+    general = parser["general"]
+    for key in REPOSITORY_REQUIRED:
+        assert general.get(key, "").strip(), f"metadata.txt needs {key}"
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}", general["email"])
+    assert "/" not in general["author"]
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", general["version"])
+    minimum, maximum = (tuple(int(p) for p in general[k].split(".")) for k in ("qgisMinimumVersion",
+                                                                             "qgisMaximumVersion"))
+    assert (3, 22) <= minimum <= maximum
+    for key in ("homepage", "tracker", "repository"):
+        address = urllib.parse.urlparse(general[key])
+        assert address.scheme == "https" and address.netloc, f"{key}={general[key]}"
+        assert general[key] not in ("http://bugs", "http://repo", "http://homepage")
+    for key in ("experimental", "deprecated"):
+        assert general[key].lower() in ("true", "false"), key
+    assert f"fers/{general['icon']}" in names
+    # QGIS reads metadata.txt with interpolation: a '%' would make the value unreadable in the Plugin Manager
+    qgis_reader = configparser.ConfigParser()
+    qgis_reader.read_string(text)
+    assert all(qgis_reader.get("general", key) is not None for key in qgis_reader["general"])
+
+
+def test_metadata_is_informative_for_the_plugin_manager(package):
+    general = zip_metadata(package[0])[0]["general"]
+    assert "\n" not in general["description"] and len(general["description"]) <= 200
+    assert len(general["about"]) >= 300
+    changelog = general["changelog"].splitlines()
+    assert changelog[0].startswith(general["version"]) and len(changelog) >= 4, general["changelog"]
+    assert "See CHANGELOG" not in general["changelog"]
+    tags = {tag.strip().lower() for tag in general["tags"].split(",")}
+    assert not tags & UNINFORMATIVE_TAGS, tags & UNINFORMATIVE_TAGS
+    assert {"hyperspectral", "anomaly detection"} <= tags
+    screenshot = general.get("screenshot")
+    if screenshot:  # shipped, a real PNG, and small
+        with zipfile.ZipFile(package[0]) as archive:
+            data = archive.read(f"fers/{screenshot}")
+        assert data.startswith(b"\x89PNG") and len(data) < 400_000
+
+
+def test_package_warns_while_addresses_are_placeholders(package_build):
+    script = package_module()
+    placeholders = script.placeholder_addresses(script.read_metadata())
+    if placeholders:
+        assert "WARNING: placeholder addresses in metadata.txt" in package_build.stderr
+        assert all(key in package_build.stderr for key in placeholders)
+    else:
+        assert "placeholder" not in package_build.stderr
+    real = {"homepage": "https://example.org/fers", "tracker": "https://example.org/fers/issues",
+            "repository": "https://example.org/fers.git"}
+    assert script.placeholder_addresses(real) == []
+    assert script.placeholder_addresses({**real, "tracker": "http://bugs"}) == ["tracker"]
+    assert script.placeholder_addresses({**real, "homepage": ""}) == ["homepage"]
 
 
 def test_zip_takes_nothing_from_outside_the_checkout():
