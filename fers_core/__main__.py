@@ -95,14 +95,24 @@ def main(argv=None):
     batch.set_defaults(func=_batch)
 
     args = parser.parse_args(argv)
-    from .errors import FersError
-    from .raster_io import bounded_gdal_cache
+    import os
 
+    from .errors import FersError
+    from .feedback import PrintFeedback
+    from .raster_io import bounded_gdal_cache
+    from .run_guard import Interrupted, RunGuard
+
+    outputs = {"rx": lambda: [args.output], "batch": lambda: [os.path.join(args.out_dir, "-")],
+               "demo-scene": lambda: [args.scene, args.truth]}.get(args.command, list)()
+    # Ctrl+C and SIGTERM leave no temporary file and no output of the run (a batch keeps the rasters it finished)
     try:
-        with bounded_gdal_cache():
+        with bounded_gdal_cache(), RunGuard(outputs, PrintFeedback(), keep_outputs=args.command == "batch"):
             args.func(args)
     except FersError as error:
         sys.exit(f"Error: {error}")
+    except Interrupted as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

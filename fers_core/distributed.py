@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from .blockwise import TreeReducer
 from .errors import Cancelled, DependencyError, FersError, InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
-from .raster_io import DEFAULT_BLOCK_MB, RasterReader, read_mask
+from .raster_io import DEFAULT_BLOCK_MB, RasterReader, check_raster_outputs, read_mask
 from .threads import blas_threads, blas_threads_set
 
 LOCAL = "local"
@@ -591,6 +591,7 @@ def run_global_rx_distributed(client, input_path, output_path, bands=None, mask_
     from .rx_raster import RxRunSummary, fit_rx_partial, write_rx_scores
 
     feedback = feedback or Feedback()
+    check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     reader = RasterReader(input_path, bands)
     if mask_path:
@@ -636,6 +637,7 @@ def run_fers_detection_distributed(client, input_path, output_path, model_path, 
     from .detect import (
         DetectOptions,
         DetectSummary,
+        check_detection_formats,
         extra_outputs,
         fit_rx_models,
         prepare_detection,
@@ -648,6 +650,7 @@ def run_fers_detection_distributed(client, input_path, output_path, model_path, 
     started = time.perf_counter()
     key = model_key(model_path)
     model = model if model is not None else load_any_model(model_path)
+    check_detection_formats(output_path, options, model.bands)
     import torch
 
     blas = _blas_threads(feedback, threads)

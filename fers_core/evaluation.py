@@ -23,15 +23,16 @@ import datetime
 import html
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import AtomicOutput, write_failure
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
 from .metrics import roc_auc
-from .raster_io import RasterReader, Window
+from .output_safety import check_outputs
+from .raster_io import RasterReader, Window, check_same_grid
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -144,12 +145,8 @@ def _read_whole(path):
     return reader, data[0], valid
 
 
-def _same_size(reader, truth, what):
-    if (reader.width, reader.height) != (truth.width, truth.height):
-        raise InputError(
-            f"The {what} '{os.path.basename(reader.path)}' is {reader.width}x{reader.height} pixels but the ground "
-            f"truth is {truth.width}x{truth.height}: evaluate rasters on the ground truth's grid."
-        )
+def _same_grid(reader, truth, what):
+    check_same_grid(reader, truth, f"{what} '{os.path.basename(reader.path)}'", "ground truth")
 
 
 def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=None, names=None, feedback=None):
@@ -158,16 +155,19 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     score_paths = [str(p) for p in score_paths or []]
     if not score_paths:
         raise InputError("No score raster was given: choose at least one score raster to evaluate.")
+    check_outputs([("the HTML report", html_path), ("the CSV curves", csv_path)],
+                  [("a score raster", p) for p in score_paths] + [("the ground truth", truth_path),
+                                                                  ("the mask", mask_path)])
     names = list(names) if names else [os.path.splitext(os.path.basename(p))[0] for p in score_paths]
     progress = ProgressRange(feedback, 0, 100)
     truth, truth_values, truth_valid = _read_whole(truth_path)
-    for path in score_paths:  # every size first, before any long work
+    for path in score_paths:  # every grid first, before any long work
         with RasterReader(path, [1]) as reader:
-            _same_size(reader, truth, "score raster")
+            _same_grid(reader, truth, "score raster")
     area = truth_valid
     if mask_path:
         mask, mask_values, mask_valid = _read_whole(mask_path)
-        _same_size(mask, truth, "mask")
+        _same_grid(mask, truth, "mask")
         area = area & ~(mask_valid & (mask_values != 0))
     anomaly = truth_values != 0
     if not (area & anomaly).any():
@@ -178,7 +178,7 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     evaluations = []
     for index, (path, name) in enumerate(zip(score_paths, names)):
         reader, values, valid = _read_whole(path)
-        _same_size(reader, truth, "score raster")
+        _same_grid(reader, truth, "score raster")
         use = area & valid
         scores, labels = values[use].astype(np.float64), anomaly[use]
         positives = int(labels.sum())
@@ -218,18 +218,16 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
 
 def _write_atomically(path, write, newline=None):
     path = str(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, extension = os.path.splitext(os.path.basename(path))
-    temp = os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}{extension}")
-    try:
-        with open(temp, "w", encoding="utf-8", newline=newline) as stream:
-            write(stream)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with AtomicOutput(path) as output:  # unique to this run; removed unless committed
+        try:
+            with open(output.path, "w", encoding="utf-8", newline=newline) as stream:
+                write(stream)
+        except OSError as error:
+            written = os.path.getsize(output.path) if os.path.exists(output.path) else None
+            output.remove()
+            raise write_failure(error, path, written_bytes=written) from None
+        output.commit()
 
 
 def _write_csv(stream, evaluations):

@@ -18,7 +18,6 @@ types above, and every problem is reported as a one-sentence :class:`ModelFileEr
 
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import AtomicOutput, write_failure
 from .errors import ModelFileError
 from .networks.spatial import SpatialStudent
 from .networks.spectral import SpectralEnhancer
@@ -238,18 +238,25 @@ def _all_finite(tensor):
 
 def save_model(model, path):
     """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    save_atomically(_file_content(model), path)
+
+
+def save_atomically(content, path, keep_on_failure=False):
+    """torch.save `content` to `path` through an AtomicOutput (a temporary name unique to this run, then a
+    rename); a failed write (a full disk, a file-size limit) is an OutputError and leaves nothing."""
     path = Path(path)
-    content = _file_content(model)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(content, temporary)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; a model file is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with AtomicOutput(path, keep_on_failure=keep_on_failure) as output:
+        try:
+            torch.save(content, output.path)
+        except (RuntimeError, OSError) as error:
+            written = os.path.getsize(output.path) if os.path.exists(output.path) else None
+            output.remove()
+            failure = write_failure(error, path, written_bytes=written, always=isinstance(error, OSError))
+            if failure is None:
+                raise
+            raise failure from None
+        os.chmod(output.path, 0o666 & ~_current_umask())  # a model file is an ordinary file, as open() makes it
+        output.commit()
 
 
 def _current_umask():

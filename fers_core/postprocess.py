@@ -26,7 +26,6 @@ number. The labelling holds the whole mask in memory (about 5 bytes per pixel).
 
 import math
 import os
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +33,10 @@ from osgeo import gdal, ogr, osr
 from scipy import ndimage
 from scipy.stats import chi2
 
+from .atomic import AtomicOutput, write_failure
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
-from .raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window
+from .raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window, output_folder
 
 ogr.UseExceptions()
 
@@ -215,23 +215,11 @@ def score_percentiles(score_path, percents, max_samples=1_000_000):
     """Percentiles of the valid scores from a regular sample of at most max_samples pixels (None if none valid)."""
     with _score_reader(score_path) as reader:
         step = max(1, math.ceil(math.sqrt(reader.pixel_count / max_samples)))
-        band = reader._dataset.GetRasterBand(1)
-        sample = band.ReadAsArray(buf_xsize=max(1, reader.width // step), buf_ysize=max(1, reader.height // step))
-        sample = sample.astype(np.float64)
-        valid = np.isfinite(sample)
-        if reader.nodata[0] is not None and not np.isnan(reader.nodata[0]):
-            valid &= sample != reader.nodata[0]
+        whole = Window(0, 0, reader.height, reader.width)
+        data, valid = reader.read(whole, shape=(max(1, reader.height // step), max(1, reader.width // step)))
         if not valid.any():
             return None
-        return [float(v) for v in np.percentile(sample[valid], percents)]
-
-
-def _remove_quietly(path):
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
+        return [float(v) for v in np.percentile(data[0][valid], percents)]
 
 
 def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=None, block_mb=DEFAULT_BLOCK_MB):
@@ -365,10 +353,10 @@ def _polygonize(labels, objects, geotransform):
 
 def _write_geopackage(path, geometries, attributes, projection):
     path = str(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    output_folder(path)
     stem = os.path.splitext(os.path.basename(path))[0]
-    temp_path = os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}.gpkg")
+    output = AtomicOutput(path)  # unique to this run; its -wal/-shm files go with it
+    temp_path = output.path
     srs = None
     if projection:
         srs = osr.SpatialReference()
@@ -393,8 +381,15 @@ def _write_geopackage(path, geometries, attributes, projection):
             layer.CreateFeature(feature)
         layer.CommitTransaction()
         dataset = None
-        os.replace(temp_path, path)
+        output.commit()
+    except (RuntimeError, OSError) as error:
+        dataset = None
+        output.remove()
+        failure = write_failure(error, path, written_bytes=0, always=False)
+        if failure is None:
+            raise
+        raise failure from None
     except BaseException:
         dataset = None
-        _remove_quietly(temp_path)
+        output.remove()
         raise

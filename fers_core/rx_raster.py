@@ -3,16 +3,16 @@
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from .blockwise import TreeReducer, merged_covariance
 from .feedback import Feedback, ProgressRange
+from .output_safety import check_outputs
 from .raster_io import (
     DEFAULT_BLOCK_MB,
     SCORE_NODATA,
     RasterReader,
     RasterWriter,
     bounded_gdal_cache,
+    check_raster_outputs,
     read_mask,
     write_cache_mb,
 )
@@ -34,8 +34,6 @@ class RxRunSummary:
 def read_band_first(reader, window):
     """A block as (bands, pixels) in its stored type (float64 when scaled) and its (pixels,) valid mask."""
     data, valid = reader.read(window, dtype=None, reuse=True)
-    if data.dtype.kind not in "iuf":  # complex: the real part, as a float64 read gives it
-        data = data.real.astype(np.float64)
     return data.reshape(data.shape[0], -1), valid.reshape(-1)
 
 
@@ -85,6 +83,16 @@ def fit_rx_partial(partial, feedback):
     return model
 
 
+def background_statistics(reader, mask, block_mb, progress):
+    """The merged RxPartial of the whole raster: one streaming pass, the fixed tree of run_global_rx."""
+    windows = reader.windows(block_mb)
+    reducer = TreeReducer(merge_rx_partials)
+    for index, window in enumerate(windows):
+        reducer.push(rx_block_statistics(reader, mask, window))
+        progress((index + 1) / len(windows))
+    return reducer.result()
+
+
 def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
     """Write (window, scores) pairs, in any order, to a new RX score raster; committed only when all are in."""
     with bounded_gdal_cache(write_cache_mb(reader.width)), \
@@ -104,6 +112,8 @@ def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=
     NaN, inf in any used band) are nodata in the output and never enter the statistics.
     """
     feedback = feedback or Feedback()
+    check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
+    check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     reader = RasterReader(input_path, bands, direct_io=True)
     mask = read_mask(mask_path, reader) if mask_path else None

@@ -14,7 +14,6 @@ settings, stage, epochs done, the trainer's state dicts, the optimizer state and
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import torch
 
 from ..errors import FersError
 from ..feedback import Feedback
+from ..model_file import save_atomically
 
 RESUME_SUFFIX = ".resume.pt"
 CHECKPOINT_FORMAT = "fers-training-checkpoint"
@@ -124,16 +124,7 @@ class ResumeFile:
             "history": plain(history),
             "extra": extra or {},
         }
-        folder = os.path.dirname(os.path.abspath(self.path))
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder)
-        os.close(handle)
-        try:
-            torch.save(content, temporary)
-            os.replace(temporary, self.path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        save_atomically(content, self.path, keep_on_failure=True)  # a failed or cancelled run keeps it to resume
 
     def remove(self):
         if os.path.exists(self.path):

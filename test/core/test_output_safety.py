@@ -1,0 +1,274 @@
+"""The engine's output safety: outputs that alias inputs or each other, output locations, temporaries unique to
+their run (and cleaned after kills, signals and failures), and write failures (a full disk, a file-size limit)
+turned into sentences."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from fers_core import atomic
+from fers_core.errors import OutputError
+from fers_core.output_safety import check_location, check_outputs
+from fers_core.raster_io import RasterWriter, Window
+from fers_core.run_guard import Interrupted, RunGuard
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def touch(path, content=b"input"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+# --- aliasing and duplicates -------------------------------------------------------------------------------------
+
+def test_output_on_an_input_is_refused_however_it_is_spelled(tmp_path):
+    scene = touch(tmp_path / "in" / "scene.tif")
+    (tmp_path / "out").mkdir()
+    os.link(scene, tmp_path / "hard.tif")
+    os.symlink(scene, tmp_path / "link.tif")
+    spellings = [scene, tmp_path / "out" / ".." / "in" / "." / "scene.tif", tmp_path / "hard.tif",
+                 tmp_path / "link.tif"]
+    for spelling in spellings:
+        with pytest.raises(OutputError, match=r"OUTPUT '.*' is the same file as INPUT .*would destroy the input"):
+            check_outputs([("OUTPUT", str(spelling))], [("INPUT", str(scene))])
+    check_outputs([("OUTPUT", str(tmp_path / "out" / "scene.tif"))], [("INPUT", str(scene))])
+
+
+def test_companion_files_count(tmp_path):
+    """An ENVI header, GDAL's aux.xml and a checkpoint folder's files belong to their input."""
+    data = touch(tmp_path / "scene.bsq")
+    touch(tmp_path / "scene.hdr")
+    with pytest.raises(OutputError, match=r"writing it also writes '.*scene.hdr'.*its file 'scene.hdr'"):
+        check_outputs([("OUTPUT", str(tmp_path / "scene.dat"))], [("INPUT", str(data))])  # ENVI: scene.hdr too
+    check_outputs([("OUTPUT", str(tmp_path / "scene.tif"))], [("INPUT", str(data))])  # a GeoTIFF writes no .hdr
+    with pytest.raises(OutputError, match="its file 'scene.hdr'"):
+        check_outputs([("OUTPUT", str(tmp_path / "scene.hdr"))], [("INPUT", str(data))])
+    touch(tmp_path / "scores.tif.aux.xml")
+    with pytest.raises(OutputError, match="scores.tif.aux.xml"):
+        check_outputs([("OUTPUT_HTML", str(tmp_path / "scores.tif.aux.xml"))],
+                      [("SCORES", str(tmp_path / "scores.tif"))])
+    folder = tmp_path / "checkpoint"
+    convh = touch(folder / "convh.pt")
+    with pytest.raises(OutputError, match=r"OUTPUT_MODEL '.*convh.pt' is the same file as FOLDER .*file 'convh.pt'"):
+        check_outputs([("OUTPUT_MODEL", str(convh))], [("FOLDER", str(folder))])
+
+
+def test_two_outputs_on_one_file_are_refused_with_both_names(tmp_path):
+    with pytest.raises(OutputError, match=r"OUTPUT_MASK and OUTPUT are the same file \('.*a.tif'\)"):
+        check_outputs([("OUTPUT", str(tmp_path / "a.tif")), ("OUTPUT_MASK", str(tmp_path / "x" / ".." / "a.tif"))])
+    touch(tmp_path / "b.tif")
+    os.link(tmp_path / "b.tif", tmp_path / "c.tif")
+    with pytest.raises(OutputError, match="OUTPUT_SPECTRAL and OUTPUT are the same file"):
+        check_outputs([("OUTPUT", str(tmp_path / "b.tif")), ("OUTPUT_SPECTRAL", str(tmp_path / "c.tif"))])
+    with pytest.raises(OutputError, match="OUTPUT_MASK and OUTPUT are written to the same file '.*a.hdr'"):
+        check_outputs([("OUTPUT", str(tmp_path / "a.bsq")), ("OUTPUT_MASK", str(tmp_path / "a.dat"))])
+    check_outputs([("OUTPUT", str(tmp_path / "a.tif")), ("OUTPUT_MASK", str(tmp_path / "a_mask.tif"))])
+
+
+# --- locations ---------------------------------------------------------------------------------------------------
+
+def test_output_locations(tmp_path):
+    with pytest.raises(OutputError, match=r"OUTPUT '.*' is an existing folder: give a file name, e.g. '.*output.tif'"):
+        check_location("OUTPUT", str(tmp_path))
+    blocker = touch(tmp_path / "file.txt")
+    with pytest.raises(OutputError, match=r"output folder of OUTPUT_POLYGONS .*: .*file.txt. is a file"):
+        check_location("OUTPUT_POLYGONS", str(blocker / "deeper" / "objects.gpkg"))
+    check_location("OUTPUT", str(tmp_path / "new" / "folder" / "scores.tif"))
+    assert not (tmp_path / "new").exists()  # the check writes nothing
+
+
+def read_only_folder(tmp_path):
+    """A read-only file system (a tmpfs mounted read-only; root can write anywhere else), or skip."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return folder, lambda: folder.chmod(0o755)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    return folder, lambda: subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_unwritable_folder(tmp_path):
+    folder, release = read_only_folder(tmp_path)
+    try:
+        with pytest.raises(OutputError, match="Cannot write to the folder '.*readonly' of OUTPUT"):
+            check_location("OUTPUT", str(folder / "scores.tif"))
+    finally:
+        release()
+
+
+# --- temporaries -------------------------------------------------------------------------------------------------
+
+def test_temporary_names_are_unique_to_the_run_and_built_from_the_file_name(tmp_path):
+    folder = tmp_path / "run.tif.out"  # a folder whose name holds ".tif"
+    folder.mkdir()
+    names = {atomic.temporary_path(folder / "scores.tif", "features", ".bin") for _ in range(100)}
+    assert len(names) == 100
+    for name in names:
+        assert os.path.dirname(name) == str(folder)
+        assert atomic.owner(name) == (atomic.HOST, os.getpid())
+        assert os.path.basename(name).startswith(".scores.features.partial-") and name.endswith(".bin")
+
+
+def test_feature_spill_lives_beside_the_output_under_a_folder_named_like_a_raster(tmp_path):
+    from fers_core.detect import FeatureSpill
+    from fers_core.feedback import Feedback
+
+    class Log(Feedback):
+        lines = []
+
+        def info(self, message):
+            self.lines.append(message)
+
+    folder = tmp_path / "run.tif.out"
+    folder.mkdir()
+    spill = FeatureSpill.create(str(folder / "scores.tif"), 100, 4, 1, Log())
+    assert os.path.dirname(spill.path) == str(folder) and os.path.exists(spill.path)
+    assert any(spill.path in line for line in Log.lines)  # the log says where the large temporary is
+    spill.put("a", [np.ones((4, 10, 10), np.float32)], np.ones((10, 10), bool))
+    spill.close()
+    assert os.listdir(folder) == []
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporaries_of_dead_runs_are_removed_and_only_those(tmp_path):
+    dead = dead_pid()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = touch(tmp_path / f".scores.features.partial-{atomic.HOST}-{dead}-0123abcd.bin")
+        stale_sidecar = touch(tmp_path / f".scores.partial-{atomic.HOST}-{dead}-89abcdef.tif.aux.xml")
+        live = touch(tmp_path / f".scores.partial-{atomic.HOST}-{alive.pid}-0123abcd.tif")
+        other_host = touch(tmp_path / f".scores.partial-{'0' * 6 if atomic.HOST != '0' * 6 else '1' * 6}-{dead}-"
+                                      "0123abcd.tif")
+        not_ours = [touch(tmp_path / ".scores.partial-0123abcd.tif"), touch(tmp_path / "scores.tif"),
+                    touch(tmp_path / f"partial-{atomic.HOST}-{dead}-0123abcd.tif")]
+        removed = atomic.remove_stale(str(tmp_path))
+        assert sorted(removed) == sorted([str(stale), str(stale_sidecar)])
+        assert live.exists() and other_host.exists() and all(path.exists() for path in not_ours)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_failed_run_leaves_none_of_its_outputs_but_keeps_a_resume_checkpoint(tmp_path):
+    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")]):
+        first = atomic.AtomicOutput(tmp_path / "a.tif")
+        open(first.path, "w").close()
+        first.commit()
+        checkpoint = atomic.AtomicOutput(tmp_path / "m.pt.resume.pt", keep_on_failure=True)
+        open(checkpoint.path, "w").close()
+        checkpoint.commit()
+        scratch = atomic.Temporary(tmp_path / "a.tif", "features", ".bin")
+        open(scratch.path, "w").close()
+        raise RuntimeError("a later step failed")
+    assert sorted(os.listdir(tmp_path)) == ["m.pt.resume.pt"]
+    assert atomic.live_temporaries() == []
+    with RunGuard([str(tmp_path / "b.tif")]):  # a run that succeeds keeps its outputs
+        second = atomic.AtomicOutput(tmp_path / "b.tif")
+        open(second.path, "w").close()
+        second.commit()
+    assert (tmp_path / "b.tif").exists()
+
+
+def test_ctrl_c_in_the_main_thread_interrupts_the_run_and_restores_the_handlers(tmp_path):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted), RunGuard([str(tmp_path / "a.tif")]):
+        output = atomic.AtomicOutput(tmp_path / "a.tif")
+        open(output.path, "w").close()
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10**6):  # the handler runs between two bytecodes
+            pass
+    assert os.listdir(tmp_path) == []
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_no_handler_is_installed_outside_the_main_thread(tmp_path):
+    seen = []
+
+    def run():
+        with RunGuard([str(tmp_path / "a.tif")]):
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGINT)]
+
+
+# --- write failures ----------------------------------------------------------------------------------------------
+
+WRITE_RASTER = """
+import sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from fers_core.errors import OutputError
+from fers_core.raster_io import RasterWriter, Window
+try:
+    with RasterWriter(sys.argv[1], 1000, 1000) as writer:
+        writer.write(Window(0, 0, 1000, 1000), np.random.default_rng(0).random((1000, 1000), np.float32))
+        writer.commit()
+except OutputError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+def test_file_size_limit_is_a_sentence_and_leaves_nothing(tmp_path):
+    completed = subprocess.run(["bash", "-c", f'ulimit -f 500; exec "{sys.executable}" -c "$0" "$1"',
+                                WRITE_RASTER.format(root=ROOT), str(tmp_path / "scores.tif")],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 3, completed.stderr
+    assert "the file-size limit was reached" in completed.stdout
+    assert "needs up to about 3.8 MB" in completed.stdout and "the limit is 0.5 MB" in completed.stdout
+    assert "Traceback" not in completed.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def small_file_system(tmp_path, size="1m"):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    return folder
+
+
+def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
+    folder = small_file_system(tmp_path)
+    try:
+        with pytest.raises(OutputError, match=r"failed: the disk is full \(the file needs up to about 3.8 MB"):
+            with RasterWriter(folder / "scores.tif", 1000, 1000) as writer:
+                writer.write(Window(0, 0, 1000, 1000), np.random.default_rng(0).random((1000, 1000), np.float32))
+                writer.commit()
+        assert os.listdir(folder) == []
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_cli_rx_in_in_is_refused(tmp_path):
+    from fers_core.synthetic import write_scene
+
+    scene, _ = write_scene(str(tmp_path / "scene.tif"), str(tmp_path / "truth.tif"), rows=60, cols=60, bands=6)
+    before = open(scene, "rb").read()
+    for output in (scene, str(tmp_path / "x" / ".." / "scene.tif")):
+        completed = subprocess.run([sys.executable, "-m", "fers_core", "rx", scene, output], capture_output=True,
+                                   text=True, cwd=ROOT, timeout=60)
+        assert completed.returncode != 0
+        assert "is the same file as the input" in completed.stderr and "Traceback" not in completed.stderr
+    assert open(scene, "rb").read() == before
