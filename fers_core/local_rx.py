@@ -48,10 +48,23 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.blas import dsyrk as syrk
+from scipy.linalg.lapack import dpotrf as potrf
 
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
-from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, Window, read_mask
+from .output_safety import check_outputs
+from .projection import PrincipalProjection, resolve_components
+from .raster_io import (
+    DEFAULT_BLOCK_MB,
+    SCORE_NODATA,
+    RasterReader,
+    RasterWriter,
+    Window,
+    check_raster_outputs,
+    read_mask,
+)
+from .threads import blas_threads_set
 
 RIDGE_FLOOR = 1e-9
 RIDGE_UNDERSAMPLED = 1e-6
@@ -88,30 +101,26 @@ def validate_windows(inner, outer):
 
 
 def _bytes_per_output_pixel(bands):
-    """Stored products (upper triangle) plus the ring-sum temporaries of one output pixel."""
-    return (bands * (bands + 1) // 2 + 8 * bands + 16) * 8
+    """The float32 score and the bookkeeping of one output pixel (the statistics live per input pixel)."""
+    return 16
 
 
 def _bytes_per_input_pixel(bands):
-    """The block read as float64, centred, and the per-band product and cumulative-sum tables."""
-    return bands * 8 * 6
+    """The block read as float64, its centred copy and the pixel-major (bands + 1) copy the Gram slides over."""
+    return (3 * bands + 1) * 8
 
 
-def solve_batch(bands, budget_mb=DEFAULT_BLOCK_MB):
-    """Pixels per batched solve: their covariance and factor matrices use about a quarter of the budget."""
-    return int(min(4096, max(8, budget_mb * 2**20 // 4 // (bands * bands * 8 * 3))))
-
-
-def plan_tiles(width, bands, outer, budget_mb=DEFAULT_BLOCK_MB):
+def plan_tiles(width, bands, outer, budget_mb=DEFAULT_BLOCK_MB, in_bytes=None, out_bytes=None):
     """(rows, cols) of output per tile: full-width strips or squares, whichever re-reads fewer halo pixels.
 
     Each tile is read with up to outer - 1 extra rows and columns around it (the halo); the tile
-    and its halo fit three quarters of the budget (the rest is for the batched solves), at
-    least one pixel.
+    and its halo fit the budget, at least one pixel. `in_bytes` and `out_bytes` per input and
+    output pixel default to local RX's.
     """
-    budget = budget_mb * 2**20 * 0.75
+    budget = budget_mb * 2**20
     halo = outer - 1
-    out_bytes, in_bytes = _bytes_per_output_pixel(bands), _bytes_per_input_pixel(bands)
+    out_bytes = _bytes_per_output_pixel(bands) if out_bytes is None else out_bytes
+    in_bytes = _bytes_per_input_pixel(bands) if in_bytes is None else in_bytes
 
     def cost(rows, cols):
         return rows * cols * out_bytes + (rows + halo) * min(cols + halo, width) * in_bytes
@@ -185,109 +194,139 @@ def _tiles(height, width, outer, tile_rows, tile_cols):
             for first in range(0, height, tile_rows) for left in range(0, width, tile_cols)]
 
 
-class _RingSums:
-    """Ring sums (outer window minus inner window) for the output pixels of a tile, from its block."""
-
-    def __init__(self, tile, inner, outer):
-        block = tile.block
-        out_rows, out_cols = np.arange(tile.first, tile.last), np.arange(tile.left, tile.right)
-        self.ro = tuple(b - block.row for b in _outer_bounds(out_rows, outer // 2, tile.height))
-        self.ri = tuple(b - block.row for b in _inner_bounds(out_rows, inner // 2, tile.height))
-        self.co = tuple(b - block.col for b in _outer_bounds(out_cols, outer // 2, tile.width))
-        self.ci = tuple(b - block.col for b in _inner_bounds(out_cols, inner // 2, tile.width))
-
-    def __call__(self, image):
-        """Ring sums of image (..., block_rows, cols) -> (..., out_rows, cols)."""
-        table = np.zeros(image.shape[:-2] + (image.shape[-2] + 1, image.shape[-1]))
-        np.cumsum(image, axis=-2, out=table[..., 1:, :])
-        ring = None
-        for (r0, r1), (c0, c1) in ((self.ro, self.co), (self.ri, self.ci)):
-            rows = table[..., r1, :] - table[..., r0, :]
-            column_table = np.zeros(rows.shape[:-1] + (rows.shape[-1] + 1,))
-            np.cumsum(rows, axis=-1, out=column_table[..., 1:])
-            part = column_table[..., c1] - column_table[..., c0]
-            ring = part if ring is None else ring - part
-        return ring
+RESTART_COLUMNS = 64
+"""The ring Gram slides along a row this many pixels before it is summed afresh (bounds rounding drift)."""
+_BORDER = 1e300  # the bordered matrix's last diagonal: any value above z^T G^-1 z keeps it positive definite
 
 
-def _packed_index(bands):
-    """For each (k, l) of a bands x bands matrix, its index in the packed upper triangle (row by row)."""
-    index = np.arange(bands)
-    low, high = np.minimum.outer(index, index), np.maximum.outer(index, index)
-    return (low * bands - low * (low - 1) // 2 + (high - low)).ravel()
+class _SlidingGram:
+    """The Gram matrix G = sum of z z^T, z = (x, 1), over the ring of one pixel after another along a row.
+
+    From G come the ring's count n = G[b, b], sum s = G[b, :b] and scatter S = G[:b, :b]. Moving one
+    pixel to the right changes the ring by at most one column of the outer window (in and out) and one
+    of the inner window, so G is updated by four symmetric rank-k products (BLAS dsyrk, k = the window
+    height) instead of summed afresh; only the lower triangle is kept.
+    """
+
+    def __init__(self, columns, outer_rows, inner_rows):
+        self.columns = columns  # (block cols, block rows, bands + 1): z of usable pixels, 0 elsewhere
+        self.outer_rows, self.inner_rows = outer_rows, inner_rows
+        self.gram = None
+        self.window = None
+
+    def _add(self, alpha, cols, rows):
+        for col in range(*cols):
+            piece = self.columns[col, rows[0]:rows[1]]
+            if piece.shape[0]:
+                self.gram = syrk(alpha, piece.T, beta=1.0, c=self.gram, lower=1, overwrite_c=1)
+
+    def _fresh(self, outer_cols, inner_cols):
+        size = self.columns.shape[2]
+        self.gram = np.zeros((size, size), order="F")
+        (r0, r1), (i0, i1) = self.outer_rows, self.inner_rows
+        outer = self.columns[outer_cols[0]:outer_cols[1], r0:r1].reshape(-1, size)
+        inner = self.columns[inner_cols[0]:inner_cols[1], i0:i1].reshape(-1, size)
+        self.gram = syrk(1.0, outer.T, beta=0.0, c=self.gram, lower=1, overwrite_c=1)
+        if inner.shape[0]:
+            self.gram = syrk(-1.0, inner.T, beta=1.0, c=self.gram, lower=1, overwrite_c=1)
+
+    def move(self, outer_cols, inner_cols, fresh):
+        """The ring's Gram for windows outer_cols and inner_cols ([start, stop) column pairs)."""
+        if fresh or self.window is None:
+            self._fresh(outer_cols, inner_cols)
+        else:
+            (po0, po1), (pi0, pi1) = self.window
+            self._add(1.0, (po1, outer_cols[1]), self.outer_rows)  # outer window's new column
+            self._add(-1.0, (po0, outer_cols[0]), self.outer_rows)  # and the one it left
+            self._add(-1.0, (pi1, inner_cols[1]), self.inner_rows)  # inner window's new column leaves the ring
+            self._add(1.0, (pi0, inner_cols[0]), self.inner_rows)  # the column the inner window left rejoins it
+        self.window = (outer_cols, inner_cols)
+        return self.gram
 
 
-def _quadratic_forms(covariance, difference):
-    """d^T C^-1 d for a batch: Cholesky C = L L^T, then |L^-1 d|^2 by forward substitution over the batch."""
-    try:
-        lower = np.linalg.cholesky(covariance)
-    except np.linalg.LinAlgError:  # not positive definite beyond the ridge: a general solve
-        solved = np.linalg.solve(covariance, difference[:, :, None])[:, :, 0]
-        return np.einsum("ij,ij->i", difference, solved)
-    whitened = np.empty_like(difference)
-    for i in range(difference.shape[1]):
-        dot = np.einsum("pj,pj->p", lower[:, i, :i], whitened[:, :i])
-        whitened[:, i] = (difference[:, i] - dot) / lower[:, i, i]
-    return np.einsum("ij,ij->i", whitened, whitened)
+def _quadratic_form(gram, z, bands, ridge_factor, border):
+    """(n - 1) d^T (C + ridge)^-1 d from the ring's Gram matrix and the pixel's z = (x, 1), or None.
+
+    With P = S - s s^T / n = (n - 1) C, block elimination of the Gram matrix gives
+    z^T G^-1 z = d^T P^-1 d + 1/n (d = x - s / n), and one Cholesky factorisation of the bordered
+    matrix [[G, z], [z^T, big]] yields L^-1 z as its last row: the factor and the solve in one
+    LAPACK call. The ridge (ridge_factor * trace(C) / bands on C's diagonal) goes on S's diagonal.
+    Returns None when the ring has no usable background (fewer than 2 pixels, or no variance).
+    """
+    n = gram[bands, bands]
+    if n < 1.5:  # counts are exact small integers
+        return None
+    total = gram[bands, :bands]
+    trace = (np.trace(gram[:bands, :bands]) - total @ total / n) / (n - 1)
+    if not trace > 0:
+        return None
+    size = bands + 1
+    border[:size, :size] = gram
+    diagonal = border.reshape(-1, order="F")[:size * (size + 2):size + 2]  # a view of the first b + 1 diagonal
+    diagonal[:bands] += ridge_factor * trace / bands * (n - 1)
+    border[size, :size] = z
+    border[size, size] = _BORDER
+    factor, info = potrf(border, lower=1, clean=0, overwrite_a=1)
+    if info == 0:
+        solved = factor[size, :size]
+        return max(0.0, (n - 1) * (solved @ solved - 1.0 / n))
+    # not positive definite even with the ridge (rounding in a nearly degenerate ring): a least-squares solve
+    scatter = np.tril(gram[:bands, :bands]) + np.tril(gram[:bands, :bands], -1).T - np.outer(total, total) / n
+    covariance = scatter / (n - 1) + np.eye(bands) * (ridge_factor * trace / bands)
+    difference = z[:bands] - total / n
+    return float(difference @ np.linalg.lstsq(covariance, difference, rcond=None)[0])
 
 
-def _score_block(cube, valid, use, tile, inner, outer, batch, tick=None):
+def _score_block(cube, valid, use, tile, inner, outer, tick=None):
     """Local RX scores of a tile's output pixels from its block (tile.block) held in memory.
 
     Returns (scores float32 (tile rows, tile cols), number of undersampled pixels, number of
     pixels without background).
     """
     bands = cube.shape[0]
-    sums = _RingSums(tile, inner, outer)
     block, out = tile.block, tile.output
     first, left = out.row - block.row, out.col - block.col
-    last, cols = first + out.rows, out.cols
     shift = cube[:, use].mean(axis=1) if use.any() else np.zeros(bands)
-    centred = np.where(use, cube - shift[:, None, None], 0.0)
+    centred = np.where(valid, cube - shift[:, None, None], 0.0)
     # one scale for every band (RX does not depend on it): products stay inside float64 for any data range
     span = float(np.abs(centred).max()) if centred.size else 0.0
     span = span if np.isfinite(span) and span > 0 else 1.0
     centred /= span
-    count = sums(use.astype(np.float64))
-    total = sums(centred)
-    pairs = bands * (bands + 1) // 2
-    products = np.empty((out.pixels, pairs))  # pixel-major: one pixel's products are contiguous
-    offset = 0
-    for k in range(bands):
-        products[:, offset:offset + bands - k] = sums(centred[k] * centred[k:]).reshape(bands - k, -1).T
-        offset += bands - k
-        if tick is not None:
-            tick((k + 1) / bands * 0.6)
+    columns = np.empty((block.cols, block.rows, bands + 1))  # pixel-major by column: a column piece is contiguous
+    columns[..., :bands] = centred.transpose(2, 1, 0)
+    columns[..., bands] = 1.0
+    columns[~use.T] = 0.0
+    out_rows, out_cols = np.arange(out.row, out.row + out.rows), np.arange(out.col, out.col + out.cols)
+    outer_rows = np.stack(_outer_bounds(out_rows, outer // 2, tile.height)) - block.row
+    inner_rows = np.stack(_inner_bounds(out_rows, inner // 2, tile.height)) - block.row
+    outer_cols = np.stack(_outer_bounds(out_cols, outer // 2, tile.width)) - block.col
+    inner_cols = np.stack(_inner_bounds(out_cols, inner // 2, tile.width)) - block.col
 
-    scores = np.full((out.rows, cols), SCORE_NODATA, dtype=np.float32)
-    packed_index = _packed_index(bands)
-    rows, columns = np.nonzero(valid[first:last, left:left + cols])
-    diagonal = np.arange(bands)
+    scores = np.full((out.rows, out.cols), SCORE_NODATA, dtype=np.float32)
+    border = np.zeros((bands + 2, bands + 2), order="F")
+    z = np.ones(bands + 1)
     undersampled = no_background = 0
-    for start in range(0, rows.size, batch):
-        r, c = rows[start:start + batch], columns[start:start + batch]
-        n = count[r, c]
-        ok = n >= 1.5  # at least 2 ring pixels (counts are exact small integers)
-        no_background += int((~ok).sum())
-        r, c, n = r[ok], c[ok], n[ok]
-        s = total[:, r, c].T
-        mean = s / n[:, None]
-        covariance = np.take(products[r * cols + c], packed_index, axis=1).reshape(r.size, bands, bands)
-        covariance -= s[:, :, None] * mean[:, None, :]
-        covariance /= (n - 1)[:, None, None]
-        trace = covariance[:, diagonal, diagonal].sum(axis=1) / bands
-        small = n < bands + 1
-        undersampled += int(small.sum())
-        covariance[:, diagonal, diagonal] += (np.where(small, RIDGE_UNDERSAMPLED, RIDGE_FLOOR) * trace)[:, None]
-        usable = trace > 0
-        no_background += int((~usable).sum())
-        covariance[~usable] = np.eye(bands)
-        difference = (cube[:, first + r, left + c].T - shift) / span - mean
-        values = _quadratic_forms(covariance, difference)
-        values[~usable] = SCORE_NODATA
-        scores[r, c] = values.astype(np.float32)
-        if tick is not None:
-            tick(0.6 + 0.4 * min(start + batch, rows.size) / rows.size)
+    with blas_threads_set(1):  # LAPACK threads only slow down factorisations this small
+        for k in range(out.rows):
+            row_valid = valid[first + k, left:left + out.cols]
+            if not row_valid.any():
+                continue
+            gram = _SlidingGram(columns, tuple(outer_rows[:, k]), tuple(inner_rows[:, k]))
+            for m in range(out.cols):
+                g = gram.move(tuple(outer_cols[:, m]), tuple(inner_cols[:, m]), m % RESTART_COLUMNS == 0)
+                if not row_valid[m]:
+                    continue
+                n = g[bands, bands]
+                small = n < bands + 1
+                z[:bands] = centred[:, first + k, left + m]
+                value = _quadratic_form(g, z, bands, RIDGE_UNDERSAMPLED if small else RIDGE_FLOOR, border)
+                if value is None:
+                    no_background += 1
+                    continue
+                undersampled += int(small)
+                scores[k, m] = value
+            if tick is not None:
+                tick((k + 1) / out.rows)
     return scores, undersampled, no_background
 
 
@@ -302,18 +341,60 @@ def _check_block(cube, valid, exclude):
     return cube, valid, use
 
 
-def local_rx_scores(cube, valid, inner, outer, exclude=None, budget_mb=DEFAULT_BLOCK_MB, progress=None):
+def _duration(seconds):
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class ThroughputLog:
+    """Logs pixels per second and the estimated time left: after the first tile, then every `every` seconds."""
+
+    def __init__(self, feedback, total_pixels, what, every=30.0):
+        self.feedback, self.total, self.what, self.every = feedback, max(1, int(total_pixels)), what, every
+        self.started = time.perf_counter()
+        self.last = None
+
+    def __call__(self, done_pixels):
+        now = time.perf_counter()
+        if done_pixels >= self.total or (self.last is not None and now - self.last < self.every):
+            return
+        self.last = now
+        rate = done_pixels / max(now - self.started, 1e-9)
+        left = (self.total - done_pixels) / max(rate, 1e-9)
+        self.feedback.info(f"{self.what}: {done_pixels:,} of {self.total:,} pixels, {rate:,.0f} pixels/s, "
+                           f"about {_duration(left)} left.")
+
+
+def _projection_of(cube, use, components):
+    """The PrincipalProjection of an in-memory cube's usable pixels for a resolved COMPONENTS choice."""
+    from .rx import CovarianceAccumulator
+
+    accumulator = CovarianceAccumulator(cube.shape[0])
+    accumulator.add_bands(cube.reshape(cube.shape[0], -1), use.reshape(-1))
+    if accumulator.count < 2:
+        raise InputError("Too few valid background pixels for the principal components (COMPONENTS).")
+    return PrincipalProjection.fit(accumulator.mean, accumulator.covariance, components)
+
+
+def local_rx_scores(cube, valid, inner, outer, exclude=None, budget_mb=DEFAULT_BLOCK_MB, progress=None,
+                    components=None):
     """Local RX of an in-memory cube (bands, rows, cols) -> float32 scores (rows, cols).
 
     `valid` (rows, cols) bool: pixels to score and to use as background; `exclude` (rows, cols)
     bool: valid pixels kept out of every ring (still scored). Invalid pixels get SCORE_NODATA.
-    `progress(fraction)` is called now and then (it may raise Cancelled).
+    `progress(fraction)` is called now and then (it may raise Cancelled). `components`: see
+    projection.resolve_components (None: the exact method on every band).
     """
     inner, outer = validate_windows(inner, outer)
     cube, valid, use = _check_block(cube, valid, exclude)
+    choice = resolve_components(components, cube.shape[0])
+    if choice is not None:
+        cube = _projection_of(np.where(valid, cube, 0.0), use, choice).apply(np.where(valid, cube, 0.0))
     bands, height, width = cube.shape
     tiles = _tiles(height, width, outer, *plan_tiles(width, bands, outer, budget_mb))
-    batch = solve_batch(bands, budget_mb)
     scores = np.full((height, width), SCORE_NODATA, dtype=np.float32)
     for index, tile in enumerate(tiles):
 
@@ -324,29 +405,44 @@ def local_rx_scores(cube, valid, inner, outer, exclude=None, budget_mb=DEFAULT_B
         rows, cols = tile.block.slices()
         out_rows, out_cols = tile.output.slices()
         scores[out_rows, out_cols] = _score_block(
-            cube[:, rows, cols], valid[rows, cols], use[rows, cols], tile, inner, outer, batch, tick
+            cube[:, rows, cols], valid[rows, cols], use[rows, cols], tile, inner, outer, tick
         )[0]
     return scores
 
 
 def run_local_rx(input_path, output_path, bands=None, mask_path=None, inner=5, outer=21, feedback=None,
-                 block_mb=DEFAULT_BLOCK_MB):
+                 block_mb=DEFAULT_BLOCK_MB, components=None):
     """Score every valid pixel of `input_path` with local RX and write a float32 raster.
 
     Mirrors run_global_rx: `bands` 1-based (None = all); `mask_path` non-zero pixels are kept out
     of every background ring but still scored; invalid pixels are nodata. One streaming pass:
     tiles (full-width strips, or squares when bands are many) are read with the halo their outer
-    windows reach.
+    windows reach. `components` (projection.resolve_components): a first pass computes the global
+    covariance and every tile is projected onto its leading principal components.
     """
     feedback = feedback or Feedback()
+    check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
+    check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     inner, outer = validate_windows(inner, outer)
     reader = RasterReader(input_path, bands)
+    choice = resolve_components(components, reader.band_count)
     mask = read_mask(mask_path, reader) if mask_path else None
-    height, width, band_count = reader.height, reader.width, reader.band_count
+    height, width = reader.height, reader.width
+    projection, score_start = None, 0
+    if choice is not None:
+        from .rx_raster import background_statistics
+
+        partial = background_statistics(reader, mask, block_mb, ProgressRange(feedback, 0, 10))
+        if partial.accumulator.count < 2:
+            raise InputError("Too few valid background pixels for the principal components (COMPONENTS): "
+                             "check the nodata value, the band selection and the mask.")
+        projection = PrincipalProjection.fit(partial.accumulator.mean, partial.accumulator.covariance, choice)
+        feedback.info(f"Projection onto {projection.describe()} of the global covariance.")
+        score_start = 10
+    band_count = projection.components if projection else reader.band_count
     tile_rows, tile_cols = plan_tiles(width, band_count, outer, block_mb)
     tiles = _tiles(height, width, outer, tile_rows, tile_cols)
-    batch = solve_batch(band_count, block_mb)
     ring = outer * outer - inner * inner
     feedback.info(
         f"Local RX on {width}x{height} pixels x {band_count} bands, windows {inner}/{outer} "
@@ -359,19 +455,22 @@ def run_local_rx(input_path, output_path, bands=None, mask_path=None, inner=5, o
             f"({band_count + 1}): every covariance is singular and ridge-regularised. Use a larger outer window "
             "or fewer bands."
         )
-    progress = ProgressRange(feedback, 0, 100)
-    valid_pixels = scored = undersampled = no_background = 0
+    progress = ProgressRange(feedback, score_start, 100)
+    throughput = ThroughputLog(feedback, width * height, "Local RX")
+    valid_pixels = scored = undersampled = no_background = done = 0
     with RasterWriter.like(reader, output_path, band_names=["local RX score"]) as writer:
         for index, tile in enumerate(tiles):
             block = tile.block
             data, valid = reader.read(block)
+            if projection is not None:
+                data = projection.apply(np.where(valid, data, 0.0))
             exclude = mask.read(block)[0][0] != 0 if mask else None
             _, _, use = _check_block(data, valid, exclude)
 
             def tick(fraction, index=index):
                 progress((index + fraction) / len(tiles))
 
-            scores, small, empty = _score_block(data, valid, use, tile, inner, outer, batch, tick)
+            scores, small, empty = _score_block(data, valid, use, tile, inner, outer, tick)
             out = tile.output
             tile_valid = int(valid[out.row - block.row:out.row - block.row + out.rows,
                                    out.col - block.col:out.col - block.col + out.cols].sum())
@@ -381,15 +480,18 @@ def run_local_rx(input_path, output_path, bands=None, mask_path=None, inner=5, o
             no_background += empty
             writer.write(out, scores)
             progress((index + 1) / len(tiles))
+            done += out.pixels
+            throughput(done)
         if valid_pixels == 0:
             raise InputError(
                 "No valid pixels: every pixel is nodata, NaN or infinite in some band. "
                 "Check the input's nodata value and the band selection."
             )
-        writer.set_metadata({
-            "fers_detector": "local RX", "fers_bands": ",".join(map(str, reader.bands)),
-            "fers_inner_window": inner, "fers_outer_window": outer,
-        })
+        metadata = {"fers_detector": "local RX", "fers_bands": ",".join(map(str, reader.bands)),
+                    "fers_inner_window": inner, "fers_outer_window": outer}
+        if projection is not None:
+            metadata["fers_components"] = projection.components
+        writer.set_metadata(metadata)
         writer.commit()
     if undersampled:
         feedback.warning(
@@ -407,7 +509,7 @@ def run_local_rx(input_path, output_path, bands=None, mask_path=None, inner=5, o
 
 def _benchmark():
     rng = np.random.default_rng(0)
-    for bands, rows, cols in ((50, 100, 100), (30, 200, 200)):
+    for bands, rows, cols in ((50, 100, 100), (30, 200, 200), (200, 40, 60)):
         cube = rng.standard_normal((bands, rows, cols))
         valid = np.ones((rows, cols), bool)
         started = time.perf_counter()

@@ -6,8 +6,10 @@ The estimates follow what each detector holds at once (see the module of each de
 - global RX (rx_raster): one block of `MEMORY_MB` of float64 data (at least one row or one GDAL
   block), held about five times over (the raw read, the float64 copy, the background pixels, their
   centred copy; the score pass holds as many);
-- local RX (local_rx): the tile plan_tiles picks (output pixels' products plus the halo block and
-  its window-sum tables) and the batched solves;
+- local RX (local_rx): the tile plan_tiles picks (the halo block, its centred and pixel-major copies)
+  and one pixel's Gram and bordered matrices;
+- the RX variants (rx_variants: local-mean RXD, UTD, RXD-UTD): a strip with its halo rows, whitened,
+  and its window-sum tables;
 - FERS detection (detect): one window (`MEMORY_MB` of float32 input and model bands: a full-width
   strip when one fits, else about square, at least one tile core (TILE_SIZE - 2 x TILE_MARGIN) a
   side with the spatial branch) read with its context (TILE_MARGIN px around it, at least a whole
@@ -80,7 +82,7 @@ def megabytes(value):
 
 
 def _value_bytes(reader):
-    return gdal.GetDataTypeSize(gdal.GetDataTypeByName(reader.data_type)) // 8
+    return reader.stored_dtype.itemsize
 
 
 def _overhead(reader, output_bands=1):
@@ -106,21 +108,37 @@ def estimate_global_rx(reader, block_mb=DEFAULT_BLOCK_MB, blocks_at_once=1):
                           {advice: block * blocks_at_once + covariance}, _overhead(reader))
 
 
-def estimate_local_rx(reader, block_mb=DEFAULT_BLOCK_MB, inner=5, outer=21):
-    """Peak memory of run_local_rx: the tile plan_tiles picks with its halo block, and the solves."""
-    from .local_rx import _bytes_per_input_pixel, _bytes_per_output_pixel, plan_tiles, solve_batch
+def estimate_local_rx(reader, block_mb=DEFAULT_BLOCK_MB, inner=5, outer=21, bands=None):
+    """Peak memory of run_local_rx: the tile plan_tiles picks with its halo block (`bands`: after a projection)."""
+    from .local_rx import _bytes_per_input_pixel, _bytes_per_output_pixel, plan_tiles
 
-    bands, width, height = reader.band_count, reader.width, reader.height
+    width, height = reader.width, reader.height
+    bands = bands or reader.band_count
     rows, cols = plan_tiles(width, bands, outer, block_mb)
     rows, cols = min(rows, height), min(cols, width)
     block_pixels = min(rows + outer - 1, height) * min(cols + outer - 1, width)
     tile = rows * cols * _bytes_per_output_pixel(bands) + block_pixels * _bytes_per_input_pixel(bands)
-    read = block_pixels * bands * (8 + _value_bytes(reader))
-    solves = solve_batch(bands, block_mb) * bands * bands * 8 * 4
+    read = block_pixels * reader.band_count * (8 + _value_bytes(reader))
+    factor = (bands + 2) ** 2 * 8 * 3  # the ring's Gram matrix and the bordered matrix factorised in place
     return MemoryEstimate(
         f"Local RX of {width}x{height} pixels x {bands} bands with a {outer} px outer window",
         {f"lower MEMORY_MB (now {block_mb})" if rows * cols > 1 else
-         f"lower WINDOW_OUTER (now {outer}) or select fewer BANDS": tile + read + solves},
+         f"lower WINDOW_OUTER (now {outer}) or select fewer BANDS": tile + read + factor},
+        _overhead(reader),
+    )
+
+
+def estimate_rx_variant(reader, block_mb=DEFAULT_BLOCK_MB, outer=21):
+    """Peak memory of run_rx_variant: a block with its halo rows, whitened, and its window-sum tables."""
+    from .rx_variants import bytes_per_pixel, plan_rows
+
+    bands, width, height = reader.band_count, reader.width, reader.height
+    rows = min(plan_rows(width, bands, outer, block_mb), height)
+    pixels = min(rows + outer - 1, height) * width
+    block = pixels * (bytes_per_pixel(bands) + bands * _value_bytes(reader))
+    return MemoryEstimate(
+        f"RX variant of {width}x{height} pixels x {bands} bands with a {outer} px mean window",
+        {f"lower MEMORY_MB (now {block_mb})" if rows > 1 else "select fewer BANDS": block + 3 * bands ** 2 * 8},
         _overhead(reader),
     )
 
@@ -284,11 +302,17 @@ def check_memory(estimate, feedback=None):
     feedback.info(f"Memory: about {megabytes(estimate.bytes)} needed, {megabytes(available)} available.")
 
 
-def check_rx_run(input_path, bands=None, block_mb=DEFAULT_BLOCK_MB, local=False, inner=5, outer=21, feedback=None):
-    """The memory check of fers:rx (global, or local with the given windows)."""
+def check_rx_run(input_path, bands=None, block_mb=DEFAULT_BLOCK_MB, local=False, inner=5, outer=21, feedback=None,
+                 variant=False, local_bands=None):
+    """The memory check of fers:rx: global, local with the given windows (`local_bands`: after a projection),
+    or an RX variant of rx_variants (`variant`) with an `outer` px mean window."""
     with RasterReader(input_path, bands) as reader:
-        estimate = (estimate_local_rx(reader, block_mb, inner, outer) if local
-                    else estimate_global_rx(reader, block_mb))
+        if variant:
+            estimate = estimate_rx_variant(reader, block_mb, outer)
+        elif local:
+            estimate = estimate_local_rx(reader, block_mb, inner, outer, local_bands)
+        else:
+            estimate = estimate_global_rx(reader, block_mb)
     check_memory(estimate, feedback)
 
 

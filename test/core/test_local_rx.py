@@ -14,7 +14,6 @@ from fers_core.local_rx import (
     plan_tiles,
     rows_per_block,
     run_local_rx,
-    solve_batch,
     validate_windows,
 )
 from fers_core.raster_io import SCORE_NODATA
@@ -91,7 +90,7 @@ def test_undersampled_rings_use_the_ridge_like_the_reference():
     assert_matches_reference(scores, brute_force_local_rx(cube, valid, 3, 7))
 
 
-@pytest.mark.parametrize("budget_mb, tiles", [(0.01, (1, 30)), (0.08, (5, 5)), (0.2, (11, 11))])
+@pytest.mark.parametrize("budget_mb, tiles", [(0.01, (1, 30)), (0.03, (7, 7)), (0.05, (5, 30))])
 def test_tiles_give_the_same_scores_as_one_block(budget_mb, tiles):
     cube = correlated_cube(5, 40, 30, seed=2)
     valid = np.ones((40, 30), dtype=bool)
@@ -103,8 +102,8 @@ def test_tiles_give_the_same_scores_as_one_block(budget_mb, tiles):
 
 def test_many_bands_use_square_tiles_within_the_budget():
     rows, cols = plan_tiles(1000, 200, 21, budget_mb=64)
-    assert rows == cols < 40  # one tile's 20,100 products per pixel fit the budget
-    assert solve_batch(200, 64) * 200 * 200 * 8 * 3 <= 64 * 2**20 / 4
+    assert rows == cols < 120  # a full-width strip and its 20 halo rows would not fit 64 MB at 200 bands
+    assert (rows + 20) * (cols + 20) * (3 * 200 + 1) * 8 <= 64 * 2**20
 
 
 def test_anomalous_pixel_stands_out_from_its_ring():
@@ -161,9 +160,9 @@ def test_file_run_matches_in_memory_scores_in_tiles(tmp_path):
     source = write_cube(tmp_path / "cube.tif", cube, nodata=-9999.0)
     mask_path = write_cube(tmp_path / "mask.tif", mask)
     output = tmp_path / "local.tif"
-    assert plan_tiles(20, 5, 9, budget_mb=0.08) == (5, 5)
+    assert plan_tiles(20, 5, 9, budget_mb=0.022) == (5, 5)
     summary = run_local_rx(source, output, bands=[1, 2, 4, 5, 6], mask_path=mask_path, inner=3, outer=9,
-                           block_mb=0.08)  # 5x5-pixel tiles
+                           block_mb=0.022)  # 5x5-pixel tiles
     scores, nodata, geotransform, projection = read(output)
     valid = np.ones((45, 20), dtype=bool)
     valid[0:2, 0:3] = False
@@ -206,3 +205,71 @@ def test_speed_is_reasonable(capsys):
     with capsys.disabled():
         print(f"\nlocal RX 100x100x50, windows 5/21: {rate:,.0f} pixels/s")
     assert rate > 1000
+
+
+def test_rows_longer_than_the_restart_interval_match_brute_force():
+    """The ring Gram slides along each row and is summed afresh every RESTART_COLUMNS pixels."""
+    from fers_core.local_rx import RESTART_COLUMNS
+
+    cols = 2 * RESTART_COLUMNS + 17
+    rng = np.random.default_rng(11)
+    cube = correlated_cube(5, 9, cols, seed=12)
+    valid = rng.random((9, cols)) > 0.05
+    exclude = rng.random((9, cols)) > 0.95
+    scores = local_rx_scores(cube, valid, 3, 7, exclude)
+    assert_matches_reference(scores, brute_force_local_rx(cube, valid, 3, 7, exclude))
+
+
+def test_ill_conditioned_bands_match_brute_force():
+    # nearly collinear bands, as real radiance (condition numbers near 1e9): the bordered factorisation holds
+    rng = np.random.default_rng(13)
+    base = rng.standard_normal((3, 15, 15))
+    cube = np.concatenate([base, base[:2] + 1e-4 * rng.standard_normal((2, 15, 15))]) * 1000 + 4000
+    valid = np.ones((15, 15), dtype=bool)
+    scores = local_rx_scores(cube, valid, 3, 9)
+    expected = brute_force_local_rx(cube, valid, 3, 9)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+def test_components_project_onto_the_leading_principal_components():
+    from fers_core.projection import PrincipalProjection
+
+    cube = correlated_cube(8, 20, 20, seed=14)
+    valid = np.ones((20, 20), dtype=bool)
+    np.testing.assert_allclose(local_rx_scores(cube, valid, 3, 9, components=8), local_rx_scores(cube, valid, 3, 9),
+                               rtol=1e-6)  # all components: the same scores (RX is affine invariant)
+    pixels = cube.reshape(8, -1)
+    projection = PrincipalProjection.fit(pixels.mean(axis=1), np.cov(pixels), ("count", 3))
+    projected = projection.apply(cube)
+    expected = brute_force_local_rx(projected, valid, 3, 9)
+    assert_matches_reference(local_rx_scores(cube, valid, 3, 9, components=3), expected)
+    share = PrincipalProjection.fit(pixels.mean(axis=1), np.cov(pixels), ("share", 0.9))
+    assert share.share >= 0.9 and share.components < 8
+
+
+@pytest.mark.parametrize("components, message", [
+    (9, "asks for 9 principal components but only 8 bands"),
+    (2.5, "neither a share of variance"),
+    (-1, "COMPONENTS must be 0"),
+])
+def test_bad_components_are_refused_before_any_pass(tmp_path, components, message):
+    cube = correlated_cube(8, 10, 10, seed=15)
+    with pytest.raises(InputError, match=message):
+        local_rx_scores(cube, np.ones((10, 10), bool), 3, 7, components=components)
+    source = write_cube(tmp_path / "cube.tif", cube.astype(np.float32))
+    with pytest.raises(InputError, match=message):
+        run_local_rx(source, tmp_path / "local.tif", inner=3, outer=7, components=components)
+    assert leftovers(tmp_path, {"cube.tif"}) == []
+
+
+def test_file_run_logs_throughput_and_time_left(tmp_path):
+    messages = []
+
+    class Recorder(Feedback):
+        def info(self, message):
+            messages.append(message)
+
+    source = write_cube(tmp_path / "cube.tif", correlated_cube(4, 30, 20, seed=16).astype(np.float32))
+    run_local_rx(source, tmp_path / "local.tif", inner=3, outer=7, feedback=Recorder(), block_mb=0.02, components=3)
+    assert any("pixels/s, about" in m and "left" in m for m in messages)
+    assert any("Projection onto 3 principal component(s)" in m for m in messages)

@@ -1,0 +1,279 @@
+"""ENVI's RX variants: RXD with a global or local mean, UTD and RXD-UTD, all with the global covariance.
+
+With K the background covariance of the whole image (pseudo-inverse when singular, as fit_rx),
+mu the background mean, r the pixel and 1 the all-ones vector (Chang and Chiang 2002, "Anomaly
+detection and classification for hyperspectral imagery", IEEE TGRS 40(6); ENVI's "RX Anomaly
+Detection"):
+
+    RXD(r)     = (r - mu)^T K^-1 (r - mu)
+    UTD(r)     = (1 - mu)^T K^-1 (r - mu)      (uniform target detector: the matched signature is 1)
+    RXD-UTD(r) = (r - 1)^T K^-1 (r - mu)       (= RXD - UTD)
+
+mu is the global mean, or a local mean: the mean of the usable pixels of an odd kernel around the
+pixel, optionally without a guard window around it. Near the edges the kernel is shifted inside
+the image (it keeps its size) and the guard stays centred and clipped, as local RX's windows.
+UTD and RXD-UTD depend on the data's units (the 1 vector does); RXD does not.
+
+Computation: one statistics pass (global mean and covariance, float64, as global RX), then one
+score pass: each block is whitened once (a = F (r - mu_global), F^T F = K^-1, the float32
+triangular factor of global RX), a local mean is a box mean of the whitened bands (summed-area
+tables in float64 over the block and its halo rows), and each score is a dot product of whitened
+vectors. Memory follows the block: strips (or squares when bands are many) with the halo the
+kernel reaches.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .feedback import Feedback, ProgressRange
+from .local_rx import ThroughputLog, _tiles, plan_tiles
+from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
+from .rx import CovarianceAccumulator, fit_rx
+
+VARIANTS = ("rxd", "utd", "rxd-utd")
+NAMES = {"rxd": "RXD", "utd": "UTD", "rxd-utd": "RXD-UTD"}
+
+
+@dataclass
+class RxVariantRunSummary:
+    """What a run did, for the log and for tests."""
+
+    output_path: str
+    valid_pixels: int
+    no_background_pixels: int
+    bands: int
+    rank: int
+    seconds: float
+
+
+def describe(variant, window=None, guard=0):
+    text = NAMES[variant]
+    if not window:
+        return f"{text}, global mean"
+    return f"{text}, local mean ({window} px kernel" + (f", {guard} px guard)" if guard else ")")
+
+
+def chi_square_law(variant):
+    """Whether the scores follow (about) a chi-square law for Gaussian backgrounds: RXD only."""
+    return variant == "rxd"
+
+
+def validate_variant(variant, window=None, guard=0):
+    """(variant, window or None, guard) checked; InputError naming what is wrong."""
+    if variant not in VARIANTS:
+        raise InputError(f"Unknown RX variant '{variant}': use one of {', '.join(VARIANTS)}.")
+    if window in (None, 0):
+        return variant, None, 0
+    window, guard = int(window), int(guard or 0)
+    if window < 3 or window % 2 == 0:
+        raise InputError(f"The local mean kernel must be an odd number of pixels, at least 3 (got {window}): "
+                         "use e.g. 21.")
+    if guard < 0 or (guard and guard % 2 == 0):
+        raise InputError(f"The guard window must be 0 (none) or an odd number of pixels (got {guard}): use e.g. 5.")
+    if guard >= window:
+        raise InputError(f"The guard window ({guard} px) must be smaller than the local mean kernel ({window} px): "
+                         f"use e.g. a guard of {max(1, window // 4 * 2 - 1)} or a larger kernel.")
+    return variant, window, guard
+
+
+BAND_CHUNK = 16  # whitened bands box-filtered at once: the filter's temporaries stay small
+
+
+def bytes_per_pixel(bands):
+    """A block pixel: the read (float64 at most) and one band chunk's centred copy and running sums."""
+    return bands * 8 + BAND_CHUNK * 4 * 4 + 16
+
+
+def bytes_per_output_pixel(bands):
+    """An output pixel: its float32 differences to the local mean, the local mean, and the whitened values."""
+    return bands * 4 * 3 + 32
+
+
+def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB):
+    """(rows, cols) of output per tile (local_rx.plan_tiles with this module's memory per pixel)."""
+    return plan_tiles(width, bands, outer, block_mb, bytes_per_pixel(bands), bytes_per_output_pixel(bands))
+
+
+def plan_rows(width, bands, outer, block_mb=DEFAULT_BLOCK_MB):
+    return plan(width, bands, outer, block_mb)[0]
+
+
+class _Whitening:
+    """a = F (x - mean): global RX's float32 factor (F^T F = K^-1 restricted to the background's span)."""
+
+    def __init__(self, model):
+        self.model = model
+        # the float32 factor includes the scale; without it (data in extreme units) the float64 whitening does
+        self.factor = model.factor if model.factor is not None else (model.whitening * model.scale).T
+        self.ones = self(np.ones((model.n_features, 1))).astype(np.float64)[:, 0]  # the uniform target, whitened
+
+    def __call__(self, data):
+        """F (x - mean) of (bands, pixels) -> (rank, pixels)."""
+        return self.apply(np.asarray(data, np.float64) - self.model.mean[:, None])
+
+    def apply(self, centred):
+        """F d of already centred (bands, pixels) -> (rank, pixels), in the factor's type."""
+        return self.factor @ centred.astype(self.factor.dtype)
+
+
+class _WindowSums:
+    """Sums over each output pixel's kernel minus guard (local RX's windows), by separable running sums.
+
+    Kernel: `window` pixels shifted to stay inside the image (the sum of the nearest kernel that
+    fits, so centred sums of the interior are replicated outwards); guard: `guard` pixels (0: none)
+    centred and clipped (zero padding). scipy's running sums accumulate in float64.
+    """
+
+    def __init__(self, tile, window, guard):
+        block = tile.block
+        self.window, self.guard = window, guard
+        self.axes = []
+        for start, stop, size, offset in ((tile.first, tile.last, tile.height, block.row),
+                                          (tile.left, tile.right, tile.width, block.col)):
+            centres = np.arange(start, stop)
+            kernel = np.clip(centres, window // 2, size - 1 - window // 2) - offset if size > window else None
+            self.axes.append((kernel, centres - offset, size))
+
+    def _sums(self, image, size_window, axis, index):
+        from scipy.ndimage import uniform_filter1d
+
+        summed = uniform_filter1d(image, size_window, axis=axis, mode="constant", output=np.float32)
+        summed *= size_window
+        return np.take(summed, index, axis=axis)
+
+    def __call__(self, image):
+        """(k, block rows, block cols) -> (k, out rows, out cols), float32 (each running sum is float64)."""
+        result = None
+        for size_window in (self.window, self.guard):
+            if not size_window:
+                continue
+            part = image
+            for axis, (kernel, centres, _size) in zip((1, 2), self.axes):
+                if size_window == self.window and kernel is None:  # the kernel is the whole extent
+                    part = np.repeat(part.sum(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32),
+                                     len(centres), axis=axis)
+                else:
+                    part = self._sums(part, size_window, axis, kernel if size_window == self.window else centres)
+            result = part if result is None else result - part
+        return result
+
+
+def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
+    """Scores (rows, cols) float32 of a tile's output pixels from its block, and the pixels without background.
+
+    Whitening is linear, so the local mean is taken of the data (centred on the global mean) and
+    only the output pixels are whitened: RXD = |F (x - m)|^2, UTD = (F (1 - m)) . (F (x - m)).
+    """
+    block, out = tile.block, tile.output
+    bands = data.shape[0]
+    first, left = out.row - block.row, out.col - block.col
+    inside = (slice(None), slice(first, first + out.rows), slice(left, left + out.cols))
+    mean = whitening.model.mean[:, None, None]
+    keep = valid[inside[1:]].copy()
+    empty = 0
+    if window:
+        sums = _WindowSums(tile, window, guard)
+        weights = use[None].astype(np.float32)
+        count = np.rint(sums(weights)[0])  # exact small integers, up to rounding
+        empty = int((keep & (count < 1)).sum())
+        keep &= count >= 1
+        inverse_count = np.where(count > 0, 1.0 / np.maximum(count, 1), 0.0).astype(np.float32)
+        difference = np.empty((bands, out.rows, out.cols), np.float32)
+        local = np.empty((bands, out.rows, out.cols), np.float32) if variant != "rxd" else None
+        for start in range(0, bands, BAND_CHUNK):  # chunk by chunk, so the temporaries stay in cache
+            chunk = slice(start, start + BAND_CHUNK)
+            centred = np.multiply(data[chunk] - mean[chunk], weights, dtype=np.float32)
+            means = sums(centred)
+            means *= inverse_count
+            np.subtract(np.where(keep, data[chunk][inside] - mean[chunk], 0.0), means,
+                        out=difference[chunk], casting="unsafe")
+            if local is not None:
+                local[chunk] = means
+    else:
+        local = None
+        difference = np.where(valid[inside[1:]], data[inside] - mean, 0.0)
+    whitened = whitening.apply(difference.reshape(bands, -1))
+    rxd = np.einsum("kp,kp->p", whitened, whitened, dtype=np.float64)
+    if variant == "rxd":
+        scores = rxd
+    else:
+        target = whitening.ones[:, None]
+        if local is not None:
+            target = target - whitening.apply(local.reshape(bands, -1))
+        utd = np.einsum("kp,kp->p", np.broadcast_to(target, whitened.shape), whitened, dtype=np.float64)
+        scores = utd if variant == "utd" else rxd - utd
+    result = np.full((out.rows, out.cols), SCORE_NODATA, np.float32)
+    result[keep] = scores.reshape(out.rows, out.cols)[keep]
+    return result, empty
+
+
+def rx_variant_scores(cube, valid, variant, window=None, guard=0, exclude=None):
+    """An RX variant of an in-memory cube (bands, rows, cols) -> float32 scores (rows, cols); see the module.
+
+    `valid`: pixels to score and to use as background; `exclude`: valid pixels kept out of the
+    background (covariance and local means) but still scored. Invalid pixels are SCORE_NODATA.
+    """
+    variant, window, guard = validate_variant(variant, window, guard)
+    cube = np.asarray(cube, np.float64)
+    valid = np.asarray(valid, bool)
+    use = valid if exclude is None else valid & ~np.asarray(exclude, bool)
+    bands, height, width = cube.shape
+    accumulator = CovarianceAccumulator(bands)
+    accumulator.add_bands(cube.reshape(bands, -1), use.reshape(-1))
+    whitening = _Whitening(fit_rx(accumulator))
+    tile = _tiles(height, width, window or 1, height, width)[0]
+    return _score_tile(cube, valid, use, tile, whitening, variant, window, guard)[0]
+
+
+def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands=None, mask_path=None, feedback=None,
+                   block_mb=DEFAULT_BLOCK_MB):
+    """Score every valid pixel of `input_path` with RXD (global or local mean), UTD or RXD-UTD; float32 raster.
+
+    `bands` 1-based (None = all); `mask_path` non-zero pixels stay out of the covariance and the
+    local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
+    """
+    from .rx_raster import background_statistics, fit_rx_partial
+
+    feedback = feedback or Feedback()
+    started = time.perf_counter()
+    variant, window, guard = validate_variant(variant, window, guard)
+    reader = RasterReader(input_path, bands)
+    mask = read_mask(mask_path, reader) if mask_path else None
+    height, width = reader.height, reader.width
+    what = describe(variant, window, guard)
+    tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb)
+    tiles = _tiles(height, width, window or 1, tile_rows, tile_cols)
+    feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
+                  f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels.")
+    partial = background_statistics(reader, mask, block_mb, ProgressRange(feedback, 0, 40))
+    model = fit_rx_partial(partial, feedback)
+    whitening = _Whitening(model)
+    progress = ProgressRange(feedback, 40, 100)
+    throughput = ThroughputLog(feedback, width * height, NAMES[variant])
+    no_background = done = 0
+    with RasterWriter.like(reader, output_path, band_names=[f"{NAMES[variant]} score"]) as writer:
+        for index, tile in enumerate(tiles):
+            data, valid = reader.read(tile.block, dtype=None)
+            use = valid if mask is None else valid & (mask.read(tile.block)[0][0] == 0)
+            scores, empty = _score_tile(data, valid, use, tile, whitening, variant, window, guard)
+            no_background += empty
+            writer.write(tile.output, scores)
+            progress((index + 1) / len(tiles))
+            done += tile.output.pixels
+            throughput(done)
+        metadata = {"fers_detector": what, "fers_bands": ",".join(map(str, reader.bands))}
+        if window:
+            metadata.update(fers_mean_window=window, fers_guard_window=guard)
+        writer.set_metadata(metadata)
+        writer.commit()
+    if no_background:
+        feedback.warning(f"{no_background} valid pixel(s) had no usable pixel in their local mean kernel and are "
+                         "nodata.")
+    seconds = time.perf_counter() - started
+    feedback.info(f"Wrote {output_path} in {seconds:.2f} s ({partial.valid_pixels / max(seconds, 1e-9):,.0f} "
+                  "pixels/s).")
+    return RxVariantRunSummary(str(output_path), partial.valid_pixels, no_background, reader.band_count, model.rank,
+                               seconds)
