@@ -124,9 +124,9 @@ class TrainAlgorithm(FersAlgorithm):
         self.add_parameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, self.tr("Trained model"), "FERS model (*.pt)", optional=True, createByDefault=True),
             "The FERS model file (.pt) to write, for the FERS anomaly detector's Model parameter. Left at "
-            "[Save to temporary file] (the default) or empty, the model is kept as <first input>_fers_model.pt beside the "
-            "first input (in the QGIS profile's fers/models folder when that folder is read-only), with _2, _3, "
-            "... rather than replacing a model; the log names the file.")
+            "[Save to temporary file] (the default) or empty, the model is kept beside the first input, named after "
+            "it (e.g. scene_fers_model.pt for scene.tif; in the QGIS profile's fers/models folder when that "
+            "folder is read-only), with _2, _3, ... rather than replacing a model; the log names the file.")
 
     def layer_sources(self, parameters, name, context):
         return [path for path, _ in self.raster_sources(parameters, name, context)]

@@ -136,7 +136,15 @@ def test_qgis_process_help_explains_every_parameter():
         block = re.search(rf"^{key}: (.+)\n\t(.+)\n\tArgument type", arguments, re.M)
         assert block and len(block.group(2)) > 20, key  # the label, then that parameter's help
     assert outputs.HELP in text  # the threshold, mask and objects paragraph
-    assert "&lt;" not in text and "&gt;" not in text and "&amp;" not in text
+
+
+@pytest.mark.parametrize("algorithm_id", sorted(ADVANCED))
+def test_qgis_process_help_reads_as_plain_text(algorithm_id):
+    """qgis_process prints the HTML-escaped help as it is: the help avoids <, > and & so it stays readable."""
+    completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "help", algorithm_id], capture_output=True,
+                               text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    assert not re.search(r"&(lt|gt|amp|quot|#\d+);", completed.stdout), completed.stdout
 
 
 def test_help_urls_point_at_the_algorithms_readme_sections(qgis_app):
