@@ -179,6 +179,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     help_intro = ""  # what the algorithm does: the help's first paragraphs
     help_notes = ""  # paragraphs after the parameter list
     help_anchor = ""  # GitHub anchor of the algorithm's README section
+    summary = ""  # one sentence: the Toolbox tooltip
     icon_file = "fers.svg"  # in icons/
     search_tags = ()
 
@@ -217,6 +218,9 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         if self.help_notes:
             sections.append(html.escape(self.tr(self.help_notes), quote=False))
         return "\n\n".join(section for section in sections if section)
+
+    def shortDescription(self):  # noqa: N802 (QGIS API)
+        return self.tr(self.summary)
 
     def helpUrl(self):  # noqa: N802 (QGIS API)
         address = plugin_address()

@@ -67,6 +67,7 @@ class DetectAlgorithm(FersAlgorithm):
     needs_torch = True
 
     help_anchor = "fersdetect-fers-anomaly-detector"
+    summary = "Scores how anomalous every pixel of a hyperspectral raster is, with learned background features."
     icon_file = "detect.svg"
     search_tags = ("hyperspectral", "anomaly", "FERS", "deep learning", "neural network", "RX", "Reed-Xiaoli",
                    "target detection", "rebellious student", "threshold", "mask", "polygons")

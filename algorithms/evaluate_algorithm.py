@@ -20,6 +20,7 @@ class EvaluateAlgorithm(FersAlgorithm):
     group_name, group_id = "Anomaly detection", "anomaly"
 
     help_anchor = "fersevaluate-evaluate-anomaly-scores-against-ground-truth"
+    summary = "Compares anomaly score rasters with a ground truth: ROC curves, AUC, detection rates, F1."
     icon_file = "evaluate.svg"
     search_tags = ("hyperspectral", "anomaly", "evaluation", "accuracy", "ROC", "AUC", "F1", "ground truth",
                    "detection rate", "false alarm", "benchmark")

@@ -13,6 +13,7 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
     needs_torch = True
 
     help_anchor = "fersimport_checkpoint-import-a-fers-authors-checkpoint"
+    summary = "Converts a FERS authors' checkpoint folder into one FERS model file."
     icon_file = "import_checkpoint.svg"
     search_tags = ("hyperspectral", "anomaly", "FERS", "checkpoint", "import", "convert", "model", "PyTorch")
     help_intro = (

@@ -1,4 +1,5 @@
-"""fers:rx: classical RX anomaly detector, global or local (dual window), with optional mask and polygons."""
+"""fers:rx: classical RX anomaly detectors (global, local dual-window, ENVI's RXD/UTD/RXD-UTD with a global or local
+mean), with optional mask and polygons."""
 
 from qgis.core import (
     QgsProcessingParameterBand,
@@ -13,6 +14,7 @@ from ..fers_core.feedback import StageFeedback
 from ..fers_core.local_rx import run_local_rx
 from ..fers_core.memory_guard import check_rx_run
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.rx_variants import chi_square_law, describe, run_rx_variant, validate_variant
 from . import outputs, scheduler, styles
 from .base import FersAlgorithm, RasterLayerParameter, advanced
 
@@ -22,10 +24,18 @@ class RxAlgorithm(FersAlgorithm):
 
     INPUT, BANDS, MASK, MEMORY_MB, OUTPUT = "INPUT", "BANDS", "MASK", "MEMORY_MB", "OUTPUT"
     MODE, WINDOW_INNER, WINDOW_OUTER = "MODE", "WINDOW_INNER", "WINDOW_OUTER"
+    COMPONENTS = "COMPONENTS"
     GLOBAL, LOCAL = 0, 1
+    MODE_OPTIONS = ("Global (whole image)", "Local (ring between two windows)",
+                    "RXD, local mean (outer window minus the inner one), global covariance",
+                    "UTD (uniform target), global mean", "RXD-UTD, global mean",
+                    "UTD, local mean", "RXD-UTD, local mean")
+    VARIANT_MODES = {2: ("rxd", True), 3: ("utd", False), 4: ("rxd-utd", False), 5: ("utd", True),
+                     6: ("rxd-utd", True)}  # MODE -> (rx_variants variant, local mean)
     group_name, group_id = "Anomaly detection", "anomaly"
 
     help_anchor = "fersrx-rx-anomaly-detector-classical"
+    summary = "Scores how anomalous every pixel of a hyperspectral raster is, by its distance to the background."
     icon_file = "rx.svg"
     search_tags = ("hyperspectral", "anomaly", "RX", "Reed-Xiaoli", "Mahalanobis", "local RX", "dual window",
                    "target detection", "threshold", "mask", "polygons")
@@ -55,22 +65,34 @@ class RxAlgorithm(FersAlgorithm):
         ), "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the "
            "background statistics but still scored.")
         self.add_parameter(QgsProcessingParameterEnum(
-            self.MODE, self.tr("Background"), [self.tr("Global (whole image)"),
-                                               self.tr("Local (ring between two windows)")], defaultValue=self.GLOBAL,
+            self.MODE, self.tr("Background"), [self.tr(option) for option in self.MODE_OPTIONS],
+            defaultValue=self.GLOBAL,
         ), "Global: one background (mean and covariance) for the whole image. Local: each pixel's own background, "
            "the ring between an inner (guard) window and an outer window centred on it; it finds targets that are "
            "unusual for their surroundings, at a higher cost. Near the edges the outer window is shifted inside "
-           "the image so the ring keeps its size.")
+           "the image so the ring keeps its size. ENVI's variants, all with the global covariance K (Chang and "
+           "Chiang 2002): RXD = (r - m)' K^-1 (r - m) with a local mean m (the outer window minus the inner one; "
+           "inner 0 = no guard), about as fast as global RX; UTD = (1 - m)' K^-1 (r - m), the uniform target "
+           "detector, which depends on the data's units; RXD-UTD = (r - 1)' K^-1 (r - m) = RXD - UTD. UTD and "
+           "RXD-UTD have no chi-square law, so the false-alarm-rate threshold does not apply to them.")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.WINDOW_INNER, self.tr("Local background: inner (guard) window, odd, pixels"),
-            QgsProcessingParameterNumber.Type.Integer, 5, minValue=1,
+            QgsProcessingParameterNumber.Type.Integer, 5, minValue=0,
         )), "Local background only: side of the square around the pixel that is left out of its background, so "
-            "a target does not spread into its own statistics (odd, default 5).")
+            "a target does not spread into its own statistics (odd, default 5; 0 = no guard, local mean modes "
+            "only).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.WINDOW_OUTER, self.tr("Local background: outer window, odd, pixels"),
             QgsProcessingParameterNumber.Type.Integer, 21, minValue=3,
         )), "Local background only: side of the square whose ring outside the inner window is the background "
-            "(odd, larger than the inner window, default 21).")
+            "(odd, larger than the inner window, default 21). For the local mean modes: the mean's kernel.")
+        self.add_parameter(advanced(QgsProcessingParameterNumber(
+            self.COMPONENTS, self.tr("Local RX: principal components (0 = all bands)"),
+            QgsProcessingParameterNumber.Type.Double, 0, minValue=0,
+        )), "Local RX only: project the bands onto the leading principal components of the global covariance "
+            "first (much faster with many bands; it drops the low-variance directions, where small targets can "
+            "stand out). 0 = off (exact, all bands); below 1 = the share of variance to keep (e.g. 0.999); 1 or "
+            "more = a number of components, at most the band count.")
         outputs.add_threshold_parameters(self)
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.MEMORY_MB, self.tr("Block memory budget (MB)"), QgsProcessingParameterNumber.Type.Integer,
@@ -85,11 +107,30 @@ class RxAlgorithm(FersAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        if self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
+        mode = self.parameterAsEnum(parameters, self.MODE, context)
+        if mode == self.LOCAL:
             problem = self.local_window_problem(parameters, context)
             if problem:
                 return False, problem
+        if mode in self.VARIANT_MODES:
+            try:
+                variant, window, guard = self.variant_settings(parameters, context)
+            except InputError as error:
+                return False, str(error)
+            if outputs.asked_for(parameters) and not chi_square_law(variant) and \
+                    self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
+                return False, self.tr(
+                    f"{describe(variant, window, guard)} scores follow no chi-square law, so a false-alarm-rate "
+                    "threshold does not apply: choose a top-percentage or absolute threshold.")
         return outputs.check_object_parameters(self, parameters, context)
+
+    def variant_settings(self, parameters, context):
+        """(variant, window or None, guard) of an RX variant MODE, validated (InputError)."""
+        variant, local_mean = self.VARIANT_MODES[self.parameterAsEnum(parameters, self.MODE, context)]
+        if not local_mean:
+            return validate_variant(variant)
+        return validate_variant(variant, self.parameterAsInt(parameters, self.WINDOW_OUTER, context),
+                                self.parameterAsInt(parameters, self.WINDOW_INNER, context))
 
     def compute(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
@@ -102,17 +143,23 @@ class RxAlgorithm(FersAlgorithm):
         )
         source = self.raster_source(parameters, self.INPUT, context)
         cluster = scheduler.value(self, parameters, context)
-        if cluster and self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
-            raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for local RX.")
+        mode = self.parameterAsEnum(parameters, self.MODE, context)
+        if cluster and mode != self.GLOBAL:
+            raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the other "
+                             "modes (python -m fers_core batch --scheduler runs them one raster per task).")
+        variant = self.variant_settings(parameters, context) if mode in self.VARIANT_MODES else None
+        inner = self.parameterAsInt(parameters, self.WINDOW_INNER, context)
+        outer = self.parameterAsInt(parameters, self.WINDOW_OUTER, context)
+        components = self.parameterAsDouble(parameters, self.COMPONENTS, context) or None
         if not cluster:  # on a Dask cluster the blocks use the workers' memory
-            check_rx_run(source, common["bands"], common["block_mb"],
-                         self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL,
-                         self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-                         self.parameterAsInt(parameters, self.WINDOW_OUTER, context), feedback)
-        if self.parameterAsEnum(parameters, self.MODE, context) == self.LOCAL:
-            summary = run_local_rx(source, output, inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-                                   outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context), **common)
+            check_rx_run(source, common["bands"], common["block_mb"], mode == self.LOCAL, inner,
+                         (variant[1] or 1) if variant else outer, feedback, variant=variant is not None,
+                         local_bands=int(components) if components and components >= 1 else None)
+        if mode == self.LOCAL:
+            summary = run_local_rx(source, output, inner=inner, outer=outer, components=components, **common)
             n_features = summary.bands
+        elif variant is not None:
+            n_features = run_rx_variant(source, output, *variant, **common).rank
         else:
             n_features = global_rx(cluster, source, output, **common).rank
         results = {self.OUTPUT: output}

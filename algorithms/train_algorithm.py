@@ -44,6 +44,7 @@ class TrainAlgorithm(FersAlgorithm):
     needs_torch = True
 
     help_anchor = "ferstrain-train-a-fers-model"
+    summary = "Trains a FERS model on background rasters, for the FERS anomaly detector."
     icon_file = "train.svg"
     search_tags = ("hyperspectral", "anomaly", "FERS", "deep learning", "neural network", "training",
                    "fine-tune", "reverse distillation", "background", "model")

@@ -161,7 +161,7 @@ def test_help_urls_point_at_the_algorithms_readme_sections(qgis_app):
         assert matching and anchor == github_anchor(matching[0]), algorithm.id()
 
 
-def test_each_algorithm_has_its_own_icon_and_search_tags(qgis_app):
+def test_each_algorithm_has_its_own_icon_search_tags_and_summary(qgis_app):
     from qgis.PyQt.QtSvg import QSvgRenderer
 
     contents = {(ROOT / "icons" / "fers.svg").read_bytes()}
@@ -172,6 +172,7 @@ def test_each_algorithm_has_its_own_icon_and_search_tags(qgis_app):
         contents.add(path.read_bytes())
         tags = algorithm.tags()
         assert len(tags) >= 5 and "hyperspectral" in tags and "anomaly" in tags, algorithm.id()
+        assert 30 < len(algorithm.shortDescription()) <= 120, algorithm.id()  # the Toolbox tooltip's sentence
     assert len(contents) == len(fers_algorithms()) + 1  # distinct from each other and from the plugin's icon
 
 
