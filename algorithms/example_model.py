@@ -7,7 +7,7 @@ yet while the provider loads for the first time; `attach` re-resolves them once 
 
 import os
 
-from qgis.core import QgsProcessingModelAlgorithm
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm
 
 MODEL_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models",
                           "detect_mask_polygons_report.model3")
@@ -21,6 +21,16 @@ class ExampleModel(QgsProcessingModelAlgorithm):
         if not self.fromFile(MODEL_FILE):
             raise RuntimeError(f"Cannot read the example model {MODEL_FILE}")
         self.setSourceFilePath(MODEL_FILE)
+
+    @classmethod
+    def load(cls):
+        """The model, or None (with the reason in the QGIS log) when its file cannot be read."""
+        try:
+            return cls()
+        except RuntimeError as error:
+            QgsMessageLog.logMessage(f"{error}: the example model is left out of the Toolbox.", "FERS",
+                                     Qgis.MessageLevel.Warning)
+            return None
 
     def name(self):
         return "detect_mask_polygons_report"

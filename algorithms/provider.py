@@ -5,6 +5,7 @@ import os
 from qgis.core import QgsApplication, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..fers_core.raster_io import RASTER_OUTPUT_FORMATS
 from .detect_algorithm import DetectAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .example_model import ExampleModel
@@ -30,14 +31,22 @@ class FersProvider(QgsProcessingProvider):
     def icon(self):
         return QIcon(ICON_PATH)
 
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)
+        """The formats the engine writes block by block (the dialog's file chooser offers these)."""
+        return [extension.lstrip(".") for extension in RASTER_OUTPUT_FORMATS]
+
+    def defaultRasterFileExtension(self):  # noqa: N802 (QGIS API)
+        return "tif"
+
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (DetectAlgorithm(), ImportCheckpointAlgorithm(), RxAlgorithm(), EvaluateAlgorithm(),
                           TrainAlgorithm()):
             self.addAlgorithm(algorithm)
-        model = ExampleModel()
-        self.addAlgorithm(model)
-        if not model.attached():  # first load: the registry lists this provider only once it is added
-            QgsApplication.processingRegistry().providerAdded.connect(self._attach_models)
+        model = ExampleModel.load()
+        if model is not None:
+            self.addAlgorithm(model)
+            if not model.attached():  # first load: the registry lists this provider only once it is added
+                QgsApplication.processingRegistry().providerAdded.connect(self._attach_models)
 
     def _attach_models(self, provider_id):
         if provider_id != self.id():

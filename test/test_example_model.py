@@ -124,6 +124,23 @@ def test_components_do_not_overlap_in_the_modeler(qgis_app):
         assert overlapping == [], f"{item.component().description() or 'an input'} overlaps {overlapping}"
 
 
+def test_an_unreadable_model_file_leaves_the_other_algorithms(qgis_app, monkeypatch, tmp_path):
+    from qgis.core import QgsApplication
+
+    from fers.algorithms import example_model
+
+    provider = QgsApplication.processingRegistry().providerById("fers")
+    monkeypatch.setattr(example_model, "MODEL_FILE", str(tmp_path / "missing.model3"))
+    provider.refreshAlgorithms()
+    try:
+        listed = {algorithm.id() for algorithm in provider.algorithms()}
+        assert "fers:detect" in listed and "fers:evaluate" in listed and MODEL_ID not in listed
+    finally:
+        monkeypatch.undo()
+        provider.refreshAlgorithms()
+    assert toolbox_model().attached()
+
+
 def check_outputs(scene, truth, scores_path, mask_path, objects_path, report_path, percent, min_pixels):
     from fers.fers_core.metrics import roc_auc
 
