@@ -64,10 +64,14 @@ def require_reference():
 
 @pytest.fixture(scope="session")
 def qgis_app():
-    """A headless QgsApplication with Processing and the fers provider registered."""
+    """An offscreen QgsApplication with Processing and the fers provider registered.
+
+    GUI-enabled (QT_QPA_PLATFORM=offscreen, no display needed), so the desktop tests can build
+    QGIS's real Processing dialogs; processing.run works the same as in a non-GUI application.
+    """
     from qgis.core import QgsApplication
 
-    app = QgsApplication([], False)
+    app = QgsApplication([], True)
     app.initQgis()
     from processing.core.Processing import Processing
 
