@@ -23,7 +23,7 @@ ADVANCED = {  # parameters the dialog shows under Advanced; everything else is i
                     "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN", "SCHEDULER"},
     "fers:train": {"STAGES", "MODEL_BANDS", "WAVELENGTHS", "EPOCHS", "PATCH_SIZE", "BATCH_SIZE", "LEARNING_RATE",
                    "SEED", "TEACHER", "DEVICE"},
-    "fers:rx": {"WINDOW_INNER", "WINDOW_OUTER", "MEMORY_MB", "SCHEDULER"},
+    "fers:rx": {"WINDOW_INNER", "WINDOW_OUTER", "COMPONENTS", "MEMORY_MB", "SCHEDULER"},
     "fers:evaluate": set(),
     "fers:import_checkpoint": set(),
 }
