@@ -20,8 +20,10 @@ BRANCH_OPTIONS = ["Spectral + spatial", "Spectral only", "Spatial only"]
 FUSION_OPTIONS = ["As the reference (sum above 50 model bands, product at 50 or fewer)", "Sum", "Product"]
 DEVICE_OPTIONS = ["Auto (CUDA when available)", "CPU", "CUDA"]
 DEVICE_VALUES = ["auto", "cpu", "cuda"]
-DETECTOR_OPTIONS = ["Global RX", "Local (dual-window) RX"]
-DETECTOR_VALUES = ["global", "local"]
+DETECTOR_OPTIONS = ["Global RX", "Local (dual-window) RX",
+                    "RXD with a local mean (outer window minus the inner one), global covariance",
+                    "UTD (uniform target), global mean", "RXD-UTD, global mean"]
+DETECTOR_VALUES = ["global", "local", "rxd-local-mean", "utd", "rxd-utd"]  # fers_core.detect.DETECTORS
 PRECISION_OPTIONS = [
     "float32 everywhere",
     "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
@@ -116,7 +118,9 @@ class DetectAlgorithm(FersAlgorithm):
             "Where the networks run: Auto uses an NVIDIA GPU (CUDA) when PyTorch sees one, else the CPU.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.DETECTOR, self.tr("Detector on the enhanced cube"), DETECTOR_OPTIONS, defaultValue=0)),
-            "Global RX (the FERS method) or local dual-window RX on the enhanced cube.")
+            "Global RX (the FERS method) or local dual-window RX on the enhanced cube, or one of ENVI's variants with "
+            "the global covariance (see fers:rx): RXD with a local mean (the outer window minus the inner one), UTD "
+            "or RXD-UTD. UTD and RXD-UTD have no chi-square law (no false-alarm-rate threshold).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.WINDOW_INNER, self.tr("Local detector: inner (guard) window, odd, pixels"),
             QgsProcessingParameterNumber.Type.Integer, 5, minValue=1)),
@@ -167,10 +171,24 @@ class DetectAlgorithm(FersAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        if DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)] == "local":
+        detector = DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)]
+        if detector == "local":
             problem = self.local_window_problem(parameters, context)
             if problem:
                 return False, problem
+        if detector != "global":
+            from ..fers_core.detect import DetectOptions, check_detector
+
+            try:
+                check_detector(DetectOptions(detector=detector,
+                                             window_inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                                             window_outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context)))
+            except InputError as error:
+                return False, str(error)
+        if detector in ("utd", "rxd-utd") and outputs.asked_for(parameters) and \
+                self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
+            return False, self.tr("UTD and RXD-UTD scores follow no chi-square law, so a false-alarm-rate threshold "
+                                  "does not apply: choose a top-percentage or absolute threshold.")
         return outputs.check_object_parameters(self, parameters, context)
 
     def compute(self, parameters, context, feedback):
@@ -204,9 +222,9 @@ class DetectAlgorithm(FersAlgorithm):
             precision=PRECISION_VALUES[self.parameterAsEnum(parameters, self.PRECISION, context)],
             threads=self.thread_count(),
         )
-        if cluster and options.detector == "local":
+        if cluster and options.detector != "global":
             raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the local "
-                             "detector.")
+                             "detector and the RX variants.")
         available = tuple(b for b in options.branches if model.has_branch(b))
         if outputs.asked_for(parameters) and choose_fusion(options.fusion, model.bands, available) == "product" and \
                 self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:

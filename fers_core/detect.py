@@ -62,6 +62,28 @@ COMBINE_BLOCK_MB = 16  # blocks of the score maps that product fusion multiplies
 MIN_INPUT_BANDS = 3  # 1 or 2 bands interpolate to a flat or straight-line spectrum the networks never saw
 
 
+DETECTORS = ("global", "local", "rxd-local-mean", "utd", "rxd-utd")
+"""Detectors on the enhanced cube: global RX, local (dual-window) RX, and ENVI's variants (rx_variants)."""
+DETECTOR_VARIANTS = {"rxd-local-mean": ("rxd", True), "utd": ("utd", False), "rxd-utd": ("rxd-utd", False)}
+"""detector -> (rx_variants variant, local mean: WINDOW_OUTER kernel minus WINDOW_INNER guard)."""
+
+
+def check_detector(options):
+    """InputError for an unknown detector or windows it cannot use, before any pass over the data."""
+    if options.detector not in DETECTORS:
+        raise InputError(f"Unknown detector '{options.detector}': use one of {', '.join(DETECTORS)}.")
+    if options.detector == "local":
+        from .local_rx import validate_windows
+
+        validate_windows(options.window_inner, options.window_outer)
+    elif options.detector in DETECTOR_VARIANTS:
+        from .rx_variants import validate_variant
+
+        variant, local_mean = DETECTOR_VARIANTS[options.detector]
+        if local_mean:
+            validate_variant(variant, options.window_outer, options.window_inner)
+
+
 @dataclass
 class DetectOptions:
     """Settings of one detection run (defaults are the documented ones)."""
@@ -77,7 +99,7 @@ class DetectOptions:
     spectral_output: str = None
     spatial_output: str = None
     threads: int = 0  # PyTorch intra-op threads for the networks; 0 = PyTorch's default
-    detector: str = "global"  # "global" RX, or "local" (dual-window) RX on the enhanced cube
+    detector: str = "global"  # one of DETECTORS: global RX, local (dual-window) RX or an RX variant
     window_inner: int = 5
     window_outer: int = 21
     precision: str = "auto"  # network arithmetic, one of PRECISIONS (see resolve_precision)
@@ -571,6 +593,7 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
                    ("the spatial cube output", options.spatial_output)],
                   [("the input", input_path), ("the mask", options.mask_path)])
     check_detection_formats(output_path, options, model.bands)
+    check_detector(options)
     timings = {}
     started = time.perf_counter()
     with torch_threads(options.threads):
@@ -578,9 +601,9 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
         windows = setup.strips.windows
         valid_pixels = setup.preprocessor.fit(windows, ProgressRange(feedback, 0, 10))
         timings["range pass"] = time.perf_counter() - started
-        if options.detector == "local":
+        if options.detector != "global":
             _run_local_detector(setup, options, output_path, model.bands, feedback)
-            timings["local RX"] = time.perf_counter() - started - sum(timings.values())
+            timings[options.detector] = time.perf_counter() - started - sum(timings.values())
             for stage, seconds in timings.items():
                 feedback.info(f"{stage}: {seconds:.2f} s")
             return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
@@ -662,14 +685,26 @@ def _write_product(maps_path, reader, output_path, ranges, progress):
 
 
 def _run_local_detector(setup, options, output_path, model_bands, feedback):
-    """Local (dual-window) RX on the enhanced cube(s), spilled to temporary rasters beside the output.
+    """Local RX or an RX variant (DETECTOR_VARIANTS) on the enhanced cube(s), spilled to temporary rasters.
 
-    Local RX needs each pixel's neighbourhood of the enhanced cube, so the cube is written once
-    (strip by strip, as the score pass would) and local RX streams it with its own halo.
+    These detectors need each pixel's neighbourhood of the enhanced cube (or, for the variants,
+    two passes over it), so the cube is written once beside the output (strip by strip, as the
+    score pass would) and the detector streams it with its own halo.
     """
-    from .local_rx import run_local_rx, validate_windows
+    from .local_rx import run_local_rx
+    from .rx_variants import describe, run_rx_variant
 
-    validate_windows(options.window_inner, options.window_outer)
+    check_detector(options)
+
+    def detector(cube_path, map_path, stage):
+        if options.detector == "local":
+            return run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
+                                outer=options.window_outer, block_mb=options.block_mb, feedback=stage)
+        variant, local_mean = DETECTOR_VARIANTS[options.detector]
+        window, guard = (options.window_outer, options.window_inner) if local_mean else (None, 0)
+        return run_rx_variant(cube_path, map_path, variant, window, guard, mask_path=options.mask_path,
+                              block_mb=options.block_mb, feedback=stage)
+
     product = setup.fusion == "product"
     names = ["spatial", "spectral"] if product else ["enhanced"]
     with ExitStack() as stack:
@@ -697,15 +732,19 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
             writer.commit()
         span = 55 / len(names)
         for index, (cube_path, map_path) in enumerate(zip(cube_paths, map_paths)):
-            run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
-                         outer=options.window_outer, block_mb=options.block_mb,
-                         feedback=StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
+            detector(cube_path, map_path, StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
         if product:
             ranges = [_score_range(path) for path in map_paths]
+            name = "local RX" if options.detector == "local" else describe(*_variant_settings(options))
             _combine_maps([(path, 0) for path in map_paths], setup.reader, output_path, ranges,
-                          ProgressRange(feedback, 95, 100), "local RX")
+                          ProgressRange(feedback, 95, 100), name)
         for writer in extras.values():
             writer.commit()
+
+
+def _variant_settings(options):
+    variant, local_mean = DETECTOR_VARIANTS[options.detector]
+    return (variant, options.window_outer, options.window_inner) if local_mean else (variant,)
 
 
 def _score_range(path):
