@@ -2,7 +2,8 @@
 the result. The work is fers_core.torch_installer's; it runs in a QgsTask so QGIS stays responsive."""
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal, pyqtSlot
+from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -17,6 +18,8 @@ from .fers_core import torch_installer, torch_support
 from .fers_core.errors import DependencyError
 
 TITLE = "FERS: Install PyTorch"
+LINK_SCHEME = "fers"
+INSTALL_LINK = f"{LINK_SCHEME}:install-torch"  # in canExecute's message, which the Toolbox shows as HTML
 OFFER_TEXT = "The FERS networks (fers:detect, fers:train) need PyTorch, which is not installed."
 
 
@@ -92,13 +95,13 @@ class InstallDialog(QDialog):
         if problem:
             return f"PyTorch cannot be installed from QGIS here: {problem}"
         plan = self.plan
-        build = "the CUDA build (an NVIDIA GPU was found)" if plan.index_url != torch_installer.CPU_INDEX \
-            and torch_installer.nvidia_gpu_present() else "the CPU build"
+        build = {"CPU": "the CPU build (a download of about 200 MB, 750 MB on disk)",
+                 "CUDA": "the CUDA build for the NVIDIA GPU found here (a download of several GB)"}.get(
+            plan.build, f"PyTorch {plan.build}")
         present = "PyTorch is already available; this installs it again. " if torch_support.torch_available() else ""
-        return (f"{present}The FERS networks need PyTorch. This installs {build} of '{plan.spec}' "
-                f"(a download of about 200 MB to 2.5 GB) into\n{plan.folder}\nwith {plan.python} and pip, from "
-                f"{plan.index_url or 'the package index pip is configured with'}. Nothing outside the QGIS profile "
-                "changes and no administrator rights are needed.\n\nCommand: " + " ".join(plan.command(plan.folder)))
+        return (f"{present}The FERS networks need PyTorch. This installs {build} ('{plan.spec}') into\n"
+                f"{plan.folder}\nwith {plan.python} and pip. Nothing outside the QGIS profile changes and no "
+                "administrator rights are needed.\n\nCommand: " + " ".join(plan.command(plan.folder)))
 
     def start(self):
         self.install_button.setEnabled(False)
@@ -144,3 +147,25 @@ def offer_in_message_bar(bar, open_installer):
     widget.layout().addWidget(button)
     bar.pushWidget(widget, Qgis.MessageLevel.Warning)
     return widget
+
+
+class InstallLink(QObject):
+    """Opens the installer when a `fers:install-torch` link is clicked (the Toolbox's refusal message)."""
+
+    def __init__(self, open_installer):
+        super().__init__()
+        self.open_installer = open_installer
+
+    @pyqtSlot(QUrl)
+    def open(self, url):
+        if url.toString() == INSTALL_LINK:
+            self.open_installer()
+
+    def register(self):
+        QDesktopServices.setUrlHandler(LINK_SCHEME, self, "open")
+        torch_support.set_installer_link(INSTALL_LINK)
+        return self
+
+    def unregister(self):
+        QDesktopServices.unsetUrlHandler(LINK_SCHEME)
+        torch_support.set_installer_link(None)

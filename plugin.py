@@ -13,6 +13,7 @@ class FersPlugin:
         self.provider = None
         self.install_action = None
         self.installer = None
+        self.install_link = None
 
     def initProcessing(self):  # noqa: N802 (QGIS API)
         from .algorithms.provider import FersProvider
@@ -28,13 +29,14 @@ class FersPlugin:
         from qgis.PyQt.QtWidgets import QAction
 
         from .fers_core.torch_support import torch_available
-        from .installer_gui import TITLE, offer_in_message_bar
+        from .installer_gui import TITLE, InstallLink, offer_in_message_bar
 
         self.install_action = QAction("Install PyTorch…", self.iface.mainWindow())
         self.install_action.setObjectName("fers_install_torch_action")
         self.install_action.setToolTip(TITLE)
         self.install_action.triggered.connect(self.show_installer)
         self.iface.addPluginToMenu("&FERS", self.install_action)
+        self.install_link = InstallLink(self.show_installer).register()
         if not torch_available() and not _session["offered"]:
             _session["offered"] = True
             offer_in_message_bar(self.iface.messageBar(), self.show_installer)
@@ -50,6 +52,9 @@ class FersPlugin:
         return self.installer
 
     def unload(self):
+        if self.install_link is not None:
+            self.install_link.unregister()
+            self.install_link = None
         if self.install_action is not None:
             self.iface.removePluginMenu("&FERS", self.install_action)
             self.install_action = None

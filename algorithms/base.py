@@ -193,7 +193,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         before the dialog opens; found without importing torch."""
         from ..fers_core.torch_support import missing_torch_message
 
-        missing = missing_torch_message() if self.needs_torch else None
+        missing = missing_torch_message(html_link=True) if self.needs_torch else None
         return (False, missing) if missing else (True, "")
 
     def add_parameter(self, parameter, help_text):

@@ -39,6 +39,7 @@ SYSTEM_OWNED = ("numpy", "scipy", "setuptools", "pkg_resources", "_distutils_hac
 # Environment variables that let a user point the installer at a mirror or pin a version.
 SPEC_VARIABLE = "FERS_TORCH_SPEC"
 INDEX_VARIABLE = "FERS_TORCH_INDEX_URL"  # an empty value means pip's configured index (pip.conf)
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console window flashing up over QGIS
 CHECK_SCRIPT = ("import sys; sys.path.insert(0, sys.argv[1]); import torch; "
                 "x = torch.nn.functional.conv2d(torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3)); "
                 "assert tuple(x.shape) == (1, 3, 3, 3); print(torch.__version__)")
@@ -126,7 +127,7 @@ def find_python(candidates: Optional[Sequence[str]] = None, version=None) -> str
             continue
         try:
             completed = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                       capture_output=True, text=True, timeout=30)
+                                       capture_output=True, text=True, timeout=30, creationflags=NO_WINDOW)
         except (OSError, subprocess.TimeoutExpired):
             continue
         found = completed.stdout.strip()
@@ -155,6 +156,7 @@ class InstallPlan:
     retries: Optional[int] = None
     isolated: bool = False
     extra_args: Tuple[str, ...] = field(default_factory=tuple)
+    build: str = "CPU"  # what the user is told is installed: "CPU", "CUDA" or "from <index>"
 
     @property
     def root(self) -> Path:
@@ -202,10 +204,12 @@ def default_plan(profile_dir, python=None, gpu=None, system=None) -> InstallPlan
         index = CUDA_INDEX
     else:
         index = CPU_INDEX  # macOS: the CPU index serves the (Metal-enabled) macOS wheels
+    build = "CUDA" if gpu and system in ("Linux", "Windows") else "CPU"
     if INDEX_VARIABLE in os.environ:
         index = os.environ[INDEX_VARIABLE] or None
+        build = f"from {index or 'the package index pip is configured with'}"
     return InstallPlan(python=python or find_python(), folder=packages_folder(profile_dir),
-                       spec=os.environ.get(SPEC_VARIABLE) or DEFAULT_SPEC, index_url=index)
+                       spec=os.environ.get(SPEC_VARIABLE) or DEFAULT_SPEC, index_url=index, build=build)
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,7 @@ def run_logged(command, environment, log, on_line, is_cancelled) -> Tuple[int, L
     """
     lines = []
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               text=True, env=environment, bufsize=1)
+                               text=True, env=environment, bufsize=1, creationflags=NO_WINDOW)
     finished = threading.Event()
 
     def watch():
@@ -368,7 +372,7 @@ def install(plan: InstallPlan, on_line: Callable[[str], None] = lambda line: Non
             remove_system_owned(staging, log)
             on_progress(92.0)
             check = subprocess.run([plan.python, "-c", CHECK_SCRIPT, str(staging)], capture_output=True, text=True,
-                                   timeout=300, env=plan.environment())
+                                   timeout=300, env=plan.environment(), creationflags=NO_WINDOW)
             log.write(check.stdout + check.stderr)
             if check.returncode != 0:
                 last = (check.stderr.strip().splitlines() or ["no output"])[-1]

@@ -14,13 +14,18 @@ from pathlib import Path
 from . import torch_installer
 from .errors import DependencyError
 
-_state = {"folder": None}
+_state = {"folder": None, "installer_link": None}
 
 
 def use_packages_folder(folder):
     """Record the profile's packages folder (for the hint) and put it on sys.path if it exists."""
     _state["folder"] = Path(folder)
     return torch_installer.activate(folder)
+
+
+def set_installer_link(url):
+    """The URL that opens the plugin's installer in the desktop (None: no desktop), for canExecute's message."""
+    _state["installer_link"] = url
 
 
 def default_packages_folder(system=None):
@@ -57,12 +62,18 @@ def torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
-def missing_torch_message():
-    """Why the networks cannot run and how to fix it when torch is not installed, else None (no import)."""
+def missing_torch_message(html_link=False):
+    """Why the networks cannot run and how to fix it when torch is not installed, else None (no import).
+
+    html_link adds a link to the desktop's installer (the Toolbox shows canExecute's message as HTML).
+    """
     if torch_available():
         return None
-    return (f"The FERS networks need PyTorch, which is not installed: {install_hint()}. "
-            "The classical detector fers:rx works without it.")
+    message = (f"The FERS networks need PyTorch, which is not installed: {install_hint()}. "
+               "The classical detector fers:rx works without it.")
+    if html_link and _state["installer_link"]:
+        message += f' <a href="{_state["installer_link"]}">Install PyTorch now</a>'
+    return message
 
 
 def require_torch():

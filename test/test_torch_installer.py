@@ -303,6 +303,15 @@ button.click()
 dialog = plugin.installer
 shown = dialog.isVisible()
 intro = dialog.intro.text()
+dialog.close()
+ok, refusal = QgsApplication.processingRegistry().algorithmById("fers:detect").canExecute()
+from processing.gui.MessageDialog import MessageDialog  # what the Toolbox shows when canExecute() refuses
+from qgis.PyQt.QtCore import QUrl
+message_dialog = MessageDialog()
+message_dialog.setMessage(refusal)
+message_dialog.txtMessage.anchorClicked.emit(QUrl("fers:install-torch"))  # the link is clicked
+dialog = plugin.installer
+shown_from_link = dialog.isVisible()
 loop = QEventLoop()
 dialog.finished_install.connect(loop.quit)
 QTimer.singleShot(120000, loop.quit)
@@ -313,7 +322,8 @@ plugin.unload()
 second = fers.classFactory(desktop)
 second.initGui()  # a second start in the same session: no second offer
 rx = processing.run("fers:rx", {"INPUT": RX_SOURCE, "OUTPUT": RX_OUTPUT})["OUTPUT"]
-print(json.dumps({"offer": offer.text(), "shown": shown, "intro": intro, "ok": result.ok, "message": result.message,
+print(json.dumps({"offer": offer.text(), "shown": shown, "intro": intro, "refusal": refusal,
+                  "shown_from_link": shown_from_link, "ok": result.ok, "message": result.message,
                   "status": dialog.status.text(), "output": dialog.output.toPlainText(),
                   "items": len(desktop.bar.items()),
                   "menu": [a.text() for a in desktop.menus["&FERS"]], "rx": rx}))
@@ -321,8 +331,9 @@ print(json.dumps({"offer": offer.text(), "shown": shown, "intro": intro, "ok": r
 
 
 def test_desktop_offers_the_install_and_a_failed_install_leaves_qgis_working(tmp_path):
-    """The start-up offer in the message bar opens the installer, whose task runs pip (here against an
-    index that does not answer) and shows the reason; QGIS then still runs fers:rx."""
+    """The start-up offer in the message bar opens the installer, and so does the link in the Toolbox's
+    refusal; the installer's task runs pip (here against an index that does not answer) and shows the
+    reason; QGIS then still runs fers:rx."""
     system_python_can_install()
     source = write_cube(tmp_path / "cube.tif", np.random.default_rng(0).normal(50, 5, (4, 12, 15)).astype("f4"))
     script = (QGIS_START.replace("GUI", "True") + DESKTOP).replace("RX_SOURCE", repr(str(source))).replace(
@@ -332,6 +343,8 @@ def test_desktop_offers_the_install_and_a_failed_install_leaves_qgis_working(tmp
     folder = profile_folder(tmp_path)
     assert "need PyTorch, which is not installed" in seen["offer"]
     assert seen["shown"] and str(folder) in seen["intro"] and "no administrator rights" in seen["intro"]
+    assert seen["refusal"].endswith('<a href="fers:install-torch">Install PyTorch now</a>')
+    assert seen["shown_from_link"]
     assert seen["ok"] is False
     assert seen["message"].startswith(f"The package index {BAD_INDEX} could not be reached")
     assert seen["status"].startswith(seen["message"]) and "QGIS is unchanged" in seen["status"]
