@@ -40,7 +40,8 @@ def _batch(args):
 
     records = run_batch(args.inputs, args.out_dir, detector=args.detector, model_path=args.model,
                         scheduler=args.scheduler, bands=args.bands, block_mb=args.block_mb, split=args.split,
-                        feedback=PrintFeedback(), n_workers=args.workers, threads=args.threads)
+                        feedback=PrintFeedback(), n_workers=args.workers, threads=args.threads,
+                        windows=(args.window_inner, args.window_outer), components=args.components)
     print(format_summary(records))
     if any(record.status != "ok" for record in records):
         sys.exit(1)
@@ -77,7 +78,18 @@ def main(argv=None):
                     "exits with status 1 when any input failed (the others still run).")
     batch.add_argument("inputs", nargs="+", metavar="INPUT")
     batch.add_argument("--out-dir", required=True)
-    batch.add_argument("--detector", choices=["fers", "rx"], default="fers")
+    batch.add_argument("--detector", choices=["fers", "rx", "local-rx", "rxd-local-mean", "utd", "rxd-utd"],
+                       default="fers", help="fers; rx = global RX; local-rx = local (dual-window) RX; rxd-local-mean, "
+                                            "utd, rxd-utd = ENVI's variants with the global covariance (fers:rx)")
+    batch.add_argument("--window-inner", type=int, default=5,
+                       help="local-rx and rxd-local-mean: inner (guard) window, odd pixels (default 5; 0 = no guard "
+                            "for rxd-local-mean)")
+    batch.add_argument("--window-outer", type=int, default=21,
+                       help="local-rx and rxd-local-mean: outer window (the local mean's kernel), odd pixels "
+                            "(default 21)")
+    batch.add_argument("--components", type=float,
+                       help="local-rx: principal components of the global covariance to project onto (a count, or "
+                            "a share of variance below 1; default: all bands)")
     batch.add_argument("--model", help="FERS model file or authors' checkpoint folder (default: the bundled model)")
     batch.add_argument("--scheduler", default="",
                        help="empty: in this process; 'local': a Dask cluster on this machine; "

@@ -42,7 +42,10 @@ from .threads import blas_threads, blas_threads_set
 
 LOCAL = "local"
 INSTALL_COMMAND = 'python -m pip install "dask[distributed]"'
-DETECTORS = ("rx", "fers")
+DETECTORS = ("rx", "fers", "local-rx", "rxd-local-mean", "utd", "rxd-utd")
+WHOLE_RASTER_DETECTORS = ("local-rx", "rxd-local-mean", "utd", "rxd-utd")
+"""Batch detectors that run one raster per task, never split into blocks across workers (their tiles need halos)."""
+_VARIANTS = {"rxd-local-mean": ("rxd", True), "utd": ("utd", False), "rxd-utd": ("rxd-utd", False)}
 _POLL_SECONDS = 0.25
 # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback port, not on 8787
 LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
@@ -740,6 +743,8 @@ class BatchJob:
     model_key: tuple = None
     options: object = None  # DetectOptions for FERS
     blas: int = None  # BLAS threads (the submitting process's)
+    windows: tuple = (5, 21)  # inner (guard) and outer window of local RX and of the local-mean RXD
+    components: float = None  # local RX's COMPONENTS (projection.resolve_components)
 
 
 @dataclass
@@ -771,8 +776,40 @@ def run_batch_job(job):
                        _worker_name())
 
 
+def _run_classical(job):
+    """Local RX or an RX variant of one raster (WHOLE_RASTER_DETECTORS)."""
+    inner, outer = job.windows
+    if job.detector == "local-rx":
+        from .local_rx import run_local_rx
+
+        return run_local_rx(job.input_path, job.output_path, bands=job.bands, inner=inner, outer=outer,
+                            block_mb=job.block_mb, components=job.components)
+    from .rx_variants import run_rx_variant
+
+    variant, local_mean = _VARIANTS[job.detector]
+    return run_rx_variant(job.input_path, job.output_path, variant, outer if local_mean else None,
+                          inner if local_mean else 0, bands=job.bands, block_mb=job.block_mb)
+
+
+def check_classical_settings(detector, windows, components):
+    """InputError for windows or COMPONENTS a batch detector cannot use, before any raster is read."""
+    inner, outer = windows
+    if detector == "local-rx":
+        from .local_rx import validate_windows
+        from .projection import resolve_components
+
+        validate_windows(inner, outer)
+        resolve_components(components, 10**9)  # the band count is checked per raster
+    elif detector in _VARIANTS and _VARIANTS[detector][1]:
+        from .rx_variants import validate_variant
+
+        validate_variant(_VARIANTS[detector][0], outer, inner)
+
+
 def _run_job(job):
-    if job.detector == "rx":
+    if job.detector in WHOLE_RASTER_DETECTORS:
+        _run_classical(job)
+    elif job.detector == "rx":
         from .rx_raster import run_global_rx
 
         run_global_rx(job.input_path, job.output_path, bands=job.bands, block_mb=job.block_mb)
@@ -788,13 +825,14 @@ def describe_error(error):
 
 
 def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, block_mb=DEFAULT_BLOCK_MB,
-               options=None, threads=0):
+               options=None, threads=0, windows=(5, 21), components=None):
     """One BatchJob per input, writing <out_dir>/<input name>_<detector>.tif; refuses clashing output names.
 
     threads: BLAS (and PyTorch) threads per raster; 0 = this process's counts.
     """
     if detector not in DETECTORS:
         raise InputError(f"Unknown detector '{detector}': use one of {', '.join(DETECTORS)}.")
+    check_classical_settings(detector, windows, components)
     if not inputs:
         raise InputError("No input rasters were given.")
     out_dir = os.path.abspath(str(out_dir))
@@ -819,7 +857,8 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
         if output in seen:
             raise InputError(f"{seen[output]} and {path} would both write {output}: give inputs distinct names.")
         seen[output] = path
-        jobs.append(BatchJob(os.path.abspath(str(path)), output, detector, bands, block_mb, key, options, blas))
+        jobs.append(BatchJob(os.path.abspath(str(path)), output, detector, bands, block_mb, key, options, blas,
+                             tuple(windows), components))
     from .output_safety import check_outputs
 
     check_outputs([(f"the output of {os.path.basename(job.input_path)}", job.output_path) for job in jobs],
@@ -829,7 +868,8 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
 
 
 def run_batch(inputs, out_dir, detector="rx", model_path=None, scheduler="", bands=None, block_mb=DEFAULT_BLOCK_MB,
-              options=None, split=False, feedback=None, client=None, n_workers=None, threads=0):
+              options=None, split=False, feedback=None, client=None, n_workers=None, threads=0, windows=(5, 21),
+              components=None):
     """Detect anomalies in many rasters; returns one BatchRecord per input, in input order.
 
     scheduler: '' = one raster after another in this process; 'local' or an address = on that
@@ -844,11 +884,11 @@ def run_batch(inputs, out_dir, detector="rx", model_path=None, scheduler="", ban
         from .torch_support import require_torch
 
         require_torch()
-    jobs = batch_jobs(inputs, out_dir, detector, model_path, bands, block_mb, options, threads)
+    jobs = batch_jobs(inputs, out_dir, detector, model_path, bands, block_mb, options, threads, windows, components)
     if detector == "fers":
         cached_model(jobs[0].model_key)  # a bad model file is one clear error, not one per raster
     scheduler = check_scheduler(scheduler)
-    split = split or len(jobs) == 1
+    split = (split or len(jobs) == 1) and detector not in WHOLE_RASTER_DETECTORS  # those run a raster per task
     if client is None and not scheduler:
         records = _batch_in_process(jobs, feedback)
     elif client is not None:
