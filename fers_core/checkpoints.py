@@ -98,6 +98,17 @@ def _spatial_branch(folder, bands):
 def import_authors_checkpoint(folder):
     """Read a FERS authors' checkpoint folder into a :class:`FersModel` (networks in eval mode)."""
     folder = Path(folder)
+    if folder.is_file():
+        if folder.name in (*SPECTRAL_FILES, SPATIAL_FILE):
+            hint = f", here probably {folder.parent}"
+        elif folder.suffix.lower() == ".pt":
+            hint = "; a FERS model file needs no import: give it to the FERS anomaly detector's MODEL directly"
+        else:
+            hint = ""
+        raise ModelFileError(
+            f"{folder} is a file, not a checkpoint folder: choose the folder that holds the FERS authors' "
+            f"checkpoint files convh.pt, enc.pt and pc.pt (and optionally {SPATIAL_FILE}){hint}."
+        )
     if not folder.is_dir():
         raise ModelFileError(f"The checkpoint folder {folder} does not exist; check the path.")
     missing = [name for name in SPECTRAL_FILES if not (folder / name).is_file()]

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import __version__
+from .. import __version__, band_list
 from ..checkpoints import load_any_model
 from ..detect import resolve_device
 from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
 from ..model_file import FersModel, build_branch_module, save_model
+from ..output_safety import check_outputs
 from .data import PatchSampler, TrainingRaster, load_backgrounds
 from .defaults import (
     DEFAULT_BATCH_SIZE,
@@ -90,27 +91,9 @@ def parse_wavelengths(text):
 
 
 def parse_band_list(text):
-    """'1-50, 60, 70-80' -> [1, ..., 50, 60, 70, ..., 80] (None for empty text)."""
-    if text is None or not str(text).strip():
-        return None
-    bands = []
-    try:
-        for part in str(text).replace(";", ",").split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part:
-                first, last = (int(value) for value in part.split("-", 1))
-                if last < first:
-                    raise ValueError
-                bands.extend(range(first, last + 1))
-            else:
-                bands.append(int(part))
-    except ValueError:
-        raise InputError(
-            f"BANDS '{text}' is not a list of band numbers: use numbers and ranges such as '1-100, 120, 130-150'."
-        ) from None
-    if any(band < 1 for band in bands):
+    """'1-50, 60, 70-80' -> [1, ..., 50, 60, 70, ..., 80] (None for empty text); see fers_core.band_list."""
+    bands = band_list.parse_band_list(text)
+    if bands and any(band < 1 for band in bands):
         raise InputError("BANDS numbers start at 1; remove zero or negative numbers.")
     return bands
 
@@ -143,6 +126,10 @@ def _check_options(options):
         raise InputError(f"The teacher option must be one of {', '.join(TEACHER_OPTIONS)}.")
     if not options.output_model:
         raise InputError("No OUTPUT_MODEL was given: choose where to save the trained model (.pt).")
+    check_outputs([("OUTPUT_MODEL", options.output_model),
+                   ("the resume checkpoint", resume_path(options.output_model))],
+                  [("INPUTS", path) for path in options.inputs] + [("MASKS", path) for path in options.masks or ()]
+                  + [("INIT_MODEL", options.init_model)])
     folder = os.path.dirname(os.path.abspath(str(options.output_model)))
     os.makedirs(folder, exist_ok=True)
     if not os.access(folder, os.W_OK):

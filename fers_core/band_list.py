@@ -1,0 +1,60 @@
+"""The BANDS parameter of every algorithm: band numbers and ranges, checked token by token.
+
+QGIS's own conversion of a band parameter turns a token that is not a number into band 0, so
+'1,2,x' reached the reader as band 0 ("out of range"); the algorithms parse the value here instead.
+"""
+
+from .errors import InputError
+
+EXAMPLE = "'1-100, 120, 130-150'"
+
+
+def parse_band_list(value, parameter="BANDS"):
+    """1-based band numbers from text ('1-50, 60'; ',' or ';' between items) or a list of numbers or such texts.
+
+    None, '' and [] mean all bands (None). A range 'a-b' gives a..b. Numbers are not checked against the
+    raster here (the reader names the raster's band range), but every item must be a whole number.
+    """
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    bands = []
+    for item in items:
+        if isinstance(item, bool):
+            raise _not_a_band(item, value, parameter)
+        if isinstance(item, int):
+            bands.append(item)
+            continue
+        if isinstance(item, float):
+            if not item.is_integer():
+                raise _not_a_band(item, value, parameter)
+            bands.append(int(item))
+            continue
+        for token in str(item).replace(";", ",").split(","):
+            bands.extend(_parse_token(token.strip(), value, parameter))
+    return bands or None
+
+
+def _parse_token(token, value, parameter):
+    if not token:
+        return []
+    if _is_number(token):
+        return [int(token)]
+    first, separator, last = token.partition("-")
+    if separator and _is_number(first.strip()) and _is_number(last.strip()):
+        first, last = int(first), int(last)
+        if last < first:
+            raise InputError(f"{parameter}: the range '{token}' ends before it starts: write it from the lower "
+                             f"band to the higher, e.g. '{last}-{first}'.")
+        return list(range(first, last + 1))
+    raise _not_a_band(token, value, parameter)
+
+
+def _is_number(text):
+    return text.lstrip("+").isdigit() or (text.startswith("-") and text[1:].isdigit())
+
+
+def _not_a_band(token, value, parameter):
+    shown = ", ".join(str(item) for item in value) if isinstance(value, (list, tuple)) else str(value)
+    return InputError(f"{parameter} '{shown}': '{token}' is not a band number or a range of band numbers; give "
+                      f"1-based band numbers and ranges separated by commas, such as {EXAMPLE}.")
