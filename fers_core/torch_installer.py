@@ -371,8 +371,12 @@ def install(plan: InstallPlan, on_line: Callable[[str], None] = lambda line: Non
                 return result(False, reason)
             remove_system_owned(staging, log)
             on_progress(92.0)
-            check = subprocess.run([plan.python, "-c", CHECK_SCRIPT, str(staging)], capture_output=True, text=True,
-                                   timeout=300, env=plan.environment(), creationflags=NO_WINDOW)
+            try:
+                check = subprocess.run([plan.python, "-c", CHECK_SCRIPT, str(staging)], capture_output=True,
+                                       text=True, timeout=300, env=plan.environment(), creationflags=NO_WINDOW)
+            except subprocess.TimeoutExpired:
+                return result(False, "PyTorch was downloaded but importing it took over 5 minutes; nothing was "
+                                     "installed.")
             log.write(check.stdout + check.stderr)
             if check.returncode != 0:
                 last = (check.stderr.strip().splitlines() or ["no output"])[-1]
@@ -380,7 +384,11 @@ def install(plan: InstallPlan, on_line: Callable[[str], None] = lambda line: Non
                 log.write(f"FAILED: {reason}\n")
                 return result(False, reason)
             version = check.stdout.strip().splitlines()[-1]
-            replace_folder(staging, folder)
+            try:
+                replace_folder(staging, folder)
+            except OSError as error:  # Windows: the earlier install's DLLs are loaded by this QGIS
+                return result(False, f"The earlier install in {folder} is in use ({error.strerror or error}): "
+                                     "restart QGIS and install again.")
             message = f"PyTorch {version} is installed in {folder}."
             log.write(f"OK: {message}\n")
             on_progress(100.0)

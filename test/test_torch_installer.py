@@ -166,6 +166,8 @@ def installed(tmp_path_factory):
     system_python_can_install()
     home = tmp_path_factory.mktemp("installed")
     plan = InstallPlan(python=SYSTEM_PYTHON, folder=profile_folder(home), spec=TEST_SPEC, index_url=None)
+    plan.folder.mkdir(parents=True)
+    (plan.folder / "earlier-install.txt").write_text("replaced by the new install")
     result = torch_installer.install(plan)
     assert result.ok, result.message + "\n" + result.log_path.read_text()[-4000:]
     return home, result
@@ -175,6 +177,7 @@ def test_real_install_is_used_by_the_plugin_at_start_up_and_keeps_debian_numpy(i
     home, result = installed
     folder = result.folder
     assert (folder / "torch").is_dir() and (folder / "sympy").is_dir()
+    assert not (folder / "earlier-install.txt").exists()  # an earlier install is replaced, not mixed in
     assert not [p.name for p in folder.iterdir() if p.name.split("-")[0].split(".")[0] in ("numpy", "setuptools")]
     assert not [p for p in folder.parent.iterdir() if "staging" in p.name]
     assert "OK: PyTorch" in result.log_path.read_text()
@@ -234,6 +237,15 @@ def test_failed_install_says_why_and_leaves_the_folder_as_it_was(tmp_path):
     assert [p.name for p in folder.iterdir()] == ["earlier-install.txt"]
     assert "FAILED: The package index" in result.log_path.read_text()
     assert lines[0].startswith(f"$ {SYSTEM_PYTHON} -m pip install --target")
+
+
+def test_cancelled_install_leaves_nothing(tmp_path):
+    system_python_can_install()
+    plan = InstallPlan(python=SYSTEM_PYTHON, folder=profile_folder(tmp_path), spec=TEST_SPEC, index_url=None)
+    lines = []
+    result = torch_installer.install(plan, on_line=lines.append, is_cancelled=lambda: len(lines) > 2)
+    assert not result.ok and result.message == "The install was cancelled; nothing was installed."
+    assert [p.name for p in plan.root.iterdir()] == ["install.log"]
 
 
 # ---------------------------------------------------------------------------------------------
