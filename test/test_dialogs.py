@@ -23,7 +23,7 @@ TIMEOUT_S = 180
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    """A 64 x 72 px, 30-band scene (large enough for fers:train's default 64 px patches) and its truth."""
+    """A 64 x 72 px, 30-band scene and its truth."""
     from fers.fers_core.synthetic import write_scene
 
     folder = tmp_path_factory.mktemp("scene")
@@ -241,12 +241,13 @@ def test_train_dialog_with_only_the_rasters_saves_a_real_model_beside_them(proje
     train 60 epochs of 64 px patches per stage, which takes many minutes.
     """
     from fers.fers_core.model_file import load_model
+    from fers.fers_core.synthetic import write_scene
 
     from .test_train_algorithm import TINY
 
     folder = tmp_path / "data"
     folder.mkdir()
-    raster = shutil.copy(scene[0], folder / "site.tif")
+    raster, _ = write_scene(folder / "site.tif", tmp_path / "site_gt.tif", rows=28, cols=30, bands=24, seed=1)
     alg = algorithm("fers:train")
     assert required_inputs(alg) == {"INPUTS"}
     dialog = toolbox_dialog(alg)
