@@ -47,9 +47,19 @@ class FersPlugin:
 
         if self.installer is None or not self.installer.isVisible():
             self.installer = InstallDialog(parent=self.iface.mainWindow() if self.iface else None)
+            self.installer.finished_install.connect(self.install_finished)
         self.installer.show()
         self.installer.raise_()
         return self.installer
+
+    def install_finished(self, result):
+        """Say how the install ended in the message bar when its dialog was closed before the end."""
+        if self.iface is None or (self.installer is not None and self.installer.isVisible()):
+            return
+        from qgis.core import Qgis
+
+        level = Qgis.MessageLevel.Success if result.ok else Qgis.MessageLevel.Warning
+        self.iface.messageBar().pushMessage("FERS", result.message, level, 0)
 
     def unload(self):
         if self.install_link is not None:

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -107,7 +108,7 @@ def python_candidates(executable=None, base_executable=None, prefix=None, system
                            os.path.join(os.path.dirname(executable), "python.exe")]
     else:
         candidates += [os.path.join(prefix, "bin", f"python{major}.{minor}"), os.path.join(prefix, "bin", "python3")]
-        if executable:
+        if executable and system == "Darwin":  # the bundle's QGIS binary is Contents/MacOS/QGIS
             candidates.append(os.path.join(os.path.dirname(executable), "bin", "python3"))
         candidates += [shutil.which(f"python{major}.{minor}") or "", "/usr/bin/python3"]
     unique = []
@@ -117,21 +118,35 @@ def python_candidates(executable=None, base_executable=None, prefix=None, system
     return unique
 
 
+IDENTITY_SCRIPT = ("import sys, sysconfig; "
+                   "print('%d.%d' % sys.version_info[:2], sysconfig.get_config_var('SOABI') or '')")
+
+
+def interpreter_identity() -> str:
+    """This Python's version and binary ABI (what its wheels are built for): '3.11 cpython-311-x86_64-linux-gnu'."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]} {sysconfig.get_config_var('SOABI') or ''}"
+
+
 def find_python(candidates: Optional[Sequence[str]] = None, version=None) -> str:
-    """The first candidate that runs and is the same Python version as this one; DependencyError if none."""
+    """The first candidate that runs and is the same Python as this one (version and binary ABI), so the
+    packages it installs load in QGIS; `version` (major, minor) checks the version only. DependencyError if none."""
     major, minor = (version or sys.version_info)[:2]
     candidates = python_candidates(version=version) if candidates is None else candidates
+
+    def matches(found):
+        return found.split()[0] == f"{major}.{minor}" if version else found == interpreter_identity().strip()
+
     tried = []
     for candidate in candidates:
         if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
             continue
         try:
-            completed = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                       capture_output=True, text=True, timeout=30, creationflags=NO_WINDOW)
+            completed = subprocess.run([candidate, "-c", IDENTITY_SCRIPT], capture_output=True, text=True,
+                                       timeout=30, creationflags=NO_WINDOW)
         except (OSError, subprocess.TimeoutExpired):
             continue
         found = completed.stdout.strip()
-        if completed.returncode == 0 and found == f"{major}.{minor}":
+        if completed.returncode == 0 and found and matches(found):
             return candidate
         tried.append(f"{candidate} (Python {found or 'failed'})")
     raise DependencyError(
@@ -257,7 +272,7 @@ def failure_reason(lines: Sequence[str], plan: InstallPlan) -> str:
     if re.search(r"Permission denied|Errno 13", text):
         return f"{plan.root} cannot be written (permission denied): check the QGIS profile folder's permissions."
     if re.search(r"No matching distribution found|Could not find a version that satisfies", text):
-        unreachable = CONNECTION.search(text) and "connection failed" or index_problem(plan)
+        unreachable = "connection failed" if CONNECTION.search(text) else index_problem(plan)
         if unreachable:
             return (f"The package index {index} could not be reached ({unreachable}): check the network connection, "
                     "a proxy or a firewall, then try again.")
