@@ -5,9 +5,12 @@ fers:evaluate) are looked up in the Processing registry, which does not hold the
 yet while the provider loads for the first time; `attach` re-resolves them once it does.
 """
 
+import html
 import os
 
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm
+
+from .base import plugin_address
 
 MODEL_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models",
                           "detect_mask_polygons_report.model3")
@@ -43,6 +46,21 @@ class ExampleModel(QgsProcessingModelAlgorithm):
 
     def groupId(self):  # noqa: N802 (QGIS API)
         return "examples"
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        """As the provider's other algorithms: the description, then each input and output by its label with its
+        help, HTML-escaped plain text (the model's own help is an HTML page that qgis_process prints raw)."""
+        content = self.helpContent()
+        sections = [content.get("ALG_DESC", "")]
+        for title, chosen in (("Parameters", [p for p in self.parameterDefinitions() if not p.isDestination()]),
+                              ("Outputs", self.destinationParameterDefinitions())):
+            sections.append("\n".join([f"{title}:"] + [
+                f"{p.description()}: {content.get(p.name(), '')}".rstrip(": ") for p in chosen]))
+        return "\n\n".join(html.escape(section, quote=False) for section in sections if section)
+
+    def helpUrl(self):  # noqa: N802 (QGIS API)
+        address = plugin_address()
+        return f"{address}#example-model" if address else ""
 
     def tags(self):
         return ["model", "example", "anomaly", "mask", "polygons", "ROC", "AUC", "report", "FERS"]

@@ -85,10 +85,10 @@ HELP = {
                 "local dual-window RX (fers:detect's default inner and outer windows).",
     "threshold_percent": "Percentage of the valid pixels flagged as anomalies (those with the highest scores).",
     "min_pixels": "Smallest anomaly object kept as a polygon, in pixels.",
-    "detect:scores": "FERS anomaly score raster.",
-    "detect:mask": "Anomaly mask: 1 = anomaly, 0 = background, 255 = nodata.",
-    "detect:objects": "Anomaly objects: one polygon per group of connected anomaly pixels (GeoPackage).",
-    "evaluate:report": "HTML evaluation report of the scores against the ground truth.",
+    "detect:scores": "The FERS anomaly score of every pixel (float32 GeoTIFF).",
+    "detect:mask": "1 = anomaly, 0 = background, 255 = nodata.",
+    "detect:objects": "One polygon per group of connected anomaly pixels, with its size and scores (GeoPackage).",
+    "evaluate:report": "HTML page: ROC curve, AUC, detection rates and score distributions against the ground truth.",
     "ALG_CREATOR": "FERS for QGIS",
 }
 

@@ -76,6 +76,17 @@ def test_help_names_what_the_model_runs(qgis_app):
         assert model.parameterDefinition(name).help(), name
 
 
+def test_qgis_process_help_is_plain_text_with_every_input():
+    completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "help", MODEL_ID], capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    description = completed.stdout.split("Arguments")[0]
+    assert "<" not in description and "fers:detect" in description
+    for label in ("Hyperspectral scene", "Ground truth", "Detector on the enhanced cube", "Anomaly mask",
+                  "Anomaly objects", "Evaluation report"):
+        assert f"{label}" in description, label
+
+
 def test_inputs_are_in_the_order_an_analyst_fills_them(qgis_app):
     for model in (load_model(), toolbox_model()):
         assert [p.name() for p in model.parameterDefinitions() if not p.isDestination()] == INPUTS
