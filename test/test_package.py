@@ -206,7 +206,8 @@ def test_packaged_plugin_loads_and_runs_in_qgis(package, tmp_path):
 
     assert qgis_process("plugins", "enable", "fers").returncode == 0
     listed = qgis_process("list").stdout.split()
-    for algorithm in ("fers:rx", "fers:detect", "fers:import_checkpoint", "fers:evaluate"):
+    for algorithm in ("fers:rx", "fers:detect", "fers:import_checkpoint", "fers:evaluate",
+                      "fers:detect_mask_polygons_report"):
         assert algorithm in listed
     source = write_cube(tmp_path / "cube.tif", np.random.default_rng(0).normal(50, 5, (4, 12, 15)).astype("f4"))
     completed = qgis_process("run", "fers:rx", "--", f"INPUT={source}", f"OUTPUT={tmp_path / 'rx.tif'}")
