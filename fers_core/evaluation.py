@@ -452,11 +452,8 @@ def _nice_ticks(lo, hi, log):
 
 
 def _number(value):
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or abs(value) < 1e-3:
-        return f"{value:.0e}"
-    return f"{value:.4g}"
+    """Four significant digits (a best-F1 threshold is reused as an absolute threshold: '3e-04' lost them)."""
+    return "0" if value == 0 else f"{value:.4g}"
 
 
 _STYLE = """

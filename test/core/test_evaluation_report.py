@@ -151,3 +151,10 @@ def test_legend_fits_any_number_of_curves(count):
     offset_y = float(re.match(r"translate\([-\d.]+ ([-\d.]+)\)", legend.get("transform")).group(1))
     lowest = max(float(t.get("y")) for t in legend.iter(f"{SVG}text"))
     assert offset_y + lowest < int(svg.get("height"))
+
+
+def test_best_f1_threshold_keeps_four_significant_digits():
+    detector = good_detectors()[0]
+    detector.best_f1_threshold = 0.000302159
+    page = render_html(EvaluationReport([detector], "/data/truth.tif", None))
+    assert "<td>0.0003022</td>" in page
