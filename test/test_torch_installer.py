@@ -6,6 +6,7 @@ Debian's /usr/bin/python3 has no torch (the .venv has), so QGIS started with it 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,8 @@ def installed(tmp_path_factory):
     (plan.folder / "earlier-install.txt").write_text("replaced by the new install")
     result = torch_installer.install(plan)
     assert result.ok, result.message + "\n" + result.log_path.read_text()[-4000:]
-    return home, result
+    yield home, result
+    shutil.rmtree(plan.root)  # 750 MB that pytest would otherwise keep for three runs
 
 
 def test_real_install_is_used_by_the_plugin_at_start_up_and_keeps_debian_numpy(installed):
