@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from fers.fers_core import torch_installer
-from fers.fers_core.torch_installer import InstallPlan, activate, failure_reason, python_candidates
+from fers.fers_core.errors import DependencyError
+from fers.fers_core.qgis_python import find_python, python_candidates
+from fers.fers_core.torch_installer import InstallPlan, activate, failure_reason
 
 from .conftest import ROOT
 from .rasters import read, write_cube
@@ -99,10 +101,10 @@ def test_python_is_found_beside_qgis_when_sys_executable_is_the_qgis_binary(tmp_
     assert "/Applications/QGIS.app/Contents/MacOS/bin/python3" in mac
     assert python_candidates(executable="/usr/bin/python3", base_executable="", prefix="/usr", system="Linux",
                              version=(3, 11))[0] == "/usr/bin/python3"
-    found = torch_installer.find_python([str(tmp_path / "missing"), "/usr/bin/qgis", sys.executable])
+    found = find_python([str(tmp_path / "missing"), "/usr/bin/qgis", sys.executable])
     assert found == sys.executable  # the QGIS binary is not a Python; a non-existent path is skipped
-    with pytest.raises(torch_installer.DependencyError, match="No Python 3.2 interpreter"):
-        torch_installer.find_python([sys.executable], version=(3, 2))
+    with pytest.raises(DependencyError, match="No Python 3.2 interpreter"):
+        find_python([sys.executable], version=(3, 2))
 
 
 def test_gpu_detection_and_the_build_it_chooses(tmp_path, monkeypatch):
