@@ -40,8 +40,13 @@ class InstallTask(QgsTask):
         self.outcome = None
 
     def run(self):
-        self.outcome = torch_installer.install(self.plan, on_line=self.line.emit, on_progress=self.setProgress,
-                                               is_cancelled=self.isCanceled)
+        try:
+            self.outcome = torch_installer.install(self.plan, on_line=self.line.emit, on_progress=self.setProgress,
+                                                   is_cancelled=self.isCanceled)
+        except Exception as error:  # shown in the dialog, not lost in the task manager's thread
+            self.outcome = torch_installer.InstallResult(
+                False, f"The install failed unexpectedly ({error}); see the log.", self.plan.folder,
+                self.plan.log_path, 0.0)
         return self.outcome.ok
 
     def finished(self, ok):  # in the main thread
