@@ -239,8 +239,7 @@ def write_failure(error, destination, needed_bytes=None, always=True, written_by
     limit = file_size_limit()
     at_limit = limit is not None and written_bytes is not None and written_bytes + 2**16 >= limit
     if code == errno.EFBIG or any(word in lowered for word in _LIMIT_WORDS) or at_limit:
-        reason = ("the file-size limit was reached (a limit set for this process, e.g. with `ulimit -f`, or the "
-                  "largest file this file system holds)")
+        reason = "the file-size limit was reached"
     elif code == errno.ENOSPC or any(word in lowered for word in _FULL_WORDS) or \
             (free is not None and (free < 2**20 or (needed_bytes and free < needed_bytes))):
         reason = "the disk is full"
@@ -255,8 +254,9 @@ def write_failure(error, destination, needed_bytes=None, always=True, written_by
     needs = []
     if needed_bytes:
         needs.append(f"the file needs up to about {megabytes(needed_bytes)} (uncompressed)")
-    if at_limit or (limit is not None and code == errno.EFBIG):
-        needs.append(f"the limit is {megabytes(limit)}")
+    if reason == "the file-size limit was reached":
+        needs.append(f"the limit is {megabytes(limit)}, set for this process by `ulimit -f`" if limit is not None
+                     else "the largest file this file system holds")
     if free is not None:
         needs.append(f"{megabytes(free)} are free there")
     detail = f" ({'; '.join(needs)})" if needs else ""

@@ -384,8 +384,9 @@ def _write_geopackage(path, geometries, attributes, projection):
         output.commit()
     except (RuntimeError, OSError) as error:
         dataset = None
+        written = sum(os.path.getsize(file) for file in output.files() if os.path.isfile(file))
         output.remove()
-        failure = write_failure(error, path, written_bytes=0, always=False)
+        failure = write_failure(error, path, written_bytes=written, always=False)
         if failure is None:
             raise
         raise failure from None

@@ -235,6 +235,20 @@ def test_file_size_limit_through_qgis_process(tmp_path, large_scene, medium_scen
     assert os.listdir(tmp_path / "out") == []
 
 
+def test_a_run_that_fails_late_leaves_none_of_its_outputs(tmp_path):
+    """The scores and the mask are written, then the polygons (a GeoPackage of about 100 KB) outgrow the
+    file-size limit: the finished scores and mask are deleted too."""
+    source = write_cube(tmp_path / "scene.tif", cube(6, 100, 100))
+    out = tmp_path / "out"
+    out.mkdir()
+    code, log = qgis_process("fers:rx", {"INPUT": source, "OUTPUT": str(out / "scores.tif"),
+                                         "OUTPUT_MASK": str(out / "mask.tif"),
+                                         "OUTPUT_POLYGONS": str(out / "objects.gpkg")}, file_limit_kb=60)
+    assert code != 0 and "Mask: " in log, log  # the mask was written before the polygons failed
+    assert "Writing '" + str(out / "objects.gpkg") + "' failed: the file-size limit was reached" in log, log
+    assert os.listdir(out) == []
+
+
 def test_full_disk(run_alg, tmp_path, large_scene):
     from .core.test_output_safety import small_file_system
 
