@@ -261,6 +261,14 @@ def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+def test_batch_output_on_another_input_is_refused(tmp_path):
+    from fers_core.distributed import batch_jobs
+
+    first, second = touch(tmp_path / "a.tif"), touch(tmp_path / "a_rx.tif")  # a.tif's output is a_rx.tif
+    with pytest.raises(OutputError, match="The output of a.tif '.*a_rx.tif' is the same file as input a_rx.tif"):
+        batch_jobs([str(first), str(second)], str(tmp_path), detector="rx")
+
+
 def test_cli_rx_in_in_is_refused(tmp_path):
     from fers_core.synthetic import write_scene
 
