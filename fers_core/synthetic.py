@@ -11,6 +11,9 @@ import numpy as np
 from osgeo import gdal, osr
 from scipy.ndimage import gaussian_filter
 
+from .atomic import AtomicOutput
+from .output_safety import check_outputs
+
 NODATA = -9999
 DEMO_EPSG = 32633
 DEMO_ORIGIN = (400000.0, 5500000.0)
@@ -110,21 +113,26 @@ def write_scene(path, truth_path, rows=160, cols=200, bands=120, seed=0):
     geotransform = (DEMO_ORIGIN[0], DEMO_PIXEL_SIZE, 0.0, DEMO_ORIGIN[1], 0.0, -DEMO_PIXEL_SIZE)
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(DEMO_EPSG)
+    check_outputs([("the scene", path), ("the ground truth", truth_path)])
     driver = gdal.GetDriverByName("GTiff")
-    dataset = driver.Create(str(path), cols, rows, bands, gdal.GDT_Int16, options=["INTERLEAVE=BAND", "TILED=YES"])
-    dataset.SetGeoTransform(geotransform)
-    dataset.SetProjection(srs.ExportToWkt())
-    for index in range(bands):
-        band = dataset.GetRasterBand(index + 1)
-        band.SetNoDataValue(NODATA)
-        band.SetDescription(f"Band {index + 1} ({wavelengths[index]:.1f} nm)")
-        band.SetMetadata({"wavelength": f"{wavelengths[index]:.2f}", "wavelength_units": "Nanometers"})
-        band.WriteArray(data[index])
-    dataset = None
-    truth_set = driver.Create(str(truth_path), cols, rows, 1, gdal.GDT_Byte)
-    truth_set.SetGeoTransform(geotransform)
-    truth_set.SetProjection(srs.ExportToWkt())
-    truth_set.GetRasterBand(1).WriteArray(truth)
-    truth_set.GetRasterBand(1).SetDescription("anomaly ground truth (1 = anomaly)")
-    truth_set = None
+    with AtomicOutput(path) as scene_output, AtomicOutput(truth_path) as truth_output:  # renamed when complete
+        dataset = driver.Create(scene_output.path, cols, rows, bands, gdal.GDT_Int16,
+                                options=["INTERLEAVE=BAND", "TILED=YES"])
+        dataset.SetGeoTransform(geotransform)
+        dataset.SetProjection(srs.ExportToWkt())
+        for index in range(bands):
+            band = dataset.GetRasterBand(index + 1)
+            band.SetNoDataValue(NODATA)
+            band.SetDescription(f"Band {index + 1} ({wavelengths[index]:.1f} nm)")
+            band.SetMetadata({"wavelength": f"{wavelengths[index]:.2f}", "wavelength_units": "Nanometers"})
+            band.WriteArray(data[index])
+        band = dataset = None  # the band keeps the file open too
+        truth_set = driver.Create(truth_output.path, cols, rows, 1, gdal.GDT_Byte)
+        truth_set.SetGeoTransform(geotransform)
+        truth_set.SetProjection(srs.ExportToWkt())
+        truth_set.GetRasterBand(1).WriteArray(truth)
+        truth_set.GetRasterBand(1).SetDescription("anomaly ground truth (1 = anomaly)")
+        truth_set = None
+        scene_output.commit()
+        truth_output.commit()
     return str(path), str(truth_path)
