@@ -21,35 +21,31 @@ bands + 1 usable pixels has a singular covariance: it falls back to a ridge of
 since their scores are less reliable. A ring with fewer than 2 usable pixels, or whose pixels
 are all identical, gives no background: the pixel is nodata.
 
-Speed: window sums of x and of the products x_k x_l come from summed-area tables (integral
-images) built separably (cumulative sums down the rows, then along the columns) over a tile, so
-each window sum costs four look-ups whatever the window size; the quadratic forms are then
-solved for hundreds of pixels at once: a batched Cholesky factorisation (np.linalg.cholesky on
-(n, b, b)) and a forward substitution vectorised over the batch (a batched np.linalg.solve if
-a matrix is not positive definite).
+Speed: along each row of output pixels the ring's Gram matrix G of z = (x, 1) slides one pixel at a
+time: the outer window gains and loses at most one column, the inner window too, so G changes by four
+symmetric rank-k products (BLAS dsyrk, k = a window's height) and is summed afresh every
+RESTART_COLUMNS pixels, which bounds the rounding drift of the downdates. From G come the count n,
+the sum s and the scatter S of the ring; block elimination gives z^T G^-1 z = d^T P^-1 d + 1/n with
+P = S - s s^T / n = (n - 1) C, and one Cholesky factorisation of the bordered matrix
+[[G, z], [z^T, big]] (LAPACK dpotrf) yields L^-1 z as its last row: the factor and the solve in one
+call, per pixel, with BLAS on one thread (threads only slow down factorisations this small). The
+factorisation (bands^3 / 3 multiply-adds) is the floor: at 200 bands about 7,000 per second per core
+here. COMPONENTS projects the cube onto the leading principal components of the global covariance
+first (projection.py), making that k^3.
 
-Memory: the products' upper triangle (b (b + 1) / 2 values per pixel) is stored for the output
-pixels of one tile at a time. Tiles are full-width strips of rows, or squares when the bands are
-many (so that one tile's products fit the budget), each read with the halo its outer windows
-reach (outer // 2 pixels, up to outer - 1 at the image edges); plan_tiles picks whichever
-re-reads fewer halo pixels. The batched solves use about a quarter of the budget.
+Memory: the tile's block (with its halo) as float64, its centred copy and a pixel-major copy of z
+(bands + 1 values per pixel, by column so that a column piece is contiguous). Tiles are full-width
+strips of rows, or squares when the bands are many, each read with the halo its outer windows
+reach (outer // 2 pixels, up to outer - 1 at the image edges); plan_tiles picks whichever re-reads
+fewer halo pixels.
 
-Measured with the default 64 MB budget, windows 5/21, float64 random data, on the 2-core
-development machine while other jobs ran (load about 1.8); `python -m fers_core.local_rx` reruns it:
-    100 x 100 pixels x 50 bands:  0.64 s, about 15,000 pixels/s
-    200 x 200 pixels x 30 bands:  0.78 s, about 51,000 pixels/s
-    (under a load of 3.5 the same runs gave 6,400 and 25,000 pixels/s)
-Time grows with bands^2 (window sums) and bands^3 (solves): 100 x 60 pixels x 200 bands ran at
-about 600 pixels/s, so a 1000 x 1000 pixel, 200-band scene takes about half an hour where global
-RX takes seconds.
+bench/bench_local.py measures it against the previous summed-area-table version and spectral.rx.
 """
 
 import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.blas import dsyrk as syrk
-from scipy.linalg.lapack import dpotrf as potrf
 
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
@@ -64,7 +60,9 @@ from .raster_io import (
     check_raster_outputs,
     read_mask,
 )
+from .sliding_gram import RESTART_COLUMNS, SlidingGram, quadratic_form
 from .threads import blas_threads_set
+from .throughput import ThroughputLog
 
 RIDGE_FLOOR = 1e-9
 RIDGE_UNDERSAMPLED = 1e-6
@@ -194,89 +192,6 @@ def _tiles(height, width, outer, tile_rows, tile_cols):
             for first in range(0, height, tile_rows) for left in range(0, width, tile_cols)]
 
 
-RESTART_COLUMNS = 64
-"""The ring Gram slides along a row this many pixels before it is summed afresh (bounds rounding drift)."""
-_BORDER = 1e300  # the bordered matrix's last diagonal: any value above z^T G^-1 z keeps it positive definite
-
-
-class _SlidingGram:
-    """The Gram matrix G = sum of z z^T, z = (x, 1), over the ring of one pixel after another along a row.
-
-    From G come the ring's count n = G[b, b], sum s = G[b, :b] and scatter S = G[:b, :b]. Moving one
-    pixel to the right changes the ring by at most one column of the outer window (in and out) and one
-    of the inner window, so G is updated by four symmetric rank-k products (BLAS dsyrk, k = the window
-    height) instead of summed afresh; only the lower triangle is kept.
-    """
-
-    def __init__(self, columns, outer_rows, inner_rows):
-        self.columns = columns  # (block cols, block rows, bands + 1): z of usable pixels, 0 elsewhere
-        self.outer_rows, self.inner_rows = outer_rows, inner_rows
-        self.gram = None
-        self.window = None
-
-    def _add(self, alpha, cols, rows):
-        for col in range(*cols):
-            piece = self.columns[col, rows[0]:rows[1]]
-            if piece.shape[0]:
-                self.gram = syrk(alpha, piece.T, beta=1.0, c=self.gram, lower=1, overwrite_c=1)
-
-    def _fresh(self, outer_cols, inner_cols):
-        size = self.columns.shape[2]
-        self.gram = np.zeros((size, size), order="F")
-        (r0, r1), (i0, i1) = self.outer_rows, self.inner_rows
-        outer = self.columns[outer_cols[0]:outer_cols[1], r0:r1].reshape(-1, size)
-        inner = self.columns[inner_cols[0]:inner_cols[1], i0:i1].reshape(-1, size)
-        self.gram = syrk(1.0, outer.T, beta=0.0, c=self.gram, lower=1, overwrite_c=1)
-        if inner.shape[0]:
-            self.gram = syrk(-1.0, inner.T, beta=1.0, c=self.gram, lower=1, overwrite_c=1)
-
-    def move(self, outer_cols, inner_cols, fresh):
-        """The ring's Gram for windows outer_cols and inner_cols ([start, stop) column pairs)."""
-        if fresh or self.window is None:
-            self._fresh(outer_cols, inner_cols)
-        else:
-            (po0, po1), (pi0, pi1) = self.window
-            self._add(1.0, (po1, outer_cols[1]), self.outer_rows)  # outer window's new column
-            self._add(-1.0, (po0, outer_cols[0]), self.outer_rows)  # and the one it left
-            self._add(-1.0, (pi1, inner_cols[1]), self.inner_rows)  # inner window's new column leaves the ring
-            self._add(1.0, (pi0, inner_cols[0]), self.inner_rows)  # the column the inner window left rejoins it
-        self.window = (outer_cols, inner_cols)
-        return self.gram
-
-
-def _quadratic_form(gram, z, bands, ridge_factor, border):
-    """(n - 1) d^T (C + ridge)^-1 d from the ring's Gram matrix and the pixel's z = (x, 1), or None.
-
-    With P = S - s s^T / n = (n - 1) C, block elimination of the Gram matrix gives
-    z^T G^-1 z = d^T P^-1 d + 1/n (d = x - s / n), and one Cholesky factorisation of the bordered
-    matrix [[G, z], [z^T, big]] yields L^-1 z as its last row: the factor and the solve in one
-    LAPACK call. The ridge (ridge_factor * trace(C) / bands on C's diagonal) goes on S's diagonal.
-    Returns None when the ring has no usable background (fewer than 2 pixels, or no variance).
-    """
-    n = gram[bands, bands]
-    if n < 1.5:  # counts are exact small integers
-        return None
-    total = gram[bands, :bands]
-    trace = (np.trace(gram[:bands, :bands]) - total @ total / n) / (n - 1)
-    if not trace > 0:
-        return None
-    size = bands + 1
-    border[:size, :size] = gram
-    diagonal = border.reshape(-1, order="F")[:size * (size + 2):size + 2]  # a view of the first b + 1 diagonal
-    diagonal[:bands] += ridge_factor * trace / bands * (n - 1)
-    border[size, :size] = z
-    border[size, size] = _BORDER
-    factor, info = potrf(border, lower=1, clean=0, overwrite_a=1)
-    if info == 0:
-        solved = factor[size, :size]
-        return max(0.0, (n - 1) * (solved @ solved - 1.0 / n))
-    # not positive definite even with the ridge (rounding in a nearly degenerate ring): a least-squares solve
-    scatter = np.tril(gram[:bands, :bands]) + np.tril(gram[:bands, :bands], -1).T - np.outer(total, total) / n
-    covariance = scatter / (n - 1) + np.eye(bands) * (ridge_factor * trace / bands)
-    difference = z[:bands] - total / n
-    return float(difference @ np.linalg.lstsq(covariance, difference, rcond=None)[0])
-
-
 def _score_block(cube, valid, use, tile, inner, outer, tick=None):
     """Local RX scores of a tile's output pixels from its block (tile.block) held in memory.
 
@@ -311,7 +226,7 @@ def _score_block(cube, valid, use, tile, inner, outer, tick=None):
             row_valid = valid[first + k, left:left + out.cols]
             if not row_valid.any():
                 continue
-            gram = _SlidingGram(columns, tuple(outer_rows[:, k]), tuple(inner_rows[:, k]))
+            gram = SlidingGram(columns, tuple(outer_rows[:, k]), tuple(inner_rows[:, k]))
             for m in range(out.cols):
                 g = gram.move(tuple(outer_cols[:, m]), tuple(inner_cols[:, m]), m % RESTART_COLUMNS == 0)
                 if not row_valid[m]:
@@ -319,7 +234,7 @@ def _score_block(cube, valid, use, tile, inner, outer, tick=None):
                 n = g[bands, bands]
                 small = n < bands + 1
                 z[:bands] = centred[:, first + k, left + m]
-                value = _quadratic_form(g, z, bands, RIDGE_UNDERSAMPLED if small else RIDGE_FLOOR, border)
+                value = quadratic_form(g, z, bands, RIDGE_UNDERSAMPLED if small else RIDGE_FLOOR, border)
                 if value is None:
                     no_background += 1
                     continue
@@ -339,33 +254,6 @@ def _check_block(cube, valid, exclude):
         raise InputError(f"The validity mask is {valid.shape} but the cube is {cube.shape[1:]}.")
     use = valid if exclude is None else valid & ~np.asarray(exclude, dtype=bool)
     return cube, valid, use
-
-
-def _duration(seconds):
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class ThroughputLog:
-    """Logs pixels per second and the estimated time left: after the first tile, then every `every` seconds."""
-
-    def __init__(self, feedback, total_pixels, what, every=30.0):
-        self.feedback, self.total, self.what, self.every = feedback, max(1, int(total_pixels)), what, every
-        self.started = time.perf_counter()
-        self.last = None
-
-    def __call__(self, done_pixels):
-        now = time.perf_counter()
-        if done_pixels >= self.total or (self.last is not None and now - self.last < self.every):
-            return
-        self.last = now
-        rate = done_pixels / max(now - self.started, 1e-9)
-        left = (self.total - done_pixels) / max(rate, 1e-9)
-        self.feedback.info(f"{self.what}: {done_pixels:,} of {self.total:,} pixels, {rate:,.0f} pixels/s, "
-                           f"about {_duration(left)} left.")
 
 
 def _projection_of(cube, use, components):

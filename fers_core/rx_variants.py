@@ -30,9 +30,10 @@ import numpy as np
 from .blas import strmm
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
-from .local_rx import ThroughputLog, _tiles, plan_tiles
+from .local_rx import _tiles, plan_tiles
 from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
 from .rx import CovarianceAccumulator, fit_rx
+from .throughput import ThroughputLog
 
 VARIANTS = ("rxd", "utd", "rxd-utd")
 NAMES = {"rxd": "RXD", "utd": "UTD", "rxd-utd": "RXD-UTD"}
