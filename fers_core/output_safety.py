@@ -4,7 +4,8 @@ every output location can be written.
 Files are compared by device and inode where they exist (so another spelling of the path, a symbolic link
 or a hard link is the same file) and by their resolved path otherwise. An input counts with the files
 that belong to it (an ENVI header, GDAL's ``.aux.xml``/``.ovr``/``.msk``, a GeoPackage's ``-wal``/``-shm``,
-every file of a checkpoint folder); an output with the files its writer creates beside it.
+the files GDAL reads for it, such as a VRT's sources, every file of a checkpoint folder); an output with the
+files its writer creates beside it.
 """
 
 import os
@@ -14,6 +15,7 @@ from .errors import OutputError
 _ENVI_EXTENSIONS = {".bsq", ".bil", ".bip", ".dat", ".envi"}  # outputs the ENVI driver writes, with a .hdr
 _GDAL_SIDECARS = (".aux.xml", ".ovr", ".msk")
 _SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+_NOT_DATASETS = {".pt", ".pth", ".html", ".csv", ".txt", ".json"}  # inputs GDAL need not try
 
 
 def _resolved(path):
@@ -39,7 +41,25 @@ def input_files(path):
             return []
     stem = os.path.splitext(path)[0]
     candidates = [path, stem + ".hdr", path + ".hdr"] + [path + suffix for suffix in _GDAL_SIDECARS + _SQLITE_SIDECARS]
+    candidates += _gdal_files(path)
     return [candidate for candidate in dict.fromkeys(candidates) if os.path.isfile(candidate)]
+
+
+def _gdal_files(path):
+    """The files GDAL reads for a dataset (a VRT's sources, a header), [] when GDAL does not open it."""
+    if not os.path.isfile(path) or os.path.splitext(path)[1].lower() in _NOT_DATASETS:
+        return []
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_VECTOR | gdal.OF_READONLY)
+        files = dataset.GetFileList() or [] if dataset is not None else []
+    except RuntimeError:
+        files = []
+    finally:
+        gdal.PopErrorHandler()
+    return [os.path.abspath(os.path.join(os.path.dirname(path), file)) for file in files]
 
 
 def output_files(path):

@@ -54,6 +54,16 @@ def test_companion_files_count(tmp_path):
     with pytest.raises(OutputError, match="scores.tif.aux.xml"):
         check_outputs([("OUTPUT_HTML", str(tmp_path / "scores.tif.aux.xml"))],
                       [("SCORES", str(tmp_path / "scores.tif"))])
+    from osgeo import gdal
+
+    source = tmp_path / "data" / "tile.tif"
+    source.parent.mkdir()
+    tile = gdal.GetDriverByName("GTiff").Create(str(source), 4, 4, 1)
+    tile.SetGeoTransform((0, 1, 0, 0, 0, -1))
+    tile = None
+    gdal.BuildVRT(str(tmp_path / "mosaic.vrt"), [str(source)]).FlushCache()
+    with pytest.raises(OutputError, match="is the same file as INPUT '.*mosaic.vrt' \\(its file 'tile.tif'\\)"):
+        check_outputs([("OUTPUT", str(source))], [("INPUT", str(tmp_path / "mosaic.vrt"))])  # a VRT's source
     folder = tmp_path / "checkpoint"
     convh = touch(folder / "convh.pt")
     with pytest.raises(OutputError, match=r"OUTPUT_MODEL '.*convh.pt' is the same file as FOLDER .*file 'convh.pt'"):
