@@ -713,6 +713,9 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
 
         cube_paths = [scratch(f"{name}-cube") for name in names]
         map_paths = [scratch(f"{name}-local-rx") for name in names] if product else [output_path]
+        feedback.info(f"The enhanced cube(s) for local RX are kept in {', '.join(cube_paths)} (up to "
+                      f"{setup.reader.pixel_count * model_bands * 4 * len(names) / 2**20:,.0f} MB; deleted when the "
+                      "run ends).")
         writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
         band_names = [f"model band {i + 1}" for i in range(model_bands)]
         extras = {name: stack.enter_context(RasterWriter.like(setup.reader, path, model_bands, band_names=band_names))
