@@ -130,12 +130,14 @@ def estimate_local_rx(reader, block_mb=DEFAULT_BLOCK_MB, inner=5, outer=21, band
 
 def estimate_rx_variant(reader, block_mb=DEFAULT_BLOCK_MB, outer=21):
     """Peak memory of run_rx_variant: a block with its halo rows, whitened, and its window-sum tables."""
-    from .rx_variants import bytes_per_pixel, plan_rows
+    from .rx_variants import bytes_per_output_pixel, bytes_per_pixel, plan
 
     bands, width, height = reader.band_count, reader.width, reader.height
-    rows = min(plan_rows(width, bands, outer, block_mb), height)
-    pixels = min(rows + outer - 1, height) * width
+    rows, cols = plan(width, bands, outer, block_mb)
+    rows, cols = min(rows, height), min(cols, width)
+    pixels = min(rows + outer - 1, height) * min(cols + outer - 1, width)
     block = pixels * (bytes_per_pixel(bands) + bands * _value_bytes(reader))
+    block += rows * cols * bytes_per_output_pixel(bands)
     return MemoryEstimate(
         f"RX variant of {width}x{height} pixels x {bands} bands with a {outer} px mean window",
         {f"lower MEMORY_MB (now {block_mb})" if rows > 1 else "select fewer BANDS": block + 3 * bands ** 2 * 8},

@@ -99,10 +99,6 @@ def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB):
     return plan_tiles(width, bands, outer, block_mb, bytes_per_pixel(bands), bytes_per_output_pixel(bands))
 
 
-def plan_rows(width, bands, outer, block_mb=DEFAULT_BLOCK_MB):
-    return plan(width, bands, outer, block_mb)[0]
-
-
 class _Whitening:
     """a = F (x - mean): global RX's float32 factor (F^T F = K^-1 restricted to the background's span)."""
 
