@@ -10,6 +10,7 @@ run that created one can delete what it left when it fails. ``AtomicOutput.commi
 and the files GDAL wrote beside it (``.hdr``, ``.aux.xml``, ``-wal`` ...) to the destination's name.
 """
 
+import contextlib
 import errno
 import glob
 import os
@@ -24,7 +25,7 @@ from .errors import OutputError
 
 HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')) & 0xFFFFFF:06x}"
 _NAME = re.compile(r"^\..*\.partial-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}")
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while its own thread holds it
 _live = {}  # id(temporary) -> Temporary
 _listeners = []  # callables(event, temporary, files) of run scopes: "created", "removed", "committed"
 
@@ -107,13 +108,6 @@ def _notify(event, temporary, files=()):
         listener(event, temporary, files)
 
 
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
 class Temporary:
     """A scratch file beside `destination` (and any file GDAL adds under the same name plus a suffix).
 
@@ -139,10 +133,8 @@ class Temporary:
     def remove(self):
         """Delete the files (safe to call twice, and from a signal handler)."""
         for path in self.files():
-            try:
-                _remove_quietly(path)
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                os.remove(path)
         self._forget()
 
     def _forget(self):

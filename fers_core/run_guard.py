@@ -30,7 +30,7 @@ class Interrupted(BaseException):
 
 
 _active = []  # the guards of runs in progress (any thread)
-_active_lock = threading.Lock()
+_active_lock = threading.RLock()  # re-entrant, as the SIGTERM handler may run while its thread holds it
 _handlers = None  # {signal: saved previous handling} while the guard's handlers are installed
 _depth = 0
 _SIG_IGN = 1  # the handler value of an ignored signal in struct sigaction
@@ -51,7 +51,7 @@ class RunGuard:
         self.thread = threading.get_ident()
         self.temporaries = {}
         self.written = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def __enter__(self):
         self.thread = threading.get_ident()
