@@ -503,6 +503,8 @@ def little_memory(monkeypatch):
 @pytest.mark.parametrize("algorithm,extra,advice", [
     (RX, {"MEMORY_MB": 4096}, r"lower MEMORY_MB \(now 4096\)"),
     (RX, {"MODE": 1, "WINDOW_INNER": 5, "WINDOW_OUTER": 41, "MEMORY_MB": 4096}, r"lower MEMORY_MB \(now 4096\)"),
+    (RX, {"MODE": 2, "WINDOW_INNER": 5, "WINDOW_OUTER": 41, "MEMORY_MB": 4096}, r"lower MEMORY_MB \(now 4096\)"),
+    (RX, {"MODE": 3, "MEMORY_MB": 4096}, r"lower MEMORY_MB \(now 4096\)"),
     (DETECT, {"MEMORY_MB": 4096, "BRANCHES": 1}, r"lower MEMORY_MB \(now 4096\)"),
     (DETECT, {"TILE_SIZE": 1024}, r"lower TILE_SIZE \(now 1024\)"),
 ])
