@@ -248,6 +248,26 @@ def test_file_size_limit_is_a_sentence_and_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+OTHER_WRITERS = {
+    "model.pt": "from fers_core.model_file import random_init_model, save_model\n"
+                "save_model(random_init_model(16, seed=0), sys.argv[1])",
+    "report.html": "from fers_core.evaluation import _write_atomically\n"
+                   "_write_atomically(sys.argv[1], lambda stream: stream.write('x' * 300_000))",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_WRITERS))
+def test_file_size_limit_in_other_writers(tmp_path, name):
+    script = ("import sys\nsys.path.insert(0, sys.argv[2])\nfrom fers_core.errors import OutputError\ntry:\n"
+              + "".join(f"    {line}\n" for line in OTHER_WRITERS[name].splitlines())
+              + "except OutputError as error:\n    print(error)\n    sys.exit(3)\n")
+    completed = subprocess.run(["bash", "-c", f'ulimit -f 100; exec "{sys.executable}" -c "$0" "$1" "$2"', script,
+                                str(tmp_path / name), ROOT], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    assert f"Writing '{tmp_path / name}' failed: the file-size limit was reached" in completed.stdout
+    assert os.listdir(tmp_path) == []
+
+
 def small_file_system(tmp_path, size="1m"):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
