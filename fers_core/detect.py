@@ -546,18 +546,24 @@ class FeatureSpill:
                 entries.append((self._file.tell(), array.shape, array.dtype))
                 self._file.write(array.tobytes())
         except OSError as error:  # a full disk, a file-size limit
-            written = self._file.tell()
-            self.close()
-            raise write_failure(error, self.path, self.needed_bytes, written_bytes=written) from None
+            self._fail(error)
         self._index[key] = entries
 
     def get(self, key):
         """The arrays stored under key, then the validity mask."""
         arrays = []
-        for offset, shape, dtype in self._index[key]:
-            self._file.seek(offset)
-            arrays.append(np.fromfile(self._file, dtype=dtype, count=int(np.prod(shape))).reshape(shape))
+        try:
+            for offset, shape, dtype in self._index[key]:
+                self._file.seek(offset)  # writes the buffered end of the last put: its errors surface here
+                arrays.append(np.fromfile(self._file, dtype=dtype, count=int(np.prod(shape))).reshape(shape))
+        except OSError as error:
+            self._fail(error)
         return arrays[:-1], arrays[-1]
+
+    def _fail(self, error):
+        written = os.path.getsize(self.path) if os.path.exists(self.path) else None
+        self.close()
+        raise write_failure(error, self.path, self.needed_bytes, written_bytes=written) from None
 
     def close(self):
         try:
