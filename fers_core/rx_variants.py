@@ -84,19 +84,20 @@ def validate_variant(variant, window=None, guard=0):
 BAND_CHUNK = 16  # whitened bands box-filtered at once: the filter's temporaries stay small
 
 
-def bytes_per_pixel(bands):
-    """A block pixel: the read (float64 at most) and one band chunk's centred copy and running sums."""
-    return bands * 8 + BAND_CHUNK * 4 * 4 + 16
+def bytes_per_pixel(bands, value_bytes=8):
+    """A block pixel: the read (`value_bytes` a value) and one band chunk's centred copy and running sums."""
+    return bands * value_bytes + BAND_CHUNK * 4 * 4 + 16
 
 
 def bytes_per_output_pixel(bands):
-    """An output pixel: its float32 differences to the local mean, the local mean, and the whitened values."""
-    return bands * 4 * 3 + 32
+    """An output pixel: its float32 differences to the local mean and the local mean (UTD), whitened in place."""
+    return bands * 4 * 2 + 32
 
 
-def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB):
+def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB, value_bytes=8):
     """(rows, cols) of output per tile (local_rx.plan_tiles with this module's memory per pixel)."""
-    return plan_tiles(width, bands, outer, block_mb, bytes_per_pixel(bands), bytes_per_output_pixel(bands))
+    return plan_tiles(width, bands, outer, block_mb, bytes_per_pixel(bands, value_bytes),
+                      bytes_per_output_pixel(bands))
 
 
 class _Whitening:
@@ -142,7 +143,23 @@ class _WindowSums:
                                           (tile.left, tile.right, tile.width, block.col)):
             centres = np.arange(start, stop)
             kernel = np.clip(centres, window // 2, size - 1 - window // 2) - offset if size > window else None
-            self.axes.append((kernel, centres - offset, size))
+            self.axes.append((kernel, centres - offset, size, offset))
+
+    def areas(self):
+        """Each output pixel's count of kernel-minus-guard pixels when every pixel is usable."""
+        def lengths(size_window, centres, size, offset):
+            if size_window == self.window:
+                return np.full(len(centres), min(size_window, size), np.float64)
+            absolute, half = centres + offset, size_window // 2  # the guard: centred, clipped
+            return (np.minimum(absolute + half + 1, size) - np.maximum(absolute - half, 0)).astype(np.float64)
+
+        (_, row_centres, height, row_offset), (_, col_centres, width, col_offset) = self.axes
+        result = 0.0
+        for sign, size_window in ((1, self.window), (-1, self.guard)):
+            if size_window:
+                result = result + sign * np.outer(lengths(size_window, row_centres, height, row_offset),
+                                                  lengths(size_window, col_centres, width, col_offset))
+        return result
 
     def _sums(self, image, size_window, axis, index):
         from scipy.ndimage import uniform_filter1d
@@ -158,12 +175,17 @@ class _WindowSums:
             if not size_window:
                 continue
             part = image
-            for axis, (kernel, centres, _size) in zip((1, 2), self.axes):
+            for axis, (kernel, centres, _size, _offset) in zip((1, 2), self.axes):
                 if size_window == self.window and kernel is None:  # the kernel is the whole extent
                     part = np.repeat(part.sum(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32),
                                      len(centres), axis=axis)
-                else:
-                    part = self._sums(part, size_window, axis, kernel if size_window == self.window else centres)
+                elif size_window == self.window:
+                    part = self._sums(part, size_window, axis, kernel)
+                else:  # the guard reads only the rows (columns) its windows reach: zero padding beyond them
+                    start = max(0, centres[0] - size_window // 2)
+                    stop = centres[-1] + size_window // 2 + 1
+                    near = part[:, start:stop] if axis == 1 else part[:, :, start:stop]
+                    part = self._sums(near, size_window, axis, centres - start)
             result = part if result is None else result - part
         return result
 
@@ -187,14 +209,17 @@ def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
     with np.errstate(over="ignore", invalid="ignore"):  # invalid pixels may hold anything; they are zeroed
         if window:
             sums = _WindowSums(tile, window, guard)
-            count = np.rint(sums(use[None].astype(np.float32))[0])  # exact small integers, up to rounding
+            all_usable = bool(use.all())
+            count = sums.areas() if all_usable else np.rint(sums(use[None].astype(np.float32))[0])
             empty = int((keep & (count < 1)).sum())
             keep &= count >= 1
             inverse_count = np.where(count > 0, 1.0 / np.maximum(count, 1), 0.0).astype(np.float32)
             local = np.empty((bands, out.rows, out.cols), np.float32) if variant != "rxd" else None
             for start in range(0, bands, BAND_CHUNK):  # chunk by chunk, so the temporaries stay in cache
                 chunk = slice(start, start + BAND_CHUNK)
-                centred = np.where(use, np.subtract(data[chunk], mean[chunk], dtype=work), 0).astype(np.float32)
+                centred = np.subtract(data[chunk], mean[chunk], dtype=work).astype(np.float32, copy=False)
+                if not all_usable:
+                    centred[:, ~use] = 0
                 means = sums(centred)
                 means *= inverse_count
                 np.subtract(data[chunk][inside], mean[chunk], out=difference[chunk], casting="unsafe")
@@ -253,7 +278,9 @@ def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands
     mask = read_mask(mask_path, reader) if mask_path else None
     height, width = reader.height, reader.width
     what = describe(variant, window, guard)
-    tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb)
+    scaled = any(s != 1.0 for s in reader.scales) or any(o != 0.0 for o in reader.offsets)  # read as float64
+    value_bytes = 8 if scaled or np.dtype(reader.stored_dtype).kind == "c" else np.dtype(reader.stored_dtype).itemsize
+    tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb, value_bytes)
     tiles = _tiles(height, width, window or 1, tile_rows, tile_cols)
     feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
                   f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels.")

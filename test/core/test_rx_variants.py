@@ -76,6 +76,15 @@ def test_matches_the_textbook_with_nodata_and_exclusions(variant, window, guard)
     assert np.all(scores[~valid] == SCORE_NODATA) and np.all(scores[valid & exclude] != SCORE_NODATA)
 
 
+@pytest.mark.parametrize("window, guard", [(7, 3), (9, 0), (31, 5)])
+def test_every_pixel_usable_matches_the_textbook(window, guard):
+    """Without nodata or mask the kernel counts are the window areas (clipped guards at the edges)."""
+    cube = correlated_cube(5, 16, 21, seed=window)
+    valid = np.ones((16, 21), bool)
+    assert_close(rx_variant_scores(cube, valid, "rxd-utd", window, guard), textbook(cube, valid, "rxd-utd", window,
+                                                                                    guard))
+
+
 def test_rxd_utd_is_rxd_minus_utd_and_global_rxd_is_global_rx():
     from fers_core.rx import rx_scores
 
