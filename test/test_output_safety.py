@@ -279,13 +279,15 @@ def wait_for_temporary(folder, process, pattern=".partial-", written=False):
     raise AssertionError(f"no temporary appeared in {folder}")
 
 
-def test_two_concurrent_detect_runs_on_one_output(run_alg, tmp_path, model_file):
+def test_two_concurrent_detect_runs_on_one_output(tmp_path, model_file):
     """Two runs with the same OUTPUT, the second one entirely inside the first one's statistics pass (the first
     is paused there): each keeps its own feature spill, and the final file is exactly one run's result."""
     sources = [write_cube(tmp_path / f"scene{i}.tif", cube(MODEL_BANDS, 200, 200, seed=10 + i)) for i in range(2)]
-    references = [read(run_alg("fers:detect", {"INPUT": source, "MODEL": model_file,
-                                               "OUTPUT": str(tmp_path / f"reference{i}.tif")})["OUTPUT"])[0]
-                  for i, source in enumerate(sources)]
+    alone = [qgis_process("fers:detect", {"INPUT": source, "MODEL": model_file,  # each run on its own output
+                                          "OUTPUT": str(tmp_path / f"reference{i}.tif")}, cwd=ROOT)
+             for i, source in enumerate(sources)]
+    assert [run.communicate(timeout=300) and run.returncode for run in alone] == [0, 0]
+    references = [read(tmp_path / f"reference{i}.tif")[0] for i in range(2)]
     assert not np.array_equal(*references)
     shared = tmp_path / "out" / "scores.tif"
     shared.parent.mkdir()
