@@ -20,9 +20,11 @@ lint: setup
 package:
 	@$(PY) scripts/package.py
 
-# Train the bundled default model weights/fers_default.pt from ../shared (under 60 min on 2 CPU cores).
+# Train the bundled default model weights/fers_default.pt from ../shared (under 60 min on 2 CPU cores),
+# and write the default ensemble's random-init member weights/fers_random200.pt (seconds).
 weights: setup
 	$(PY) scripts/train_default.py
+	$(PY) scripts/make_ensemble_member.py
 
 clean:
 	rm -rf demo dist .qgis-profile .plugins .run .pytest_cache

@@ -1,10 +1,13 @@
 """fers:detect: FERS anomaly detection (learned background features + global RX)."""
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
 )
@@ -31,6 +34,9 @@ PRECISION_OPTIONS = [
 ]
 PRECISION_VALUES = ["float32", "bfloat16", "auto"]
 PRECISION_DEFAULT = 2
+ENSEMBLE_FUSION_OPTIONS = ["Rank (mean of each member's empirical CDF)",
+                           "Standardised scores (mean of (score - mean) / standard deviation)"]
+ENSEMBLE_FUSION_VALUES = ["rank", "standardised"]  # fers_core.ensemble.FUSIONS
 
 
 class ModelPathParameter(QgsProcessingParameterFile):
@@ -65,6 +71,7 @@ class DetectAlgorithm(FersAlgorithm):
     MEMORY_MB, TILE_SIZE, TILE_MARGIN = "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN"
     OUTPUT, OUTPUT_SPECTRAL, OUTPUT_SPATIAL = "OUTPUT", "OUTPUT_SPECTRAL", "OUTPUT_SPATIAL"
     DETECTOR, WINDOW_INNER, WINDOW_OUTER, PRECISION = "DETECTOR", "WINDOW_INNER", "WINDOW_OUTER", "PRECISION"
+    MODELS, ENSEMBLE_FUSION, FUSE_RX = "MODELS", "ENSEMBLE_FUSION", "FUSE_RX"
     group_name, group_id = "Anomaly detection", "anomaly"
     needs_torch = True
 
@@ -99,7 +106,21 @@ class DetectAlgorithm(FersAlgorithm):
             QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),
             "A FERS model file (.pt, from Train a FERS model or Import FERS authors' checkpoint) or a FERS "
             "authors' checkpoint folder (convh.pt, enc.pt, pc.pt, optionally spa_fen.pt; type or paste the "
-            "folder path). Empty = the bundled default model.")
+            "folder path). Empty = the bundled default: the ensemble of fers_default.pt and fers_random200.pt "
+            "(an untrained 200-band spectral network), fused by rank.")
+        self.add_parameter(advanced(QgsProcessingParameterMultipleLayers(
+            self.MODELS, self.tr("Further models to fuse with the model (ensemble)"),
+            QgsProcessing.SourceType.TypeFile, optional=True)),
+            "FERS model files (.pt) or authors' checkpoint folders scored alongside the model above (or the bundled "
+            "default); the score maps are fused as Ensemble fusion says. Models of any band count can be mixed.")
+        self.add_parameter(advanced(QgsProcessingParameterEnum(
+            self.ENSEMBLE_FUSION, self.tr("Ensemble fusion"), ENSEMBLE_FUSION_OPTIONS, defaultValue=0)),
+            "How several members' score maps become one: rank (default; each member's empirical CDF over the valid "
+            "pixels, averaged) or standardised scores. The fused score has no chi-square law.")
+        self.add_parameter(advanced(QgsProcessingParameterBoolean(
+            self.FUSE_RX, self.tr("Fuse plain global RX in as one more member (do no harm)"), defaultValue=False)),
+            "Adds plain global RX on the raster (its selected bands) to the ensemble: limits the loss on scenes the "
+            "networks do not fit, at some cost in mean AUC on the development scenes (weights/README.md).")
         self.add_parameter(RasterLayerParameter(
             self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True),
             "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the RX "
@@ -195,15 +216,25 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.torch_support import require_torch
 
         require_torch()
-        from ..fers_core.default_model import default_model_path
+        from ..fers_core.default_model import default_model_paths
         from ..fers_core.detect import BRANCH_CHOICES, DetectOptions, choose_fusion
         from ..fers_core.distributed import fers_detection
+        from ..fers_core.ensemble import Member, run_ensemble_detection
         from ..fers_core.memory_guard import check_detection_run
         from ..fers_core.model_cache import detection_model
 
         cluster = scheduler.value(self, parameters, context)
-        model_path = self.parameterAsFile(parameters, self.MODEL, context) or str(default_model_path())
-        model = detection_model(model_path)  # kept for the session's next run while the file is unchanged
+        chosen = self.parameterAsFile(parameters, self.MODEL, context)
+        model_paths = ([chosen] if chosen else [str(path) for path in default_model_paths()]) + \
+            [path for path in self.parameterAsFileList(parameters, self.MODELS, context) if path]
+        model_path = model_paths[0]
+        # kept for the session's next run while the files are unchanged
+        models = [detection_model(path) for path in model_paths]
+        model = models[0]
+        members = [Member(m, p) for m, p in zip(models, model_paths)]
+        if self.parameterAsBool(parameters, self.FUSE_RX, context):
+            members.append(Member())
+        fusion = ENSEMBLE_FUSION_VALUES[self.parameterAsEnum(parameters, self.ENSEMBLE_FUSION, context)]
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         options = DetectOptions(
             bands=self.band_list(parameters, self.BANDS, context),
@@ -225,17 +256,29 @@ class DetectAlgorithm(FersAlgorithm):
         if cluster and options.detector != "global":
             raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the local "
                              "detector and the RX variants.")
+        if cluster and len(members) > 1:
+            raise InputError("The Dask scheduler (SCHEDULER) runs one model: leave it empty to fuse several models "
+                             "(MODELS, FUSE_RX, or the bundled default ensemble), or set one MODEL.")
+        far = outputs.asked_for(parameters) and \
+            self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE
+        if far and len(members) > 1:
+            raise InputError("Fused ensemble scores have no chi-square law, so a false-alarm-rate threshold does not "
+                             "apply: choose a top-percentage or absolute threshold, or run one model (set MODEL).")
         available = tuple(b for b in options.branches if model.has_branch(b))
-        if outputs.asked_for(parameters) and choose_fusion(options.fusion, model.bands, available) == "product" and \
-                self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
+        if far and choose_fusion(options.fusion, model.bands, available) == "product":
             raise InputError("Product fusion gives normalised scores with no chi-square law, so a false-alarm-rate "
                              "threshold does not apply: choose a top-percentage or absolute threshold, or sum fusion.")
         source = self.raster_source(parameters, self.INPUT, context)
-        feedback.info(f"Model: {model_path}")
+        feedback.info("Model: " + " + ".join(member.label for member in members) +
+                      (f" ({fusion} fusion)" if len(members) > 1 else ""))
         if not cluster:  # on a Dask cluster the strips use the workers' memory
-            check_detection_run(source, model, options, feedback)
+            for member_model in models:
+                check_detection_run(source, member_model, options, feedback)
         detector_feedback = StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
-        fers_detection(cluster, source, output, model_path, options, detector_feedback, model)
+        if len(members) > 1:
+            run_ensemble_detection(source, output, members, options, fusion, detector_feedback)
+        else:
+            fers_detection(cluster, source, output, model_path, options, detector_feedback, model)
         results = {self.OUTPUT: output}
         try:
             results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, model.bands))

@@ -16,3 +16,14 @@ def default_model_path():
             "folder): set MODEL to a FERS model file or to a FERS authors' checkpoint folder."
         )
     return DEFAULT_MODEL_FILE
+
+
+DEFAULT_MEMBER_FILE = WEIGHTS_DIR / "fers_random200.pt"
+"""The bundled default is an ensemble: fers_default.pt (its branches as requested) and fers_random200.pt (an
+untrained 200-band spectral network), fused by rank; chosen by leave-one-sensor-out (weights/README.md)."""
+
+
+def default_model_paths():
+    """Paths of the bundled default ensemble's models; the bundled model alone when the member file is absent."""
+    first = default_model_path()
+    return [first, DEFAULT_MEMBER_FILE] if DEFAULT_MEMBER_FILE.is_file() else [first]

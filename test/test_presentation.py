@@ -20,7 +20,7 @@ from .rasters import read
 
 ADVANCED = {  # parameters the dialog shows under Advanced; everything else is in the main section
     "fers:detect": {"BRANCHES", "FUSION", "DEVICE", "DETECTOR", "WINDOW_INNER", "WINDOW_OUTER", "PRECISION",
-                    "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN", "SCHEDULER"},
+                    "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN", "SCHEDULER", "MODELS", "ENSEMBLE_FUSION", "FUSE_RX"},
     "fers:train": {"STAGES", "MODEL_BANDS", "WAVELENGTHS", "EPOCHS", "PATCH_SIZE", "BATCH_SIZE", "LEARNING_RATE",
                    "SEED", "TEACHER", "DEVICE"},
     "fers:rx": {"WINDOW_INNER", "WINDOW_OUTER", "COMPONENTS", "MEMORY_MB", "SCHEDULER"},

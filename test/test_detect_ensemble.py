@@ -1,0 +1,98 @@
+"""fers:detect with several models (MODELS, FUSE_RX, the bundled default ensemble) through processing.run and
+qgis_process."""
+
+import subprocess
+
+import numpy as np
+import pytest
+from qgis.core import QgsProcessingException
+from scipy.stats import rankdata
+
+from .conftest import ROOT
+from .rasters import leftovers, read
+
+
+def mid_rank_cdf(values):
+    return (rankdata(np.asarray(values, dtype=np.float64)) - 0.5) / len(values)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two random-init model files of different band counts (spectral only) and one with both branches."""
+    from fers.fers_core.model_file import random_init_model, save_model
+
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, bands, branches in (("r12", 12, ("spectral",)), ("r30", 30, ("spectral",)),
+                                  ("r16ss", 16, ("spectral", "spatial"))):
+        paths[name] = str(folder / f"{name}.pt")
+        save_model(random_init_model(bands, seed=0, branches=branches), paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    from fers.fers_core.synthetic import write_scene
+
+    folder = tmp_path_factory.mktemp("scene")
+    return write_scene(folder / "scene.tif", folder / "truth.tif", rows=50, cols=60, bands=24, seed=2)
+
+
+def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, tmp_path, scene, models):
+    fused = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": models["r12"], "MODELS": [models["r30"]],
+                                    "FUSE_RX": True, "BRANCHES": 1, "OUTPUT": str(tmp_path / "fused.tif")})
+    singles = [read(run_alg("fers:detect", {"INPUT": scene[0], "MODEL": models[name], "BRANCHES": 1,
+                                            "OUTPUT": str(tmp_path / f"{name}.tif")})["OUTPUT"])[0]
+               for name in ("r12", "r30")]
+    singles.append(read(run_alg("fers:rx", {"INPUT": scene[0], "OUTPUT": str(tmp_path / "rx.tif")})["OUTPUT"])[0])
+    valid = np.logical_and.reduce([s != -9999 for s in singles])
+    expected = np.mean([mid_rank_cdf(s[valid]) for s in singles], axis=0)
+    scores = read(fused["OUTPUT"])[0]
+    np.testing.assert_allclose(scores[valid], expected, atol=1e-6)
+    assert np.all(scores[~valid] == -9999)
+    assert leftovers(tmp_path, {"fused.tif", "r12.tif", "r30.tif", "rx.tif"}) == []
+
+
+def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
+    from fers.fers_core.default_model import DEFAULT_MEMBER_FILE, DEFAULT_MODEL_FILE
+
+    if not (DEFAULT_MODEL_FILE.exists() and DEFAULT_MEMBER_FILE.exists()):
+        pytest.skip("the bundled model files are absent")
+    default = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")})
+    explicit = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),
+                                       "MODELS": [str(DEFAULT_MEMBER_FILE)], "OUTPUT": str(tmp_path / "two.tif")})
+    scores = read(default["OUTPUT"])[0]
+    valid = scores != -9999
+    assert 0 < scores[valid].min() and scores[valid].max() < 1  # a rank mean, not one model's RX scores
+    np.testing.assert_array_equal(scores, read(explicit["OUTPUT"])[0])
+    assert leftovers(tmp_path, {"default.tif", "two.tif"}) == []
+
+
+def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene, models):
+    base = {"INPUT": scene[0], "MODEL": models["r12"], "MODELS": [models["r30"]], "OUTPUT": str(tmp_path / "x.tif")}
+    cases = [
+        ({"OUTPUT_SPECTRAL": str(tmp_path / "spe.tif")}, "enhanced-cube outputs belong to one model"),
+        ({"OUTPUT_MASK": str(tmp_path / "mask.tif"), "THRESHOLD_METHOD": 2}, "no chi-square law"),
+        ({"MODELS": [str(tmp_path / "missing.pt")]}, "does not exist"),
+        ({"SCHEDULER": "local"}, "runs one model"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(QgsProcessingException, match=message):
+            run_alg("fers:detect", {**base, **extra})
+    assert leftovers(tmp_path, set()) == []
+
+
+def test_qgis_process_fuses_two_models(tmp_path, scene, models):
+    output = tmp_path / "cli.tif"
+    completed = subprocess.run(
+        [str(ROOT / "scripts" / "qgis_process"), "run", "fers:detect", "--", f"INPUT={scene[0]}",
+         f"MODEL={models['r16ss']}", f"MODELS={models['r30']}", f"MODELS={models['r12']}", "ENSEMBLE_FUSION=1",
+         f"OUTPUT={output}"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    assert "Ensemble member 3 of 3" in completed.stdout
+    assert "standardised fusion" in completed.stdout
+    scores = read(output)[0]
+    valid = scores != -9999
+    assert valid.any() and abs(float(scores[valid].mean())) < 1e-3  # the mean of standardised maps is 0
