@@ -219,10 +219,28 @@ def per_scene(table, names, scenes):
     return "\n".join(lines)
 
 
+def every_candidate(table, metadata):
+    """One row per candidate: mean over the sensor folds, the site folds and the scenes, worst scene vs RX."""
+    scenes = list(metadata)
+
+    def fold_mean(name, key):
+        folds = sorted({meta[key] for meta in metadata.values()})
+        return np.mean([np.mean([table[name][s] for s in scenes if metadata[s][key] == f]) for f in folds])
+
+    rows = sorted(table, key=lambda n: -np.mean([table[n][s] for s in scenes]))
+    lines = ["| configuration | mean of sensor folds | mean of site folds | mean of scenes | worst scene vs RX |",
+             "|---|---|---|---|---|"]
+    for name in rows:
+        lines.append(f"| {name} | {fold_mean(name, 'sensor'):.4f} | {fold_mean(name, 'site'):.4f} | "
+                     f"{np.mean([table[name][s] for s in scenes]):.4f} | "
+                     f"{min(table[name][s] - table['rx'][s] for s in scenes):+.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "fers-select"))
-    parser.add_argument("--output", help="also write the report to this file")
+    parser.add_argument("--output", help="also write the report to this file (bench/SELECT_RESULTS.md)")
     parser.add_argument("--show", nargs="*", default=[], help="extra candidates for the per-scene table")
     args = parser.parse_args(argv)
     if not SCENES.is_dir():
@@ -240,6 +258,8 @@ def main(argv=None):
     text, final = report(table, metadata, selectable, anchors)
     shown = ["rx", "rx50", "rand50", "rand200", "bundled", "bundled-ss"] + anchors + [final] + args.show
     text += "\nPer scene:\n\n" + per_scene(table, list(dict.fromkeys(shown)), list(metadata)) + "\n"
+    text += "\nEvery configuration (rank: rank fusion; z: standardised-score fusion):\n\n" + \
+        every_candidate(table, metadata) + "\n"
     text = f"{len(candidate_list)} candidates ({len(selectable)} selectable).\n" + text
     print(text)
     if args.output:
