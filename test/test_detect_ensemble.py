@@ -96,3 +96,13 @@ def test_qgis_process_fuses_two_models(tmp_path, scene, models):
     scores = read(output)[0]
     valid = scores != -9999
     assert valid.any() and abs(float(scores[valid].mean())) < 1e-3  # the mean of standardised maps is 0
+
+
+def test_an_authors_checkpoint_folder_can_be_a_further_model(run_alg, tmp_path, scene, models):
+    from .conftest import require_reference
+
+    folder = require_reference() / "fers-checkpoints" / "had100-50"
+    result = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": models["r12"], "MODELS": [str(folder)],
+                                     "OUTPUT": str(tmp_path / "authors.tif")})
+    scores = read(result["OUTPUT"])[0]
+    assert 0 < scores[scores != -9999].min() and scores.max() < 1
