@@ -52,6 +52,8 @@ def delete_dialogs():
     from qgis.PyQt import sip
     from qgis.PyQt.QtCore import QCoreApplication, QEvent
 
+    wait_for_tasks()
+
     while _opened:
         widget = _opened.pop()
         if sip.isdeleted(widget):  # a dialog that closed after its run deletes itself
@@ -59,6 +61,21 @@ def delete_dialogs():
         widget.close()
         widget.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+
+
+def wait_for_tasks(timeout_s=30):
+    """Wait until QGIS's task manager runs no task (the batch dialog's progress task ends when Python frees it)."""
+    import gc
+    import time
+
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    gc.collect()  # frees the batch dialog's QgsScopedProxyProgressTask, still referenced by a signal connection
+    deadline = time.monotonic() + timeout_s
+    while QgsApplication.taskManager().countActiveTasks() and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+    assert QgsApplication.taskManager().countActiveTasks() == 0, "a QGIS task is still running"
 
 
 def opened(widget):
@@ -384,3 +401,53 @@ def test_example_model_runs_from_its_dialog_with_only_its_required_inputs(projec
     assert_object_styles(layers[mask], layers[objects])
     report = next(v for k, v in results.items() if k.endswith(":report"))
     assert "AUC" in Path(report).read_text(encoding="utf-8")
+
+
+NO_TORCH_DIALOG = """
+import json, sys
+sys.path = [path for path in sys.path if path != {torch_home!r}]  # as on a machine without PyTorch
+sys.path[:0] = [{plugins!r}, "/usr/share/qgis/python/plugins"]
+from qgis.core import QgsApplication, QgsProcessingException
+app = QgsApplication([], True)
+app.initQgis()
+from processing.core.Processing import Processing
+Processing.initialize()
+import fers
+plugin = fers.classFactory(None)
+plugin.initProcessing()
+import processing
+from processing.gui.AlgorithmDialog import AlgorithmDialog
+from processing.tools import dataobjects
+alg = QgsApplication.processingRegistry().createAlgorithmById("fers:detect")
+dialog = AlgorithmDialog(alg)
+dialog.mainWidget().wrappers["INPUT"].setParameterValue({scene!r}, dataobjects.createContext())
+parameters = dialog.createProcessingParameters()  # refused the empty Model before PyTorch was ever asked for
+try:
+    processing.run(alg, parameters)
+    error = ""
+except QgsProcessingException as raised:
+    error = str(raised)
+print(json.dumps({{"collected": sorted(parameters), "error": error}}))
+dialog.deleteLater()
+"""
+
+
+def test_without_pytorch_the_detect_dialog_reaches_the_install_message(scene, tmp_path):
+    """A user without PyTorch gets past the dialog's parameter check to the message that says how to install it."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    torch_home = os.path.dirname(importlib.util.find_spec("torch").submodule_search_locations[0])
+    environment = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    script = NO_TORCH_DIALOG.format(plugins=str(ROOT / ".plugins"), scene=scene[0], torch_home=torch_home)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert "MODEL" in result["collected"]
+    assert "need PyTorch, which is not installed" in result["error"], result["error"]
