@@ -290,4 +290,5 @@ class DetectAlgorithm(FersAlgorithm):
                           (self.OUTPUT_SPATIAL, options.spatial_output)):
             if path:
                 results[key] = path
+                styles.stack_cube(context, path, output)
         return results

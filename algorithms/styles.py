@@ -39,7 +39,7 @@ from ..fers_core.postprocess import score_percentiles
 SCORE_PERCENTILES = (2.0, 99.5)
 MASK_COLOUR = QColor(0, 229, 255)  # cyan
 OUTLINE_COLOUR = QColor(0, 230, 118)  # green
-OBJECTS, MASK, SCORES = 1, 2, 3  # stacking rank of the outputs of one run, top first
+OBJECTS, MASK, SCORES, CUBES = 1, 2, 3, 4  # stacking rank of the outputs of one run, top first
 RANK_PROPERTY, RUN_PROPERTY = "fers/stack_rank", "fers/run"
 # matplotlib's Magma, sampled every tenth
 MAGMA = ("#000004", "#140e36", "#3b0f70", "#641a80", "#8c2981", "#b73779", "#de4968", "#f7705c", "#fe9f6d",
@@ -197,3 +197,8 @@ def style_mask(context, path, score_path):
 def style_polygons(context, path, score_path):
     """Style anomaly polygons that will be loaded, stacked above the mask and the scores of `score_path`."""
     return _attach(context, path, PolygonStyle(str(score_path), OBJECTS))
+
+
+def stack_cube(context, path, score_path):
+    """Stack an enhanced cube that will be loaded below the scores of `score_path` (QGIS's default style)."""
+    return _attach(context, path, OutputStyle(str(score_path), CUBES))

@@ -226,6 +226,18 @@ def test_dialog_loads_objects_above_the_mask_above_the_scores(project, scene, tm
     assert_object_styles(layers[1], layers[0])
 
 
+def test_detect_dialog_loads_an_enhanced_cube_below_the_scores(project, scene, tmp_path):
+    """An enhanced cube (opaque, many bands) goes below the scores, not on top of everything."""
+    from fers.fers_core.default_model import default_model_path
+
+    dialog = toolbox_dialog(algorithm("fers:detect"))
+    paths = [str(tmp_path / name) for name in ("c_cube.tif", "a_mask.tif", "b_scores.tif")]  # the cube loads last
+    fill(dialog, {"INPUT": scene[0], "MODEL": str(default_model_path()),  # the cubes need a single model
+                  "OUTPUT_SPECTRAL": paths[0], "OUTPUT_MASK": paths[1], "OUTPUT": paths[2]})
+    run_dialog(dialog)
+    assert [source(layer) for layer in loaded_layers(project)] == [paths[1], paths[2], paths[0]]
+
+
 def test_two_runs_keep_each_run_stacked(project, scene, tmp_path):
     """A second run's layers go on top of the first run's, each run in its own order."""
     runs = []
