@@ -32,6 +32,10 @@ def _identity(path):
 
 def input_files(path):
     """The files that make up an input: the file, its companions, or every file of a folder."""
+    from .raster_io import is_raster_source
+
+    if not os.path.exists(os.path.expanduser(str(path))) and is_raster_source(str(path)):
+        return _subdataset_files(str(path))  # e.g. NETCDF:"scene.nc":radiance is scene.nc
     path = os.path.abspath(os.path.expanduser(str(path)))
     if os.path.isdir(path):
         try:
@@ -43,6 +47,21 @@ def input_files(path):
     candidates = [path, stem + ".hdr", path + ".hdr"] + [path + suffix for suffix in _GDAL_SIDECARS + _SQLITE_SIDECARS]
     candidates += _gdal_files(path)
     return [candidate for candidate in dict.fromkeys(candidates) if os.path.isfile(candidate)]
+
+
+def _subdataset_files(name):
+    """The files of a GDAL subdataset name (the container file, as GDAL lists it), with their companions."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        dataset = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY)
+        files = (dataset.GetFileList() or []) if dataset is not None else []
+    except RuntimeError:
+        files = []
+    finally:
+        gdal.PopErrorHandler()
+    return [found for file in files if os.path.isfile(file) for found in input_files(file)]
 
 
 def _gdal_files(path):

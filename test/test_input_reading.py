@@ -133,6 +133,10 @@ def test_a_netcdf_of_subdatasets_names_them_and_a_subdataset_runs(run_alg, tmp_p
     result = run_alg("fers:rx", {"INPUT": subdataset, "OUTPUT": str(tmp_path / "band1.tif")})
     assert read(result["OUTPUT"])[0].shape == (24, 30)
     assert aux_files(tmp_path) == []
+    before = (tmp_path / "scene.nc").read_bytes()
+    with pytest.raises(QgsProcessingException, match="is the same file as"):  # the subdataset's container
+        run_alg("fers:rx", {"INPUT": subdataset, "OUTPUT": path})
+    assert (tmp_path / "scene.nc").read_bytes() == before
 
 
 def test_import_checkpoint_on_a_file_says_it_is_a_file(run_alg, tmp_path):
