@@ -13,13 +13,17 @@ def utm_wkt(epsg=32632):
 
 
 def write_cube(path, cube, nodata=None, geotransform=GEOTRANSFORM, epsg=32632, scale=None, offset=None):
-    """Write a (bands, rows, cols) array as a GeoTIFF of the array's data type."""
+    """Write a (bands, rows, cols) array as a GeoTIFF of the array's data type (int8: signed bytes, as GDAL 3.6
+    writes them, Byte with PIXELTYPE=SIGNEDBYTE)."""
     cube = np.asarray(cube)
     if cube.ndim == 2:
         cube = cube[None]
     gdal_type = gdal.GetDataTypeByName({"float64": "Float64", "float32": "Float32", "int16": "Int16",
-                                        "uint16": "UInt16", "uint8": "Byte", "int32": "Int32"}[cube.dtype.name])
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), cube.shape[2], cube.shape[1], cube.shape[0], gdal_type)
+                                        "uint16": "UInt16", "uint8": "Byte", "int32": "Int32",
+                                        "int8": "Byte"}[cube.dtype.name])
+    options = ["PIXELTYPE=SIGNEDBYTE", "PHOTOMETRIC=MINISBLACK"] if cube.dtype == np.int8 else []
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), cube.shape[2], cube.shape[1], cube.shape[0], gdal_type,
+                                                   options=options)
     dataset.SetGeoTransform(geotransform)
     if epsg:
         dataset.SetProjection(utm_wkt(epsg))
@@ -31,7 +35,7 @@ def write_cube(path, cube, nodata=None, geotransform=GEOTRANSFORM, epsg=32632, s
             band.SetScale(scale)
         if offset is not None:
             band.SetOffset(offset)
-        band.WriteArray(cube[index])
+        band.WriteArray(cube[index].view(np.uint8) if cube.dtype == np.int8 else cube[index])
     dataset = None
     return str(path)
 

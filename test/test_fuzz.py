@@ -1,6 +1,6 @@
 """Fuzzing fers:rx and fers:detect with random small GeoTIFFs (hypothesis).
 
-Each example writes a raster of random size (1xN and Nx1 included), data type (uint8, int16,
+Each example writes a raster of random size (1xN and Nx1 included), data type (uint8, signed int8, int16,
 uint16, float32, float64), band count (1-12), nodata value, NaN/inf patches, constant and
 duplicate bands and value scale, and runs one algorithm in process. The run must either write a
 valid score raster (the input's size, float32, every value finite and >= 0 or the nodata -9999)
@@ -26,7 +26,7 @@ from .rasters import read, write_cube
 
 EXAMPLES = int(os.environ.get("FERS_FUZZ_EXAMPLES", "40"))
 TIME_LIMIT = 60
-DTYPES = ["uint8", "int16", "uint16", "float32", "float64"]
+DTYPES = ["uint8", "int8", "int16", "uint16", "float32", "float64"]
 MODEL_BANDS = 8
 
 
