@@ -174,6 +174,21 @@ def test_package_warns_while_addresses_are_placeholders(package_build):
     assert script.placeholder_addresses({**real, "homepage": ""}) == ["homepage"]
 
 
+def test_readme_screenshots_exist_and_stay_small():
+    """Every picture the README shows is in the checkout, a PNG, and all of them together stay small;
+    metadata.txt's screenshot is one of them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", readme)
+    assert len(images) >= 4
+    for image in images:
+        assert (ROOT / image).is_file(), image
+        assert (ROOT / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+    assert sum((ROOT / image).stat().st_size for image in set(images)) < 600_000
+    metadata = configparser.ConfigParser()
+    metadata.read(ROOT / "metadata.txt", encoding="utf-8")
+    assert metadata["general"]["screenshot"] in images
+
+
 def test_zip_takes_nothing_from_outside_the_checkout():
     """No runtime file is a link to ../shared (or anywhere else outside the checkout)."""
     root = ROOT.resolve()
