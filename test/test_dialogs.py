@@ -238,6 +238,23 @@ def test_detect_dialog_loads_an_enhanced_cube_below_the_scores(project, scene, t
     assert [source(layer) for layer in loaded_layers(project)] == [paths[1], paths[2], paths[0]]
 
 
+def test_outputs_loaded_into_a_results_group_are_stacked_there(project, scene, tmp_path):
+    """With Processing's "Results group name" set, QGIS appends each output at the group's bottom; the order holds."""
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, "FERS results")
+    try:
+        dialog = toolbox_dialog(algorithm("fers:rx"))
+        scores, mask, objects = (str(tmp_path / name) for name in STACK_NAMES[1])
+        fill(dialog, {"INPUT": scene[0], "OUTPUT": scores, "OUTPUT_MASK": mask, "OUTPUT_POLYGONS": objects})
+        run_dialog(dialog)
+    finally:
+        ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, "")
+    group = project.layerTreeRoot().findGroup("FERS results")
+    assert group is not None
+    assert [source(node.layer()) for node in group.findLayers()] == [objects, mask, scores]
+
+
 def test_two_runs_keep_each_run_stacked(project, scene, tmp_path):
     """A second run's layers go on top of the first run's, each run in its own order."""
     runs = []
