@@ -37,16 +37,21 @@ def forged(path, bands, declared_bands=None):
 
 
 def peak_of_loading(path):
-    """(message of the refusal, peak RSS in MB) of loading `path` in a fresh Python process."""
+    """(message of the refusal, peak RSS in MB) of loading `path` in a fresh Python process.
+
+    The peak is the child's own (VmHWM): ru_maxrss survives exec on Linux, so it would report the parent's
+    (pytest's) resident size when that is larger.
+    """
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from fers_core.checkpoints import load_any_model\n"
         "from fers_core.errors import ModelFileError\n"
         "try:\n"
         "    load_any_model(sys.argv[1]); print('LOADED')\n"
         "except ModelFileError as error:\n"
         "    print('REFUSED', error)\n"
-        "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        "hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]\n"
+        "print('PEAK_MB', int(hwm.split()[1]) // 1024)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
