@@ -20,22 +20,12 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from .conftest import ROOT, CancelAt
+from .conftest import ROOT, TEST_MODEL_BANDS, CancelAt
 from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube
 
 RX, DETECT = "fers:rx", "fers:detect"
 BOTH = [RX, DETECT]
-MODEL_BANDS = 16
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    """A random-init two-branch model file for 16 bands, outside every test's own folder."""
-    from fers.fers_core.model_file import random_init_model, save_model
-
-    path = tmp_path_factory.mktemp("model") / "random16.pt"
-    save_model(random_init_model(MODEL_BANDS, seed=0), path)
-    return str(path)
+MODEL_BANDS = TEST_MODEL_BANDS  # the shared model_file fixture's (conftest)
 
 
 def cube(bands=8, rows=18, cols=22, seed=0, dtype=np.float32):

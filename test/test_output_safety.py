@@ -15,20 +15,11 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException
 
-from .conftest import ROOT
+from .conftest import ROOT, TEST_MODEL_BANDS
 from .rasters import read, write_cube
 
 QGIS_PROCESS = str(ROOT / "scripts" / "qgis_process")
-MODEL_BANDS = 16
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from fers.fers_core.model_file import random_init_model, save_model
-
-    path = tmp_path_factory.mktemp("model") / "random16.pt"
-    save_model(random_init_model(MODEL_BANDS, seed=0), path)
-    return str(path)
+MODEL_BANDS = TEST_MODEL_BANDS  # the shared model_file fixture's (conftest)
 
 
 def cube(bands=6, rows=20, cols=24, seed=0):
