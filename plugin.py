@@ -5,6 +5,36 @@ from qgis.core import QgsApplication
 _session = {"offered": False}  # the start-up offer to install PyTorch is made once per QGIS session
 
 
+def mend_batch_html_results():
+    """Let QGIS 3.22's batch dialog list HTML outputs (fers:evaluate's report) in the Results Viewer.
+
+    Its BatchAlgorithmDialog.loadHTMLResults calls ProcessingResults.addResult without the `timestamp` that
+    3.22 requires, so every batch run of an algorithm with an HTML output ends in a TypeError after all rows
+    ran (and the batch summary is never shown). The timestamp gets a default (now) where it has none; versions
+    whose addResult already has one, or that pass it, are left as they are. True when the mend is in place.
+    """
+    import inspect
+    import time
+
+    try:
+        from processing.core.ProcessingResults import ProcessingResults
+    except ImportError:  # no Processing GUI (qgis_process)
+        return False
+    add_result = ProcessingResults.addResult
+    if getattr(add_result, "fers_mended", False):
+        return True
+    timestamp = inspect.signature(add_result).parameters.get("timestamp")
+    if timestamp is None or timestamp.default is not inspect.Parameter.empty:
+        return False
+
+    def add_result_with_default_timestamp(self, icon, name, timestamp=None, result=None):
+        return add_result(self, icon, name, time.localtime() if timestamp is None else timestamp, result)
+
+    add_result_with_default_timestamp.fers_mended = True
+    ProcessingResults.addResult = add_result_with_default_timestamp
+    return True
+
+
 class FersPlugin:
     """Registers the provider in initProcessing(), which qgis_process calls without a GUI."""
 
@@ -26,6 +56,7 @@ class FersPlugin:
         self.initProcessing()
         if self.iface is None:
             return
+        mend_batch_html_results()
         from qgis.PyQt.QtWidgets import QAction
 
         from .fers_core.torch_support import torch_available
