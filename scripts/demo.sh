@@ -12,5 +12,5 @@ scripts/qgis_process run fers:detect -- INPUT=demo/demo_scene.tif OUTPUT=demo/de
 scripts/qgis_process run fers:rx -- INPUT=demo/demo_scene.tif OUTPUT=demo/demo_rx.tif >/dev/null
 echo
 echo "FERS scores:     $root/demo/demo_fers.tif (mask demo/demo_mask.tif, objects demo/demo_objects.gpkg)"
-printf "  FERS (bundled model):   "; $py -m fers_core auc demo/demo_fers.tif demo/demo_truth.tif
+printf "  FERS (default models): "; $py -m fers_core auc demo/demo_fers.tif demo/demo_truth.tif
 printf "  plain global RX:        "; $py -m fers_core auc demo/demo_rx.tif demo/demo_truth.tif
