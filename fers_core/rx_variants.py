@@ -22,7 +22,9 @@ vectors. Memory follows the block: strips (or squares when bands are many) with 
 kernel reaches.
 """
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,12 +129,54 @@ class _Whitening:
         return strmm(1.0, self._triangular, centred.T, side=1, lower=0, trans_a=1, overwrite_b=1).T
 
 
+def _along(array, axis, start, length):
+    """`length` elements of `array` along `axis` from `start` (a view)."""
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(start, start + length)
+    return array[tuple(index)]
+
+
+def _run_sums(image, axis, size, powers):
+    """Sums of every `size` consecutive elements along `axis` (the positions where they fit), float32.
+
+    Built from sums of power-of-two runs (`powers`: {run: sums}, shared between windows over the
+    same image): a handful of whole-array additions instead of a running sum per line, and a
+    pairwise (tree) order, so the rounding stays that of float32 values, with no cancellation.
+    """
+    count = image.shape[axis]
+    powers.setdefault(1, image)
+    run = 1
+    while run * 2 <= size:
+        if run * 2 not in powers:
+            length = count - 2 * run + 1
+            powers[run * 2] = _along(powers[run], axis, 0, length) + _along(powers[run], axis, run, length)
+        run *= 2
+    result, covered = None, 0
+    while run:
+        if size & run:
+            if result is None:
+                result, covered = powers[run], run
+            else:
+                length = count - covered - run + 1
+                result = _along(result, axis, 0, length) + _along(powers[run], axis, covered, length)
+                covered += run
+        run //= 2
+    return result
+
+
+def _pick(array, axis, starts):
+    """`array` at `starts` along `axis`: a view when the starts are consecutive."""
+    if len(starts) and np.all(np.diff(starts) == 1):
+        return _along(array, axis, int(starts[0]), len(starts))
+    return np.take(array, starts, axis=axis)
+
+
 class _WindowSums:
-    """Sums over each output pixel's kernel minus guard (local RX's windows), by separable running sums.
+    """Sums over each output pixel's kernel minus guard (local RX's windows), by separable run sums.
 
     Kernel: `window` pixels shifted to stay inside the image (the sum of the nearest kernel that
     fits, so centred sums of the interior are replicated outwards); guard: `guard` pixels (0: none)
-    centred and clipped (zero padding). scipy's running sums accumulate in float64.
+    centred and clipped (zero padding). Kernel and guard share their run sums along the rows.
     """
 
     def __init__(self, tile, window, guard):
@@ -161,33 +205,38 @@ class _WindowSums:
                                                   lengths(size_window, col_centres, width, col_offset))
         return result
 
-    def _sums(self, image, size_window, axis, index):
-        from scipy.ndimage import uniform_filter1d
-
-        summed = uniform_filter1d(image, size_window, axis=axis, mode="constant", output=np.float32)
-        summed *= size_window
-        return np.take(summed, index, axis=axis)
+    def _kernel(self, image, axis, kernel, centres, pad, powers):
+        if kernel is None:  # the kernel is the whole extent
+            whole = image.sum(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32)
+            return np.repeat(whole, len(centres), axis=axis)
+        return _pick(_run_sums(image, axis, self.window, powers), axis, kernel - self.window // 2 + pad)
 
     def __call__(self, image):
-        """(k, block rows, block cols) -> (k, out rows, out cols), float32 (each running sum is float64)."""
-        result = None
-        for size_window in (self.window, self.guard):
-            if not size_window:
-                continue
-            part = image
-            for axis, (kernel, centres, _size, _offset) in zip((1, 2), self.axes):
-                if size_window == self.window and kernel is None:  # the kernel is the whole extent
-                    part = np.repeat(part.sum(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32),
-                                     len(centres), axis=axis)
-                elif size_window == self.window:
-                    part = self._sums(part, size_window, axis, kernel)
-                else:  # the guard reads only the rows (columns) its windows reach: zero padding beyond them
-                    start = max(0, centres[0] - size_window // 2)
-                    stop = centres[-1] + size_window // 2 + 1
-                    near = part[:, start:stop] if axis == 1 else part[:, :, start:stop]
-                    part = self._sums(near, size_window, axis, centres - start)
-            result = part if result is None else result - part
-        return result
+        """(k, block rows, block cols) float32 -> (k, out rows, out cols), float32."""
+        pad = self.guard // 2  # zeros around the block: the guard, clipped at the image's edges, sums zeros there
+        if pad:
+            padded = np.zeros((image.shape[0], image.shape[1] + 2 * pad, image.shape[2] + 2 * pad), np.float32)
+            padded[:, pad:-pad, pad:-pad] = image
+        else:
+            padded = np.asarray(image, np.float32)
+        (row_kernel, row_centres, _, _), (col_kernel, col_centres, _, _) = self.axes
+        powers = {}
+        result = self._kernel(self._kernel(padded, 1, row_kernel, row_centres, pad, powers),
+                              2, col_kernel, col_centres, pad, {})
+        if self.guard:
+            rows = _pick(_run_sums(padded, 1, self.guard, powers), 1, row_centres)
+            result = result - _pick(_run_sums(rows, 2, self.guard, {}), 2, col_centres)
+        return np.ascontiguousarray(result)
+
+
+_POOL = []
+
+
+def _chunk_pool():
+    """The threads that box-filter band chunks in parallel (one a core, at most 4), made once."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="fers-local-mean"))
+    return _POOL[0]
 
 
 def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
@@ -215,17 +264,22 @@ def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
             keep &= count >= 1
             inverse_count = np.where(count > 0, 1.0 / np.maximum(count, 1), 0.0).astype(np.float32)
             local = np.empty((bands, out.rows, out.cols), np.float32) if variant != "rxd" else None
-            for start in range(0, bands, BAND_CHUNK):  # chunk by chunk, so the temporaries stay in cache
+
+            def local_means(start):  # one band chunk, so its temporaries stay in the core's cache
                 chunk = slice(start, start + BAND_CHUNK)
-                centred = np.subtract(data[chunk], mean[chunk], dtype=work).astype(np.float32, copy=False)
-                if not all_usable:
-                    centred[:, ~use] = 0
-                means = sums(centred)
-                means *= inverse_count
-                np.subtract(data[chunk][inside], mean[chunk], out=difference[chunk], casting="unsafe")
-                difference[chunk] -= means
+                with np.errstate(over="ignore", invalid="ignore"):  # per thread
+                    centred = np.subtract(data[chunk], mean[chunk], dtype=work).astype(np.float32, copy=False)
+                    if not all_usable:
+                        centred[:, ~use] = 0
+                    means = sums(centred)
+                    means *= inverse_count
+                    np.subtract(data[chunk][inside], mean[chunk], out=difference[chunk], casting="unsafe")
+                    difference[chunk] -= means
                 if local is not None:
                     local[chunk] = means
+
+            # numpy releases the GIL in its array loops: the chunks run on every core
+            list(_chunk_pool().map(local_means, range(0, bands, BAND_CHUNK)))
         else:
             np.subtract(data[inside], mean, out=difference, casting="unsafe")
     difference[:, ~keep] = 0
