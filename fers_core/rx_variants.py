@@ -83,12 +83,13 @@ def validate_variant(variant, window=None, guard=0):
     return variant, window, guard
 
 
-BAND_CHUNK = 16  # whitened bands box-filtered at once: the filter's temporaries stay small
+BAND_CHUNK = 8  # whitened bands box-filtered at once: the filter's temporaries stay small
 
 
 def bytes_per_pixel(bands, value_bytes=8):
-    """A block pixel: the read (`value_bytes` a value) and one band chunk's centred copy and running sums."""
-    return bands * value_bytes + BAND_CHUNK * 4 * 4 + 16
+    """A block pixel: two reads (this block and the next, read ahead; `value_bytes` a value) and each thread's
+    band chunk: its centred copy and run sums."""
+    return 2 * bands * value_bytes + _threads() * BAND_CHUNK * 4 * 8 + 16
 
 
 def bytes_per_output_pixel(bands):
@@ -232,10 +233,14 @@ class _WindowSums:
 _POOL = []
 
 
+def _threads():
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def _chunk_pool():
     """The threads that box-filter band chunks in parallel (one a core, at most 4), made once."""
     if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="fers-local-mean"))
+        _POOL.append(ThreadPoolExecutor(_threads(), thread_name_prefix="fers-local-mean"))
     return _POOL[0]
 
 
@@ -345,8 +350,12 @@ def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands
     throughput = ThroughputLog(feedback, width * height, NAMES[variant])
     no_background = done = 0
     with RasterWriter.like(reader, output_path, band_names=[f"{NAMES[variant]} score"]) as writer:
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="fers-read-ahead")  # the next block is read while this scores
+        pending = ahead.submit(reader.read, tiles[0].block, dtype=None) if tiles else None
         for index, tile in enumerate(tiles):
-            data, valid = reader.read(tile.block, dtype=None)
+            data, valid = pending.result()
+            if index + 1 < len(tiles):
+                pending = ahead.submit(reader.read, tiles[index + 1].block, dtype=None)
             use = valid if mask is None else valid & (mask.read(tile.block)[0][0] == 0)
             scores, empty = _score_tile(data, valid, use, tile, whitening, variant, window, guard)
             no_background += empty
@@ -354,6 +363,7 @@ def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands
             progress((index + 1) / len(tiles))
             done += tile.output.pixels
             throughput(done)
+        ahead.shutdown()
         metadata = {"fers_detector": what, "fers_bands": ",".join(map(str, reader.bands))}
         if window:
             metadata.update(fers_mean_window=window, fers_guard_window=guard)
