@@ -140,28 +140,21 @@ def _along(array, axis, start, length):
 def _run_sums(image, axis, size, powers):
     """Sums of every `size` consecutive elements along `axis` (the positions where they fit), float32.
 
-    Built from sums of power-of-two runs (`powers`: {run: sums}, shared between windows over the
-    same image): a handful of whole-array additions instead of a running sum per line, and a
-    pairwise (tree) order, so the rounding stays that of float32 values, with no cancellation.
+    Built by doubling and adding shorter run sums (`powers`: {run: sums}, shared between the
+    windows over one image, so a 21 px kernel starts from a 5 px guard's sums): a handful of
+    whole-array additions instead of a running sum per line, in a pairwise (tree) order, so the
+    rounding stays that of float32 values, with no cancellation.
     """
     count = image.shape[axis]
     powers.setdefault(1, image)
-    run = 1
-    while run * 2 <= size:
-        if run * 2 not in powers:
-            length = count - 2 * run + 1
-            powers[run * 2] = _along(powers[run], axis, 0, length) + _along(powers[run], axis, run, length)
-        run *= 2
-    result, covered = None, 0
-    while run:
-        if size & run:
-            if result is None:
-                result, covered = powers[run], run
-            else:
-                length = count - covered - run + 1
-                result = _along(result, axis, 0, length) + _along(powers[run], axis, covered, length)
-                covered += run
-        run //= 2
+    covered = max(run for run in powers if run <= size)
+    result = powers[covered]
+    while covered < size:
+        step = covered if 2 * covered <= size else max(run for run in powers if run <= size - covered)
+        length = count - covered - step + 1
+        result = _along(result, axis, 0, length) + _along(powers[step], axis, covered, length)
+        covered += step
+        powers.setdefault(covered, result)
     return result
 
 
@@ -212,21 +205,34 @@ class _WindowSums:
             return np.repeat(whole, len(centres), axis=axis)
         return _pick(_run_sums(image, axis, self.window, powers), axis, kernel - self.window // 2 + pad)
 
+    def padded(self, bands, rows, cols):
+        """(array, its interior): room for a block of `bands` x rows x cols inside the guard's zero border
+        (the guard, clipped at the image's edges, sums zeros there); filled, it goes to `padded_sums`."""
+        pad = self.guard // 2
+        padded = np.empty((bands, rows + 2 * pad, cols + 2 * pad), np.float32)
+        if not pad:
+            return padded, padded
+        padded[:, :pad], padded[:, -pad:], padded[:, :, :pad], padded[:, :, -pad:] = 0, 0, 0, 0
+        return padded, padded[:, pad:-pad, pad:-pad]
+
     def __call__(self, image):
-        """(k, block rows, block cols) float32 -> (k, out rows, out cols), float32."""
-        pad = self.guard // 2  # zeros around the block: the guard, clipped at the image's edges, sums zeros there
-        if pad:
-            padded = np.zeros((image.shape[0], image.shape[1] + 2 * pad, image.shape[2] + 2 * pad), np.float32)
-            padded[:, pad:-pad, pad:-pad] = image
-        else:
-            padded = np.asarray(image, np.float32)
+        """(k, block rows, block cols) -> (k, out rows, out cols), float32."""
+        padded, interior = self.padded(*image.shape)
+        interior[...] = image
+        return self.padded_sums(padded)
+
+    def padded_sums(self, padded):
+        """The sums of the block inside `padded` (see `padded`)."""
+        pad = self.guard // 2
         (row_kernel, row_centres, _, _), (col_kernel, col_centres, _, _) = self.axes
         powers = {}
+        if self.guard:  # first, so that the kernel's run sums along the rows start from the guard's
+            rows = _pick(_run_sums(padded, 1, self.guard, powers), 1, row_centres)
+            guard = _pick(_run_sums(rows, 2, self.guard, {}), 2, col_centres)
         result = self._kernel(self._kernel(padded, 1, row_kernel, row_centres, pad, powers),
                               2, col_kernel, col_centres, pad, {})
         if self.guard:
-            rows = _pick(_run_sums(padded, 1, self.guard, powers), 1, row_centres)
-            result = result - _pick(_run_sums(rows, 2, self.guard, {}), 2, col_centres)
+            result = result - guard
         return np.ascontiguousarray(result)
 
 
@@ -273,13 +279,17 @@ def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
             def local_means(start):  # one band chunk, so its temporaries stay in the core's cache
                 chunk = slice(start, start + BAND_CHUNK)
                 with np.errstate(over="ignore", invalid="ignore"):  # per thread
-                    centred = np.subtract(data[chunk], mean[chunk], dtype=work).astype(np.float32, copy=False)
+                    padded, centred = sums.padded(len(range(*chunk.indices(bands))), *use.shape)
+                    np.subtract(data[chunk], mean[chunk], out=centred, dtype=work, casting="unsafe")
                     if not all_usable:
                         centred[:, ~use] = 0
-                    means = sums(centred)
+                    means = sums.padded_sums(padded)
                     means *= inverse_count
-                    np.subtract(data[chunk][inside], mean[chunk], out=difference[chunk], casting="unsafe")
-                    difference[chunk] -= means
+                    if all_usable:  # the centred block holds the output pixels' differences to the global mean
+                        np.subtract(centred[inside], means, out=difference[chunk])
+                    else:  # its excluded pixels are zeroed, though scored
+                        np.subtract(data[chunk][inside], mean[chunk], out=difference[chunk], casting="unsafe")
+                        difference[chunk] -= means
                 if local is not None:
                     local[chunk] = means
 
