@@ -92,15 +92,16 @@ def bytes_per_pixel(bands, value_bytes=8):
     return 2 * bands * value_bytes + _threads() * BAND_CHUNK * 4 * 8 + 16
 
 
-def bytes_per_output_pixel(bands):
-    """An output pixel: its float32 differences to the local mean and the local mean (UTD), whitened in place."""
-    return bands * 4 * 2 + 32
+def bytes_per_output_pixel(bands, variant=None):
+    """An output pixel: its float32 differences to the local mean and (UTD, RXD-UTD; None: any variant) the local
+    mean, whitened in place."""
+    return bands * 4 * (1 if variant == "rxd" else 2) + 32
 
 
-def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB, value_bytes=8):
+def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB, value_bytes=8, variant=None):
     """(rows, cols) of output per tile (local_rx.plan_tiles with this module's memory per pixel)."""
     return plan_tiles(width, bands, outer, block_mb, bytes_per_pixel(bands, value_bytes),
-                      bytes_per_output_pixel(bands))
+                      bytes_per_output_pixel(bands, variant))
 
 
 class _Whitening:
@@ -227,12 +228,13 @@ class _WindowSums:
         (row_kernel, row_centres, _, _), (col_kernel, col_centres, _, _) = self.axes
         powers = {}
         if self.guard:  # first, so that the kernel's run sums along the rows start from the guard's
-            rows = _pick(_run_sums(padded, 1, self.guard, powers), 1, row_centres)
-            guard = _pick(_run_sums(rows, 2, self.guard, {}), 2, col_centres)
-        result = self._kernel(self._kernel(padded, 1, row_kernel, row_centres, pad, powers),
-                              2, col_kernel, col_centres, pad, {})
+            guard_rows = _pick(_run_sums(padded, 1, self.guard, powers), 1, row_centres)
+        rows = self._kernel(padded, 1, row_kernel, row_centres, pad, powers)
+        del powers  # the shorter runs' sums: freed memory is reused while still in the cache
+        result = self._kernel(rows, 2, col_kernel, col_centres, pad, {})
         if self.guard:
-            result = result - guard
+            del rows
+            result -= _pick(_run_sums(guard_rows, 2, self.guard, {}), 2, col_centres)
         return np.ascontiguousarray(result)
 
 
@@ -248,6 +250,19 @@ def _chunk_pool():
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(_threads(), thread_name_prefix="fers-local-mean"))
     return _POOL[0]
+
+
+def _squared_norms(vectors):
+    """Each column's squared norm (float64 sums) of (k, pixels), pixel ranges on every core."""
+    result = np.empty(vectors.shape[1], np.float64)
+    step = -(-vectors.shape[1] // _threads())
+
+    def part(start):
+        np.einsum("kp,kp->p", vectors[:, start:start + step], vectors[:, start:start + step], dtype=np.float64,
+                  out=result[start:start + step])
+
+    list(_chunk_pool().map(part, range(0, vectors.shape[1], max(step, 1))))
+    return result
 
 
 def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
@@ -297,9 +312,10 @@ def _score_tile(data, valid, use, tile, whitening, variant, window, guard):
             list(_chunk_pool().map(local_means, range(0, bands, BAND_CHUNK)))
         else:
             np.subtract(data[inside], mean, out=difference, casting="unsafe")
-    difference[:, ~keep] = 0
+    if not keep.all():
+        difference[:, ~keep] = 0
     whitened = whitening.apply(difference.reshape(bands, -1))
-    rxd = np.einsum("kp,kp->p", whitened, whitened, dtype=np.float64)
+    rxd = _squared_norms(whitened)
     if variant == "rxd":
         scores = rxd
     else:
@@ -349,7 +365,10 @@ def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands
     what = describe(variant, window, guard)
     scaled = any(s != 1.0 for s in reader.scales) or any(o != 0.0 for o in reader.offsets)  # read as float64
     value_bytes = 8 if scaled or np.dtype(reader.stored_dtype).kind == "c" else np.dtype(reader.stored_dtype).itemsize
-    tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb, value_bytes)
+    tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb, value_bytes, variant)
+    # as many tiles, of even sizes: no thin last tile rereading a whole halo for a few pixels
+    tile_rows = -(-height // -(-height // tile_rows))
+    tile_cols = -(-width // -(-width // tile_cols))
     tiles = _tiles(height, width, window or 1, tile_rows, tile_cols)
     feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
                   f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels.")
