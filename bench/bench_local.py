@@ -11,7 +11,8 @@ Sections:
    and global RX on every scene, with a float64 brute-force local RX (numpy covariance and solve per pixel);
    spectral.rx(window=...) and the local RX before on REFERENCE_SCENES (spectral.rx runs at about 200 pixels/s).
 
-Usage: .venv/bin/python bench/bench_local.py [--quick] [--reference-scenes NAME ...] [--output FILE]
+Usage: .venv/bin/python bench/bench_local.py [--quick] [--sections 1 2 3] [--reference-scenes NAME ...]
+       [--output FILE]
 Writes bench/LOCAL_RESULTS.md. spectral is installed with --no-deps into bench/.site (never into the venv).
 """
 
@@ -113,7 +114,8 @@ def variants_section(spectral, folder, quick):
 
     lines = ["\n## 2. RXD with a local mean, UTD, RXD-UTD against global RX (files, two passes each)\n",
              "fers:rx's engines on the same int16 GeoTIFF (512 x 512 pixels, or 256 x 256 with --quick), local "
-             "windows 21 (kernel) / 5 (guard); each figure the best of 3 runs, interleaved.\n",
+             "windows 21 (kernel) / 5 (guard); each figure the best of 5 rounds, interleaved; in parentheses the "
+             "median of the 5 rounds' ratios.\n",
              "| bands | global RX px/s | local-mean RXD px/s | ratio | local mean, no guard px/s | ratio | UTD px/s | "
              "RXD-UTD local mean px/s |", "|---|---|---|---|---|---|---|---|"]
     side = 256 if quick else 512
@@ -122,18 +124,24 @@ def variants_section(spectral, folder, quick):
         path = os.path.join(folder, f"cube{bands}.tif")
         write_large_raster(path, side, side, bands)
         out = os.path.join(folder, "out.tif")
-        best = {}
-        for _ in range(3):
+        best, rounds = {}, []
+        for _ in range(5):
+            rounds.append({})
             for name, run in (("global", partial(run_global_rx, path, out)),
                               ("rxd", partial(run_rx_variant, path, out, "rxd", 21, 5)),
                               ("rxd0", partial(run_rx_variant, path, out, "rxd", 21, 0)),
                               ("utd", partial(run_rx_variant, path, out, "utd")),
                               ("rxd-utd", partial(run_rx_variant, path, out, "rxd-utd", 21, 5))):
-                best[name] = max(best.get(name, 0), rate(run, side * side))
+                rounds[-1][name] = rate(run, side * side)
+                best[name] = max(best.get(name, 0), rounds[-1][name])
         ratios[bands] = best["rxd"] / best["global"]
-        lines.append(f"| {bands} | {best['global']:,.0f} | {best['rxd']:,.0f} | {ratios[bands]:.2f} | "
-                     f"{best['rxd0']:,.0f} | {best['rxd0'] / best['global']:.2f} | {best['utd']:,.0f} | "
-                     f"{best['rxd-utd']:,.0f} |")
+
+        def median_ratio(name, rounds=rounds):
+            return float(np.median([r[name] / r["global"] for r in rounds]))
+
+        lines.append(f"| {bands} | {best['global']:,.0f} | {best['rxd']:,.0f} | {ratios[bands]:.2f} "
+                     f"({median_ratio('rxd'):.2f}) | {best['rxd0']:,.0f} | {best['rxd0'] / best['global']:.2f} "
+                     f"({median_ratio('rxd0'):.2f}) | {best['utd']:,.0f} | {best['rxd-utd']:,.0f} |")
         print(lines[-1], flush=True)
     # spectral's local-mean RXD: rx(window=..., cov=global covariance), on a crop (it loops over pixels in Python)
     with RasterReader(os.path.join(folder, "cube200.tif")) as reader:
@@ -258,6 +266,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small cubes, for a smoke test")
     parser.add_argument("--reference-scenes", nargs="*", default=list(REFERENCE_SCENES))
     parser.add_argument("--output", default=str(ROOT / "bench" / "LOCAL_RESULTS.md"))
+    parser.add_argument("--sections", nargs="*", type=int, default=[1, 2, 3], help="which sections to run")
     args = parser.parse_args()
     spectral = ensure_spectral()
     baseline = baseline_local_rx()
@@ -267,13 +276,13 @@ def main():
              f"`{' '.join(['.venv/bin/python', 'bench/bench_local.py'] + sys.argv[1:])}` on {platform.machine()}, "
              f"{os.cpu_count()} cores, load average {load:.1f} at the start (the cores are shared: ratios measured "
              "in the same run are the comparable figures). 'before' = local RX of commit " + BASELINE + ".\n"]
-    section, _ = throughput_section(spectral, baseline, args.quick)
-    lines += section
-    with tempfile.TemporaryDirectory() as folder:
-        section, _ = variants_section(spectral, folder, args.quick)
-        lines += section
-    section, _ = real_section(spectral, baseline, [] if args.quick else args.reference_scenes)
-    lines += section
+    if 1 in args.sections:
+        lines += throughput_section(spectral, baseline, args.quick)[0]
+    if 2 in args.sections:
+        with tempfile.TemporaryDirectory() as folder:
+            lines += variants_section(spectral, folder, args.quick)[0]
+    if 3 in args.sections:
+        lines += real_section(spectral, baseline, [] if args.quick else args.reference_scenes)[0]
     lines.append(f"\nTotal {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f} at the end.")
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"Wrote {args.output}")

@@ -16,10 +16,10 @@ UTD and RXD-UTD depend on the data's units (the 1 vector does); RXD does not.
 
 Computation: one statistics pass (global mean and covariance, float64, as global RX), then one
 score pass: each block is whitened once (a = F (r - mu_global), F^T F = K^-1, the float32
-triangular factor of global RX), a local mean is a box mean of the whitened bands (summed-area
-tables in float64 over the block and its halo rows), and each score is a dot product of whitened
-vectors. Memory follows the block: strips (or squares when bands are many) with the halo the
-kernel reaches.
+triangular factor of global RX), a local mean is a box mean of the data centred on the global mean
+(whitening is linear; separable float32 run sums, see _run_sums, band chunks on every core), and
+each score is a dot product of whitened vectors. Memory follows the block: strips (or squares when
+bands are many) with the halo the kernel reaches; the next block is read while one scores.
 """
 
 import os
