@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .blas import strmm
 from .errors import InputError
@@ -159,6 +160,26 @@ def _run_sums(image, axis, size, powers):
     return result
 
 
+def _column_run_sums(image, size):
+    """_run_sums along the last axis of (k, rows, cols), each addition over whole rows x cols planes rather
+    than row by row (numpy's per-row loops cost more than these short rows' additions): the columns past a
+    run's last start hold sums wrapping into the next row, never read."""
+    bands, rows, cols = image.shape
+    if image.strides[2] != image.itemsize or image.strides[1] != cols * image.itemsize:
+        image = np.ascontiguousarray(image)
+    plane = rows * cols
+    flat = as_strided(image, (bands, plane), (image.strides[0], image.itemsize), writeable=False)
+    powers, result, covered = {1: flat}, flat, 1
+    while covered < size:
+        step = covered if 2 * covered <= size else max(run for run in powers if run <= size - covered)
+        summed = np.empty((bands, plane), np.float32)
+        np.add(result[:, :plane - covered], powers[step][:, covered:], out=summed[:, :plane - covered])
+        summed[:, plane - covered:] = 0
+        result, covered = summed, covered + step
+        powers.setdefault(covered, summed)
+    return result.reshape(bands, rows, cols)[:, :, :cols - size + 1]
+
+
 def _pick(array, axis, starts):
     """`array` at `starts` along `axis`: a view when the starts are consecutive."""
     if len(starts) and np.all(np.diff(starts) == 1):
@@ -204,7 +225,8 @@ class _WindowSums:
         if kernel is None:  # the kernel is the whole extent
             whole = image.sum(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32)
             return np.repeat(whole, len(centres), axis=axis)
-        return _pick(_run_sums(image, axis, self.window, powers), axis, kernel - self.window // 2 + pad)
+        sums = _column_run_sums(image, self.window) if axis == 2 else _run_sums(image, axis, self.window, powers)
+        return _pick(sums, axis, kernel - self.window // 2 + pad)
 
     def padded(self, bands, rows, cols):
         """(array, its interior): room for a block of `bands` x rows x cols inside the guard's zero border
@@ -234,7 +256,7 @@ class _WindowSums:
         result = self._kernel(rows, 2, col_kernel, col_centres, pad, {})
         if self.guard:
             del rows
-            result -= _pick(_run_sums(guard_rows, 2, self.guard, {}), 2, col_centres)
+            result -= _pick(_column_run_sums(guard_rows, self.guard), 2, col_centres)
         return np.ascontiguousarray(result)
 
 
