@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from ..fers_core.detectors import DETECTORS, check_detector, has_chi_square_law
 from ..fers_core.errors import Cancelled, InputError
 from ..fers_core.feedback import StageFeedback
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
@@ -26,7 +27,7 @@ DEVICE_VALUES = ["auto", "cpu", "cuda"]
 DETECTOR_OPTIONS = ["Global RX", "Local (dual-window) RX",
                     "RXD with a local mean (outer window minus the inner one), global covariance",
                     "UTD (uniform target), global mean", "RXD-UTD, global mean"]
-DETECTOR_VALUES = ["global", "local", "rxd-local-mean", "utd", "rxd-utd"]  # fers_core.detect.DETECTORS
+DETECTOR_VALUES = list(DETECTORS)
 PRECISION_OPTIONS = [
     "float32 everywhere",
     "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
@@ -193,20 +194,12 @@ class DetectAlgorithm(FersAlgorithm):
         if not ok:
             return ok, message
         detector = DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)]
-        if detector == "local":
-            problem = self.local_window_problem(parameters, context)
-            if problem:
-                return False, problem
-        if detector != "global":
-            from ..fers_core.detect import DetectOptions, check_detector
-
-            try:
-                check_detector(DetectOptions(detector=detector,
-                                             window_inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-                                             window_outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context)))
-            except InputError as error:
-                return False, str(error)
-        if detector in ("utd", "rxd-utd") and outputs.asked_for(parameters) and \
+        try:
+            check_detector(detector, self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                           self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
+        except InputError as error:
+            return False, str(error)
+        if not has_chi_square_law(detector) and outputs.asked_for(parameters) and \
                 self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
             return False, self.tr("UTD and RXD-UTD scores follow no chi-square law, so a false-alarm-rate threshold "
                                   "does not apply: choose a top-percentage or absolute threshold.")

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .atomic import Temporary, write_failure
+from .atomic import Temporary, free_bytes, write_failure
 from .blockwise import TreeReducer, merged_covariance
+from .detectors import check_detector
 from .errors import InputError
 from .feedback import Feedback, ProgressRange, StageFeedback
 from .model_cache import inference_network
@@ -62,28 +63,6 @@ COMBINE_BLOCK_MB = 16  # blocks of the score maps that product fusion multiplies
 MIN_INPUT_BANDS = 3  # 1 or 2 bands interpolate to a flat or straight-line spectrum the networks never saw
 
 
-DETECTORS = ("global", "local", "rxd-local-mean", "utd", "rxd-utd")
-"""Detectors on the enhanced cube: global RX, local (dual-window) RX, and ENVI's variants (rx_variants)."""
-DETECTOR_VARIANTS = {"rxd-local-mean": ("rxd", True), "utd": ("utd", False), "rxd-utd": ("rxd-utd", False)}
-"""detector -> (rx_variants variant, local mean: WINDOW_OUTER kernel minus WINDOW_INNER guard)."""
-
-
-def check_detector(options):
-    """InputError for an unknown detector or windows it cannot use, before any pass over the data."""
-    if options.detector not in DETECTORS:
-        raise InputError(f"Unknown detector '{options.detector}': use one of {', '.join(DETECTORS)}.")
-    if options.detector == "local":
-        from .local_rx import validate_windows
-
-        validate_windows(options.window_inner, options.window_outer)
-    elif options.detector in DETECTOR_VARIANTS:
-        from .rx_variants import validate_variant
-
-        variant, local_mean = DETECTOR_VARIANTS[options.detector]
-        if local_mean:
-            validate_variant(variant, options.window_outer, options.window_inner)
-
-
 @dataclass
 class DetectOptions:
     """Settings of one detection run (defaults are the documented ones)."""
@@ -99,7 +78,7 @@ class DetectOptions:
     spectral_output: str = None
     spatial_output: str = None
     threads: int = 0  # PyTorch intra-op threads for the networks; 0 = PyTorch's default
-    detector: str = "global"  # one of DETECTORS: global RX, local (dual-window) RX or an RX variant
+    detector: str = "global"  # one of detectors.DETECTORS: global RX, local (dual-window) RX or an RX variant
     window_inner: int = 5
     window_outer: int = 21
     precision: str = "auto"  # network arithmetic, one of PRECISIONS (see resolve_precision)
@@ -523,12 +502,10 @@ class FeatureSpill:
     @classmethod
     def create(cls, output_path, pixels, bands, arrays, feedback):
         """A spill file beside the output, or None (recompute instead) when the disk has too little room."""
-        import shutil
-
         folder = output_folder(output_path)
         needed = pixels * (bands * 4 * arrays + 1)
-        free = shutil.disk_usage(folder).free
-        if free < needed * 1.1 + 256 * 2**20:
+        free = free_bytes(folder)
+        if free is not None and free < needed * 1.1 + 256 * 2**20:
             feedback.info(f"Not enough free disk space in {folder} to keep the features between passes "
                           f"({needed / 2**20:,.0f} MB needed): the networks run again in the score pass.")
             return None
@@ -599,7 +576,7 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
                    ("the spatial cube output", options.spatial_output)],
                   [("the input", input_path), ("the mask", options.mask_path)])
     check_detection_formats(output_path, options, model.bands)
-    check_detector(options)
+    check_detector(options.detector, options.window_inner, options.window_outer)
     timings = {}
     started = time.perf_counter()
     with torch_threads(options.threads):
@@ -691,24 +668,21 @@ def _write_product(maps_path, reader, output_path, ranges, progress):
 
 
 def _run_local_detector(setup, options, output_path, model_bands, feedback):
-    """Local RX or an RX variant (DETECTOR_VARIANTS) on the enhanced cube(s), spilled to temporary rasters.
+    """Local RX or an RX variant (rx_variants.DETECTOR_VARIANTS) on the enhanced cube(s), spilled to temporary rasters.
 
     These detectors need each pixel's neighbourhood of the enhanced cube (or, for the variants,
     two passes over it), so the cube is written once beside the output (strip by strip, as the
     score pass would) and the detector streams it with its own halo.
     """
     from .local_rx import run_local_rx
-    from .rx_variants import describe, run_rx_variant
-
-    check_detector(options)
+    from .rx_variants import describe, detector_settings, run_rx_variant
 
     def detector(cube_path, map_path, stage):
         if options.detector == "local":
             return run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
                                 outer=options.window_outer, block_mb=options.block_mb, feedback=stage)
-        variant, local_mean = DETECTOR_VARIANTS[options.detector]
-        window, guard = (options.window_outer, options.window_inner) if local_mean else (None, 0)
-        return run_rx_variant(cube_path, map_path, variant, window, guard, mask_path=options.mask_path,
+        settings = detector_settings(options.detector, options.window_inner, options.window_outer)
+        return run_rx_variant(cube_path, map_path, *settings, mask_path=options.mask_path,
                               block_mb=options.block_mb, feedback=stage)
 
     product = setup.fusion == "product"
@@ -744,16 +718,12 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
             detector(cube_path, map_path, StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
         if product:
             ranges = [_score_range(path) for path in map_paths]
-            name = "local RX" if options.detector == "local" else describe(*_variant_settings(options))
+            name = "local RX" if options.detector == "local" else \
+                describe(*detector_settings(options.detector, options.window_inner, options.window_outer))
             _combine_maps([(path, 0) for path in map_paths], setup.reader, output_path, ranges,
                           ProgressRange(feedback, 95, 100), name)
         for writer in extras.values():
             writer.commit()
-
-
-def _variant_settings(options):
-    variant, local_mean = DETECTOR_VARIANTS[options.detector]
-    return (variant, options.window_outer, options.window_inner) if local_mean else (variant,)
 
 
 def _score_range(path):

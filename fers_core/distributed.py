@@ -45,7 +45,6 @@ INSTALL_COMMAND = 'python -m pip install "dask[distributed]"'
 DETECTORS = ("rx", "fers", "local-rx", "rxd-local-mean", "utd", "rxd-utd")
 WHOLE_RASTER_DETECTORS = ("local-rx", "rxd-local-mean", "utd", "rxd-utd")
 """Batch detectors that run one raster per task, never split into blocks across workers (their tiles need halos)."""
-_VARIANTS = {"rxd-local-mean": ("rxd", True), "utd": ("utd", False), "rxd-utd": ("rxd-utd", False)}
 _POLL_SECONDS = 0.25
 # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback port, not on 8787
 LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
@@ -784,11 +783,10 @@ def _run_classical(job):
 
         return run_local_rx(job.input_path, job.output_path, bands=job.bands, inner=inner, outer=outer,
                             block_mb=job.block_mb, components=job.components)
-    from .rx_variants import run_rx_variant
+    from .rx_variants import detector_settings, run_rx_variant
 
-    variant, local_mean = _VARIANTS[job.detector]
-    return run_rx_variant(job.input_path, job.output_path, variant, outer if local_mean else None,
-                          inner if local_mean else 0, bands=job.bands, block_mb=job.block_mb)
+    return run_rx_variant(job.input_path, job.output_path, *detector_settings(job.detector, inner, outer),
+                          bands=job.bands, block_mb=job.block_mb)
 
 
 def check_classical_settings(detector, windows, components):
@@ -800,10 +798,10 @@ def check_classical_settings(detector, windows, components):
 
         validate_windows(inner, outer)
         resolve_components(components, 10**9)  # the band count is checked per raster
-    elif detector in _VARIANTS and _VARIANTS[detector][1]:
-        from .rx_variants import validate_variant
+    elif detector in WHOLE_RASTER_DETECTORS:
+        from .rx_variants import detector_settings, validate_variant
 
-        validate_variant(_VARIANTS[detector][0], outer, inner)
+        validate_variant(*detector_settings(detector, inner, outer))
 
 
 def _run_job(job):

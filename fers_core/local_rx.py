@@ -280,7 +280,8 @@ def local_rx_scores(cube, valid, inner, outer, exclude=None, budget_mb=DEFAULT_B
     cube, valid, use = _check_block(cube, valid, exclude)
     choice = resolve_components(components, cube.shape[0])
     if choice is not None:
-        cube = _projection_of(np.where(valid, cube, 0.0), use, choice).apply(np.where(valid, cube, 0.0))
+        filled = np.where(valid, cube, 0.0)
+        cube = _projection_of(filled, use, choice).apply(filled)
     bands, height, width = cube.shape
     tiles = _tiles(height, width, outer, *plan_tiles(width, bands, outer, budget_mb))
     scores = np.full((height, width), SCORE_NODATA, dtype=np.float32)

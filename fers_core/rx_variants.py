@@ -61,6 +61,16 @@ def describe(variant, window=None, guard=0):
     return f"{text}, local mean ({window} px kernel" + (f", {guard} px guard)" if guard else ")")
 
 
+DETECTOR_VARIANTS = {"rxd-local-mean": ("rxd", True), "utd": ("utd", False), "rxd-utd": ("rxd-utd", False)}
+"""Detector names (fers:detect's DETECTOR, the batch runner's --detector) -> (variant, local mean)."""
+
+
+def detector_settings(detector, inner, outer):
+    """(variant, window, guard) of a detector name: the local mean's kernel is the outer window, its guard the inner."""
+    variant, local_mean = DETECTOR_VARIANTS[detector]
+    return (variant, outer, inner) if local_mean else (variant, None, 0)
+
+
 def chi_square_law(variant):
     """Whether the scores follow (about) a chi-square law for Gaussian backgrounds: RXD only."""
     return variant == "rxd"
