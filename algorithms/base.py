@@ -1,6 +1,7 @@
 """Shared plumbing for FERS algorithms: feedback adapter, error translation and presentation (help, icons)."""
 
 import configparser
+import functools
 import html
 import os
 import traceback
@@ -77,8 +78,9 @@ def is_advanced(parameter):
     return bool(parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced)
 
 
+@functools.cache
 def plugin_address():
-    """The plugin's repository address from metadata.txt (the README lives there); '' when unknown."""
+    """The plugin's repository address from metadata.txt (the README lives there; read once); '' when unknown."""
     metadata = configparser.ConfigParser(interpolation=None)
     metadata.read(os.path.join(PLUGIN_DIR, "metadata.txt"), encoding="utf-8")
     return metadata.get("general", "repository", fallback="").strip().rstrip("/")

@@ -13,7 +13,7 @@ from qgis.core import (
 )
 
 from ..fers_core.detectors import DETECTORS, check_detector, has_chi_square_law
-from ..fers_core.errors import Cancelled, InputError
+from ..fers_core.errors import InputError
 from ..fers_core.feedback import StageFeedback
 from ..fers_core.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
@@ -273,11 +273,7 @@ class DetectAlgorithm(FersAlgorithm):
         else:
             fers_detection(cluster, source, output, model_path, options, detector_feedback, model)
         results = {self.OUTPUT: output}
-        try:
-            results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, model.bands))
-        except Cancelled:
-            outputs.remove_outputs(output)
-            raise
+        results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, model.bands))
         styles.style_scores(context, output)
         for key, path in ((self.OUTPUT_SPECTRAL, options.spectral_output),
                           (self.OUTPUT_SPATIAL, options.spatial_output)):

@@ -21,7 +21,6 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..fers_core.errors import Cancelled
 from ..fers_core.feedback import StageFeedback
 from ..fers_core.postprocess import (
     FALSE_ALARM_RATE,
@@ -153,7 +152,7 @@ def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_f
     """Threshold the scores, write the requested mask and polygons, and style them; the results dict.
 
     `feedback` is the engine Feedback of the whole run; this stage reports progress from
-    `start` to 100. On a cancel, outputs written here are removed before Cancelled propagates.
+    `start` to 100. When the run fails or is cancelled, the base class's RunGuard removes every output it wrote.
     """
     if not asked_for(parameters):
         return {}
@@ -170,11 +169,9 @@ def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_f
     temporary_mask = None
     if not mask_path:
         temporary_mask = os.path.join(QgsProcessingUtils.tempFolder(), f"fers_mask_{uuid.uuid4().hex[:8]}.tif")
-    written = []
     try:
         mask = write_mask(score_path, mask_path or temporary_mask, threshold.value,
                           StageFeedback(feedback, start + span / 3, start + span * 2 / 3))
-        written.append(mask.path)
         results = {THRESHOLD_VALUE: threshold.value, ANOMALY_PIXELS: mask.anomaly_pixels}
         if mask_path:
             results[OUTPUT_MASK] = mask_path
@@ -182,13 +179,9 @@ def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_f
         if polygons_path:
             objects = write_polygons(mask.path, score_path, polygons_path, min_pixels,
                                      StageFeedback(feedback, start + span * 2 / 3, 100))
-            written.append(polygons_path)
             results[OUTPUT_POLYGONS] = polygons_path
             results[OBJECT_COUNT] = objects.objects
             styles.style_polygons(context, polygons_path, score_path)
-    except Cancelled:
-        remove_outputs(*written)
-        raise
     finally:
         remove_outputs(temporary_mask)
     return results

@@ -9,7 +9,7 @@ from qgis.core import (
 )
 
 from ..fers_core.distributed import global_rx
-from ..fers_core.errors import Cancelled, InputError
+from ..fers_core.errors import InputError
 from ..fers_core.feedback import StageFeedback
 from ..fers_core.local_rx import run_local_rx
 from ..fers_core.memory_guard import check_rx_run
@@ -163,10 +163,6 @@ class RxAlgorithm(FersAlgorithm):
         else:
             n_features = global_rx(cluster, source, output, **common).rank
         results = {self.OUTPUT: output}
-        try:
-            results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, n_features))
-        except Cancelled:
-            outputs.remove_outputs(output)
-            raise
+        results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, n_features))
         styles.style_scores(context, output)
         return results

@@ -43,8 +43,9 @@ def runtime_files():
     included, as in the working tree the tests run; ignored files, caches and local files never ship)."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.splitlines()
+    paths = runtime_paths()
     return sorted({f for f in listed
-                   if any(f == p or (p.endswith("/") and f.startswith(p)) for p in runtime_paths())
+                   if any(f == p or (p.endswith("/") and f.startswith(p)) for p in paths)
                    and not f.endswith(EXCLUDED_SUFFIXES) and "__pycache__" not in f and (ROOT / f).is_file()})
 
 
