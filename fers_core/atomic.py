@@ -137,6 +137,13 @@ class Temporary:
                 os.remove(path)
         self._forget()
 
+    def fail(self, error, destination, needed_bytes=None, always=True):
+        """Delete the files; the OutputError saying why writing `destination` failed, from how far the file had
+        grown (None when `error` does not look like a write failure and `always` is false)."""
+        sizes = [os.path.getsize(path) for path in self.files() if os.path.isfile(path)]
+        self.remove()
+        return write_failure(error, destination, needed_bytes, always, written_bytes=sum(sizes) if sizes else None)
+
     def _forget(self):
         with _lock:
             known = _live.pop(id(self), None)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import AtomicOutput, write_failure
+from .atomic import AtomicOutput
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
 from .metrics import roc_auc
@@ -224,9 +224,7 @@ def _write_atomically(path, write, newline=None):
             with open(output.path, "w", encoding="utf-8", newline=newline) as stream:
                 write(stream)
         except OSError as error:
-            written = os.path.getsize(output.path) if os.path.exists(output.path) else None
-            output.remove()
-            raise write_failure(error, path, written_bytes=written) from None
+            raise output.fail(error, path) from None
         output.commit()
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import AtomicOutput, write_failure
+from .atomic import AtomicOutput
 from .errors import ModelFileError
 from .networks.spatial import SpatialStudent
 from .networks.spectral import SpectralEnhancer
@@ -249,9 +249,7 @@ def save_atomically(content, path, keep_on_failure=False):
         try:
             torch.save(content, output.path)
         except (RuntimeError, OSError) as error:
-            written = os.path.getsize(output.path) if os.path.exists(output.path) else None
-            output.remove()
-            failure = write_failure(error, path, written_bytes=written, always=isinstance(error, OSError))
+            failure = output.fail(error, path, always=isinstance(error, OSError))
             if failure is None:
                 raise
             raise failure from None

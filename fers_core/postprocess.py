@@ -33,7 +33,7 @@ from osgeo import gdal, ogr, osr
 from scipy import ndimage
 from scipy.stats import chi2
 
-from .atomic import AtomicOutput, write_failure
+from .atomic import AtomicOutput
 from .errors import InputError
 from .feedback import Feedback, ProgressRange
 from .raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window, output_folder
@@ -384,9 +384,7 @@ def _write_geopackage(path, geometries, attributes, projection):
         output.commit()
     except (RuntimeError, OSError) as error:
         dataset = None
-        written = sum(os.path.getsize(file) for file in output.files() if os.path.isfile(file))
-        output.remove()
-        failure = write_failure(error, path, written_bytes=written, always=False)
+        failure = output.fail(error, path, always=False)
         if failure is None:
             raise
         raise failure from None
