@@ -26,3 +26,8 @@ class Cancelled(FersError):
 
 class OutputError(FersError):
     """An output cannot be written where asked: it is an input, another output, a folder, or the disk is full."""
+
+
+def capitalised(text):
+    """`text` with its first letter upper-case (messages built from a lower-case clause)."""
+    return text[:1].upper() + text[1:]

@@ -10,7 +10,7 @@ files its writer creates beside it.
 
 import os
 
-from .errors import OutputError
+from .errors import OutputError, capitalised
 
 _ENVI_EXTENSIONS = {".bsq", ".bil", ".bip", ".dat", ".envi"}  # outputs the ENVI driver writes, with a .hdr
 _GDAL_SIDECARS = (".aux.xml", ".ovr", ".msk")
@@ -49,36 +49,31 @@ def input_files(path):
     return [candidate for candidate in dict.fromkeys(candidates) if os.path.isfile(candidate)]
 
 
-def _subdataset_files(name):
-    """The files of a GDAL subdataset name (the container file, as GDAL lists it), with their companions."""
+def _file_list(name, vector=False):
+    """The files GDAL lists for the dataset `name` (quietly), [] when GDAL does not open it."""
     from osgeo import gdal
 
+    flags = gdal.OF_RASTER | gdal.OF_READONLY | (gdal.OF_VECTOR if vector else 0)
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
-        dataset = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY)
-        files = (dataset.GetFileList() or []) if dataset is not None else []
+        dataset = gdal.OpenEx(name, flags)
+        return (dataset.GetFileList() or []) if dataset is not None else []
     except RuntimeError:
-        files = []
+        return []
     finally:
         gdal.PopErrorHandler()
-    return [found for file in files if os.path.isfile(file) for found in input_files(file)]
+
+
+def _subdataset_files(name):
+    """The files of a GDAL subdataset name (the container file, as GDAL lists it), with their companions."""
+    return [found for file in _file_list(name) if os.path.isfile(file) for found in input_files(file)]
 
 
 def _gdal_files(path):
     """The files GDAL reads for a dataset (a VRT's sources, a header), [] when GDAL does not open it."""
     if not os.path.isfile(path) or os.path.splitext(path)[1].lower() in _NOT_DATASETS:
         return []
-    from osgeo import gdal
-
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_VECTOR | gdal.OF_READONLY)
-        files = dataset.GetFileList() or [] if dataset is not None else []
-    except RuntimeError:
-        files = []
-    finally:
-        gdal.PopErrorHandler()
-    return [os.path.abspath(os.path.join(os.path.dirname(path), file)) for file in files]
+    return [os.path.abspath(os.path.join(os.path.dirname(path), file)) for file in _file_list(path, vector=True)]
 
 
 def output_files(path):
@@ -119,7 +114,7 @@ def check_outputs(outputs, inputs=()):
                 if _resolved(input_file) != _resolved(input_path):
                     what += f" (its file '{os.path.basename(input_file)}')"
                 written = "" if file == output_files(path)[0] else f" (writing it also writes '{file}')"
-                raise OutputError(_sentence(
+                raise OutputError(capitalised(
                     f"{name} '{path}'{written} is the same file as {what}: writing it would destroy the input. "
                     "Choose another output file name."
                 ))
@@ -132,7 +127,7 @@ def check_outputs(outputs, inputs=()):
             if other and other[0] != name:
                 shared = "the same file" if file == files[0] else f"written to the same file '{file}'"
                 where = f"'{path}'" if path == other[1] else f"'{path}' and '{other[1]}'"
-                raise OutputError(_sentence(
+                raise OutputError(capitalised(
                     f"{name} and {other[0]} are {shared} ({where}): one would overwrite the other. Give each output "
                     "its own file name."
                 ))
@@ -147,7 +142,7 @@ def check_location(name, path):
     """Refuse an output that is a folder, lies under a regular file, or in a folder that cannot be written."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     if os.path.isdir(path):
-        raise OutputError(_sentence(f"{name} '{path}' is an existing folder: give a file name, e.g. "
+        raise OutputError(capitalised(f"{name} '{path}' is an existing folder: give a file name, e.g. "
                                     f"'{os.path.join(path, 'output' + _example_extension(name))}'."))
     folder = os.path.dirname(path)
     existing = folder
@@ -164,9 +159,6 @@ def check_location(name, path):
         raise OutputError(f"Cannot write to the {where} '{existing}' of {name}: choose an output location you "
                           "can write to.")
 
-
-def _sentence(text):
-    return text[:1].upper() + text[1:]
 
 
 def _example_extension(name):

@@ -15,7 +15,7 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from .atomic import AtomicOutput, write_failure
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, capitalised
 
 gdal.UseExceptions()
 
@@ -492,10 +492,10 @@ def raster_output_format(path, bands=1, name="the output"):
     known = RASTER_OUTPUT_FORMATS.get(extension)
     if known is not None:
         if bands > 1 and extension in SINGLE_BAND_ONLY:
-            raise OutputError(f"{_capital(name)} '{path}' has {bands} bands, but {SINGLE_BAND_ONLY[extension]}: "
+            raise OutputError(f"{capitalised(name)} '{path}' has {bands} bands, but {SINGLE_BAND_ONLY[extension]}: "
                               "write it as a .tif (GeoTIFF), .img or ENVI file instead.")
         return known
-    raise OutputError(f"{_capital(name)} '{path}': {_unsupported_format(extension)}")
+    raise OutputError(f"{capitalised(name)} '{path}': {_unsupported_format(extension)}")
 
 
 def check_raster_outputs(outputs):
@@ -504,9 +504,6 @@ def check_raster_outputs(outputs):
         if path:
             raster_output_format(path, bands, name)
 
-
-def _capital(text):
-    return text[:1].upper() + text[1:]
 
 
 def _unsupported_format(extension):
