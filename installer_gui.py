@@ -1,5 +1,5 @@
 """The PyTorch installer in QGIS: the offer in the message bar and a dialog with progress, pip's output and
-the result. The work is fers_core.torch_installer's; it runs in a QgsTask so QGIS stays responsive."""
+the result. The work is fers_core.runtime.torch_installer's; it runs in a QgsTask so QGIS stays responsive."""
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal, pyqtSlot

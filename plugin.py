@@ -59,7 +59,7 @@ class FersPlugin:
         mend_batch_html_results()
         from qgis.PyQt.QtWidgets import QAction
 
-        from .fers_core.torch_support import torch_available
+        from .fers_core.enhance.torch_support import torch_available
         from .installer_gui import TITLE, InstallLink, offer_in_message_bar
 
         self.install_action = QAction("Install PyTorch…", self.iface.mainWindow())

@@ -17,13 +17,13 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..fers_core.band_list import parse_band_list
+from ..fers_core.detectors.local_rx import validate_windows
 from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
-from ..fers_core.local_rx import validate_windows
-from ..fers_core.output_safety import check_outputs
-from ..fers_core.raster_io import bounded_gdal_cache, check_raster_outputs, is_raster_source
-from ..fers_core.run_guard import Interrupted, RunGuard
+from ..fers_core.io.band_list import parse_band_list
+from ..fers_core.io.output_safety import check_outputs
+from ..fers_core.io.raster_io import bounded_gdal_cache, check_raster_outputs, is_raster_source
+from ..fers_core.runtime.run_guard import Interrupted, RunGuard
 
 
 class QgisFeedback(Feedback):
@@ -193,7 +193,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     def canExecute(self):  # noqa: N802 (QGIS API)
         """(False, why and how to install PyTorch) for a network algorithm without it, so the Toolbox says so
         before the dialog opens; found without importing torch."""
-        from ..fers_core.torch_support import missing_torch_message
+        from ..fers_core.enhance.torch_support import missing_torch_message
 
         missing = missing_torch_message(html_link=True) if self.needs_torch else None
         return (False, missing) if missing else (True, "")

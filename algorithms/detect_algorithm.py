@@ -12,11 +12,11 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..fers_core.detectors import DETECTORS, check_detector, has_chi_square_law
+from ..fers_core.detectors.catalog import DETECTORS, check_detector, has_chi_square_law
 from ..fers_core.errors import InputError
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.raster_io import DEFAULT_BLOCK_MB
-from ..fers_core.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
+from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from . import outputs, scheduler, styles
 from .base import FersAlgorithm, RasterLayerParameter, advanced, widget_value
 
@@ -37,7 +37,7 @@ PRECISION_VALUES = ["float32", "bfloat16", "auto"]
 PRECISION_DEFAULT = 2
 ENSEMBLE_FUSION_OPTIONS = ["Rank (mean of each member's empirical CDF)",
                            "Standardised scores (mean of (score - mean) / standard deviation)"]
-ENSEMBLE_FUSION_VALUES = ["rank", "standardised"]  # fers_core.ensemble.FUSIONS
+ENSEMBLE_FUSION_VALUES = ["rank", "standardised"]  # fers_core.pipeline.ensemble.FUSIONS
 
 
 class ModelPathParameter(QgsProcessingParameterFile):
@@ -206,15 +206,15 @@ class DetectAlgorithm(FersAlgorithm):
         return outputs.check_object_parameters(self, parameters, context)
 
     def compute(self, parameters, context, feedback):
-        from ..fers_core.torch_support import require_torch
+        from ..fers_core.enhance.torch_support import require_torch
 
         require_torch()
-        from ..fers_core.default_model import default_model_paths
-        from ..fers_core.detect import BRANCH_CHOICES, DetectOptions, choose_fusion
-        from ..fers_core.distributed import fers_detection
-        from ..fers_core.ensemble import Member, run_ensemble_detection
-        from ..fers_core.memory_guard import check_detection_run
-        from ..fers_core.model_cache import detection_model
+        from ..fers_core.distributed.cluster import fers_detection
+        from ..fers_core.enhance.default_model import default_model_paths
+        from ..fers_core.enhance.model_cache import detection_model
+        from ..fers_core.pipeline.detect import BRANCH_CHOICES, DetectOptions, choose_fusion
+        from ..fers_core.pipeline.ensemble import Member, run_ensemble_detection
+        from ..fers_core.pipeline.memory_guard import check_detection_run
 
         cluster = scheduler.value(self, parameters, context)
         chosen = self.parameterAsFile(parameters, self.MODEL, context)

@@ -5,8 +5,8 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
+from ..fers_core.detectors.evaluation import evaluate
 from ..fers_core.errors import InputError
-from ..fers_core.evaluation import evaluate
 from .base import FersAlgorithm, RasterLayerParameter, RasterListParameter
 
 

@@ -38,11 +38,11 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.SUMMARY, self.tr("Model summary")))
 
     def compute(self, parameters, context, feedback):
-        from ..fers_core.torch_support import require_torch
+        from ..fers_core.enhance.torch_support import require_torch
 
         require_torch()
-        from ..fers_core.checkpoints import import_authors_checkpoint
-        from ..fers_core.model_file import save_model
+        from ..fers_core.enhance.checkpoints import import_authors_checkpoint
+        from ..fers_core.enhance.model_file import save_model
 
         model = import_authors_checkpoint(self.parameterAsFile(parameters, self.FOLDER, context))
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)

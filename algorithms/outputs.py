@@ -22,7 +22,7 @@ from qgis.core import (
 )
 
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.postprocess import (
+from ..fers_core.pipeline.postprocess import (
     FALSE_ALARM_RATE,
     TOP_PERCENT,
     threshold_value,

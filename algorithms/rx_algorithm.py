@@ -8,13 +8,13 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..fers_core.distributed import global_rx
+from ..fers_core.detectors.local_rx import run_local_rx
+from ..fers_core.detectors.rx_variants import chi_square_law, describe, run_rx_variant, validate_variant
+from ..fers_core.distributed.cluster import global_rx
 from ..fers_core.errors import InputError
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.local_rx import run_local_rx
-from ..fers_core.memory_guard import check_rx_run
-from ..fers_core.raster_io import DEFAULT_BLOCK_MB
-from ..fers_core.rx_variants import chi_square_law, describe, run_rx_variant, validate_variant
+from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.pipeline.memory_guard import check_rx_run
 from . import outputs, scheduler, styles
 from .base import FersAlgorithm, RasterLayerParameter, advanced
 

@@ -2,7 +2,7 @@
 
 from qgis.core import QgsProcessingParameterString
 
-from ..fers_core.distributed import check_scheduler
+from ..fers_core.distributed.cluster import check_scheduler
 from .base import advanced
 
 NAME = "SCHEDULER"

@@ -34,7 +34,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from ..fers_core.postprocess import score_percentiles
+from ..fers_core.pipeline.postprocess import score_percentiles
 
 SCORE_PERCENTILES = (2.0, 99.5)
 MASK_COLOUR = QColor(0, 229, 255)  # cyan

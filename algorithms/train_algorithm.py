@@ -149,7 +149,7 @@ class TrainAlgorithm(FersAlgorithm):
         return path
 
     def compute(self, parameters, context, feedback):
-        from ..fers_core.torch_support import require_torch
+        from ..fers_core.enhance.torch_support import require_torch
 
         require_torch()
         from ..fers_core.training.run import TrainOptions, parse_band_list, parse_wavelengths, train_model

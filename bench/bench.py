@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 # ----------------------------------------------------------------------------- workers (subprocess)
 
 def work_rx(path, output):
-    from fers_core.raster_io import bounded_gdal_cache
-    from fers_core.rx_raster import run_global_rx
+    from fers_core.detectors.global_rx import run_global_rx
+    from fers_core.io.raster_io import bounded_gdal_cache
 
     with bounded_gdal_cache():  # as fers:rx runs it
         run_global_rx(path, output)
@@ -54,9 +54,9 @@ def work_spectral_rx(path, output):
 
 
 def work_detect(path, output, model_path, branches="spectral,spatial", precision="auto"):
-    from fers_core.detect import DetectOptions, run_fers_detection
-    from fers_core.model_cache import detection_model
-    from fers_core.raster_io import bounded_gdal_cache
+    from fers_core.enhance.model_cache import detection_model
+    from fers_core.io.raster_io import bounded_gdal_cache
+    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
 
     options = DetectOptions(branches=tuple(branches.split(",")), precision=precision)
     with bounded_gdal_cache():  # as fers:detect runs it (which keeps the model for the session's next run)
@@ -81,8 +81,8 @@ def work_reference_style(path, output, model_path, branches="spectral,spatial"):
     import torch
     from osgeo import gdal
 
-    from fers_core.checkpoints import load_any_model
-    from fers_core.preprocess import resample_bands
+    from fers_core.enhance.checkpoints import load_any_model
+    from fers_core.pipeline.preprocess import resample_bands
 
     model = load_any_model(model_path)
     cube = gdal.Open(path).ReadAsArray().astype(np.float32)
@@ -123,8 +123,8 @@ def work_network_cost(model_path, size):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fers_core.checkpoints import load_any_model
-    from fers_core.networks.inference import MIXED_PARTS
+    from fers_core.enhance.checkpoints import load_any_model
+    from fers_core.enhance.networks.inference import MIXED_PARTS
 
     model = load_any_model(model_path)
     x = torch.zeros(1, model.bands, size, size)
@@ -212,8 +212,8 @@ def ensure_spectral():
 
 def bench_model(folder):
     """The bundled model when present, else a random-init 200-band model with both branches."""
-    from fers_core.default_model import DEFAULT_MODEL_FILE
-    from fers_core.model_file import random_init_model, save_model
+    from fers_core.enhance.default_model import DEFAULT_MODEL_FILE
+    from fers_core.enhance.model_file import random_init_model, save_model
 
     if DEFAULT_MODEL_FILE.exists():
         return str(DEFAULT_MODEL_FILE), "bundled default model"
@@ -332,8 +332,8 @@ def output_auc(path, truth_path):
     import numpy as np
     from osgeo import gdal
 
-    from fers_core.metrics import roc_auc
-    from fers_core.raster_io import SCORE_NODATA
+    from fers_core.detectors.metrics import roc_auc
+    from fers_core.io.raster_io import SCORE_NODATA
 
     truth = gdal.Open(truth_path).ReadAsArray()
     scores = np.load(path).reshape(truth.shape) if path.endswith(".npy") else gdal.Open(path).ReadAsArray()

@@ -35,16 +35,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 from make_large_raster import write_large_raster  # noqa: E402
 
 from fers_core import distributed as fd  # noqa: E402
-from fers_core.feedback import Feedback  # noqa: E402
-from fers_core.raster_io import RasterReader  # noqa: E402
-from fers_core.rx_raster import (  # noqa: E402
+from fers_core.detectors.global_rx import (  # noqa: E402
     fit_rx_partial,
     merge_rx_partials,
     run_global_rx,
     rx_block_scores,
     rx_block_statistics,
 )
-from fers_core.threads import blas_threads, blas_threads_set  # noqa: E402
+from fers_core.feedback import Feedback  # noqa: E402
+from fers_core.io.raster_io import RasterReader  # noqa: E402
+from fers_core.runtime.threads import blas_threads, blas_threads_set  # noqa: E402
 
 
 def identical(a, b):
@@ -64,8 +64,8 @@ def cluster(workers):
 
 
 def _warm():
-    import fers_core.distributed  # noqa: F401
-    import fers_core.rx_raster  # noqa: F401
+    import fers_core.detectors.global_rx  # noqa: F401
+    import fers_core.distributed.cluster  # noqa: F401
 
 
 REPEATS = 3

@@ -36,9 +36,9 @@ BASELINE = "e20a4aa"  # the last commit with the summed-area-table local RX
 REFERENCE_SCENES = ("hydice-urban-162", "abu-beach-3")
 sys.path.insert(0, str(ROOT))
 
-from fers_core.local_rx import RIDGE_FLOOR, RIDGE_UNDERSAMPLED, local_rx_scores  # noqa: E402
-from fers_core.metrics import roc_auc  # noqa: E402
-from fers_core.raster_io import SCORE_NODATA, RasterReader, Window  # noqa: E402
+from fers_core.detectors.local_rx import RIDGE_FLOOR, RIDGE_UNDERSAMPLED, local_rx_scores  # noqa: E402
+from fers_core.detectors.metrics import roc_auc  # noqa: E402
+from fers_core.io.raster_io import SCORE_NODATA, RasterReader, Window  # noqa: E402
 
 
 def ensure_spectral():
@@ -108,9 +108,9 @@ def throughput_section(spectral, baseline, quick):
 def variants_section(spectral, folder, quick):
     from make_large_raster import write_large_raster
 
-    from fers_core.rx import CovarianceAccumulator
-    from fers_core.rx_raster import run_global_rx
-    from fers_core.rx_variants import run_rx_variant, rx_variant_scores
+    from fers_core.detectors.global_rx import run_global_rx
+    from fers_core.detectors.rx import CovarianceAccumulator
+    from fers_core.detectors.rx_variants import run_rx_variant, rx_variant_scores
 
     lines = ["\n## 2. RXD with a local mean, UTD, RXD-UTD against global RX (files, two passes each)\n",
              "fers:rx's engines on the same int16 GeoTIFF (512 x 512 pixels, or 256 x 256 with --quick), local "
@@ -204,8 +204,8 @@ def auc(scores, truth, valid):
 
 
 def real_section(spectral, baseline, reference_scenes):
-    from fers_core.rx import rx_scores
-    from fers_core.rx_variants import rx_variant_scores
+    from fers_core.detectors.rx import rx_scores
+    from fers_core.detectors.rx_variants import rx_variant_scores
 
     scenes = sorted(p.name[:-7] for p in SCENES.glob("*_gt.tif")) if SCENES.is_dir() else []
     if not scenes:

@@ -4,13 +4,13 @@
 
 Scenes: every scene with a ground truth in ../shared/data/scenes (relative to the project root)
 whose file is not among the model's training inputs (read from the model file's provenance).
-Columns, all through the plugin's own detection code (fers_core.detect.run_fers_detection with its
-default options, and fers_core.rx_raster.run_global_rx):
+Columns, all through the plugin's own detection code (fers_core.pipeline.detect.run_fers_detection with its
+default options, and fers_core.detectors.global_rx.run_global_rx):
 
 - plain RX: global RX on the raster as it is;
 - plain RX at the model's bands: global RX on the raster resampled to the model's band count, the
   preprocessing FERS applies before its networks (no network), so the networks' own share shows;
-- random init: the random-init ablation (fers_core.model_file.random_init_model, seed 0) at the
+- random init: the random-init ablation (fers_core.enhance.model_file.random_init_model, seed 0) at the
   model's band count, spectral only and spectral + spatial;
 - the FERS authors' spectral checkpoints, imported (spectral only), when ../shared/reference is there;
 - the model itself, spectral only and spectral + spatial (when it has a spatial branch).
@@ -35,7 +35,7 @@ CHECKPOINTS = SHARED / "reference" / "fers-checkpoints"
 AUTHORS = ("had100-50", "had100-100", "had100-200", "abu-aviris-200")
 sys.path.insert(0, str(ROOT))
 
-from fers_core.raster_io import RasterReader, Window  # noqa: E402
+from fers_core.io.raster_io import RasterReader, Window  # noqa: E402
 
 
 def read_band(path):
@@ -45,7 +45,7 @@ def read_band(path):
 
 
 def auc_of(score_path, truth_path):
-    from fers_core.metrics import roc_auc
+    from fers_core.detectors.metrics import roc_auc
 
     scores, valid = read_band(score_path)
     truth, _ = read_band(truth_path)
@@ -61,9 +61,9 @@ def evaluation_scenes(model):
 
 def resampled_rx_auc(raster, truth, bands):
     """AUC of global RX on the raster resampled to ``bands`` bands (RX is affine invariant: no scaling)."""
-    from fers_core.metrics import roc_auc
-    from fers_core.preprocess import resample_bands
-    from fers_core.rx import rx_scores
+    from fers_core.detectors.metrics import roc_auc
+    from fers_core.detectors.rx import rx_scores
+    from fers_core.pipeline.preprocess import resample_bands
 
     with RasterReader(str(raster)) as reader:
         data, valid = reader.read(Window(0, 0, reader.height, reader.width))
@@ -74,8 +74,8 @@ def resampled_rx_auc(raster, truth, bands):
 
 def columns(model, model_name, baselines=True):
     """(column title, model, branches) for every FERS column (only the model's own without baselines)."""
-    from fers_core.checkpoints import import_authors_checkpoint
-    from fers_core.model_file import random_init_model
+    from fers_core.enhance.checkpoints import import_authors_checkpoint
+    from fers_core.enhance.model_file import random_init_model
 
     result = []
     if baselines:
@@ -95,9 +95,9 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
     """{scene: {column: AUC}} and the column order."""
     import torch
 
-    from fers_core.checkpoints import load_any_model
-    from fers_core.detect import DetectOptions, run_fers_detection
-    from fers_core.rx_raster import run_global_rx
+    from fers_core.detectors.global_rx import run_global_rx
+    from fers_core.enhance.checkpoints import load_any_model
+    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = load_any_model(model_path)
@@ -151,7 +151,7 @@ def main(argv=None):
         return 0
     table, titles = evaluate(args.model, args.spatial_tile, progress=lambda line: print(line, file=sys.stderr),
                              baselines=not args.no_baselines)
-    from fers_core.detect import DetectOptions
+    from fers_core.pipeline.detect import DetectOptions
 
     tile = args.spatial_tile or DetectOptions().spatial_tile
     text = f"Global RX AUC; fers:detect defaults, spatial tiles of {tile} px.\n\n" + markdown(table, titles)

@@ -7,7 +7,7 @@
    a ground truth in ../shared/data/scenes through the plugin's own detection code. The maps are cached
    as .npy under --cache (outside the project: they are derived from the shared data, never commit them).
 2. Candidates: every single member, and the fusions (rank mean and standardised-score mean,
-   fers_core.ensemble) of every set of 2 to 4 of our own members. The authors' checkpoints are anchors
+   fers_core.pipeline.ensemble) of every set of 2 to 4 of our own members. The authors' checkpoints are anchors
    only: they cannot be shipped, so no candidate holds one.
 3. Protocol. For each fold (one sensor, or one site, held out) the rule picks the candidate with the best
    mean AUC over the *other* folds' scenes, without reading the held-out fold's labels, and the held-out
@@ -55,7 +55,7 @@ def scene_metadata():
 
 
 def read_all(path):
-    from fers_core.raster_io import RasterReader, Window
+    from fers_core.io.raster_io import RasterReader, Window
 
     with RasterReader(str(path)) as reader:
         return reader.read(Window(0, 0, reader.height, reader.width))
@@ -63,8 +63,8 @@ def read_all(path):
 
 def member_models():
     """member -> (model, branches) for the network members."""
-    from fers_core.checkpoints import import_authors_checkpoint
-    from fers_core.model_file import load_model, random_init_model
+    from fers_core.enhance.checkpoints import import_authors_checkpoint
+    from fers_core.enhance.model_file import load_model, random_init_model
 
     bundled = load_model(ROOT / "weights" / "fers_default.pt")
     models = {f"rand{bands}": (random_init_model(bands, seed=0, branches=("spectral",)), ("spectral",))
@@ -80,9 +80,9 @@ def member_models():
 
 def score_maps(scenes, cache, progress):
     """{scene: {member: float64 scores of the valid pixels}} and {scene: labels}; cached on disk."""
-    from fers_core.detect import DetectOptions, run_fers_detection
-    from fers_core.preprocess import resample_bands
-    from fers_core.rx import rx_scores
+    from fers_core.detectors.rx import rx_scores
+    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers_core.pipeline.preprocess import resample_bands
 
     models = None
     maps, labels = {}, {}
@@ -117,7 +117,7 @@ def score_maps(scenes, cache, progress):
 
 
 def fuse(maps, members, how):
-    from fers_core.ensemble import empirical_cdf
+    from fers_core.pipeline.ensemble import empirical_cdf
 
     if len(members) == 1:
         return maps[members[0]]
@@ -144,7 +144,7 @@ def name_of(candidate):
 
 
 def auc_table(maps, labels, candidate_list):
-    from fers_core.metrics import roc_auc
+    from fers_core.detectors.metrics import roc_auc
 
     table = {}
     for candidate in candidate_list:

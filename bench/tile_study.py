@@ -25,7 +25,7 @@ def scene_names():
 def auc_of(path, truth_path):
     from osgeo import gdal
 
-    from fers_core.metrics import roc_auc
+    from fers_core.detectors.metrics import roc_auc
 
     scores = gdal.Open(str(path)).ReadAsArray()
     truth = gdal.Open(str(truth_path)).ReadAsArray()
@@ -43,8 +43,8 @@ def main():
         print(f"Skipped: {SCENES} is absent (the real scenes exist only beside the development checkout).")
         return 0
 
-    from fers_core.checkpoints import load_any_model
-    from fers_core.detect import DetectOptions, run_fers_detection
+    from fers_core.enhance.checkpoints import load_any_model
+    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
 
     model = load_any_model(args.model)
     if not model.has_branch("spatial"):

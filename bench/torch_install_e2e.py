@@ -74,8 +74,8 @@ def main():
 
 
 def run(arguments, work):
+    from fers_core.runtime.torch_installer import packages_folder
     from fers_core.synthetic import write_scene
-    from fers_core.torch_installer import packages_folder
 
     profile = work / "qgis" / "profiles" / "default"
     runtime = work / "xdg"

@@ -14,8 +14,8 @@ def _demo_scene(args):
 
 
 def _auc(args):
-    from .metrics import roc_auc
-    from .raster_io import RasterReader, Window
+    from .detectors.metrics import roc_auc
+    from .io.raster_io import RasterReader, Window
 
     with RasterReader(args.scores, [1]) as scores, RasterReader(args.truth, [1]) as truth:
         if (scores.width, scores.height) != (truth.width, truth.height):
@@ -28,14 +28,14 @@ def _auc(args):
 
 
 def _rx(args):
+    from .detectors.global_rx import run_global_rx
     from .feedback import PrintFeedback
-    from .rx_raster import run_global_rx
 
     run_global_rx(args.input, args.output, bands=args.bands, mask_path=args.mask, feedback=PrintFeedback())
 
 
 def _batch(args):
-    from .distributed import format_summary, run_batch
+    from .distributed.cluster import format_summary, run_batch
     from .feedback import PrintFeedback
 
     records = run_batch(args.inputs, args.out_dir, detector=args.detector, model_path=args.model,
@@ -111,8 +111,8 @@ def main(argv=None):
 
     from .errors import FersError
     from .feedback import PrintFeedback
-    from .raster_io import bounded_gdal_cache
-    from .run_guard import Interrupted, RunGuard
+    from .io.raster_io import bounded_gdal_cache
+    from .runtime.run_guard import Interrupted, RunGuard
 
     outputs = {"rx": lambda: [args.output], "batch": lambda: [os.path.join(args.out_dir, "-")],
                "demo-scene": lambda: [args.scene, args.truth]}.get(args.command, list)()

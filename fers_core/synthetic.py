@@ -11,8 +11,8 @@ import numpy as np
 from osgeo import gdal, osr
 from scipy.ndimage import gaussian_filter
 
-from .atomic import AtomicOutput
-from .output_safety import check_outputs
+from .io.atomic import AtomicOutput
+from .io.output_safety import check_outputs
 
 NODATA = -9999
 DEMO_EPSG = 32633

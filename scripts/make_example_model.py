@@ -117,7 +117,7 @@ def build_model():
 
     from fers.algorithms import outputs as object_outputs
     from fers.algorithms.detect_algorithm import DETECTOR_OPTIONS
-    from fers.fers_core.postprocess import TOP_PERCENT
+    from fers.fers_core.pipeline.postprocess import TOP_PERCENT
 
     detect_algorithm = QgsApplication.processingRegistry().algorithmById("fers:detect")
     default = {name: detect_algorithm.parameterDefinition(name).defaultValue()

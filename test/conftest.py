@@ -104,7 +104,7 @@ TEST_MODEL_BANDS = 16
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory):
     """A random-init two-branch model file for 16 bands, outside every test's own folder (shared by test files)."""
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path_factory.mktemp("model") / "random16.pt"
     save_model(random_init_model(TEST_MODEL_BANDS, seed=0), path)

@@ -282,7 +282,7 @@ def write_wavelengths(path, data, wavelengths):
 @pytest.fixture(scope="module")
 def wavelength_model(tmp_path_factory):
     """A 16-band spectral-only random model covering 400-2500 nm."""
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     model = random_init_model(MODEL_BANDS, seed=0, branches=("spectral",))
     model.wavelengths_nm = list(np.linspace(400, 2500, MODEL_BANDS))
@@ -483,7 +483,7 @@ def sparse_raster(path, cols, rows, bands, data_type=gdal.GDT_Int16):
 @pytest.fixture
 def little_memory(monkeypatch):
     """Pretend the machine has 1,000 MB available."""
-    from fers.fers_core import memory_guard
+    from fers.fers_core.pipeline import memory_guard
 
     monkeypatch.delenv(memory_guard.SKIP_VARIABLE, raising=False)
     monkeypatch.setattr(memory_guard, "available_memory_bytes", lambda: 1000 * memory_guard.MB)
@@ -520,7 +520,7 @@ def test_memory_guard_can_be_skipped(run_alg, tmp_path, model_file, little_memor
 
 
 def test_available_memory_is_read_from_the_system():
-    from fers.fers_core import memory_guard
+    from fers.fers_core.pipeline import memory_guard
 
     available = memory_guard.available_memory_bytes()
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -529,7 +529,7 @@ def test_available_memory_is_read_from_the_system():
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_container_memory_limit_lowers_the_available_memory(tmp_path, version):
-    from fers.fers_core import memory_guard
+    from fers.fers_core.pipeline import memory_guard
 
     folder = tmp_path / ("memory" if version == 1 else "")
     folder.mkdir(exist_ok=True)
@@ -546,8 +546,8 @@ def test_container_memory_limit_lowers_the_available_memory(tmp_path, version):
 MEASURE = """
 import json, sys
 sys.path.insert(0, {root!r})
-from fers_core import memory_guard
-from fers_core.raster_io import RasterReader
+from fers.fers_core.pipeline import memory_guard
+from fers.fers_core.io.raster_io import RasterReader
 
 def rss(key):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
@@ -555,13 +555,13 @@ def rss(key):
 path, output = sys.argv[1], sys.argv[2]
 with RasterReader(path) as reader:
     if sys.argv[3] == "rx":
-        from fers_core.rx_raster import run_global_rx
+        from fers.fers_core.detectors.global_rx import run_global_rx
         estimate = memory_guard.estimate_global_rx(reader, 8)
         before = rss("VmRSS")
         run_global_rx(path, output, block_mb=8)
     else:
-        from fers_core.detect import DetectOptions, run_fers_detection
-        from fers_core.model_file import random_init_model
+        from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+        from fers.fers_core.enhance.model_file import random_init_model
         model = random_init_model(16)
         estimate = memory_guard.estimate_detection(reader, 16, 8)
         before = rss("VmRSS")
@@ -602,8 +602,8 @@ def test_without_torch_rx_works_and_the_networks_explain_how_to_install_it(tmp_p
         pytest.skip("/usr/bin/qgis_process.bin is absent (Debian's qgis package)")
     if system_python_has_torch():
         pytest.skip("/usr/bin/python3 has torch installed, so QGIS cannot be run without it here")
-    from fers.fers_core.torch_installer import packages_folder
-    from fers.fers_core.torch_support import install_hint
+    from fers.fers_core.enhance.torch_support import install_hint
+    from fers.fers_core.runtime.torch_installer import packages_folder
 
     (ROOT / ".run" / "xdg").mkdir(parents=True, exist_ok=True)
     (ROOT / ".plugins").mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from qgis.core import QgsProcessingException
 
-from fers.fers_core.metrics import roc_auc
+from fers.fers_core.detectors.metrics import roc_auc
 
 from .conftest import ROOT, SHARED, require_reference, require_scenes
 from .rasters import GEOTRANSFORM, leftovers, read, write_cube
@@ -16,7 +16,7 @@ from .rasters import GEOTRANSFORM, leftovers, read, write_cube
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     """A random-init model with both branches, saved as a model file (16 bands)."""
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path_factory.mktemp("model") / "random16.pt"
     save_model(random_init_model(16, seed=0), path)
@@ -73,11 +73,11 @@ def test_strips_match_whole_image_features(tmp_path, scene, small_model):
     """Tiled strips (many cores, halo, edge padding) equal one whole-image network pass."""
     from osgeo import gdal
 
-    from fers.fers_core.checkpoints import load_any_model
-    from fers.fers_core.detect import DetectOptions, run_fers_detection
-    from fers.fers_core.features import compute_features
-    from fers.fers_core.preprocess import apply_band_matrix, band_resampling_matrix
-    from fers.fers_core.raster_io import RasterReader, Window
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.enhance.features import compute_features
+    from fers.fers_core.io.raster_io import RasterReader, Window
+    from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.pipeline.preprocess import apply_band_matrix, band_resampling_matrix
 
     model = load_any_model(small_model)
     options = DetectOptions(branches=("spectral",), block_mb=1, spectral_output=str(tmp_path / "spe.tif"),
@@ -102,10 +102,10 @@ def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, smal
     peak memory with the raster's size), and the run-wide cap is back afterwards."""
     from osgeo import gdal
 
-    from fers.fers_core.checkpoints import load_any_model
-    from fers.fers_core.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.feedback import Feedback
-    from fers.fers_core.raster_io import bounded_gdal_cache, write_cache_mb
+    from fers.fers_core.io.raster_io import bounded_gdal_cache, write_cache_mb
+    from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
 
     seen = []
 
@@ -148,9 +148,9 @@ def test_small_windows_equal_one_window(tmp_path, wide_scene, small_model, setti
     """
     from osgeo import gdal
 
-    from fers.fers_core.checkpoints import load_any_model
-    from fers.fers_core.detect import DetectOptions, prepare_detection, run_fers_detection
+    from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.feedback import Feedback
+    from fers.fers_core.pipeline.detect import DetectOptions, prepare_detection, run_fers_detection
 
     model = load_any_model(small_model)
     settings = dict(settings)
@@ -231,7 +231,7 @@ def test_device_choices(run_alg, tmp_path, scene, small_model):
 def test_model_without_spatial_branch_uses_spectral_and_says_so(run_alg, tmp_path, scene):
     from qgis.core import QgsProcessingFeedback
 
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path / "spectral_only.pt"
     save_model(random_init_model(16, seed=0, branches=("spectral",)), path)
@@ -289,7 +289,7 @@ def test_malformed_model_files_are_refused_with_their_reason(run_alg, tmp_path, 
 
 
 def test_empty_model_uses_the_bundled_model_or_names_the_parameter(run_alg, tmp_path, scene):
-    from fers.fers_core.default_model import DEFAULT_MODEL_FILE
+    from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
 
     parameters = {"INPUT": scene[0], "OUTPUT": str(tmp_path / "default.tif")}
     if DEFAULT_MODEL_FILE.exists():
@@ -366,9 +366,9 @@ def test_precision_default_is_auto(qgis_app):
     algorithm = DetectAlgorithm()
     algorithm.initAlgorithm()
     assert PRECISION_VALUES[algorithm.parameterDefinition("PRECISION").defaultValue()] == "auto"
-    from fers.fers_core.default_model import DEFAULT_MODEL_FILE
-    from fers.fers_core.detect import mixed_precision_checked
-    from fers.fers_core.model_file import load_model
+    from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
+    from fers.fers_core.enhance.model_file import load_model
+    from fers.fers_core.pipeline.detect import mixed_precision_checked
 
     # the bundled model records its AUC check under mixed precision, so auto may use bfloat16 for it
     assert mixed_precision_checked(load_model(DEFAULT_MODEL_FILE))
@@ -377,16 +377,16 @@ def test_precision_default_is_auto(qgis_app):
 def test_precision_choices(tmp_path, scene, small_model):
     """'auto' is 'mixed' where bfloat16 is native, else 'float32'; 'float32' forces float32 everywhere;
     'mixed' keeps the detection (bfloat16 only in the spectral encoder and the spatial trunk)."""
-    from fers.fers_core.checkpoints import load_any_model
-    from fers.fers_core.detect import (
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.enhance.networks.inference import LowPrecision, inference_copy
+    from fers.fers_core.errors import InputError
+    from fers.fers_core.pipeline.detect import (
         MIXED_PRECISION_CHECKED,
         DetectOptions,
         bfloat16_native,
         resolve_precision,
         run_fers_detection,
     )
-    from fers.fers_core.errors import InputError
-    from fers.fers_core.networks.inference import LowPrecision, inference_copy
 
     assert resolve_precision("auto", "cpu") == ("mixed" if bfloat16_native("cpu") else "float32")
     assert resolve_precision("float32", "cpu") == "float32"

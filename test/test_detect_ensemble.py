@@ -19,7 +19,7 @@ def mid_rank_cdf(values):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Two random-init model files of different band counts (spectral only) and one with both branches."""
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     folder = tmp_path_factory.mktemp("models")
     paths = {}
@@ -54,7 +54,7 @@ def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, t
 
 
 def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
-    from fers.fers_core.default_model import DEFAULT_MEMBER_FILE, DEFAULT_MODEL_FILE
+    from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILE, DEFAULT_MODEL_FILE
 
     if not (DEFAULT_MODEL_FILE.exists() and DEFAULT_MEMBER_FILE.exists()):
         pytest.skip("the bundled model files are absent")

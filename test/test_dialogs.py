@@ -228,7 +228,7 @@ def test_dialog_loads_objects_above_the_mask_above_the_scores(project, scene, tm
 
 def test_detect_dialog_loads_an_enhanced_cube_below_the_scores(project, scene, tmp_path):
     """An enhanced cube (opaque, many bands) goes below the scores, not on top of everything."""
-    from fers.fers_core.default_model import default_model_path
+    from fers.fers_core.enhance.default_model import default_model_path
 
     dialog = toolbox_dialog(algorithm("fers:detect"))
     paths = [str(tmp_path / name) for name in ("c_cube.tif", "a_mask.tif", "b_scores.tif")]  # the cube loads last
@@ -286,7 +286,7 @@ def test_train_dialog_with_only_the_rasters_saves_a_real_model_beside_them(proje
     Only the expert (Advanced) sizes of the training are set small, so that it takes seconds: the defaults
     train 60 epochs of 64 px patches per stage, which takes many minutes.
     """
-    from fers.fers_core.model_file import load_model
+    from fers.fers_core.enhance.model_file import load_model
     from fers.fers_core.synthetic import write_scene
 
     from .test_train_algorithm import TINY
@@ -329,7 +329,7 @@ def test_evaluate_dialog_with_only_scores_and_truth(project, scene, tmp_path):
 
 
 def test_import_checkpoint_dialog_with_only_the_folder(project, tmp_path):
-    from fers.fers_core.model_file import load_model, random_init_model
+    from fers.fers_core.enhance.model_file import load_model, random_init_model
 
     from .core.test_model_file import write_authors_folder
 
@@ -512,7 +512,7 @@ def batch_rows(alg, rows, tmp_path):
 def test_batch_dialog_runs_evaluate_train_and_import_with_only_the_required_inputs(project, scene, tmp_path):
     """The other three algorithms from the batch dialog, two rows each, only the required inputs (and the files
     the rows write) filled; training's expert sizes small so that it takes seconds."""
-    from fers.fers_core.model_file import load_model, random_init_model
+    from fers.fers_core.enhance.model_file import load_model, random_init_model
     from fers.fers_core.synthetic import DEMO_EPSG, write_scene
     from fers.plugin import mend_batch_html_results
 

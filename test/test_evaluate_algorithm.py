@@ -38,7 +38,7 @@ def run_evaluate(run_alg, tmp_path, scores, truth, **parameters):
 
 
 def test_metrics_of_a_hand_made_score_raster(run_alg, tmp_path):
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
 
     score_path, truth_path, scores, truth = hand_made(tmp_path)
     result = run_evaluate(run_alg, tmp_path, score_path, truth_path, OUTPUT_CSV=str(tmp_path / "roc.csv"))
@@ -77,7 +77,7 @@ def test_report_has_every_curve_and_distribution(run_alg, tmp_path):
 
 
 def test_nodata_scores_and_masked_pixels_are_left_out(run_alg, tmp_path):
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
 
     _, truth_path, scores, truth = hand_made(tmp_path)
     holes = scores.copy()
@@ -111,7 +111,7 @@ def test_truth_without_anomalies_is_a_clear_error(run_alg, tmp_path):
 
 def test_real_scenes_auc_equals_a_direct_computation(run_alg, tmp_path):
     scenes = require_scenes()
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
 
     names = sorted(p.name[:-len("_gt.tif")] for p in scenes.glob("*_gt.tif"))
     assert len(names) >= 11

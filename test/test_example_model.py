@@ -153,7 +153,7 @@ def test_an_unreadable_model_file_leaves_the_other_algorithms(qgis_app, monkeypa
 
 
 def check_outputs(scene, truth, scores_path, mask_path, objects_path, report_path, percent, min_pixels):
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
 
     scores, nodata, _, _ = read(scores_path)
     valid = scores != nodata

@@ -32,7 +32,7 @@ MODEL_BANDS = 8
 
 @pytest.fixture(scope="module")
 def fuzz_model(tmp_path_factory):
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path_factory.mktemp("fuzz_model") / "random8.pt"
     save_model(random_init_model(MODEL_BANDS, seed=1), path)

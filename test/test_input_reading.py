@@ -33,7 +33,7 @@ TINY_TRAINING = {"MODEL_BANDS": MODEL_BANDS, "EPOCHS": 1, "PATCH_SIZE": 16, "BAT
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path_factory.mktemp("model") / "random16.pt"
     save_model(random_init_model(MODEL_BANDS, seed=0), path)
@@ -267,7 +267,7 @@ def runs(inputs, out, model_file):
 
 
 def write_checkpoint(folder):
-    from fers.fers_core.model_file import random_init_model
+    from fers.fers_core.enhance.model_file import random_init_model
 
     from .core.test_model_file import write_authors_folder
 

@@ -72,7 +72,7 @@ def scene(tmp_path):
 
 def aliasing_cases(scene, model_file):
     """(algorithm, parameters, output parameter, input parameter) where the output is an input's file."""
-    from fers.fers_core.model_file import random_init_model
+    from fers.fers_core.enhance.model_file import random_init_model
 
     from .core.test_model_file import write_authors_folder
 
@@ -336,7 +336,7 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path, medium_sc
     process.communicate(timeout=60)
     assert spill in os.listdir(output.parent)
     # a concurrent run's temporaries (a live process) are never touched
-    from fers.fers_core import atomic
+    from fers.fers_core.io import atomic
 
     live = output.parent / f".scores.partial-{atomic.HOST}-{os.getpid()}-0123abcd.tif"
     live.write_bytes(b"in use")

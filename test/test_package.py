@@ -58,8 +58,8 @@ def test_zip_holds_the_plugin_essentials(package):
     metadata = configparser.ConfigParser()
     metadata.read(ROOT / "metadata.txt")
     for required in ("metadata.txt", "__init__.py", "plugin.py", "installer_gui.py", "LICENSE",
-                     metadata["general"]["icon"], "fers_core/torch_installer.py",
-                     "algorithms/provider.py", "fers_core/raster_io.py", "fers_core/memory_guard.py"):
+                     metadata["general"]["icon"], "fers_core/runtime/torch_installer.py",
+                     "algorithms/provider.py", "fers_core/io/raster_io.py", "fers_core/pipeline/memory_guard.py"):
         assert f"fers/{required}" in names, required
     assert all(name.startswith("fers/") for name in names)
 
@@ -238,7 +238,7 @@ def snapshot(folder):
 @pytest.fixture
 def inputs(tmp_path):
     """A folder with a scene, a mask and a model (copies, so nothing shared is touched)."""
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     folder = tmp_path / "inputs"
     folder.mkdir()

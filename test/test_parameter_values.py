@@ -116,7 +116,7 @@ def _property(value):
 def test_detect_reads_an_empty_model_as_the_bundled_one_and_a_property_as_its_file(qgis_app, scene, tmp_path):
     from qgis.PyQt.QtCore import QVariant
 
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     _, log = run("fers:detect", {"INPUT": scene[0], "MODEL": QVariant(QVariant.String),
                                  "OUTPUT": str(tmp_path / "bundled.tif")})

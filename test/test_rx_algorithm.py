@@ -141,7 +141,7 @@ def shared_rx_table():
 
 def test_real_scenes_reproduce_published_plain_rx_auc(run_alg, tmp_path):
     scenes = require_scenes()
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
 
     table = shared_rx_table()
     assert len(table) >= 11
@@ -153,7 +153,7 @@ def test_real_scenes_reproduce_published_plain_rx_auc(run_alg, tmp_path):
 
 
 def test_qgis_process_runs_rx_on_the_demo_scene(tmp_path):
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
     from fers.fers_core.synthetic import write_scene
 
     scene, truth = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=60, cols=70, bands=40)

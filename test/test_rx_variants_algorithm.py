@@ -93,7 +93,7 @@ def test_local_rx_components_through_processing(run_alg, tmp_path, scene):
 
 
 def test_qgis_process_runs_the_local_mean_and_utd_modes(tmp_path):
-    from fers.fers_core.metrics import roc_auc
+    from fers.fers_core.detectors.metrics import roc_auc
     from fers.fers_core.synthetic import write_scene
 
     scene, truth = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=50, cols=60, bands=30)

@@ -49,7 +49,7 @@ def test_rx_on_the_embedded_local_cluster(run_alg, tmp_path, source):
 
 
 def test_detect_on_a_cluster_is_identical(run_alg, tmp_path, scheduler):
-    from fers.fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
     from fers.fers_core.synthetic import write_scene
 
     model = tmp_path / "random16.pt"

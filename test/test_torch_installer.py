@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fers.fers_core import torch_installer
 from fers.fers_core.errors import DependencyError
-from fers.fers_core.qgis_python import find_python, python_candidates
-from fers.fers_core.torch_installer import InstallPlan, activate, failure_reason
+from fers.fers_core.runtime import torch_installer
+from fers.fers_core.runtime.qgis_python import find_python, python_candidates
+from fers.fers_core.runtime.torch_installer import InstallPlan, activate, failure_reason
 
 from .conftest import ROOT
 from .rasters import read, write_cube

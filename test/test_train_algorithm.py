@@ -48,7 +48,7 @@ def tiny_model(qgis_app, scenes, tmp_path_factory):
 
 
 def weights(path):
-    from fers.fers_core.model_file import load_model
+    from fers.fers_core.enhance.model_file import load_model
 
     model = load_model(path)
     return {f"{branch}.{key}": value for branch, module in model.branches.items()
@@ -63,7 +63,7 @@ def assert_same_weights(path_a, path_b):
 
 
 def test_tiny_model_trains_on_rasters_of_different_band_counts_and_detects(run_alg, scenes, tiny_model, tmp_path):
-    from fers.fers_core.model_file import load_model
+    from fers.fers_core.enhance.model_file import load_model
 
     assert not tiny_model.with_name("tiny.pt.resume.pt").exists()
     model = load_model(tiny_model)

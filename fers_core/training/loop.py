@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..enhance.model_file import save_atomically
 from ..errors import FersError
 from ..feedback import Feedback
-from ..model_file import save_atomically
 
 RESUME_SUFFIX = ".resume.pt"
 CHECKPOINT_FORMAT = "fers-training-checkpoint"

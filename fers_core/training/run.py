@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import __version__, band_list
-from ..checkpoints import load_any_model
-from ..detect import resolve_device
+from .. import __version__
+from ..enhance.checkpoints import load_any_model
+from ..enhance.model_file import FersModel, build_branch_module, save_model
 from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
-from ..model_file import FersModel, build_branch_module, save_model
-from ..output_safety import check_outputs
+from ..io import band_list
+from ..io.output_safety import check_outputs
+from ..pipeline.detect import resolve_device
 from .data import PatchSampler, TrainingRaster, load_backgrounds
 from .defaults import (
     DEFAULT_BATCH_SIZE,
@@ -91,7 +92,7 @@ def parse_wavelengths(text):
 
 
 def parse_band_list(text):
-    """'1-50, 60, 70-80' -> [1, ..., 50, 60, 70, ..., 80] (None for empty text); see fers_core.band_list."""
+    """'1-50, 60, 70-80' -> [1, ..., 50, 60, 70, ..., 80] (None for empty text); see fers_core.io.band_list."""
     bands = band_list.parse_band_list(text)
     if bands and any(band < 1 for band in bands):
         raise InputError("BANDS numbers start at 1; remove zero or negative numbers.")

@@ -1,7 +1,7 @@
 """Stage 1: the spectral network (FEN) by reverse distillation with spectral feature alignment.
 
 Reverse distillation (Deng and Li, CVPR 2022) as FERD uses it (method.md section 5), around the
-:class:`~fers_core.networks.SpectralEnhancer`:
+:class:`~fers_core.enhance.networks.SpectralEnhancer`:
 
 - teacher: ``convh(pad(x))`` -> ``encoder.layer1`` (the FEN's encoder, 256 ch, stride 1) -> two
   deeper stages (512 ch at stride 2, 1024 ch at stride 4);
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks.spectral import ENCODER_CHANNELS, SpectralEnhancer, pad_image_edges
+from ..enhance.networks.spectral import ENCODER_CHANNELS, SpectralEnhancer, pad_image_edges
 from .defaults import DEFAULT_TEACHER, TEACHER_OPTIONS
 from .losses import alignment_loss, distillation_cosine_loss
 

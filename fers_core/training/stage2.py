@@ -1,7 +1,7 @@
 """Stage 2: the spatial "rebellious student" with the spectral network frozen (method.md section 4).
 
-Trained together: the :class:`~fers_core.networks.SpatialStudent` and a
-:class:`~fers_core.networks.FeatureRestorer` R that rebuilds the scaled input from F_spa + F_spe.
+Trained together: the :class:`~fers_core.enhance.networks.SpatialStudent` and a
+:class:`~fers_core.enhance.networks.FeatureRestorer` R that rebuilds the scaled input from F_spa + F_spe.
 
 Loss = L_cc + 0.1 L_cos + 0.1 L_var + MSE(R(F_spa + F_spe), x) + 0.01 (1 - SSIM 5x5).
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks import FeatureRestorer
+from ..enhance.networks import FeatureRestorer
 from .losses import cosine_similarity_loss, cross_covariance_loss, ssim_loss, variance_loss
 
 COSINE_WEIGHT = 0.1

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from fers_core import distributed as fd
-from fers_core.errors import InputError
-from fers_core.local_rx import run_local_rx
-from fers_core.rx_variants import run_rx_variant
+from fers.fers_core.detectors.local_rx import run_local_rx
+from fers.fers_core.detectors.rx_variants import run_rx_variant
+from fers.fers_core.distributed import cluster as fd
+from fers.fers_core.errors import InputError
 
 from ..conftest import ROOT
 from ..rasters import read, write_cube

@@ -1,9 +1,9 @@
-"""fers_core.blas: BLAS products through scipy's Fortran interface equal numpy's."""
+"""fers_core.runtime.blas: BLAS products through scipy's Fortran interface equal numpy's."""
 
 import numpy as np
 import pytest
 
-from fers.fers_core.blas import add_gram, matmul
+from fers.fers_core.runtime.blas import add_gram, matmul
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from fers_core import distributed as fd
-from fers_core.blockwise import TreeReducer, tree_reduce
-from fers_core.errors import DependencyError, InputError
-from fers_core.raster_io import RasterReader
-from fers_core.rx import CovarianceAccumulator
-from fers_core.rx_raster import run_global_rx
+from fers.fers_core.detectors.global_rx import run_global_rx
+from fers.fers_core.detectors.rx import CovarianceAccumulator
+from fers.fers_core.distributed import cluster as fd
+from fers.fers_core.errors import DependencyError, InputError
+from fers.fers_core.io.raster_io import RasterReader
+from fers.fers_core.pipeline.blockwise import TreeReducer, tree_reduce
 
 from ..conftest import ROOT
 from ..rasters import write_cube
@@ -73,7 +73,7 @@ def rasters(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    from fers_core.model_file import random_init_model, save_model
+    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path_factory.mktemp("model") / "random16.pt"
     save_model(random_init_model(16, seed=0), path)
@@ -135,7 +135,7 @@ def test_tree_is_fixed_by_the_block_count_only():
 
 
 def test_merged_block_statistics_match_whole_array():
-    from fers_core.rx_raster import RxPartial, merge_rx_partials
+    from fers.fers_core.detectors.global_rx import RxPartial, merge_rx_partials
 
     data = np.random.default_rng(0).standard_normal((1000, 6)) * 3 + 1e4
     parts = []
@@ -199,9 +199,9 @@ def test_one_raster_split_over_workers_is_identical(client, rasters, tmp_path):
 
 @needs_dask
 def test_fers_split_over_workers_is_identical(client, model_path, tmp_path):
-    from fers_core.checkpoints import load_any_model
-    from fers_core.detect import DetectOptions, run_fers_detection
-    from fers_core.synthetic import write_scene
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.synthetic import write_scene
 
     scene, _ = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=64, cols=48, bands=20, seed=3)
 

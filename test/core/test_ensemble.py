@@ -1,15 +1,15 @@
-"""Multi-model detection (fers_core.ensemble) against float64 oracles on small real rasters."""
+"""Multi-model detection (fers_core.pipeline.ensemble) against float64 oracles on small real rasters."""
 
 import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from fers_core.detect import DetectOptions, run_fers_detection
-from fers_core.ensemble import FUSIONS, CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
-from fers_core.errors import InputError, OutputError
-from fers_core.model_file import random_init_model
-from fers_core.raster_io import SCORE_NODATA
-from fers_core.rx_raster import run_global_rx
+from fers.fers_core.detectors.global_rx import run_global_rx
+from fers.fers_core.enhance.model_file import random_init_model
+from fers.fers_core.errors import InputError, OutputError
+from fers.fers_core.io.raster_io import SCORE_NODATA
+from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+from fers.fers_core.pipeline.ensemble import FUSIONS, CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
 
 from ..rasters import leftovers, read, write_cube
 
@@ -78,7 +78,7 @@ def test_sketch_cdf_is_exact_for_ties_and_monotone():
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from fers_core.synthetic import write_scene
+    from fers.fers_core.synthetic import write_scene
 
     folder = tmp_path_factory.mktemp("scene")
     return write_scene(folder / "scene.tif", folder / "truth.tif", rows=40, cols=44, bands=20, seed=5)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 
-from fers_core.evaluation import (
+from fers.fers_core.detectors.evaluation import (
     EvaluationReport,
     ScoreEvaluation,
     _score_histogram,
@@ -15,7 +15,7 @@ from fers_core.evaluation import (
     render_html,
     roc_curve,
 )
-from fers_core.metrics import roc_auc
+from fers.fers_core.detectors.metrics import roc_auc
 
 SVG = "{http://www.w3.org/2000/svg}"
 

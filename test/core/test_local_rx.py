@@ -5,9 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from fers_core.errors import Cancelled, InputError
-from fers_core.feedback import Feedback
-from fers_core.local_rx import (
+from fers.fers_core.detectors.local_rx import (
     RIDGE_FLOOR,
     RIDGE_UNDERSAMPLED,
     local_rx_scores,
@@ -16,7 +14,9 @@ from fers_core.local_rx import (
     run_local_rx,
     validate_windows,
 )
-from fers_core.raster_io import SCORE_NODATA
+from fers.fers_core.errors import Cancelled, InputError
+from fers.fers_core.feedback import Feedback
+from fers.fers_core.io.raster_io import SCORE_NODATA
 
 from ..rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
 
@@ -209,7 +209,7 @@ def test_speed_is_reasonable(capsys):
 
 def test_rows_longer_than_the_restart_interval_match_brute_force():
     """The ring Gram slides along each row and is summed afresh every RESTART_COLUMNS pixels."""
-    from fers_core.local_rx import RESTART_COLUMNS
+    from fers.fers_core.detectors.local_rx import RESTART_COLUMNS
 
     cols = 2 * RESTART_COLUMNS + 17
     rng = np.random.default_rng(11)
@@ -232,7 +232,7 @@ def test_ill_conditioned_bands_match_brute_force():
 
 
 def test_components_project_onto_the_leading_principal_components():
-    from fers_core.projection import PrincipalProjection
+    from fers.fers_core.detectors.projection import PrincipalProjection
 
     cube = correlated_cube(8, 20, 20, seed=14)
     valid = np.ones((20, 20), dtype=bool)

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from fers_core import model_cache
-from fers_core.errors import ModelFileError
-from fers_core.model_file import random_init_model, save_model
+from fers.fers_core.enhance import model_cache
+from fers.fers_core.enhance.model_file import random_init_model, save_model
+from fers.fers_core.errors import ModelFileError
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ import sys
 import pytest
 import torch
 
-from fers_core.checkpoints import load_any_model
-from fers_core.errors import ModelFileError
-from fers_core.model_file import MAX_MODEL_BANDS, _file_content, random_init_model
-from fers_core.networks.spectral import SpectralEnhancer
+from fers.fers_core.enhance.checkpoints import load_any_model
+from fers.fers_core.enhance.model_file import MAX_MODEL_BANDS, _file_content, random_init_model
+from fers.fers_core.enhance.networks.spectral import SpectralEnhancer
+from fers.fers_core.errors import ModelFileError
 
 from ..conftest import ROOT
 
@@ -44,7 +44,7 @@ def peak_of_loading(path):
     """
     code = (
         "import sys\n"
-        "from fers_core.checkpoints import load_any_model\n"
+        "from fers_core.enhance.checkpoints import load_any_model\n"
         "from fers_core.errors import ModelFileError\n"
         "try:\n"
         "    load_any_model(sys.argv[1]); print('LOADED')\n"
@@ -86,7 +86,7 @@ def test_expanded_tensor_within_the_band_limit_names_the_tensor(tmp_path):
 
 def test_band_limit_is_above_every_spectrometer_and_real_models_still_load(tmp_path):
     assert MAX_MODEL_BANDS >= 9000
-    from fers_core.model_file import save_model
+    from fers.fers_core.enhance.model_file import save_model
 
     save_model(random_init_model(12, seed=0), tmp_path / "ok.pt")
     assert load_any_model(tmp_path / "ok.pt").bands == 12

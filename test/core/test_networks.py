@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from fers_core.features import compute_features, spectral_halo
-from fers_core.model_file import random_init_model
-from fers_core.networks import FeatureRestorer, SpatialStudent, SpectralEnhancer
-from fers_core.networks.spectral import pad_image_edges
+from fers.fers_core.enhance.features import compute_features, spectral_halo
+from fers.fers_core.enhance.model_file import random_init_model
+from fers.fers_core.enhance.networks import FeatureRestorer, SpatialStudent, SpectralEnhancer
+from fers.fers_core.enhance.networks.spectral import pad_image_edges
 
 BANDS = 6
 SIZES = [(1, 1), (3, 7), (64, 64), (37, 90)]
@@ -106,7 +106,7 @@ def test_compute_features_returns_numpy_per_branch():
 
 
 def test_compute_features_rejects_wrong_band_count_and_unknown_branch():
-    from fers_core.errors import InputError
+    from fers.fers_core.errors import InputError
 
     model = random_init_model(BANDS, seed=0, branches=("spectral",))
     with pytest.raises(InputError, match="expects a cube of 6 bands"):
@@ -119,7 +119,7 @@ def test_compute_features_rejects_wrong_band_count_and_unknown_branch():
 @pytest.mark.parametrize("name", ["spectral", "spatial"])
 def test_inference_copy_equals_the_network_and_leaves_it_untouched(name, size):
     """BN folded, pixel-wise false colour, channels-last: the same function up to float32 rounding."""
-    from fers_core.networks.inference import inference_copy
+    from fers.fers_core.enhance.networks.inference import inference_copy
 
     torch.manual_seed(1)
     network = randomise_batch_norms({"spectral": SpectralEnhancer, "spatial": SpatialStudent}[name](BANDS), 3)
@@ -139,7 +139,7 @@ def test_inference_copy_equals_the_network_and_leaves_it_untouched(name, size):
 
 @pytest.mark.parametrize("name", ["spectral", "spatial"])
 def test_mixed_inference_copy_runs_only_its_trunk_in_bfloat16(name):
-    from fers_core.networks.inference import LowPrecision, inference_copy
+    from fers.fers_core.enhance.networks.inference import LowPrecision, inference_copy
 
     torch.manual_seed(2)
     network = randomise_batch_norms({"spectral": SpectralEnhancer, "spatial": SpatialStudent}[name](BANDS), 4).eval()

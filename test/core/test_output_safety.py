@@ -11,11 +11,11 @@ import threading
 import numpy as np
 import pytest
 
-from fers_core import atomic
-from fers_core.errors import OutputError
-from fers_core.output_safety import check_location, check_outputs
-from fers_core.raster_io import RasterWriter, Window
-from fers_core.run_guard import Interrupted, RunGuard
+from fers.fers_core.errors import OutputError
+from fers.fers_core.io import atomic
+from fers.fers_core.io.output_safety import check_location, check_outputs
+from fers.fers_core.io.raster_io import RasterWriter, Window
+from fers.fers_core.runtime.run_guard import Interrupted, RunGuard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -130,8 +130,8 @@ def test_temporary_names_are_unique_to_the_run_and_built_from_the_file_name(tmp_
 
 
 def test_feature_spill_lives_beside_the_output_under_a_folder_named_like_a_raster(tmp_path):
-    from fers_core.detect import FeatureSpill
-    from fers_core.feedback import Feedback
+    from fers.fers_core.feedback import Feedback
+    from fers.fers_core.pipeline.detect import FeatureSpill
 
     class Log(Feedback):
         lines = []
@@ -225,8 +225,8 @@ WRITE_RASTER = """
 import sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from fers_core.errors import OutputError
-from fers_core.raster_io import RasterWriter, Window
+from fers.fers_core.errors import OutputError
+from fers.fers_core.io.raster_io import RasterWriter, Window
 try:
     with RasterWriter(sys.argv[1], 1000, 1000) as writer:
         writer.write(Window(0, 0, 1000, 1000), np.random.default_rng(0).random((1000, 1000), np.float32))
@@ -249,9 +249,9 @@ def test_file_size_limit_is_a_sentence_and_leaves_nothing(tmp_path):
 
 
 OTHER_WRITERS = {
-    "model.pt": "from fers_core.model_file import random_init_model, save_model\n"
+    "model.pt": "from fers_core.enhance.model_file import random_init_model, save_model\n"
                 "save_model(random_init_model(16, seed=0), sys.argv[1])",
-    "report.html": "from fers_core.evaluation import _write_atomically\n"
+    "report.html": "from fers_core.detectors.evaluation import _write_atomically\n"
                    "_write_atomically(sys.argv[1], lambda stream: stream.write('x' * 300_000))",
 }
 
@@ -292,7 +292,7 @@ def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
 
 
 def test_batch_output_on_another_input_is_refused(tmp_path):
-    from fers_core.distributed import batch_jobs
+    from fers.fers_core.distributed.cluster import batch_jobs
 
     first, second = touch(tmp_path / "a.tif"), touch(tmp_path / "a_rx.tif")  # a.tif's output is a_rx.tif
     with pytest.raises(OutputError, match="The output of a.tif '.*a_rx.tif' is the same file as input a_rx.tif"):
@@ -300,7 +300,7 @@ def test_batch_output_on_another_input_is_refused(tmp_path):
 
 
 def test_cli_rx_in_in_is_refused(tmp_path):
-    from fers_core.synthetic import write_scene
+    from fers.fers_core.synthetic import write_scene
 
     scene, _ = write_scene(str(tmp_path / "scene.tif"), str(tmp_path / "truth.tif"), rows=60, cols=60, bands=6)
     before = open(scene, "rb").read()

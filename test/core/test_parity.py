@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from fers_core.checkpoints import import_authors_checkpoint
-from fers_core.features import compute_features
-from fers_core.preprocess import resample_bands, scale_reference
+from fers.fers_core.enhance.checkpoints import import_authors_checkpoint
+from fers.fers_core.enhance.features import compute_features
+from fers.fers_core.pipeline.preprocess import resample_bands, scale_reference
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 REFERENCE = SHARED / "reference"

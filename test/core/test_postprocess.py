@@ -7,8 +7,8 @@ import pytest
 from osgeo import ogr
 from scipy.stats import chi2
 
-from fers_core.errors import InputError
-from fers_core.postprocess import (
+from fers.fers_core.errors import InputError
+from fers.fers_core.pipeline.postprocess import (
     ABSOLUTE,
     FALSE_ALARM_RATE,
     MASK_NODATA,

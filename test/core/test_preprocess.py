@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fers_core.errors import InputError
-from fers_core.preprocess import (
+from fers.fers_core.errors import InputError
+from fers.fers_core.pipeline.preprocess import (
     RangeAccumulator,
     apply_band_matrix,
     band_resampling_matrix,

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from fers_core.band_list import parse_band_list
-from fers_core.checkpoints import import_authors_checkpoint
-from fers_core.errors import InputError, ModelFileError, OutputError
-from fers_core.evaluation import evaluate
-from fers_core.local_rx import run_local_rx
-from fers_core.postprocess import score_percentiles
-from fers_core.raster_io import (
+from fers.fers_core.detectors.evaluation import evaluate
+from fers.fers_core.detectors.global_rx import run_global_rx
+from fers.fers_core.detectors.local_rx import run_local_rx
+from fers.fers_core.enhance.checkpoints import import_authors_checkpoint
+from fers.fers_core.errors import InputError, ModelFileError, OutputError
+from fers.fers_core.io.band_list import parse_band_list
+from fers.fers_core.io.raster_io import (
     RASTER_OUTPUT_FORMATS,
     RasterReader,
     RasterWriter,
@@ -30,7 +30,7 @@ from fers_core.raster_io import (
     raster_output_format,
     read_mask,
 )
-from fers_core.rx_raster import run_global_rx
+from fers.fers_core.pipeline.postprocess import score_percentiles
 
 from ..rasters import GEOTRANSFORM, read, utm_wkt, write_cube
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fers_core.errors import InputError
-from fers_core.rx import CHUNK_PIXELS, CovarianceAccumulator, fit_rx, rx_scores
+from fers.fers_core.detectors.rx import CHUNK_PIXELS, CovarianceAccumulator, fit_rx, rx_scores
+from fers.fers_core.errors import InputError
 
 
 def test_blockwise_statistics_equal_whole_array_statistics():
@@ -129,9 +129,9 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
     """The written score tiles are all GDAL caches while scoring: the cap keeps them from piling up."""
     from osgeo import gdal
 
-    from fers_core.feedback import Feedback
-    from fers_core.raster_io import bounded_gdal_cache, write_cache_mb
-    from fers_core.rx_raster import run_global_rx
+    from fers.fers_core.detectors.global_rx import run_global_rx
+    from fers.fers_core.feedback import Feedback
+    from fers.fers_core.io.raster_io import bounded_gdal_cache, write_cache_mb
 
     from ..rasters import write_cube
 
@@ -157,8 +157,8 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
 @pytest.mark.parametrize("block_mb", [64, 0.02])
 def test_score_pass_reuses_the_block_the_statistics_pass_read_last(tmp_path, monkeypatch, block_mb):
     """One read per block and pass, less the one block both passes share; scores as from the whole array."""
-    from fers_core.raster_io import RasterReader
-    from fers_core.rx_raster import run_global_rx
+    from fers.fers_core.detectors.global_rx import run_global_rx
+    from fers.fers_core.io.raster_io import RasterReader
 
     from ..rasters import read, rx_reference, write_cube
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from fers_core.errors import InputError
-from fers_core.raster_io import SCORE_NODATA
-from fers_core.rx_variants import chi_square_law, run_rx_variant, rx_variant_scores, validate_variant
+from fers.fers_core.detectors.rx_variants import chi_square_law, run_rx_variant, rx_variant_scores, validate_variant
+from fers.fers_core.errors import InputError
+from fers.fers_core.io.raster_io import SCORE_NODATA
 
 from ..rasters import leftovers, read, write_cube
 
@@ -86,7 +86,7 @@ def test_every_pixel_usable_matches_the_textbook(window, guard):
 
 
 def test_rxd_utd_is_rxd_minus_utd_and_global_rxd_is_global_rx():
-    from fers_core.rx import rx_scores
+    from fers.fers_core.detectors.rx import rx_scores
 
     cube = correlated_cube(5, 12, 14, seed=3)
     valid = np.ones((12, 14), bool)

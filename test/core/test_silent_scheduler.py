@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from fers_core.distributed import SCHEDULER_TIMEOUT_ENV, _SchedulerWatch, connect
-from fers_core.errors import FersError, InputError
+from fers.fers_core.distributed.cluster import SCHEDULER_TIMEOUT_ENV, _SchedulerWatch, connect
+from fers.fers_core.errors import FersError, InputError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
                                 reason="dask.distributed is not installed")

@@ -4,12 +4,12 @@ import pytest
 import torch
 from osgeo import gdal
 
-from fers_core import memory_guard
-from fers_core.networks import SpatialStudent, SpectralEnhancer
-from fers_core.networks.inference import inference_copy
-from fers_core.raster_io import RasterReader
-from fers_core.tile_settings import window_grid, window_shape
-from fers_core.tiling import _spatial_windows, buffer_span, spatial_features, spectral_features
+from fers.fers_core.enhance.networks import SpatialStudent, SpectralEnhancer
+from fers.fers_core.enhance.networks.inference import inference_copy
+from fers.fers_core.enhance.tiling import _spatial_windows, buffer_span, spatial_features, spectral_features
+from fers.fers_core.io.raster_io import RasterReader
+from fers.fers_core.io.tile_settings import window_grid, window_shape
+from fers.fers_core.pipeline import memory_guard
 
 TILE, MARGIN, CORE = 128, 16, 96
 

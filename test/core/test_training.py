@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from fers_core.errors import Cancelled, InputError
-from fers_core.training.data import BackgroundCube, PatchSampler, TrainingRaster, load_background, window_fractions
-from fers_core.training.losses import (
+from fers.fers_core.errors import Cancelled, InputError
+from fers.fers_core.training.data import BackgroundCube, PatchSampler, TrainingRaster, load_background, window_fractions
+from fers.fers_core.training.losses import (
     alignment_loss,
     cosine_similarity_loss,
     cross_covariance_loss,
@@ -140,7 +140,7 @@ def test_load_background_resamples_then_scales_and_fills_excluded_pixels(tmp_pat
 
     assert cube.cube.shape == (3, 12, 14) and cube.band_count == 6
     assert not cube.usable[0, 0] and not cube.usable[5, 5] and cube.usable.sum() == 12 * 14 - 2
-    from fers_core.preprocess import resample_bands
+    from fers.fers_core.pipeline.preprocess import resample_bands
 
     valid = np.ones((12, 14), bool)
     valid[0, 0] = False
@@ -205,7 +205,7 @@ class CancelAfter(RecordingFeedback):
 
 
 def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path):
-    from fers_core.training.loop import LoopSettings, ResumeFile, restore, run_stage
+    from fers.fers_core.training.loop import LoopSettings, ResumeFile, restore, run_stage
 
     cube = BackgroundCube("random", np.random.default_rng(3).standard_normal((2, 12, 12)).astype(np.float32),
                           np.ones((12, 12), bool), 2, "random")
@@ -230,7 +230,7 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_resume_file_round_trip_and_mismatch(tmp_path):
-    from fers_core.training.loop import ResumeFile, restore, resume_path
+    from fers.fers_core.training.loop import ResumeFile, restore, resume_path
 
     path = resume_path(tmp_path / "model.pt")
     assert path.endswith("model.pt.resume.pt")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from fers_core.training.output_path import default_model_output
+from fers.fers_core.training.output_path import default_model_output
 
 
 def test_default_is_beside_the_first_input_named_after_it(tmp_path):

@@ -21,7 +21,7 @@ import socket
 import threading
 import zlib
 
-from .errors import OutputError
+from ..errors import OutputError
 
 HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')) & 0xFFFFFF:06x}"
 _NAME = re.compile(r"^\..*\.partial-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}")

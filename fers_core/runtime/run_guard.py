@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from . import atomic
+from ..io import atomic
 
 
 class Interrupted(BaseException):

@@ -14,7 +14,7 @@ import sys
 import sysconfig
 from typing import List, Optional, Sequence
 
-from .errors import DependencyError
+from ..errors import DependencyError
 
 NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console window flashing up over QGIS
 

@@ -3,10 +3,9 @@
 import time
 from dataclasses import dataclass
 
-from .blockwise import TreeReducer, merged_covariance
-from .feedback import Feedback, ProgressRange
-from .output_safety import check_outputs
-from .raster_io import (
+from ..feedback import Feedback, ProgressRange
+from ..io.output_safety import check_outputs
+from ..io.raster_io import (
     DEFAULT_BLOCK_MB,
     SCORE_NODATA,
     RasterReader,
@@ -16,6 +15,7 @@ from .raster_io import (
     read_mask,
     write_cache_mb,
 )
+from ..pipeline.blockwise import TreeReducer, merged_covariance
 from .rx import CovarianceAccumulator, fit_rx
 
 

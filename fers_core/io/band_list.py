@@ -4,7 +4,7 @@ QGIS's own conversion of a band parameter turns a token that is not a number int
 '1,2,x' reached the reader as band 0 ("out of range"); the algorithms parse the value here instead.
 """
 
-from .errors import InputError
+from ..errors import InputError
 
 EXAMPLE = "'1-100, 120, 130-150'"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import AtomicOutput
-from .errors import ModelFileError
+from ..errors import ModelFileError
+from ..io.atomic import AtomicOutput
 from .networks.spatial import SpatialStudent
 from .networks.spectral import SpectralEnhancer
 

@@ -10,7 +10,7 @@ files its writer creates beside it.
 
 import os
 
-from .errors import OutputError, capitalised
+from ..errors import OutputError, capitalised
 
 _ENVI_EXTENSIONS = {".bsq", ".bil", ".bip", ".dat", ".envi"}  # outputs the ENVI driver writes, with a .hdr
 _GDAL_SIDECARS = (".aux.xml", ".ovr", ".msk")

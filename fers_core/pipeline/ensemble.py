@@ -24,11 +24,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import rankdata
 
-from .atomic import Temporary
-from .errors import InputError
-from .feedback import Feedback, ProgressRange, StageFeedback
-from .output_safety import check_outputs
-from .raster_io import SCORE_NODATA, RasterReader, RasterWriter, bounded_gdal_cache, write_cache_mb
+from ..errors import InputError
+from ..feedback import Feedback, ProgressRange, StageFeedback
+from ..io.atomic import Temporary
+from ..io.output_safety import check_outputs
+from ..io.raster_io import SCORE_NODATA, RasterReader, RasterWriter, bounded_gdal_cache, write_cache_mb
 
 FUSIONS = ("rank", "standardised")
 SAMPLE_SIZE = 1 << 18
@@ -198,8 +198,8 @@ def member_options(member, options):
 
 def run_ensemble_detection(input_path, output_path, members, options=None, fusion="rank", feedback=None):
     """Score `input_path` with every member and fuse the maps (rank or standardised) into `output_path`."""
+    from ..detectors.global_rx import run_global_rx
     from .detect import DetectOptions, run_fers_detection
-    from .rx_raster import run_global_rx
 
     options = options or DetectOptions()
     feedback = feedback or Feedback()

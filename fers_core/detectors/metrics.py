@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.stats import rankdata
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def roc_auc(scores, labels):

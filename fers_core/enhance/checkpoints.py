@@ -11,7 +11,7 @@ The band count is read from the tensors. Key mapping to our networks:
 
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .model_file import FersModel, load_branch, load_model, read_torch_file
 
 SPECTRAL_FILES = {"convh.pt": "", "enc.pt": "encoder.", "pc.pt": "pixel_head."}

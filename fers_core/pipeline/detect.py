@@ -13,7 +13,7 @@ when one fits MEMORY_MB, else windows of whole spatial tile cores; see FeatureSt
 
 Every pass works strip by strip through pure per-strip functions (range_partial,
 statistics_partial, score_strip) whose partial results are merged in a fixed tree over the
-strip index (blockwise.TreeReducer); fers_core.distributed runs the same functions on a Dask
+strip index (blockwise.TreeReducer); fers_core.distributed.cluster runs the same functions on a Dask
 cluster, so both paths give bit-identical outputs.
 """
 
@@ -25,21 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .atomic import Temporary, free_bytes, write_failure
-from .blockwise import TreeReducer, merged_covariance
-from .detectors import check_detector
-from .errors import InputError
-from .feedback import Feedback, ProgressRange, StageFeedback
-from .model_cache import inference_network
-from .output_safety import check_outputs
-from .preprocess import (
-    RangeAccumulator,
-    apply_band_matrix,
-    band_resampling_matrix,
-    scale_reference,
-    wavelength_coverage,
-)
-from .raster_io import (
+from ..detectors.catalog import check_detector
+from ..detectors.rx import CovarianceAccumulator, fit_rx
+from ..enhance.model_cache import inference_network
+from ..enhance.tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_span, spatial_features, spectral_features
+from ..errors import InputError
+from ..feedback import Feedback, ProgressRange, StageFeedback
+from ..io.atomic import Temporary, free_bytes, write_failure
+from ..io.output_safety import check_outputs
+from ..io.raster_io import (
     DEFAULT_BLOCK_MB,
     SCORE_NODATA,
     RasterReader,
@@ -51,9 +45,15 @@ from .raster_io import (
     read_mask,
     write_cache_mb,
 )
-from .rx import CovarianceAccumulator, fit_rx
-from .tile_settings import window_grid, window_shape
-from .tiling import SPATIAL_MARGIN, SPATIAL_TILE, as_tensor, buffer_span, spatial_features, spectral_features
+from ..io.tile_settings import window_grid, window_shape
+from .blockwise import TreeReducer, merged_covariance
+from .preprocess import (
+    RangeAccumulator,
+    apply_band_matrix,
+    band_resampling_matrix,
+    scale_reference,
+    wavelength_coverage,
+)
 
 BRANCH_CHOICES = {0: ("spectral", "spatial"), 1: ("spectral",), 2: ("spatial",)}
 FUSION_REFERENCE, FUSION_SUM, FUSION_PRODUCT = 0, 1, 2
@@ -674,8 +674,8 @@ def _run_local_detector(setup, options, output_path, model_bands, feedback):
     two passes over it), so the cube is written once beside the output (strip by strip, as the
     score pass would) and the detector streams it with its own halo.
     """
-    from .local_rx import run_local_rx
-    from .rx_variants import describe, detector_settings, run_rx_variant
+    from ..detectors.local_rx import run_local_rx
+    from ..detectors.rx_variants import describe, detector_settings, run_rx_variant
 
     def detector(cube_path, map_path, stage):
         if options.detector == "local":

@@ -47,11 +47,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-from .feedback import Feedback, ProgressRange
-from .output_safety import check_outputs
-from .projection import PrincipalProjection, resolve_components
-from .raster_io import (
+from ..errors import InputError
+from ..feedback import Feedback, ProgressRange
+from ..io.output_safety import check_outputs
+from ..io.raster_io import (
     DEFAULT_BLOCK_MB,
     SCORE_NODATA,
     RasterReader,
@@ -60,8 +59,9 @@ from .raster_io import (
     check_raster_outputs,
     read_mask,
 )
+from ..runtime.threads import blas_threads_set
+from .projection import PrincipalProjection, resolve_components
 from .sliding_gram import RESTART_COLUMNS, SlidingGram, quadratic_form
-from .threads import blas_threads_set
 from .throughput import ThroughputLog
 
 RIDGE_FLOOR = 1e-9
@@ -320,7 +320,7 @@ def run_local_rx(input_path, output_path, bands=None, mask_path=None, inner=5, o
     height, width = reader.height, reader.width
     projection, score_start = None, 0
     if choice is not None:
-        from .rx_raster import background_statistics
+        from .global_rx import background_statistics
 
         partial = background_statistics(reader, mask, block_mb, ProgressRange(feedback, 0, 10))
         if partial.accumulator.count < 2:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL_FILE = WEIGHTS_DIR / "fers_default.pt"

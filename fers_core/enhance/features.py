@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 from .networks.spectral import SpectralEnhancer
 
 spectral_halo = SpectralEnhancer.HALO

@@ -11,8 +11,8 @@ import os
 import platform
 from pathlib import Path
 
-from . import torch_installer
-from .errors import DependencyError
+from ..errors import DependencyError
+from ..runtime import torch_installer
 
 _state = {"folder": None, "installer_link": None}
 

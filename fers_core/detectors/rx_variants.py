@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .blas import strmm
-from .errors import InputError
-from .feedback import Feedback, ProgressRange
+from ..errors import InputError
+from ..feedback import Feedback, ProgressRange
+from ..io.raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
+from ..runtime.blas import strmm
 from .local_rx import _tiles, plan_tiles
-from .raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
 from .rx import CovarianceAccumulator, fit_rx
 from .throughput import ThroughputLog
 
@@ -386,7 +386,7 @@ def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands
     `bands` 1-based (None = all); `mask_path` non-zero pixels stay out of the covariance and the
     local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
     """
-    from .rx_raster import background_statistics, fit_rx_partial
+    from .global_rx import background_statistics, fit_rx_partial
 
     feedback = feedback or Feedback()
     started = time.perf_counter()

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blas import add_gram, matmul, strmm
-from .errors import InputError
+from ..errors import InputError
+from ..runtime.blas import add_gram, matmul, strmm
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SCORE_CLIP = 1e15  # scaled deviations beyond this (1e15 background standard deviations) are clipped

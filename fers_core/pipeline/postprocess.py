@@ -33,10 +33,10 @@ from osgeo import gdal, ogr, osr
 from scipy import ndimage
 from scipy.stats import chi2
 
-from .atomic import AtomicOutput
-from .errors import InputError
-from .feedback import Feedback, ProgressRange
-from .raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window, output_folder
+from ..errors import InputError
+from ..feedback import Feedback, ProgressRange
+from ..io.atomic import AtomicOutput
+from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window, output_folder
 
 ogr.UseExceptions()
 

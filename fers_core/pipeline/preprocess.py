@@ -12,7 +12,7 @@ with :class:`RangeAccumulator`, then ``((x - min) / (max - min) * 2 - 1) * 0.1``
 import numpy as np
 from scipy import sparse
 
-from .errors import InputError
+from ..errors import InputError
 
 SCALE_FACTOR = 0.1
 

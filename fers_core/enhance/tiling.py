@@ -20,9 +20,9 @@ spatial tiles of a whole-image run.
 import numpy as np
 import torch
 
+from ..io.tile_settings import SPATIAL_BATCH_PIXELS, SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
 from .networks.inference import PixelwiseFalseColour
 from .networks.spectral import SpectralEnhancer, pad_image_edges
-from .tile_settings import SPATIAL_BATCH_PIXELS, SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
 
 
 def buffer_span(start, length, image_length, spatial_tile=SPATIAL_TILE, spatial_margin=SPATIAL_MARGIN,

@@ -8,7 +8,7 @@ lists the counts, and a warning says when they differ between rasters).
 Definitions (a pixel is flagged when its score is >= the threshold):
   false-alarm rate = flagged background pixels / background pixels
   detection rate   = flagged anomaly pixels / anomaly pixels
-  AUC              = area under the ROC curve, by fers_core.metrics.roc_auc (ties count one half)
+  AUC              = area under the ROC curve, by fers_core.detectors.metrics.roc_auc (ties count one half)
   detection rate at a false-alarm rate a = the highest detection rate among thresholds whose
                      false-alarm rate is <= a
   best F1          = max over thresholds of 2 TP / (2 TP + FP + FN), with its threshold.
@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import AtomicOutput
-from .errors import InputError
-from .feedback import Feedback, ProgressRange
+from ..errors import InputError
+from ..feedback import Feedback, ProgressRange
+from ..io.atomic import AtomicOutput
+from ..io.output_safety import check_outputs
+from ..io.raster_io import RasterReader, Window, check_same_grid
 from .metrics import roc_auc
-from .output_safety import check_outputs
-from .raster_io import RasterReader, Window, check_same_grid
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")

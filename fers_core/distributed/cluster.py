@@ -10,7 +10,7 @@ process, from a cache keyed by the model's path and modification time.
 
 One huge raster: the global statistics are a map-reduce over the fixed block list of the
 single-process path (per-block partials, merged in the same fixed tree of
-:class:`~fers_core.blockwise.TreeReducer`, in float64), then every block is scored on a worker
+:class:`~fers_core.pipeline.blockwise.TreeReducer`, in float64), then every block is scored on a worker
 by the same per-block function, and this process, the only writer, assembles the blocks in the
 tiled GeoTIFF through RasterWriter. The output is bit-identical to the single-process run
 (for FERS the networks run at this machine's PyTorch thread count, on the same kind of CPU).
@@ -34,11 +34,11 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .blockwise import TreeReducer
-from .errors import Cancelled, DependencyError, FersError, InputError
-from .feedback import Feedback, ProgressRange, StageFeedback
-from .raster_io import DEFAULT_BLOCK_MB, RasterReader, check_raster_outputs, read_mask
-from .threads import blas_threads, blas_threads_set
+from ..errors import Cancelled, DependencyError, FersError, InputError
+from ..feedback import Feedback, ProgressRange, StageFeedback
+from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader, check_raster_outputs, read_mask
+from ..pipeline.blockwise import TreeReducer
+from ..runtime.threads import blas_threads, blas_threads_set
 
 LOCAL = "local"
 INSTALL_COMMAND = 'python -m pip install "dask[distributed]"'
@@ -317,8 +317,8 @@ def cached_model(key):
         if key in _MODELS:
             _MODELS.move_to_end(key)
             return _MODELS[key]
-        from .checkpoints import load_any_model
-        from .torch_support import require_torch
+        from ..enhance.checkpoints import load_any_model
+        from ..enhance.torch_support import require_torch
 
         require_torch()
         model = load_any_model(key[0])
@@ -342,7 +342,7 @@ def _identity(value):
 
 
 def _rx_statistics_task(input_path, bands, mask_path, window, blas):
-    from .rx_raster import rx_block_statistics
+    from ..detectors.global_rx import rx_block_statistics
 
     with RasterReader(input_path, bands) as reader, blas_threads_set(blas):
         mask = read_mask(mask_path, reader) if mask_path else None
@@ -354,13 +354,13 @@ def _rx_statistics_task(input_path, bands, mask_path, window, blas):
 
 
 def _rx_merge_task(left, right):
-    from .rx_raster import merge_rx_partials
+    from ..detectors.global_rx import merge_rx_partials
 
     return merge_rx_partials(left, right)
 
 
 def _rx_score_task(input_path, bands, model, window, blas):
-    from .rx_raster import rx_block_scores
+    from ..detectors.global_rx import rx_block_scores
 
     with RasterReader(input_path, bands) as reader, blas_threads_set(blas):
         return rx_block_scores(reader, model, window)
@@ -385,7 +385,7 @@ class DetectTaskSpec:
 
 @contextmanager
 def _detect_engine(spec):
-    from .detect import FeatureStrips, Preprocessor, resolve_device, torch_threads
+    from ..pipeline.detect import FeatureStrips, Preprocessor, resolve_device, torch_threads
 
     model = cached_model(spec.model_key)
     with RasterReader(spec.input_path, spec.options.bands) as reader, torch_threads(spec.threads), \
@@ -407,26 +407,26 @@ def _detect_range_task(spec, window):
 
 
 def _detect_range_merge_task(left, right):
-    from .detect import merge_range_partials
+    from ..pipeline.detect import merge_range_partials
 
     return merge_range_partials(left, right)
 
 
 def _detect_statistics_task(spec, window):
-    from .detect import statistics_partial
+    from ..pipeline.detect import statistics_partial
 
     with _detect_engine(spec) as (_, strips, mask):
         return statistics_partial(strips, mask, spec.fusion, window)
 
 
 def _detect_statistics_merge_task(left, right):
-    from .detect import merge_statistics_partials
+    from ..pipeline.detect import merge_statistics_partials
 
     return merge_statistics_partials(left, right)
 
 
 def _detect_score_task(spec, window):
-    from .detect import score_strip
+    from ..pipeline.detect import score_strip
 
     with _detect_engine(spec) as (_, strips, _):
         return score_strip(strips, spec.rx_models, spec.fusion, window, spec.extra_names)
@@ -590,7 +590,7 @@ def run_global_rx_distributed(client, input_path, output_path, bands=None, mask_
     threads: BLAS threads per task; 0 = this process's count, which makes the output bit-identical
     to run_global_rx here (another count matches run_global_rx run at that count).
     """
-    from .rx_raster import RxRunSummary, fit_rx_partial, write_rx_scores
+    from ..detectors.global_rx import RxRunSummary, fit_rx_partial, write_rx_scores
 
     feedback = feedback or Feedback()
     check_raster_outputs([("the output", output_path, 1)])
@@ -635,8 +635,8 @@ def run_fers_detection_distributed(client, input_path, output_path, model_path, 
     PyTorch threads per task (options.threads, when set, for PyTorch); 0 = this process's counts,
     which makes the outputs bit-identical to run_fers_detection here.
     """
-    from .checkpoints import load_any_model
-    from .detect import (
+    from ..enhance.checkpoints import load_any_model
+    from ..pipeline.detect import (
         DetectOptions,
         DetectSummary,
         check_detection_formats,
@@ -705,7 +705,7 @@ def run_fers_detection_distributed(client, input_path, output_path, model_path, 
 def global_rx(scheduler, input_path, output_path, bands=None, mask_path=None, feedback=None,
               block_mb=DEFAULT_BLOCK_MB):
     """Global RX in this process (scheduler empty) or on a Dask cluster ('local' or an address)."""
-    from .rx_raster import run_global_rx
+    from ..detectors.global_rx import run_global_rx
 
     scheduler = check_scheduler(scheduler)
     if not scheduler:
@@ -719,8 +719,8 @@ def fers_detection(scheduler, input_path, output_path, model_path, options=None,
     """FERS detection in this process (scheduler empty) or on a Dask cluster ('local' or an address)."""
     scheduler = check_scheduler(scheduler)
     if not scheduler:
-        from .checkpoints import load_any_model
-        from .detect import run_fers_detection
+        from ..enhance.checkpoints import load_any_model
+        from ..pipeline.detect import run_fers_detection
 
         model = model if model is not None else load_any_model(model_path)
         return run_fers_detection(input_path, output_path, model, options, feedback)
@@ -779,11 +779,11 @@ def _run_classical(job):
     """Local RX or an RX variant of one raster (WHOLE_RASTER_DETECTORS)."""
     inner, outer = job.windows
     if job.detector == "local-rx":
-        from .local_rx import run_local_rx
+        from ..detectors.local_rx import run_local_rx
 
         return run_local_rx(job.input_path, job.output_path, bands=job.bands, inner=inner, outer=outer,
                             block_mb=job.block_mb, components=job.components)
-    from .rx_variants import detector_settings, run_rx_variant
+    from ..detectors.rx_variants import detector_settings, run_rx_variant
 
     return run_rx_variant(job.input_path, job.output_path, *detector_settings(job.detector, inner, outer),
                           bands=job.bands, block_mb=job.block_mb)
@@ -793,13 +793,13 @@ def check_classical_settings(detector, windows, components):
     """InputError for windows or COMPONENTS a batch detector cannot use, before any raster is read."""
     inner, outer = windows
     if detector == "local-rx":
-        from .local_rx import validate_windows
-        from .projection import resolve_components
+        from ..detectors.local_rx import validate_windows
+        from ..detectors.projection import resolve_components
 
         validate_windows(inner, outer)
         resolve_components(components, 10**9)  # the band count is checked per raster
     elif detector in WHOLE_RASTER_DETECTORS:
-        from .rx_variants import detector_settings, validate_variant
+        from ..detectors.rx_variants import detector_settings, validate_variant
 
         validate_variant(*detector_settings(detector, inner, outer))
 
@@ -808,11 +808,11 @@ def _run_job(job):
     if job.detector in WHOLE_RASTER_DETECTORS:
         _run_classical(job)
     elif job.detector == "rx":
-        from .rx_raster import run_global_rx
+        from ..detectors.global_rx import run_global_rx
 
         run_global_rx(job.input_path, job.output_path, bands=job.bands, block_mb=job.block_mb)
     else:
-        from .detect import run_fers_detection
+        from ..pipeline.detect import run_fers_detection
 
         run_fers_detection(job.input_path, job.output_path, cached_model(job.model_key),
                            dataclasses.replace(job.options), Feedback())
@@ -839,8 +839,8 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
     if detector == "fers":
         import torch
 
-        from .default_model import default_model_path
-        from .detect import DetectOptions
+        from ..enhance.default_model import default_model_path
+        from ..pipeline.detect import DetectOptions
 
         key = model_key(model_path or default_model_path())
         options = options or DetectOptions()
@@ -857,7 +857,7 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
         seen[output] = path
         jobs.append(BatchJob(os.path.abspath(str(path)), output, detector, bands, block_mb, key, options, blas,
                              tuple(windows), components))
-    from .output_safety import check_outputs
+    from ..io.output_safety import check_outputs
 
     check_outputs([(f"the output of {os.path.basename(job.input_path)}", job.output_path) for job in jobs],
                   [(f"input {os.path.basename(str(path))}", path) for path in inputs]
@@ -879,7 +879,7 @@ def run_batch(inputs, out_dir, detector="rx", model_path=None, scheduler="", ban
     """
     feedback = feedback or Feedback()
     if detector == "fers":
-        from .torch_support import require_torch
+        from ..enhance.torch_support import require_torch
 
         require_torch()
     jobs = batch_jobs(inputs, out_dir, detector, model_path, bands, block_mb, options, threads, windows, components)
@@ -976,7 +976,7 @@ def _batch_split(client, jobs, feedback):
 def remove_stale_partials(output_path):
     """Delete the temporaries that attempts killed mid-write left beside an output (atomic.remove_stale: ours
     only, and only when their process on this machine is gone, so a concurrent run's files stay)."""
-    from .atomic import remove_stale
+    from ..io.atomic import remove_stale
 
     return remove_stale(os.path.dirname(os.path.abspath(output_path)))
 

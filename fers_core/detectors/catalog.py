@@ -1,6 +1,6 @@
 """The detectors fers:detect can run on the enhanced cube, and their settings check (no torch needed)."""
 
-from .errors import InputError
+from ..errors import InputError
 
 DETECTORS = ("global", "local", "rxd-local-mean", "utd", "rxd-utd")
 """Global RX, local (dual-window) RX, and ENVI's variants (rx_variants.DETECTOR_VARIANTS)."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal, gdal_array, osr
 
+from ..errors import InputError, OutputError, capitalised
 from .atomic import AtomicOutput, write_failure
-from .errors import InputError, OutputError, capitalised
 
 gdal.UseExceptions()
 

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 from osgeo import gdal
 
-from .errors import InputError
-from .feedback import Feedback
-from .raster_io import DEFAULT_BLOCK_MB, RasterReader
-from .tile_settings import (
+from ..errors import InputError
+from ..feedback import Feedback
+from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader
+from ..io.tile_settings import (
     SPATIAL_BATCH_PIXELS,
     SPATIAL_MARGIN,
     SPATIAL_TILE,
@@ -110,7 +110,7 @@ def estimate_global_rx(reader, block_mb=DEFAULT_BLOCK_MB, blocks_at_once=1):
 
 def estimate_local_rx(reader, block_mb=DEFAULT_BLOCK_MB, inner=5, outer=21, bands=None):
     """Peak memory of run_local_rx: the tile plan_tiles picks with its halo block (`bands`: after a projection)."""
-    from .local_rx import _bytes_per_input_pixel, _bytes_per_output_pixel, plan_tiles
+    from ..detectors.local_rx import _bytes_per_input_pixel, _bytes_per_output_pixel, plan_tiles
 
     width, height = reader.width, reader.height
     bands = bands or reader.band_count
@@ -130,7 +130,7 @@ def estimate_local_rx(reader, block_mb=DEFAULT_BLOCK_MB, inner=5, outer=21, band
 
 def estimate_rx_variant(reader, block_mb=DEFAULT_BLOCK_MB, outer=21):
     """Peak memory of run_rx_variant: a block with its halo rows, whitened, and its window-sum tables."""
-    from .rx_variants import bytes_per_output_pixel, bytes_per_pixel, plan
+    from ..detectors.rx_variants import bytes_per_output_pixel, bytes_per_pixel, plan
 
     bands, width, height = reader.band_count, reader.width, reader.height
     rows, cols = plan(width, bands, outer, block_mb)
