@@ -545,7 +545,7 @@ def test_container_memory_limit_lowers_the_available_memory(tmp_path, version):
 
 MEASURE = """
 import json, sys
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/.plugins")
 from fers.fers_core.pipeline import memory_guard
 from fers.fers_core.io.raster_io import RasterReader
 

@@ -224,7 +224,7 @@ def test_no_handler_is_installed_outside_the_main_thread(tmp_path):
 WRITE_RASTER = """
 import sys
 import numpy as np
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/.plugins")
 from fers.fers_core.errors import OutputError
 from fers.fers_core.io.raster_io import RasterWriter, Window
 try:
