@@ -7,15 +7,9 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 
-from fers.fers_core.detectors.evaluation import (
-    EvaluationReport,
-    ScoreEvaluation,
-    _score_histogram,
-    best_f1,
-    render_html,
-    roc_curve,
-)
-from fers.fers_core.detectors.metrics import roc_auc
+from fers.fers_core.detectors.evaluation import EvaluationReport, ScoreEvaluation
+from fers.fers_core.detectors.metrics import best_f1, roc_auc, roc_curve, score_histogram
+from fers.fers_core.detectors.report_html import render_html
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -25,7 +19,7 @@ def evaluation(name, scores, labels):
     f1, threshold = best_f1(curve, int(labels.sum()))
     return ScoreEvaluation(name, f"/data/{name}.tif", labels.size, int(labels.sum()), roc_auc(scores, labels),
                            curve.detection_at(0.001), curve.detection_at(0.01), f1, threshold, curve,
-                           _score_histogram(scores, labels))
+                           score_histogram(scores, labels))
 
 
 def good_detectors():
