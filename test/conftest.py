@@ -1,11 +1,15 @@
-"""Test setup: headless QGIS with this checkout's plugin, and shared helpers.
+"""Test setup: headless QGIS with this checkout's plugin, shared fixtures and helpers.
 
 The plugin is imported as package `fers` (through .plugins/fers -> checkout), exactly as QGIS
-loads it. `fers_core` is also importable on its own for engine tests.
+loads it, and tests import the engine only as `fers.fers_core`: the bare name `fers_core` is
+refused in the test process, so one run never holds two copies of the engine's module state
+(subprocesses such as `python -m fers_core` are unaffected). Tests marked `slow` are left out by
+`make test-fast`.
 """
 
 import os
 import sys
+from importlib.abc import MetaPathFinder
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,19 @@ if not (_plugins / "fers").exists():
 for path in (str(_plugins), str(ROOT), "/usr/share/qgis/python/plugins"):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+class _BareEngineName(MetaPathFinder):
+    """Refuses `import fers_core...`: the engine is `fers.fers_core` in tests (one copy of its state)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "fers_core" or name.startswith("fers_core."):
+            raise ImportError(f"import the engine as fers.{name} in tests, not as {name} "
+                              "(that would load a second copy of its modules)")
+        return None
+
+
+sys.meta_path.insert(0, _BareEngineName())
 
 
 from qgis.core import QgsProcessingFeedback  # noqa: E402 (after the environment above is set)
