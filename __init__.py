@@ -13,6 +13,7 @@ def use_profile_packages():
     """Put the PyTorch the plugin installed into the QGIS profile on sys.path, before anything imports torch."""
     from qgis.core import QgsApplication
 
-    from .fers_core import torch_installer, torch_support
+    from .fers_core.enhance import torch_support
+    from .fers_core.runtime import torch_installer
 
     return torch_support.use_packages_folder(torch_installer.packages_folder(QgsApplication.qgisSettingsDirPath()))

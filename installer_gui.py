@@ -14,8 +14,9 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from .fers_core import torch_installer, torch_support
+from .fers_core.enhance import torch_support
 from .fers_core.errors import DependencyError
+from .fers_core.runtime import torch_installer
 
 TITLE = "FERS: Install PyTorch"
 LINK_SCHEME = "fers"

@@ -212,9 +212,9 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.distributed.cluster import fers_detection
         from ..fers_core.enhance.default_model import default_model_paths
         from ..fers_core.enhance.model_cache import detection_model
-        from ..fers_core.pipeline.detect import BRANCH_CHOICES, DetectOptions, choose_fusion
         from ..fers_core.pipeline.ensemble import Member, run_ensemble_detection
         from ..fers_core.pipeline.memory_guard import check_detection_run
+        from ..fers_core.pipeline.options import BRANCH_CHOICES, DetectOptions, choose_fusion
 
         cluster = scheduler.value(self, parameters, context)
         chosen = self.parameterAsFile(parameters, self.MODEL, context)

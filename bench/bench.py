@@ -56,7 +56,8 @@ def work_spectral_rx(path, output):
 def work_detect(path, output, model_path, branches="spectral,spatial", precision="auto"):
     from fers_core.enhance.model_cache import detection_model
     from fers_core.io.raster_io import bounded_gdal_cache
-    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers_core.pipeline.detect import run_fers_detection
+    from fers_core.pipeline.options import DetectOptions
 
     options = DetectOptions(branches=tuple(branches.split(",")), precision=precision)
     with bounded_gdal_cache():  # as fers:detect runs it (which keeps the model for the session's next run)

@@ -97,7 +97,8 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
 
     from fers_core.detectors.global_rx import run_global_rx
     from fers_core.enhance.checkpoints import load_any_model
-    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers_core.pipeline.detect import run_fers_detection
+    from fers_core.pipeline.options import DetectOptions
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = load_any_model(model_path)
@@ -151,7 +152,7 @@ def main(argv=None):
         return 0
     table, titles = evaluate(args.model, args.spatial_tile, progress=lambda line: print(line, file=sys.stderr),
                              baselines=not args.no_baselines)
-    from fers_core.pipeline.detect import DetectOptions
+    from fers_core.pipeline.options import DetectOptions
 
     tile = args.spatial_tile or DetectOptions().spatial_tile
     text = f"Global RX AUC; fers:detect defaults, spatial tiles of {tile} px.\n\n" + markdown(table, titles)

@@ -81,7 +81,8 @@ def member_models():
 def score_maps(scenes, cache, progress):
     """{scene: {member: float64 scores of the valid pixels}} and {scene: labels}; cached on disk."""
     from fers_core.detectors.rx import rx_scores
-    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers_core.pipeline.detect import run_fers_detection
+    from fers_core.pipeline.options import DetectOptions
     from fers_core.pipeline.preprocess import resample_bands
 
     models = None

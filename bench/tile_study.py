@@ -44,7 +44,8 @@ def main():
         return 0
 
     from fers_core.enhance.checkpoints import load_any_model
-    from fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers_core.pipeline.detect import run_fers_detection
+    from fers_core.pipeline.options import DetectOptions
 
     model = load_any_model(args.model)
     if not model.has_branch("spatial"):

@@ -54,7 +54,7 @@ def finish_model_file(path, branches=FLOAT16_BRANCHES):
 
     import torch
 
-    from fers_core.pipeline.detect import MIXED_PRECISION_CHECKED
+    from fers_core.enhance.precision import MIXED_PRECISION_CHECKED
 
     content = torch.load(path, weights_only=True)
     for branch in branches:

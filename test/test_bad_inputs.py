@@ -560,7 +560,8 @@ with RasterReader(path) as reader:
         before = rss("VmRSS")
         run_global_rx(path, output, block_mb=8)
     else:
-        from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+        from fers.fers_core.pipeline.detect import run_fers_detection
+        from fers.fers_core.pipeline.options import DetectOptions
         from fers.fers_core.enhance.model_file import random_init_model
         model = random_init_model(16)
         estimate = memory_guard.estimate_detection(reader, 16, 8)

@@ -14,16 +14,6 @@ from .rasters import GEOTRANSFORM, leftovers, read, write_cube
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """A random-init model with both branches, saved as a model file (16 bands)."""
-    from fers.fers_core.enhance.model_file import random_init_model, save_model
-
-    path = tmp_path_factory.mktemp("model") / "random16.pt"
-    save_model(random_init_model(16, seed=0), path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     from fers.fers_core.synthetic import write_scene
 
@@ -56,10 +46,10 @@ def test_authors_checkpoint_reproduces_reference_auc_on_real_scenes(run_alg, tmp
         assert round(auc, 4) == pytest.approx(expected, abs=1.5e-4), name
 
 
-def test_spectral_branch_is_tiling_invariant(run_alg, tmp_path, scene, small_model):
-    whole = detect(run_alg, tmp_path, scene[0], small_model, "whole.tif", BRANCHES=1,
+def test_spectral_branch_is_tiling_invariant(run_alg, tmp_path, scene, model_file):
+    whole = detect(run_alg, tmp_path, scene[0], model_file, "whole.tif", BRANCHES=1,
                    OUTPUT_SPECTRAL=str(tmp_path / "whole_spe.tif"))
-    strips = detect(run_alg, tmp_path, scene[0], small_model, "strips.tif", BRANCHES=1, MEMORY_MB=1,
+    strips = detect(run_alg, tmp_path, scene[0], model_file, "strips.tif", BRANCHES=1, MEMORY_MB=1,
                     OUTPUT_SPECTRAL=str(tmp_path / "strips_spe.tif"))
     from osgeo import gdal
 
@@ -69,17 +59,18 @@ def test_spectral_branch_is_tiling_invariant(run_alg, tmp_path, scene, small_mod
     np.testing.assert_allclose(read(whole["OUTPUT"])[0], read(strips["OUTPUT"])[0], rtol=1e-4, atol=1e-4)
 
 
-def test_strips_match_whole_image_features(tmp_path, scene, small_model):
+def test_strips_match_whole_image_features(tmp_path, scene, model_file):
     """Tiled strips (many cores, halo, edge padding) equal one whole-image network pass."""
     from osgeo import gdal
 
     from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.enhance.features import compute_features
     from fers.fers_core.io.raster_io import RasterReader, Window
-    from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
     from fers.fers_core.pipeline.preprocess import apply_band_matrix, band_resampling_matrix
 
-    model = load_any_model(small_model)
+    model = load_any_model(model_file)
     options = DetectOptions(branches=("spectral",), block_mb=1, spectral_output=str(tmp_path / "spe.tif"),
                             precision="float32")  # exact tiling is a float32 property ("auto" may use bfloat16)
     run_fers_detection(scene[0], str(tmp_path / "s.tif"), model, options)
@@ -97,7 +88,7 @@ def test_strips_match_whole_image_features(tmp_path, scene, small_model):
     assert np.all(written[:, ~valid] == -9999)
 
 
-def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, small_model):
+def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, model_file):
     """Written score tiles are all GDAL caches while writing: the cap keeps them from piling up (the growth of
     peak memory with the raster's size), and the run-wide cap is back afterwards."""
     from osgeo import gdal
@@ -105,7 +96,8 @@ def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, smal
     from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.feedback import Feedback
     from fers.fers_core.io.raster_io import bounded_gdal_cache, write_cache_mb
-    from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
 
     seen = []
 
@@ -114,7 +106,7 @@ def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, smal
             seen.append((percent, gdal.GetCacheMax()))
 
     with bounded_gdal_cache(256):
-        run_fers_detection(scene[0], str(tmp_path / "s.tif"), load_any_model(small_model),
+        run_fers_detection(scene[0], str(tmp_path / "s.tif"), load_any_model(model_file),
                            DetectOptions(fusion=2), CacheProbe())
         assert gdal.GetCacheMax() == 256 * 2**20
     writing = [cache for percent, cache in seen if percent > 55]
@@ -138,7 +130,7 @@ def wide_scene(tmp_path_factory):
     dict(fusion=2, spill=False, spectral=True, spatial=True),
     dict(fusion=1, detector="local", window_inner=3, window_outer=7),  # sum fusion, local RX on the spilled cube
 ])
-def test_small_windows_equal_one_window(tmp_path, wide_scene, small_model, settings):
+def test_small_windows_equal_one_window(tmp_path, wide_scene, model_file, settings):
     """A tiny MEMORY_MB splits detection into several column chunks and row strips; the outputs equal the
     single-window run's. Windows are whole spatial tile cores, so every spatial tile is the one of the single
     window, and the spectral branch is exactly tiling-invariant: the features are bit-identical (spatial tiles
@@ -150,9 +142,10 @@ def test_small_windows_equal_one_window(tmp_path, wide_scene, small_model, setti
 
     from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.feedback import Feedback
-    from fers.fers_core.pipeline.detect import DetectOptions, prepare_detection, run_fers_detection
+    from fers.fers_core.pipeline.detect import prepare_detection, run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
 
-    model = load_any_model(small_model)
+    model = load_any_model(model_file)
     settings = dict(settings)
     extras = {name: settings.pop(name, False) for name in ("spectral", "spatial")}
     outputs = {}
@@ -182,8 +175,8 @@ def test_small_windows_equal_one_window(tmp_path, wide_scene, small_model, setti
             np.testing.assert_array_equal(small[name], large[name], err_msg=name)
 
 
-def test_outputs_keep_grid_nodata_and_find_targets(run_alg, tmp_path, scene, small_model):
-    result = detect(run_alg, tmp_path, scene[0], small_model)
+def test_outputs_keep_grid_nodata_and_find_targets(run_alg, tmp_path, scene, model_file):
+    result = detect(run_alg, tmp_path, scene[0], model_file)
     scores, nodata, geotransform, projection = read(result["OUTPUT"])
     truth = read(scene[1])[0]
     source_nodata = read(scene[0])[0] == -9999
@@ -193,16 +186,16 @@ def test_outputs_keep_grid_nodata_and_find_targets(run_alg, tmp_path, scene, sma
     assert roc_auc(scores[~source_nodata], truth[~source_nodata]) > 0.9
 
 
-def test_non_square_raster_without_georeference(run_alg, tmp_path, small_model):
+def test_non_square_raster_without_georeference(run_alg, tmp_path, model_file):
     cube = np.random.default_rng(0).normal(100, 10, (20, 13, 150)).astype(np.float32)
     source = write_cube(tmp_path / "strip.tif", cube, geotransform=GEOTRANSFORM, epsg=None)
-    scores = read(detect(run_alg, tmp_path, source, small_model)["OUTPUT"])[0]
+    scores = read(detect(run_alg, tmp_path, source, model_file)["OUTPUT"])[0]
     assert scores.shape == (13, 150) and np.isfinite(scores).all()
 
 
 @pytest.mark.parametrize("branches,fusion", [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)])
-def test_branch_and_fusion_choices(run_alg, tmp_path, scene, small_model, branches, fusion):
-    result = detect(run_alg, tmp_path, scene[0], small_model, BRANCHES=branches, FUSION=fusion)
+def test_branch_and_fusion_choices(run_alg, tmp_path, scene, model_file, branches, fusion):
+    result = detect(run_alg, tmp_path, scene[0], model_file, BRANCHES=branches, FUSION=fusion)
     scores = read(result["OUTPUT"])[0]
     valid = scores != -9999
     assert valid.sum() > 5000 and np.all(scores[valid] >= 0)
@@ -210,21 +203,21 @@ def test_branch_and_fusion_choices(run_alg, tmp_path, scene, small_model, branch
         assert scores[valid].max() <= 1.0
 
 
-def test_sum_and_product_fusion_differ(run_alg, tmp_path, scene, small_model):
-    product = read(detect(run_alg, tmp_path, scene[0], small_model, "p.tif", FUSION=2)["OUTPUT"])[0]
-    total = read(detect(run_alg, tmp_path, scene[0], small_model, "s.tif", FUSION=1)["OUTPUT"])[0]
+def test_sum_and_product_fusion_differ(run_alg, tmp_path, scene, model_file):
+    product = read(detect(run_alg, tmp_path, scene[0], model_file, "p.tif", FUSION=2)["OUTPUT"])[0]
+    total = read(detect(run_alg, tmp_path, scene[0], model_file, "s.tif", FUSION=1)["OUTPUT"])[0]
     assert not np.allclose(product, total)
 
 
-def test_device_choices(run_alg, tmp_path, scene, small_model):
+def test_device_choices(run_alg, tmp_path, scene, model_file):
     import torch
 
-    cpu = read(detect(run_alg, tmp_path, scene[0], small_model, "cpu.tif", DEVICE=1, BRANCHES=1)["OUTPUT"])[0]
-    auto = read(detect(run_alg, tmp_path, scene[0], small_model, "auto.tif", DEVICE=0, BRANCHES=1)["OUTPUT"])[0]
+    cpu = read(detect(run_alg, tmp_path, scene[0], model_file, "cpu.tif", DEVICE=1, BRANCHES=1)["OUTPUT"])[0]
+    auto = read(detect(run_alg, tmp_path, scene[0], model_file, "auto.tif", DEVICE=0, BRANCHES=1)["OUTPUT"])[0]
     np.testing.assert_allclose(cpu, auto, rtol=1e-4, atol=1e-4)
     if not torch.cuda.is_available():
         with pytest.raises(QgsProcessingException, match="no CUDA GPU"):
-            detect(run_alg, tmp_path, scene[0], small_model, "cuda.tif", DEVICE=2)
+            detect(run_alg, tmp_path, scene[0], model_file, "cuda.tif", DEVICE=2)
         assert not (tmp_path / "cuda.tif").exists()
 
 
@@ -251,10 +244,10 @@ def test_model_without_spatial_branch_uses_spectral_and_says_so(run_alg, tmp_pat
         detect(run_alg, tmp_path, scene[0], str(path), "spa.tif", BRANCHES=2)
 
 
-def test_enhanced_cube_outputs(run_alg, tmp_path, scene, small_model):
+def test_enhanced_cube_outputs(run_alg, tmp_path, scene, model_file):
     from osgeo import gdal
 
-    result = detect(run_alg, tmp_path, scene[0], small_model, OUTPUT_SPECTRAL=str(tmp_path / "spe.tif"),
+    result = detect(run_alg, tmp_path, scene[0], model_file, OUTPUT_SPECTRAL=str(tmp_path / "spe.tif"),
                     OUTPUT_SPATIAL=str(tmp_path / "spa.tif"))
     for key in ("OUTPUT_SPECTRAL", "OUTPUT_SPATIAL"):
         dataset = gdal.Open(result[key])
@@ -299,11 +292,11 @@ def test_empty_model_uses_the_bundled_model_or_names_the_parameter(run_alg, tmp_
             run_alg("fers:detect", parameters)
 
 
-def test_qgis_process_runs_detect(tmp_path, scene, small_model):
+def test_qgis_process_runs_detect(tmp_path, scene, model_file):
     output = tmp_path / "cli.tif"
     completed = subprocess.run(
         [str(ROOT / "scripts" / "qgis_process"), "run", "fers:detect", "--", f"INPUT={scene[0]}",
-         f"MODEL={small_model}", "BRANCHES=1", "BANDS=1", "BANDS=5", "BANDS=9", "BANDS=20", f"OUTPUT={output}"],
+         f"MODEL={model_file}", "BRANCHES=1", "BANDS=1", "BANDS=5", "BANDS=9", "BANDS=20", f"OUTPUT={output}"],
         capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, completed.stderr + completed.stdout
@@ -313,8 +306,8 @@ def test_qgis_process_runs_detect(tmp_path, scene, small_model):
 
 
 
-def test_local_detector_equals_local_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, small_model):
-    result = detect(run_alg, tmp_path, scene[0], small_model, "local.tif", BRANCHES=1, DETECTOR=1,
+def test_local_detector_equals_local_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, model_file):
+    result = detect(run_alg, tmp_path, scene[0], model_file, "local.tif", BRANCHES=1, DETECTOR=1,
                     WINDOW_INNER=3, WINDOW_OUTER=9, OUTPUT_SPECTRAL=str(tmp_path / "cube.tif"))
     direct = run_alg("fers:rx", {"INPUT": result["OUTPUT_SPECTRAL"], "MODE": 1, "WINDOW_INNER": 3,
                                  "WINDOW_OUTER": 9, "OUTPUT": str(tmp_path / "direct.tif")})
@@ -322,16 +315,16 @@ def test_local_detector_equals_local_rx_on_the_enhanced_cube(run_alg, tmp_path, 
     assert leftovers(tmp_path, {"local.tif", "cube.tif", "direct.tif"}) == []
 
 
-def test_local_detector_with_product_fusion(run_alg, tmp_path, scene, small_model):
-    scores = read(detect(run_alg, tmp_path, scene[0], small_model, "lp.tif", DETECTOR=1, FUSION=2,
+def test_local_detector_with_product_fusion(run_alg, tmp_path, scene, model_file):
+    scores = read(detect(run_alg, tmp_path, scene[0], model_file, "lp.tif", DETECTOR=1, FUSION=2,
                          WINDOW_INNER=3, WINDOW_OUTER=9)["OUTPUT"])[0]
     valid = scores != -9999
     assert 0 <= scores[valid].min() and scores[valid].max() <= 1.0
     assert leftovers(tmp_path, {"lp.tif"}) == []
 
 
-def test_mask_and_polygon_outputs(run_alg, tmp_path, scene, small_model):
-    result = detect(run_alg, tmp_path, scene[0], small_model, BRANCHES=1, THRESHOLD_METHOD=0, THRESHOLD=1.0,
+def test_mask_and_polygon_outputs(run_alg, tmp_path, scene, model_file):
+    result = detect(run_alg, tmp_path, scene[0], model_file, BRANCHES=1, THRESHOLD_METHOD=0, THRESHOLD=1.0,
                     OUTPUT_MASK=str(tmp_path / "mask.tif"), OUTPUT_POLYGONS=str(tmp_path / "objects.gpkg"))
     mask = read(result["OUTPUT_MASK"])[0]
     valid_pixels = int((read(result["OUTPUT"])[0] != -9999).sum())
@@ -340,19 +333,19 @@ def test_mask_and_polygon_outputs(run_alg, tmp_path, scene, small_model):
     assert result["OBJECT_COUNT"] >= 1 and (tmp_path / "objects.gpkg").exists()
 
 
-def test_false_alarm_threshold_is_refused_for_product_fusion(run_alg, tmp_path, scene, small_model):
+def test_false_alarm_threshold_is_refused_for_product_fusion(run_alg, tmp_path, scene, model_file):
     with pytest.raises(QgsProcessingException, match="no chi-square law"):
-        detect(run_alg, tmp_path, scene[0], small_model, "p.tif", FUSION=2, THRESHOLD_METHOD=2, THRESHOLD=0.1,
+        detect(run_alg, tmp_path, scene[0], model_file, "p.tif", FUSION=2, THRESHOLD_METHOD=2, THRESHOLD=0.1,
                OUTPUT_MASK=str(tmp_path / "m.tif"))
     assert leftovers(tmp_path, set()) == []
 
 
-def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, small_model):
+def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, model_file):
     """PRECISION 0 = float32, 1 = bfloat16 everywhere, 2 = auto (the default): all keep the detection."""
     truth = read(scene[1])[0]
     aucs = []
     for precision in (0, 1, 2):
-        scores = read(detect(run_alg, tmp_path, scene[0], small_model, f"p{precision}.tif", BRANCHES=1,
+        scores = read(detect(run_alg, tmp_path, scene[0], model_file, f"p{precision}.tif", BRANCHES=1,
                              PRECISION=precision)["OUTPUT"])[0]
         valid = scores != -9999
         aucs.append(roc_auc(scores[valid], truth[valid]))
@@ -368,35 +361,31 @@ def test_precision_default_is_auto(qgis_app):
     assert PRECISION_VALUES[algorithm.parameterDefinition("PRECISION").defaultValue()] == "auto"
     from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
     from fers.fers_core.enhance.model_file import load_model
-    from fers.fers_core.pipeline.detect import mixed_precision_checked
+    from fers.fers_core.enhance.precision import mixed_precision_checked
 
     # the bundled model records its AUC check under mixed precision, so auto may use bfloat16 for it
     assert mixed_precision_checked(load_model(DEFAULT_MODEL_FILE))
 
 
-def test_precision_choices(tmp_path, scene, small_model):
+def test_precision_choices(tmp_path, scene, model_file):
     """'auto' is 'mixed' where bfloat16 is native, else 'float32'; 'float32' forces float32 everywhere;
     'mixed' keeps the detection (bfloat16 only in the spectral encoder and the spatial trunk)."""
     from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.enhance.networks.inference import LowPrecision, inference_copy
+    from fers.fers_core.enhance.precision import MIXED_PRECISION_CHECKED, bfloat16_native, resolve_precision
     from fers.fers_core.errors import InputError
-    from fers.fers_core.pipeline.detect import (
-        MIXED_PRECISION_CHECKED,
-        DetectOptions,
-        bfloat16_native,
-        resolve_precision,
-        run_fers_detection,
-    )
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
 
     assert resolve_precision("auto", "cpu") == ("mixed" if bfloat16_native("cpu") else "float32")
     assert resolve_precision("float32", "cpu") == "float32"
-    unchecked = load_any_model(small_model)
+    unchecked = load_any_model(model_file)
     assert resolve_precision("auto", "cpu", unchecked) == "float32"  # no AUC check recorded: float32
     unchecked.provenance[MIXED_PRECISION_CHECKED] = "checked"
     assert resolve_precision("auto", "cpu", unchecked) == ("mixed" if bfloat16_native("cpu") else "float32")
     with pytest.raises(InputError, match="Unknown precision"):
         resolve_precision("half", "cpu")
-    model = load_any_model(small_model)
+    model = load_any_model(model_file)
     for network in model.branches.values():
         assert not any(isinstance(m, LowPrecision) for m in inference_copy(network, "cpu").modules())
         assert sum(isinstance(m, LowPrecision) for m in inference_copy(network, "cpu", mixed=True).modules()) == 1

@@ -385,7 +385,9 @@ class DetectTaskSpec:
 
 @contextmanager
 def _detect_engine(spec):
-    from ..pipeline.detect import FeatureStrips, Preprocessor, resolve_device, torch_threads
+    from ..enhance.feature_strips import FeatureStrips
+    from ..enhance.precision import resolve_device, torch_threads
+    from ..pipeline.scaling import Preprocessor
 
     model = cached_model(spec.model_key)
     with RasterReader(spec.input_path, spec.options.bands) as reader, torch_threads(spec.threads), \
@@ -407,26 +409,26 @@ def _detect_range_task(spec, window):
 
 
 def _detect_range_merge_task(left, right):
-    from ..pipeline.detect import merge_range_partials
+    from ..pipeline.scaling import merge_range_partials
 
     return merge_range_partials(left, right)
 
 
 def _detect_statistics_task(spec, window):
-    from ..pipeline.detect import statistics_partial
+    from ..pipeline.passes import statistics_partial
 
     with _detect_engine(spec) as (_, strips, mask):
         return statistics_partial(strips, mask, spec.fusion, window)
 
 
 def _detect_statistics_merge_task(left, right):
-    from ..pipeline.detect import merge_statistics_partials
+    from ..pipeline.passes import merge_statistics_partials
 
     return merge_statistics_partials(left, right)
 
 
 def _detect_score_task(spec, window):
-    from ..pipeline.detect import score_strip
+    from ..pipeline.passes import score_strip
 
     with _detect_engine(spec) as (_, strips, _):
         return score_strip(strips, spec.rx_models, spec.fusion, window, spec.extra_names)
@@ -636,15 +638,9 @@ def run_fers_detection_distributed(client, input_path, output_path, model_path, 
     which makes the outputs bit-identical to run_fers_detection here.
     """
     from ..enhance.checkpoints import load_any_model
-    from ..pipeline.detect import (
-        DetectOptions,
-        DetectSummary,
-        check_detection_formats,
-        extra_outputs,
-        fit_rx_models,
-        prepare_detection,
-        write_detection_outputs,
-    )
+    from ..pipeline.detect import check_detection_formats, prepare_detection, write_detection_outputs
+    from ..pipeline.options import DetectOptions, DetectSummary, extra_outputs
+    from ..pipeline.passes import fit_rx_models
 
     options = options or DetectOptions()
     feedback = feedback or Feedback()
@@ -840,7 +836,7 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
         import torch
 
         from ..enhance.default_model import default_model_path
-        from ..pipeline.detect import DetectOptions
+        from ..pipeline.options import DetectOptions
 
         key = model_key(model_path or default_model_path())
         options = options or DetectOptions()

@@ -1,6 +1,6 @@
 """Background patches for training, preprocessed exactly as detection preprocesses a raster.
 
-Each training raster goes through :class:`fers_core.pipeline.detect.Preprocessor`, in the same order as
+Each training raster goes through :class:`fers_core.pipeline.scaling.Preprocessor`, in the same order as
 at detection: the selected bands of valid pixels are resampled to the model's bands, the raster's
 minimum and maximum of the *resampled* valid pixels fix the reference scaling, and invalid pixels
 are filled with the raster's mean spectrum. The scaled cube is kept in memory (rows x cols x model
@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.raster_io import RasterReader, Window, read_mask
-from ..pipeline.detect import Preprocessor
+from ..pipeline.scaling import Preprocessor
 
 MIN_USABLE_FRACTION = 0.9
 STRIP_ROWS = 256

@@ -13,12 +13,13 @@ import torch
 
 from .. import __version__
 from ..enhance.checkpoints import load_any_model
-from ..enhance.model_file import FersModel, build_branch_module, save_model
+from ..enhance.model_branches import build_branch_module
+from ..enhance.model_file import FersModel, save_model
+from ..enhance.precision import resolve_device
 from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
 from ..io import band_list
 from ..io.output_safety import check_outputs
-from ..pipeline.detect import resolve_device
 from .data import PatchSampler, TrainingRaster, load_backgrounds
 from .defaults import (
     DEFAULT_BATCH_SIZE,

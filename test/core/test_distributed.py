@@ -71,15 +71,6 @@ def rasters(tmp_path_factory):
     return good, str(bad)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    from fers.fers_core.enhance.model_file import random_init_model, save_model
-
-    path = tmp_path_factory.mktemp("model") / "random16.pt"
-    save_model(random_init_model(16, seed=0), path)
-    return str(path)
-
-
 def kill_once_plugin(marker, prefix):
     """Worker plugin: the first task whose key starts with `prefix` kills its worker process as it starts.
 
@@ -198,9 +189,10 @@ def test_one_raster_split_over_workers_is_identical(client, rasters, tmp_path):
 
 
 @needs_dask
-def test_fers_split_over_workers_is_identical(client, model_path, tmp_path):
+def test_fers_split_over_workers_is_identical(client, model_file, tmp_path):
     from fers.fers_core.enhance.checkpoints import load_any_model
-    from fers.fers_core.pipeline.detect import DetectOptions, run_fers_detection
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
     from fers.fers_core.synthetic import write_scene
 
     scene, _ = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=64, cols=48, bands=20, seed=3)
@@ -208,8 +200,8 @@ def test_fers_split_over_workers_is_identical(client, model_path, tmp_path):
     def options(name):
         return DetectOptions(branches=("spectral",), block_mb=0.1, spectral_output=str(tmp_path / f"{name}_spe.tif"))
 
-    single = run_fers_detection(scene, tmp_path / "single.tif", load_any_model(model_path), options("single"))
-    summary = fd.run_fers_detection_distributed(client, scene, tmp_path / "split.tif", model_path, options("split"))
+    single = run_fers_detection(scene, tmp_path / "single.tif", load_any_model(model_file), options("single"))
+    summary = fd.run_fers_detection_distributed(client, scene, tmp_path / "split.tif", model_file, options("split"))
     assert summary.valid_pixels == single.valid_pixels > 0
     assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
     assert_identical(tmp_path / "split_spe.tif", tmp_path / "single_spe.tif")

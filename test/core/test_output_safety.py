@@ -131,7 +131,7 @@ def test_temporary_names_are_unique_to_the_run_and_built_from_the_file_name(tmp_
 
 def test_feature_spill_lives_beside_the_output_under_a_folder_named_like_a_raster(tmp_path):
     from fers.fers_core.feedback import Feedback
-    from fers.fers_core.pipeline.detect import FeatureSpill
+    from fers.fers_core.pipeline.spill import FeatureSpill
 
     class Log(Feedback):
         lines = []

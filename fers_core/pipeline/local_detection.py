@@ -1,0 +1,68 @@
+"""FERS with a local detector: the enhanced cube written once, then local RX or an RX variant streams it."""
+
+from contextlib import ExitStack
+
+from ..feedback import ProgressRange, StageFeedback
+from ..io.atomic import Temporary
+from ..io.raster_io import SCORE_NODATA, RasterWriter
+from .fusion import combine_maps, enhanced_cubes, score_range
+from .options import extra_outputs
+
+
+def run_local_detector(setup, options, output_path, model_bands, feedback):
+    """Local RX or an RX variant (rx_variants.DETECTOR_VARIANTS) on the enhanced cube(s), spilled to temporary rasters.
+
+    These detectors need each pixel's neighbourhood of the enhanced cube (or, for the variants,
+    two passes over it), so the cube is written once beside the output (strip by strip, as the
+    score pass would) and the detector streams it with its own halo.
+    """
+    from ..detectors.local_rx import run_local_rx
+    from ..detectors.rx_variants import describe, detector_settings, run_rx_variant
+
+    def detector(cube_path, map_path, stage):
+        if options.detector == "local":
+            return run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
+                                outer=options.window_outer, block_mb=options.block_mb, feedback=stage)
+        settings = detector_settings(options.detector, options.window_inner, options.window_outer)
+        return run_rx_variant(cube_path, map_path, *settings, mask_path=options.mask_path,
+                              block_mb=options.block_mb, feedback=stage)
+
+    product = setup.fusion == "product"
+    names = ["spatial", "spectral"] if product else ["enhanced"]
+    with ExitStack() as stack:
+        def scratch(purpose):  # a raster beside the output, unique to this run, deleted when the run ends
+            return stack.enter_context(Temporary(output_path, purpose, ".tif")).path
+
+        cube_paths = [scratch(f"{name}-cube") for name in names]
+        map_paths = [scratch(f"{name}-local-rx") for name in names] if product else [output_path]
+        feedback.info(f"The enhanced cube(s) for local RX are kept in {', '.join(cube_paths)} (up to "
+                      f"{setup.reader.pixel_count * model_bands * 4 * len(names) / 2**20:,.0f} MB; deleted when the "
+                      "run ends).")
+        writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
+        band_names = [f"model band {i + 1}" for i in range(model_bands)]
+        extras = {name: stack.enter_context(RasterWriter.like(setup.reader, path, model_bands, band_names=band_names))
+                  for name, path in extra_outputs(options, setup.strips.networks, feedback).items()}
+        progress = ProgressRange(feedback, 10, 40)
+        for index, window in enumerate(setup.strips.windows):
+            x, valid, features = setup.strips.compute(window)
+            for writer, cube in zip(writers, enhanced_cubes(x, features, setup.fusion)):
+                cube[:, ~valid] = SCORE_NODATA
+                writer.write(window, cube)
+            for name, writer in extras.items():
+                enhanced = x + features[name]
+                enhanced[:, ~valid] = SCORE_NODATA
+                writer.write(window, enhanced)
+            progress((index + 1) / len(setup.strips.windows))
+        for writer in writers:
+            writer.commit()
+        span = 55 / len(names)
+        for index, (cube_path, map_path) in enumerate(zip(cube_paths, map_paths)):
+            detector(cube_path, map_path, StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
+        if product:
+            ranges = [score_range(path) for path in map_paths]
+            name = "local RX" if options.detector == "local" else \
+                describe(*detector_settings(options.detector, options.window_inner, options.window_outer))
+            combine_maps([(path, 0) for path in map_paths], setup.reader, output_path, ranges,
+                          ProgressRange(feedback, 95, 100), name)
+        for writer in extras.values():
+            writer.commit()
