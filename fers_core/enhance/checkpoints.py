@@ -12,7 +12,9 @@ The band count is read from the tensors. Key mapping to our networks:
 from pathlib import Path
 
 from ..errors import ModelFileError
-from .model_file import FersModel, load_branch, load_model, read_torch_file
+from .model_branches import load_branch
+from .model_file import FersModel, load_model
+from .torch_file import read_torch_file
 
 SPECTRAL_FILES = {"convh.pt": "", "enc.pt": "encoder.", "pc.pt": "pixel_head."}
 SPATIAL_FILE = "spa_fen.pt"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..enhance.model_file import save_atomically
+from ..enhance.torch_file import save_atomically
 from ..errors import FersError
 from ..feedback import Feedback
 
