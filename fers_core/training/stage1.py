@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..enhance.networks.spatial import kaiming_init
 from ..enhance.networks.spectral import ENCODER_CHANNELS, SpectralEnhancer, pad_image_edges
 from .defaults import DEFAULT_TEACHER, TEACHER_OPTIONS
 from .losses import alignment_loss, distillation_cosine_loss
@@ -50,17 +51,6 @@ def conv_bn_relu(in_channels, out_channels, kernel_size=1, stride=1):
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
-
-
-def kaiming_init(module):
-    """torchvision's ResNet initialisation: Kaiming normal (fan-out) convolutions, BN weight 1 and bias 0."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(layer, nn.BatchNorm2d):
-            nn.init.ones_(layer.weight)
-            nn.init.zeros_(layer.bias)
-    return module
 
 
 class TeacherStages(nn.Module):

@@ -31,6 +31,17 @@ def gate_width(channels):
     return max(1, channels // GATE_REDUCTION)
 
 
+def kaiming_init(module):
+    """torchvision's ResNet initialisation: Kaiming normal (fan-out) convolutions, BN weight 1 and bias 0."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
 class SqueezeExcitation(nn.Module):
     """Channel gate: global mean, 1x1 -> channels/8, ReLU, 1x1 -> channels, sigmoid, multiply."""
 
@@ -105,15 +116,9 @@ class ResNet34Trunk(nn.Module):
         """torchvision's ResNet initialisation (Kaiming normal fan-out; BN weight 1, bias 0).
 
         Nothing to do on the meta device (a network built only to receive stored tensors): there, PyTorch runs
-        normal_ through its Python reference kernels, whose first use imports torch._dynamo (about 1 s)."""
-        if self.stem_conv.weight.is_meta:
-            return
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        normal_ through its Python reference kernels, whose first use imports torch._dynamo (slow)."""
+        if not self.stem_conv.weight.is_meta:
+            kaiming_init(self)
 
     def forward(self, rgb):
         x = F.relu(self.stem_bn(self.stem_conv(rgb)))
