@@ -124,8 +124,8 @@ def _check_tensors(name, expected, stored, source):
 
 
 def _all_finite(tensor):
-    """True when a floating-point tensor holds no NaN or inf (numpy for CPU float16/32/64: no thread start-up
-    per tensor, which cost up to a second over the ~200 tensors of a model on a busy machine)."""
+    """True when a floating-point tensor holds no NaN or inf (numpy for CPU float16/32/64: torch starts its
+    threads for every tensor, which adds up over a model's many tensors on a busy machine)."""
     if tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64):
         return bool(np.isfinite(tensor.numpy()).all())
     return bool(torch.isfinite(tensor).all())

@@ -2,10 +2,10 @@
 
 QGIS runs every Processing algorithm in its one Python process, so a session's next detection with the
 same model file need not read the file again nor rebuild the inference networks (BatchNorm folding,
-bfloat16 copies): about 0.1 s per run on the development machine, more on a busy one, which counts in
-batch runs over many small scenes. Models are keyed by the file's resolved path, size and modification
-time, so a file rewritten in the meantime is read again; at most MAX_MODELS are kept. Only detection
-uses this cache: training changes its model's weights, so it always loads its own copy.
+bfloat16 copies), a cost that adds up in batch runs over many small scenes. Models are keyed by the
+file's resolved path, size and modification time, so a file rewritten in the meantime is read again; at
+most MAX_MODELS are kept. Only detection uses this cache: training changes its model's weights, so it
+always loads its own copy.
 """
 
 import threading

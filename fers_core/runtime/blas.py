@@ -2,8 +2,8 @@
 
 QGIS's executables (qgis, qgis_process) link GSL, whose reference CBLAS (libgslcblas) exports
 the `cblas_*` symbols. Loaded first and globally, it captures numpy's `cblas_dgemm`/`cblas_sgemm`,
-so inside QGIS every `a @ b` runs single-threaded reference loops: measured 5x slower global RX
-through qgis_process. scipy's wrappers call the Fortran `dgemm_`/`sgemm_` symbols, which only the
+so inside QGIS every `a @ b` runs single-threaded reference loops (the README gives the cost for global
+RX through qgis_process). scipy's wrappers call the Fortran `dgemm_`/`sgemm_` symbols, which only the
 real BLAS (OpenBLAS on Debian) provides. Without scipy, numpy's product is the fallback.
 """
 

@@ -3,9 +3,9 @@ spatial branch's false colour run as per-pixel matrix products.
 
 In eval mode a BatchNorm2d after a bias-free convolution is an affine map per output channel, so
 it folds into that convolution's weight and a bias (torch.nn.utils.fusion.fuse_conv_bn_eval).
-The copy computes the same function up to float32 rounding (measured on the bundled model:
-relative difference of the features under 1e-6, test/core/test_networks.py) and saves one pass
-over every activation per BN layer. The original network (training, model files) is untouched.
+The copy computes the same function up to float32 rounding (test/core/test_networks.py checks
+the features against the original network's) and saves one pass over every activation per BN layer.
+The original network (training, model files) is untouched.
 """
 
 import copy
@@ -74,8 +74,7 @@ class PixelwiseFalseColour(nn.Module):
     """The learned false colour (spatial.FalseColour) as per-pixel matrix products over chunks of pixels.
 
     Same weights and function (1x1 conv bands -> 256 + ReLU, 1x1 conv 256 -> 3 + sigmoid), but the
-    256-channel hidden layer never exists at full size: on CPU, 1.6-2.6x faster than the two
-    convolutions (measured on 4 tiles of 128 px, 50 bands).
+    256-channel hidden layer never exists at full size, which on CPU beats the two convolutions.
     """
 
     def __init__(self, false_colour):
@@ -116,8 +115,8 @@ class LowPrecision(nn.Module):
 MIXED_PARTS = ("encoder", "backbone")
 """The parts run in bfloat16 by the "mixed" precision: the spectral encoder (the three bottlenecks, most
 of the spectral branch's multiply-adds) and the spatial ResNet trunk. The input and pixel heads, the
-pyramid head and the gates stay float32: bfloat16 everywhere moved the AUC by up to 0.0065 on the real
-scenes, bfloat16 in these two parts by at most 0.0002 (bench/PRECISION_RESULTS.md)."""
+pyramid head and the gates stay float32: bfloat16 there moves the AUC far more than in these two parts
+(bench/PRECISION_RESULTS.md has the figures)."""
 
 
 def inference_copy(network, device="cpu", mixed=False):
