@@ -10,9 +10,9 @@ Borders: the outer window is shifted inwards so that it stays inside the image a
 full size (as SPy's `rx(window=...)` does); the inner window stays centred on the pixel and is
 clipped. The windows are therefore not centred near the edges, but every pixel keeps a ring of
 about outer^2 - inner^2 pixels. Clipping the outer window instead (the first design) leaves a
-corner pixel 112 instead of 416 ring pixels with windows 5/21; on the real scenes that inflated
-edge scores by orders of magnitude (AUC 0.81 instead of 0.96 on abu-urban-1, 0.98 instead of
-0.995 on hydice-urban-162). An image smaller than the outer window uses its whole extent.
+corner pixel a quarter of the ring, whose small, unstable background inflated edge scores by
+orders of magnitude on the real scenes (see the README). An image smaller than the outer window
+uses its whole extent.
 
 Regularisation: every covariance gets a ridge of 1e-9 * trace/bands on its diagonal, far below
 any real variance, so that duplicate or constant bands stay solvable. A ring with fewer than
@@ -29,8 +29,8 @@ the sum s and the scatter S of the ring; block elimination gives z^T G^-1 z = d^
 P = S - s s^T / n = (n - 1) C, and one Cholesky factorisation of the bordered matrix
 [[G, z], [z^T, big]] (LAPACK dpotrf) yields L^-1 z as its last row: the factor and the solve in one
 call, per pixel, with BLAS on one thread (threads only slow down factorisations this small). The
-factorisation (bands^3 / 3 multiply-adds) is the floor: at 200 bands about 7,000 per second per core
-here. COMPONENTS projects the cube onto the leading principal components of the global covariance
+factorisation (bands^3 / 3 multiply-adds) is the floor (the README gives its rate per core).
+COMPONENTS projects the cube onto the leading principal components of the global covariance
 first (projection.py), making that k^3.
 
 Memory: the tile's block (with its halo) as float64, its centred copy and a pixel-major copy of z
