@@ -1,6 +1,7 @@
 """Global RX over a raster file in two streaming passes (statistics, then scores)."""
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from ..feedback import Feedback, ProgressRange
@@ -16,6 +17,7 @@ from ..io.raster_io import (
     write_cache_mb,
 )
 from ..pipeline.blockwise import TreeReducer, merged_covariance
+from ..pipeline.executor import run_executor
 from .rx import CovarianceAccumulator, fit_rx
 
 
@@ -104,41 +106,91 @@ def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
         writer.commit()
 
 
-def run_global_rx(input_path, output_path, bands=None, mask_path=None, feedback=None, block_mb=DEFAULT_BLOCK_MB):
+@dataclass(frozen=True)
+class RxSource:
+    """The raster (and mask) a global RX pass reads: what each process opens for its tasks."""
+
+    input_path: str
+    bands: tuple = None
+    mask_path: str = None
+
+    @contextmanager
+    def open(self):
+        with RasterReader(self.input_path, self.bands, direct_io=True) as reader:
+            mask = read_mask(self.mask_path, reader) if self.mask_path else None
+            try:
+                yield RxState(reader, mask)
+            finally:
+                if mask is not None:
+                    mask.close()
+
+
+@dataclass
+class RxState:
+    """A process's open reader and mask, and the block it read last (still in the reader's buffer)."""
+
+    reader: RasterReader
+    mask: RasterReader = None
+    last: tuple = None  # (window, block) of the last statistics task's read
+
+    def take(self, window):
+        """The block of `window` when it is the one read last (then forgotten: the next read overwrites it)."""
+        last, self.last = self.last, None
+        return last[1] if last is not None and last[0] == window else None
+
+
+@dataclass(frozen=True)
+class RxPlan:
+    """A pass of global RX: its source, and for the score pass the fitted RxModel."""
+
+    source: RxSource
+    model: object = None
+
+
+def rx_statistics(state, plan, window):
+    """The RxPartial of one block (the statistics pass's task)."""
+    state.last = (window, read_band_first(state.reader, window))
+    return rx_block_statistics(state.reader, state.mask, window, state.last[1])
+
+
+def rx_score(state, plan, window):
+    """The RX scores of one block (the score pass's task)."""
+    return rx_block_scores(state.reader, plan.model, window, state.take(window))
+
+
+def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = None, feedback: Feedback = None,
+                  block_mb: float = DEFAULT_BLOCK_MB, executor=None) -> RxRunSummary:
     """Score every valid pixel of `input_path` with global RX and write a float32 raster.
 
     `bands`: 1-based band numbers (None = all). `mask_path`: raster whose non-zero pixels are
     left out of the background statistics (they are still scored). Invalid pixels (nodata,
     NaN, inf in any used band) are nodata in the output and never enter the statistics.
+    `executor`: who runs the block tasks (pipeline.executor; None = this process).
     """
     feedback = feedback or Feedback()
     check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
     check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
-    reader = RasterReader(input_path, bands, direct_io=True)
-    mask = read_mask(mask_path, reader) if mask_path else None
-    windows = reader.windows(block_mb)
-    feedback.info(
-        f"Global RX on {reader.width}x{reader.height} pixels x {reader.band_count} bands "
-        f"in {len(windows)} block(s) of up to {windows[0].rows} rows."
-    )
+    with ExitStack() as stack:
+        executor = run_executor(executor, feedback, stack)
+        source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
+        state = stack.enter_context(source.open())
+        executor.attach(source, state)
+        reader = state.reader
+        windows = reader.windows(block_mb)
+        feedback.info(
+            f"Global RX on {reader.width}x{reader.height} pixels x {reader.band_count} bands "
+            f"in {len(windows)} block(s) of up to {windows[0].rows} rows{executor.where}."
+        )
+        partial = executor.reduce(rx_statistics, RxPlan(source), windows, merge_rx_partials,
+                                  ProgressRange(feedback, 0, 50))
+        model = executor.fit(fit_rx_partial, partial, feedback)
 
-    reducer = TreeReducer(merge_rx_partials)
-    stats_progress = ProgressRange(feedback, 0, 50)
-    last_block = None
-    for index, window in enumerate(windows):
-        last_block = read_band_first(reader, window)
-        reducer.push(rx_block_statistics(reader, mask, window, last_block))
-        stats_progress((index + 1) / len(windows))
-    partial = reducer.result()
-    model = fit_rx_partial(partial, feedback)
-
-    # The score pass starts with the block the statistics pass read last, still in the reader's buffer: one
-    # read fewer (a whole-image read fewer when the raster is one block; decompression is most of small runs).
-    order = windows[-1:] + windows[:-1]
-    blocks = ((window, rx_block_scores(reader, model, window, last_block if index == 0 else None))
-              for index, window in enumerate(order))
-    write_rx_scores(reader, output_path, blocks, len(windows), ProgressRange(feedback, 50, 100))
+        # The score pass starts with the block the statistics pass read last, still in the reader's buffer: one
+        # read fewer (a whole-image read fewer when the raster is one block; decompression is most of small runs).
+        order = windows[-1:] + windows[:-1]
+        blocks = executor.ordered(rx_score, RxPlan(source, model), order)
+        write_rx_scores(reader, output_path, blocks, len(windows), ProgressRange(feedback, 50, 100))
     seconds = time.perf_counter() - started
     feedback.info(f"Wrote {output_path} in {seconds:.2f} s.")
     return RxRunSummary(str(output_path), partial.valid_pixels, model.pixel_count, reader.band_count, model.rank,
