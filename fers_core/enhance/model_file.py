@@ -136,22 +136,15 @@ def _check_header(content, path):
     if not isinstance(content, dict) or "format" not in content:
         raise ModelFileError(f"{path} is a PyTorch file but not a FERS model file; choose a FERS model file.")
     if content["format"] != FORMAT_NAME:
-        raise ModelFileError(
-            f"{path} has the unknown format '{content['format']}' instead of '{FORMAT_NAME}'; "
-            "choose a FERS model file."
-        )
+        raise ModelFileError(f"{path} has the unknown format '{content['format']}' instead of '{FORMAT_NAME}'; "
+                             "choose a FERS model file.")
     version = content.get("format_version")
     if version != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} uses model file format version {version}, "
-            f"but this plugin reads version {FORMAT_VERSION}; "
-            "update the plugin or export the model again."
-        )
+        raise ModelFileError(f"{path} uses model file format version {version}, but this plugin reads version "
+                             f"{FORMAT_VERSION}; update the plugin or export the model again.")
     missing = [key for key in _FILE_KEYS if key not in content]
     if missing:
-        raise ModelFileError(
-            f"{path} lacks the entries {', '.join(missing)}; the file is damaged, export it again."
-        )
+        raise ModelFileError(f"{path} lacks the entries {', '.join(missing)}; the file is damaged, export it again.")
     _check_fields(content, path)
 
 

@@ -20,21 +20,9 @@ from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
 from ..io import band_list
 from ..io.output_safety import check_outputs
+from . import defaults
 from .data import PatchSampler, TrainingRaster, load_backgrounds
-from .defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_MODEL_BANDS,
-    DEFAULT_PATCH_SIZE,
-    DEFAULT_TEACHER,
-    MIN_MODEL_BANDS,
-    MIN_PATCH_SIZE,
-    STAGES_BOTH,
-    STAGES_SPATIAL,
-    STAGES_SPECTRAL,
-    TEACHER_OPTIONS,
-)
+from .defaults import STAGES_BOTH, STAGES_SPATIAL, STAGES_SPECTRAL
 from .loop import LoopSettings, ResumeFile, plain, restore, resume_path, run_stage
 from .stage1 import SpectralStage
 from .stage2 import SpatialStage
@@ -50,18 +38,18 @@ class TrainOptions:
     output_model: str
     masks: list = None
     bands: list = None
-    model_bands: int = DEFAULT_MODEL_BANDS
+    model_bands: int = defaults.DEFAULT_MODEL_BANDS
     wavelengths_nm: list = None
     stages: int = STAGES_BOTH
-    epochs: int = DEFAULT_EPOCHS
-    patch_size: int = DEFAULT_PATCH_SIZE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    learning_rate: float = DEFAULT_LEARNING_RATE
+    epochs: int = defaults.DEFAULT_EPOCHS
+    patch_size: int = defaults.DEFAULT_PATCH_SIZE
+    batch_size: int = defaults.DEFAULT_BATCH_SIZE
+    learning_rate: float = defaults.DEFAULT_LEARNING_RATE
     seed: int = 0
     init_model: str = None
     device: str = "auto"
     resume: bool = True
-    teacher: str = DEFAULT_TEACHER
+    teacher: str = defaults.DEFAULT_TEACHER
     patches_per_epoch: int = None
     provenance: dict = field(default_factory=dict)
 
@@ -117,15 +105,15 @@ def _check_options(options):
             "stage first or choose both stages."
         )
     for name, value, minimum in (("EPOCHS", options.epochs, 1), ("BATCH_SIZE", options.batch_size, 1),
-                                 ("PATCH_SIZE", options.patch_size, MIN_PATCH_SIZE)):
+                                 ("PATCH_SIZE", options.patch_size, defaults.MIN_PATCH_SIZE)):
         if int(value) < minimum:
             raise InputError(f"{name} must be at least {minimum} (it is {value}).")
     if options.stages != STAGES_SPECTRAL and options.batch_size < 2:
         raise InputError("The spatial stage needs BATCH_SIZE of at least 2 (its losses use batch statistics).")
     if not options.learning_rate > 0:
         raise InputError(f"LEARNING_RATE must be positive (it is {options.learning_rate}).")
-    if options.teacher not in TEACHER_OPTIONS:
-        raise InputError(f"The teacher option must be one of {', '.join(TEACHER_OPTIONS)}.")
+    if options.teacher not in defaults.TEACHER_OPTIONS:
+        raise InputError(f"The teacher option must be one of {', '.join(defaults.TEACHER_OPTIONS)}.")
     if not options.output_model:
         raise InputError("No OUTPUT_MODEL was given: choose where to save the trained model (.pt).")
     check_outputs([("OUTPUT_MODEL", options.output_model),
@@ -143,8 +131,8 @@ def _initial_model(options, feedback):
     """The INIT_MODEL (or None), checked for the chosen stages; model bands and wavelengths to use."""
     if not options.init_model:
         bands = int(options.model_bands)
-        if bands < MIN_MODEL_BANDS:
-            raise InputError(f"MODEL_BANDS must be at least {MIN_MODEL_BANDS} (it is {bands}).")
+        if bands < defaults.MIN_MODEL_BANDS:
+            raise InputError(f"MODEL_BANDS must be at least {defaults.MIN_MODEL_BANDS} (it is {bands}).")
         wavelengths = options.wavelengths_nm
         if wavelengths is not None and len(wavelengths) != bands:
             raise InputError(
