@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..errors import ModelFileError
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"  # the plugin folder, above fers_core/enhance/
 DEFAULT_MODEL_FILE = WEIGHTS_DIR / "fers_default.pt"
 
 
