@@ -5,14 +5,14 @@ import pytest
 from qgis.core import QgsProcessingException
 
 from .rasters import leftovers, read
-from .test_detect_algorithm import detect, scene, small_model  # noqa: F401 (fixtures)
+from .test_detect_algorithm import detect, scene  # noqa: F401 (fixtures)
 
 VARIANT_MODES = {2: 2, 3: 3, 4: 4}  # fers:detect DETECTOR -> the fers:rx MODE computing the same on a cube
 
 
 @pytest.mark.parametrize("detector", sorted(VARIANT_MODES))
-def test_variants_equal_fers_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, small_model, detector):  # noqa: F811
-    result = detect(run_alg, tmp_path, scene[0], small_model, "v.tif", BRANCHES=1, DETECTOR=detector,
+def test_variants_equal_fers_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, model_file, detector):  # noqa: F811
+    result = detect(run_alg, tmp_path, scene[0], model_file, "v.tif", BRANCHES=1, DETECTOR=detector,
                     WINDOW_INNER=3, WINDOW_OUTER=9, OUTPUT_SPECTRAL=str(tmp_path / "cube.tif"))
     direct = run_alg("fers:rx", {"INPUT": result["OUTPUT_SPECTRAL"], "MODE": VARIANT_MODES[detector],
                                  "WINDOW_INNER": 3, "WINDOW_OUTER": 9, "OUTPUT": str(tmp_path / "direct.tif")})
@@ -21,8 +21,8 @@ def test_variants_equal_fers_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, s
     assert leftovers(tmp_path, {"v.tif", "cube.tif", "direct.tif"}) == []
 
 
-def test_local_mean_with_product_fusion_and_objects(run_alg, tmp_path, scene, small_model):  # noqa: F811
-    result = detect(run_alg, tmp_path, scene[0], small_model, "lp.tif", DETECTOR=2, FUSION=2, WINDOW_INNER=3,
+def test_local_mean_with_product_fusion_and_objects(run_alg, tmp_path, scene, model_file):  # noqa: F811
+    result = detect(run_alg, tmp_path, scene[0], model_file, "lp.tif", DETECTOR=2, FUSION=2, WINDOW_INNER=3,
                     WINDOW_OUTER=9, THRESHOLD_METHOD=0, THRESHOLD=1.0, MIN_PIXELS=1,
                     OUTPUT_MASK=str(tmp_path / "mask.tif"))
     scores = read(result["OUTPUT"])[0]
@@ -39,10 +39,10 @@ def test_local_mean_with_product_fusion_and_objects(run_alg, tmp_path, scene, sm
      "no chi-square law"),
     ({"DETECTOR": 4, "SCHEDULER": "local"}, "runs global RX only"),
 ])
-def test_bad_parameters_are_refused(run_alg, tmp_path, scene, small_model, parameters, message):  # noqa: F811
+def test_bad_parameters_are_refused(run_alg, tmp_path, scene, model_file, parameters, message):  # noqa: F811
     parameters = dict(parameters)
     if "OUTPUT_MASK" in parameters:
         parameters["OUTPUT_MASK"] = str(tmp_path / parameters["OUTPUT_MASK"])
     with pytest.raises(QgsProcessingException, match=message):
-        detect(run_alg, tmp_path, scene[0], small_model, "bad.tif", **parameters)
+        detect(run_alg, tmp_path, scene[0], model_file, "bad.tif", **parameters)
     assert leftovers(tmp_path, set()) == []

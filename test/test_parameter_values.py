@@ -113,18 +113,15 @@ def _property(value):
     return QgsProperty.fromValue(value)
 
 
-def test_detect_reads_an_empty_model_as_the_bundled_one_and_a_property_as_its_file(qgis_app, scene, tmp_path):
+def test_detect_reads_an_empty_model_as_the_bundled_one_and_a_property_as_its_file(qgis_app, scene, tmp_path,
+                                                                                  model_file):
     from qgis.PyQt.QtCore import QVariant
-
-    from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     _, log = run("fers:detect", {"INPUT": scene[0], "MODEL": QVariant(QVariant.String),
                                  "OUTPUT": str(tmp_path / "bundled.tif")})
     assert "weights/fers_default.pt" in log
-    model = tmp_path / "random16.pt"
-    save_model(random_init_model(16, seed=0), model)
-    _, log = run("fers:detect", {"INPUT": scene[0], "MODEL": _property(str(model)), "OUTPUT": str(tmp_path / "p.tif")})
-    assert f"Model: {model}" in log
+    _, log = run("fers:detect", {"INPUT": scene[0], "MODEL": _property(model_file), "OUTPUT": str(tmp_path / "p.tif")})
+    assert f"Model: {model_file}" in log
 
 
 def test_evaluate_reads_score_layers_picked_in_the_project(qgis_app, scene, project_layer, tmp_path):

@@ -48,14 +48,11 @@ def test_rx_on_the_embedded_local_cluster(run_alg, tmp_path, source):
     assert np.array_equal(pixels(here["OUTPUT"]), pixels(local["OUTPUT"]))
 
 
-def test_detect_on_a_cluster_is_identical(run_alg, tmp_path, scheduler):
-    from fers.fers_core.enhance.model_file import random_init_model, save_model
+def test_detect_on_a_cluster_is_identical(run_alg, tmp_path, scheduler, model_file):
     from fers.fers_core.synthetic import write_scene
 
-    model = tmp_path / "random16.pt"
-    save_model(random_init_model(16, seed=0), model)
     scene, _ = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=64, cols=48, bands=20, seed=5)
-    common = {"INPUT": scene, "MODEL": str(model), "BRANCHES": 1, "MEMORY_MB": 1}
+    common = {"INPUT": scene, "MODEL": model_file, "BRANCHES": 1, "MEMORY_MB": 1}
     here = run_alg("fers:detect", {**common, "OUTPUT": str(tmp_path / "here.tif")})
     there = run_alg("fers:detect", {**common, "SCHEDULER": scheduler, "OUTPUT": str(tmp_path / "there.tif")})
     assert np.array_equal(pixels(here["OUTPUT"]), pixels(there["OUTPUT"]))
