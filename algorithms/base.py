@@ -17,7 +17,6 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..fers_core.detectors.local_rx import validate_windows
 from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
 from ..fers_core.io.band_list import parse_band_list
@@ -281,6 +280,20 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     def compute(self, parameters, context, feedback):
         raise NotImplementedError
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        """QGIS's checks of each value, then `check_request`'s: a refused request never starts a run."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        try:
+            self.check_request(parameters, context)
+        except InputError as error:
+            return False, str(error)
+        return True, ""
+
+    def check_request(self, parameters, context):
+        """InputError for settings that do not go together; subclasses call the engine's request checks here."""
+
     def run_paths(self, parameters, context):
         """(outputs, inputs) of a run: (parameter name, file path) pairs, read from the values without side effects.
 
@@ -368,12 +381,3 @@ class FersAlgorithm(QgsProcessingAlgorithm):
                                  "the path.")
             sources.append((layer.source().split("|")[0], layer.name()))
         return sources
-
-    def local_window_problem(self, parameters, context):
-        """Why WINDOW_INNER / WINDOW_OUTER cannot serve local RX, or None when they can."""
-        try:
-            validate_windows(self.parameterAsInt(parameters, "WINDOW_INNER", context),
-                             self.parameterAsInt(parameters, "WINDOW_OUTER", context))
-        except InputError as error:
-            return str(error)
-        return None

@@ -12,22 +12,26 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..fers_core.detectors.catalog import DETECTORS, check_detector, has_chi_square_law
-from ..fers_core.errors import InputError
-from ..fers_core.feedback import StageFeedback
+from ..fers_core.detectors.catalog import DETECTORS
 from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
+from ..fers_core.pipeline.ensemble import FUSIONS
+from ..fers_core.pipeline.options import BRANCH_CHOICES
+from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles
 from .base import FersAlgorithm, RasterLayerParameter, advanced, widget_value
 
-BRANCH_OPTIONS = ["Spectral + spatial", "Spectral only", "Spatial only"]
+BRANCH_LABELS = {("spectral", "spatial"): "Spectral + spatial", ("spectral",): "Spectral only",
+                 ("spatial",): "Spatial only"}
+BRANCH_OPTIONS = [BRANCH_LABELS[BRANCH_CHOICES[index]] for index in range(len(BRANCH_CHOICES))]
 FUSION_OPTIONS = ["As the reference (sum above 50 model bands, product at 50 or fewer)", "Sum", "Product"]
 DEVICE_OPTIONS = ["Auto (CUDA when available)", "CPU", "CUDA"]
 DEVICE_VALUES = ["auto", "cpu", "cuda"]
-DETECTOR_OPTIONS = ["Global RX", "Local (dual-window) RX",
-                    "RXD with a local mean (outer window minus the inner one), global covariance",
-                    "UTD (uniform target), global mean", "RXD-UTD, global mean"]
+DETECTOR_LABELS = {"global": "Global RX", "local": "Local (dual-window) RX",
+                   "rxd-local-mean": "RXD with a local mean (outer window minus the inner one), global covariance",
+                   "utd": "UTD (uniform target), global mean", "rxd-utd": "RXD-UTD, global mean"}
 DETECTOR_VALUES = list(DETECTORS)
+DETECTOR_OPTIONS = [DETECTOR_LABELS[detector] for detector in DETECTOR_VALUES]
 PRECISION_OPTIONS = [
     "float32 everywhere",
     "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
@@ -35,9 +39,10 @@ PRECISION_OPTIONS = [
 ]
 PRECISION_VALUES = ["float32", "bfloat16", "auto"]
 PRECISION_DEFAULT = 2
-ENSEMBLE_FUSION_OPTIONS = ["Rank (mean of each member's empirical CDF)",
-                           "Standardised scores (mean of (score - mean) / standard deviation)"]
-ENSEMBLE_FUSION_VALUES = ["rank", "standardised"]  # fers_core.pipeline.ensemble.FUSIONS
+ENSEMBLE_FUSION_LABELS = {"rank": "Rank (mean of each member's empirical CDF)",
+                          "standardised": "Standardised scores (mean of (score - mean) / standard deviation)"}
+ENSEMBLE_FUSION_VALUES = list(FUSIONS)
+ENSEMBLE_FUSION_OPTIONS = [ENSEMBLE_FUSION_LABELS[fusion] for fusion in ENSEMBLE_FUSION_VALUES]
 
 
 class ModelPathParameter(QgsProcessingParameterFile):
@@ -184,26 +189,19 @@ class DetectAlgorithm(FersAlgorithm):
             "Optional: the input in model bands plus the spatial features, for any other detector.")
         outputs.add_object_destinations(self)
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
-        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
-        margin = self.parameterAsInt(parameters, self.TILE_MARGIN, context)
-        if tile - 2 * margin < 1:
-            return False, self.tr(f"The spatial tile margin (TILE_MARGIN, {margin}) must be less than half of the "
-                                  f"spatial tile size (TILE_SIZE, {tile}).")
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
-        detector = DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)]
-        try:
-            check_detector(detector, self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-                           self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
-        except InputError as error:
-            return False, str(error)
-        if not has_chi_square_law(detector) and outputs.asked_for(parameters) and \
-                self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
-            return False, self.tr("UTD and RXD-UTD scores follow no chi-square law, so a false-alarm-rate threshold "
-                                  "does not apply: choose a top-percentage or absolute threshold.")
-        return outputs.check_object_parameters(self, parameters, context)
+    def check_request(self, parameters, context):
+        """The settings known before the models load; compute checks the rest (members, fusion, SCHEDULER)."""
+        check_spatial_tiles(self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                            self.parameterAsInt(parameters, self.TILE_MARGIN, context))
+        check_detect_request(DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)],
+                             self.windows(parameters, context),
+                             false_alarm_rate=outputs.false_alarm_rate(self, parameters, context))
+        outputs.check_object_parameters(self, parameters, context)
+
+    def windows(self, parameters, context):
+        """(inner, outer) of the local detectors."""
+        return (self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
 
     def compute(self, parameters, context, feedback):
         from ..fers_core.enhance.torch_support import require_torch
@@ -214,7 +212,7 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.enhance.model_cache import detection_model
         from ..fers_core.pipeline.ensemble import Member, run_ensemble_detection
         from ..fers_core.pipeline.memory_guard import check_detection_run
-        from ..fers_core.pipeline.options import BRANCH_CHOICES, DetectOptions, choose_fusion
+        from ..fers_core.pipeline.options import DetectOptions, choose_fusion
 
         cluster = scheduler.value(self, parameters, context)
         chosen = self.parameterAsFile(parameters, self.MODEL, context)
@@ -229,6 +227,7 @@ class DetectAlgorithm(FersAlgorithm):
             members.append(Member())
         fusion = ENSEMBLE_FUSION_VALUES[self.parameterAsEnum(parameters, self.ENSEMBLE_FUSION, context)]
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        inner, outer = self.windows(parameters, context)
         options = DetectOptions(
             bands=self.band_list(parameters, self.BANDS, context),
             mask_path=self.raster_source(parameters, self.MASK, context),
@@ -241,40 +240,27 @@ class DetectAlgorithm(FersAlgorithm):
             spectral_output=self.optional_output(parameters, self.OUTPUT_SPECTRAL, context),
             spatial_output=self.optional_output(parameters, self.OUTPUT_SPATIAL, context),
             detector=DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)],
-            window_inner=self.parameterAsInt(parameters, self.WINDOW_INNER, context),
-            window_outer=self.parameterAsInt(parameters, self.WINDOW_OUTER, context),
+            window_inner=inner,
+            window_outer=outer,
             precision=PRECISION_VALUES[self.parameterAsEnum(parameters, self.PRECISION, context)],
             threads=self.thread_count(),
         )
-        if cluster and options.detector != "global":
-            raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the local "
-                             "detector and the RX variants.")
-        if cluster and len(members) > 1:
-            raise InputError("The Dask scheduler (SCHEDULER) runs one model: leave it empty to fuse several models "
-                             "(MODELS, FUSE_RX, or the bundled default ensemble), or set one MODEL.")
-        far = outputs.asked_for(parameters) and \
-            self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE
-        if far and len(members) > 1:
-            raise InputError("Fused ensemble scores have no chi-square law, so a false-alarm-rate threshold does not "
-                             "apply: choose a top-percentage or absolute threshold, or run one model (set MODEL).")
         available = tuple(b for b in options.branches if model.has_branch(b))
-        if far and choose_fusion(options.fusion, model.bands, available) == "product":
-            raise InputError("Product fusion gives normalised scores with no chi-square law, so a false-alarm-rate "
-                             "threshold does not apply: choose a top-percentage or absolute threshold, or sum fusion.")
+        check_detect_request(options.detector, (inner, outer), scheduler=cluster,
+                             members=len(members), false_alarm_rate=outputs.false_alarm_rate(self, parameters, context),
+                             fusion=choose_fusion(options.fusion, model.bands, available))
         source = self.raster_source(parameters, self.INPUT, context)
         feedback.info("Model: " + " + ".join(member.label for member in members) +
                       (f" ({fusion} fusion)" if len(members) > 1 else ""))
         if not cluster:  # on a Dask cluster the strips use the workers' memory
             for member_model in models:
                 check_detection_run(source, member_model, options, feedback)
-        detector_feedback = StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
+        detector_feedback = outputs.detector_feedback(parameters, feedback)
         if len(members) > 1:
             run_ensemble_detection(source, output, members, options, fusion, detector_feedback)
         else:
             fers_detection(cluster, source, output, model_path, options, detector_feedback, model)
-        results = {self.OUTPUT: output}
-        results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, model.bands))
-        styles.style_scores(context, output)
+        results = outputs.score_results(self, parameters, context, feedback, output, model.bands)
         for key, path in ((self.OUTPUT_SPECTRAL, options.spectral_output),
                           (self.OUTPUT_SPATIAL, options.spatial_output)):
             if path:

@@ -1,10 +1,11 @@
-"""Optional object outputs for detector algorithms: a thresholded anomaly mask and anomaly polygons.
+"""The outputs of detector algorithms: the score raster, and an optional anomaly mask and anomaly polygons.
 
-Any detector that writes a score raster adds these parameters with `add_threshold_parameters`
-and `add_object_destinations`, validates them in checkParameterValues with
-`check_object_parameters`, and calls `run_object_outputs` with the score path and the number
-of features (the chi-square degrees of freedom of the false-alarm-rate threshold). Nothing is
-written when neither the mask nor the polygons are asked for.
+Any detector that writes a score raster adds the object parameters with `add_threshold_parameters`
+and `add_object_destinations`, checks them in checkParameterValues with `check_object_parameters`
+(the engine's request check), runs its detector with `detector_feedback`'s share of the progress,
+and ends with `score_results`: the scores styled, then the mask and polygons thresholded with the
+number of features (the chi-square degrees of freedom of the false-alarm-rate threshold), written
+and styled. Nothing is written for the objects when neither the mask nor the polygons are asked for.
 """
 
 import os
@@ -22,12 +23,15 @@ from qgis.core import (
 )
 
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.pipeline.postprocess import (
+from ..fers_core.pipeline.postprocess import threshold_value, write_mask, write_polygons
+from ..fers_core.pipeline.requests import (
+    ABSOLUTE,
+    DEFAULT_MIN_PIXELS,
+    DEFAULT_TOP_PERCENT,
     FALSE_ALARM_RATE,
     TOP_PERCENT,
-    threshold_value,
-    write_mask,
-    write_polygons,
+    check_polygons_path,
+    check_threshold,
 )
 from . import styles
 
@@ -39,15 +43,13 @@ OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
 THRESHOLD_VALUE = "THRESHOLD_VALUE"
 ANOMALY_PIXELS = "ANOMALY_PIXELS"
 OBJECT_COUNT = "OBJECT_COUNT"
-METHOD_OPTIONS = (
-    "Top percent of valid pixels",
-    "Absolute score",
-    "False-alarm rate in percent (chi-square background)",
-)
-# A short list of credible objects rather than every isolated bright pixel; chosen on the demo scene
-# and the shared real scenes with a ground truth (README, "Anomaly masks and objects").
-DEFAULT_TOP_PERCENT = 0.2
-DEFAULT_MIN_PIXELS = 2
+METHOD_LABELS = {
+    TOP_PERCENT: "Top percent of valid pixels",
+    ABSOLUTE: "Absolute score",
+    FALSE_ALARM_RATE: "False-alarm rate in percent (chi-square background)",
+}
+METHOD_OPTIONS = tuple(METHOD_LABELS[method] for method in sorted(METHOD_LABELS))  # the enum index is the method
+OBJECTS_START = 85  # the run's progress (percent) where the detector hands over to the mask and polygons
 HELP = (
     "Anomaly mask and objects are written only when asked for: pixels with a score at or above the threshold are "
     "anomalies, and 8-connected anomaly pixels form one object. The defaults (the top 0.2% of the pixels, objects "
@@ -118,41 +120,45 @@ def asked_for(parameters):
         _raw_destination(parameters, OUTPUT_POLYGONS) is not None
 
 
+def false_alarm_rate(algorithm, parameters, context):
+    """Whether the mask or the polygons are asked for with a false-alarm-rate threshold (which needs scores with a
+    chi-square law: the engine's request check says which have one)."""
+    return asked_for(parameters) and \
+        algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context) == FALSE_ALARM_RATE
+
+
 def check_object_parameters(algorithm, parameters, context):
-    """(ok, message) for the threshold parameters, as checkParameterValues expects."""
+    """InputError for a threshold its method cannot read, or polygons not going to a GeoPackage (the engine's
+    checks, applied before the detection), when the mask or the polygons are asked for."""
     if not asked_for(parameters):
-        return True, ""
-    method = algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
-    value = algorithm.parameterAsDouble(parameters, THRESHOLD, context)
-    if method == TOP_PERCENT and not 0 < value <= 100:
-        return False, algorithm.tr(
-            f"The top percentage must be greater than 0 and at most 100 (got {value:g}): "
-            f"use e.g. {DEFAULT_TOP_PERCENT:g}."
-        )
-    if method == FALSE_ALARM_RATE and not 0 < value < 100:
-        return False, algorithm.tr(
-            f"The false-alarm rate must be a percentage between 0 and 100 (got {value:g}): use e.g. 0.1."
-        )
+        return
+    check_threshold(algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context),
+                    algorithm.parameterAsDouble(parameters, THRESHOLD, context))
     polygons = _raw_destination(parameters, OUTPUT_POLYGONS)
-    if polygons and polygons != QgsProcessing.TEMPORARY_OUTPUT and not polygons.lower().endswith(".gpkg"):
-        return False, algorithm.tr(
-            f"Anomaly polygons are written as a GeoPackage: give the output a .gpkg name (got '{polygons}')."
-        )
-    return True, ""
+    if polygons and polygons != QgsProcessing.TEMPORARY_OUTPUT:  # QGIS names a temporary output .gpkg itself
+        check_polygons_path(polygons)
 
 
-def remove_outputs(*paths):
-    """Delete finished outputs of a run that was cancelled later on (cancel leaves nothing)."""
-    for path in paths:
-        if path and os.path.isfile(path):
-            os.remove(path)
+def detector_feedback(parameters, feedback):
+    """The detector's share of the run's progress: all of it, or up to OBJECTS_START when objects follow."""
+    return StageFeedback(feedback, 0, OBJECTS_START if asked_for(parameters) else 100)
 
 
-def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_features, start=85):
-    """Threshold the scores, write the requested mask and polygons, and style them; the results dict.
+def score_results(algorithm, parameters, context, feedback, score_path, n_features):
+    """A detector's results: OUTPUT (the scores), the mask and polygons asked for, each styled for loading.
 
-    `feedback` is the engine Feedback of the whole run; this stage reports progress from
-    `start` to 100. When the run fails or is cancelled, the base class's RunGuard removes every output it wrote.
+    `feedback` is the engine Feedback of the whole run; the objects report progress from OBJECTS_START to 100.
+    """
+    results = {algorithm.OUTPUT: score_path}
+    results.update(_object_outputs(algorithm, parameters, context, feedback, score_path, n_features))
+    styles.style_scores(context, score_path)
+    return results
+
+
+def _object_outputs(algorithm, parameters, context, feedback, score_path, n_features):
+    """Threshold the scores, write the requested mask and polygons, and style them; their results.
+
+    When the run fails or is cancelled, the base class's RunGuard removes every output it wrote.
     """
     if not asked_for(parameters):
         return {}
@@ -163,6 +169,7 @@ def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_f
     method = algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
     value = algorithm.parameterAsDouble(parameters, THRESHOLD, context)
     min_pixels = algorithm.parameterAsInt(parameters, MIN_PIXELS, context)
+    start = OBJECTS_START
     span = 100 - start
     threshold = threshold_value(score_path, method, value, n_features, StageFeedback(feedback, start, start + span / 3))
     feedback.info(f"Threshold: {threshold.describe()}.")
@@ -183,5 +190,6 @@ def run_object_outputs(algorithm, parameters, context, feedback, score_path, n_f
             results[OBJECT_COUNT] = objects.objects
             styles.style_polygons(context, polygons_path, score_path)
     finally:
-        remove_outputs(temporary_mask)
+        if temporary_mask and os.path.isfile(temporary_mask):
+            os.remove(temporary_mask)
     return results

@@ -9,13 +9,12 @@ from qgis.core import (
 )
 
 from ..fers_core.detectors.local_rx import run_local_rx
-from ..fers_core.detectors.rx_variants import chi_square_law, describe, run_rx_variant, validate_variant
+from ..fers_core.detectors.rx_variants import run_rx_variant, validate_variant
 from ..fers_core.distributed.cluster import global_rx
-from ..fers_core.errors import InputError
-from ..fers_core.feedback import StageFeedback
 from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.memory_guard import check_rx_run
-from . import outputs, scheduler, styles
+from ..fers_core.pipeline.requests import check_rx_request
+from . import outputs, scheduler
 from .base import FersAlgorithm, RasterLayerParameter, advanced
 
 
@@ -103,51 +102,34 @@ class RxAlgorithm(FersAlgorithm):
                            "Float32 GeoTIFF of the scores on the input's grid (nodata -9999).")
         outputs.add_object_destinations(self)
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
-        mode = self.parameterAsEnum(parameters, self.MODE, context)
-        if mode == self.LOCAL:
-            problem = self.local_window_problem(parameters, context)
-            if problem:
-                return False, problem
-        if mode in self.VARIANT_MODES:
-            try:
-                variant, window, guard = self.variant_settings(parameters, context)
-            except InputError as error:
-                return False, str(error)
-            if outputs.asked_for(parameters) and not chi_square_law(variant) and \
-                    self.parameterAsEnum(parameters, outputs.THRESHOLD_METHOD, context) == outputs.FALSE_ALARM_RATE:
-                return False, self.tr(
-                    f"{describe(variant, window, guard)} scores follow no chi-square law, so a false-alarm-rate "
-                    "threshold does not apply: choose a top-percentage or absolute threshold.")
-        return outputs.check_object_parameters(self, parameters, context)
+    def check_request(self, parameters, context):
+        self.rx_request(parameters, context, false_alarm_rate=outputs.false_alarm_rate(self, parameters, context))
+        outputs.check_object_parameters(self, parameters, context)
 
-    def variant_settings(self, parameters, context):
-        """(variant, window or None, guard) of an RX variant MODE, validated (InputError)."""
-        variant, local_mean = self.VARIANT_MODES[self.parameterAsEnum(parameters, self.MODE, context)]
-        if not local_mean:
-            return validate_variant(variant)
-        return validate_variant(variant, self.parameterAsInt(parameters, self.WINDOW_OUTER, context),
-                                self.parameterAsInt(parameters, self.WINDOW_INNER, context))
+    def rx_request(self, parameters, context, **settings):
+        """(MODE, the variant's (variant, window or None, guard) or None), checked by the engine's request check
+        with `settings` (its scheduler and false_alarm_rate)."""
+        mode = self.parameterAsEnum(parameters, self.MODE, context)
+        windows = (self.parameterAsInt(parameters, self.WINDOW_INNER, context),
+                   self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
+        variant = None
+        if mode in self.VARIANT_MODES:
+            name, local_mean = self.VARIANT_MODES[mode]
+            variant = validate_variant(name, windows[1], windows[0]) if local_mean else validate_variant(name)
+        check_rx_request(variant, local_windows=windows if mode == self.LOCAL else None, **settings)
+        return mode, variant
 
     def compute(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        detector_feedback = StageFeedback(feedback, 0, 85 if outputs.asked_for(parameters) else 100)
         common = dict(
             bands=self.band_list(parameters, self.BANDS, context),
             mask_path=self.raster_source(parameters, self.MASK, context),
-            feedback=detector_feedback,
+            feedback=outputs.detector_feedback(parameters, feedback),
             block_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
         )
         source = self.raster_source(parameters, self.INPUT, context)
         cluster = scheduler.value(self, parameters, context)
-        mode = self.parameterAsEnum(parameters, self.MODE, context)
-        if cluster and mode != self.GLOBAL:
-            raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the other "
-                             "modes (python -m fers_core batch --scheduler runs them one raster per task).")
-        variant = self.variant_settings(parameters, context) if mode in self.VARIANT_MODES else None
+        mode, variant = self.rx_request(parameters, context, scheduler=cluster)
         inner = self.parameterAsInt(parameters, self.WINDOW_INNER, context)
         outer = self.parameterAsInt(parameters, self.WINDOW_OUTER, context)
         components = self.parameterAsDouble(parameters, self.COMPONENTS, context) or None
@@ -162,7 +144,4 @@ class RxAlgorithm(FersAlgorithm):
             n_features = run_rx_variant(source, output, *variant, **common).rank
         else:
             n_features = global_rx(cluster, source, output, **common).rank
-        results = {self.OUTPUT: output}
-        results.update(outputs.run_object_outputs(self, parameters, context, feedback, output, n_features))
-        styles.style_scores(context, output)
-        return results
+        return outputs.score_results(self, parameters, context, feedback, output, n_features)

@@ -37,10 +37,10 @@ from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
 from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window, output_folder
+from .requests import ABSOLUTE, FALSE_ALARM_RATE, TOP_PERCENT, check_polygons_path, check_threshold
 
 ogr.UseExceptions()
 
-TOP_PERCENT, ABSOLUTE, FALSE_ALARM_RATE = 0, 1, 2
 METHOD_NAMES = ("top percent of valid pixels", "absolute score", "false-alarm rate (chi-square background)")
 MASK_NODATA = 255
 MAX_IN_MEMORY = 2**22  # candidate scores held at once by the exact top-percent selection
@@ -93,28 +93,15 @@ def threshold_value(score_path, method, threshold, n_features=None, feedback=Non
                     max_in_memory=MAX_IN_MEMORY):
     """The score cut for `method` (0 top percent, 1 absolute, 2 false-alarm rate in percent); a Threshold."""
     feedback = feedback or Feedback()
+    check_threshold(method, threshold)
     method = int(method)
     threshold = float(threshold)
     if method == ABSOLUTE:
-        if not math.isfinite(threshold):
-            raise InputError("The absolute threshold must be a finite score value.")
         return Threshold(threshold, method, threshold)
     if method == FALSE_ALARM_RATE:
-        if not 0 < threshold < 100:
-            raise InputError(
-                f"The false-alarm rate must be a percentage between 0 and 100 (got {threshold:g}): use e.g. 0.1."
-            )
         if not n_features or int(n_features) < 1:
             raise InputError("A false-alarm-rate threshold needs the number of features (bands) the scores used.")
         return Threshold(float(chi2.isf(threshold / 100.0, int(n_features))), method, threshold)
-    if method != TOP_PERCENT:
-        raise InputError(
-            f"Unknown threshold method {method}: use 0 (top percent), 1 (absolute) or 2 (false-alarm rate)."
-        )
-    if not 0 < threshold <= 100:
-        raise InputError(
-            f"The top percentage must be greater than 0 and at most 100 (got {threshold:g}): use e.g. 0.5."
-        )
     with _score_reader(score_path) as reader:
         return _top_percent(reader, threshold, feedback, block_mb, max_in_memory)
 
@@ -232,10 +219,7 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
     min_pixels = int(min_pixels)
     if min_pixels < 1:
         raise InputError(f"The minimum object size must be at least 1 pixel (got {min_pixels}).")
-    if os.path.splitext(str(polygons_path))[1].lower() != ".gpkg":
-        raise InputError(
-            f"Polygons are written as a GeoPackage: give the output a .gpkg name (got '{polygons_path}')."
-        )
+    check_polygons_path(polygons_path)
     progress = ProgressRange(feedback, 0, 100)
     with RasterReader(mask_path, [1]) as mask, _score_reader(score_path) as scores:
         if (mask.width, mask.height) != (scores.width, scores.height):
