@@ -13,22 +13,14 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..fers_core.training.defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_MODEL_BANDS,
-    DEFAULT_PATCH_SIZE,
-    DEFAULT_TEACHER,
-    MIN_MODEL_BANDS,
-    MIN_PATCH_SIZE,
-    TEACHER_OPTIONS,
-)
+from ..fers_core.training import defaults
 from ..fers_core.training.output_path import default_model_output
 from .base import FersAlgorithm, RasterListParameter, advanced, widget_value
 from .detect_algorithm import DEVICE_OPTIONS, DEVICE_VALUES, ModelPathParameter
 
-STAGE_OPTIONS = ["Both (spectral, then spatial)", "Spectral only", "Spatial only (needs an initial model)"]
+STAGE_LABELS = {defaults.STAGES_BOTH: "Both (spectral, then spatial)", defaults.STAGES_SPECTRAL: "Spectral only",
+                defaults.STAGES_SPATIAL: "Spatial only (needs an initial model)"}
+STAGE_OPTIONS = [STAGE_LABELS[stages] for stages in sorted(STAGE_LABELS)]  # the enum index is the stages value
 TEACHER_LABELS = {"frozen-random": "Frozen random encoder (convh and pixel head trained)",
                   "trained": "Trained encoder (the whole spectral network learns)"}
 
@@ -89,34 +81,34 @@ class TrainAlgorithm(FersAlgorithm):
             "Continue from the checkpoint beside the trained model (its name + .resume.pt) that an interrupted run "
             "with the same settings left; off = start again.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
-            self.STAGES, self.tr("Stages"), STAGE_OPTIONS, defaultValue=0)),
+            self.STAGES, self.tr("Stages"), STAGE_OPTIONS, defaultValue=defaults.STAGES_BOTH)),
             "Both (default), spectral only, or spatial only (needs an initial model with a spectral branch).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
-            self.MODEL_BANDS, self.tr("Model bands"), QgsProcessingParameterNumber.Type.Integer, DEFAULT_MODEL_BANDS,
-            minValue=MIN_MODEL_BANDS)),
-            f"The model's band count (default {DEFAULT_MODEL_BANDS}); every raster is resampled to it. Ignored with "
-            "an initial model.")
+            self.MODEL_BANDS, self.tr("Model bands"), QgsProcessingParameterNumber.Type.Integer,
+            defaults.DEFAULT_MODEL_BANDS, minValue=defaults.MIN_MODEL_BANDS)),
+            f"The model's band count (default {defaults.DEFAULT_MODEL_BANDS}); every raster is resampled to it. "
+            "Ignored with an initial model.")
         self.add_parameter(advanced(QgsProcessingParameterString(
             self.WAVELENGTHS, self.tr("Model band centres in nm, comma-separated"), optional=True)),
             "Optional: the model's band centres, one per model band, so rasters with wavelengths are resampled "
             "over wavelength. Ignored with an initial model.")
         for key, label, default, minimum, text in (
-            (self.EPOCHS, "Epochs", DEFAULT_EPOCHS, 1, "Passes over the training pixels, per stage."),
-            (self.PATCH_SIZE, "Patch size (px)", DEFAULT_PATCH_SIZE, MIN_PATCH_SIZE,
+            (self.EPOCHS, "Epochs", defaults.DEFAULT_EPOCHS, 1, "Passes over the training pixels, per stage."),
+            (self.PATCH_SIZE, "Patch size (px)", defaults.DEFAULT_PATCH_SIZE, defaults.MIN_PATCH_SIZE,
              "Side of the square training patches."),
-            (self.BATCH_SIZE, "Batch size", DEFAULT_BATCH_SIZE, 1, "Patches per optimisation step."),
+            (self.BATCH_SIZE, "Batch size", defaults.DEFAULT_BATCH_SIZE, 1, "Patches per optimisation step."),
         ):
             self.add_parameter(advanced(QgsProcessingParameterNumber(
                 key, self.tr(label), QgsProcessingParameterNumber.Type.Integer, default, minValue=minimum)), text)
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.LEARNING_RATE, self.tr("Learning rate (Adam)"), QgsProcessingParameterNumber.Type.Double,
-            DEFAULT_LEARNING_RATE, minValue=1e-9)), "Step size of the Adam optimiser.")
+            defaults.DEFAULT_LEARNING_RATE, minValue=1e-9)), "Step size of the Adam optimiser.")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)),
             "Seed of the initialisation and of the patch order: the same seed gives the same model.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
-            self.TEACHER, self.tr("Stage-1 teacher"), [TEACHER_LABELS[o] for o in TEACHER_OPTIONS],
-            defaultValue=TEACHER_OPTIONS.index(DEFAULT_TEACHER))),
+            self.TEACHER, self.tr("Stage-1 teacher"), [TEACHER_LABELS[o] for o in defaults.TEACHER_OPTIONS],
+            defaultValue=defaults.TEACHER_OPTIONS.index(defaults.DEFAULT_TEACHER))),
             "Frozen random encoder (default: only convh and the pixel head learn) or a trained encoder (the "
             "whole spectral network learns).")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
@@ -168,7 +160,7 @@ class TrainAlgorithm(FersAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
-            teacher=TEACHER_OPTIONS[self.parameterAsEnum(parameters, self.TEACHER, context)],
+            teacher=defaults.TEACHER_OPTIONS[self.parameterAsEnum(parameters, self.TEACHER, context)],
             init_model=self.parameterAsFile(parameters, self.INIT_MODEL, context) or None,
             device=DEVICE_VALUES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resume=self.parameterAsBoolean(parameters, self.RESUME, context),
