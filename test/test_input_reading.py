@@ -22,22 +22,13 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException
 
-from .conftest import ROOT
+from .conftest import ROOT, TEST_MODEL_BANDS
 from .core.test_raster_types import signed_cube, two_variable_netcdf, write_signed
 from .rasters import GEOTRANSFORM, read, write_cube
 
 QGIS_PROCESS = str(ROOT / "scripts" / "qgis_process")
-MODEL_BANDS = 16
+MODEL_BANDS = TEST_MODEL_BANDS  # the shared model_file fixture's (conftest)
 TINY_TRAINING = {"MODEL_BANDS": MODEL_BANDS, "EPOCHS": 1, "PATCH_SIZE": 16, "BATCH_SIZE": 4, "SEED": 3, "DEVICE": 1}
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from fers.fers_core.enhance.model_file import random_init_model, save_model
-
-    path = tmp_path_factory.mktemp("model") / "random16.pt"
-    save_model(random_init_model(MODEL_BANDS, seed=0), path)
-    return str(path)
 
 
 def qgis_process(algorithm, **parameters):
