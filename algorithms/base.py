@@ -1,4 +1,5 @@
-"""Shared plumbing for FERS algorithms: feedback adapter, error translation and presentation (help, icons)."""
+"""Shared plumbing for FERS algorithms: feedback adapter, error translation, the request check before a run, and
+presentation (help, icons)."""
 
 import configparser
 import functools
