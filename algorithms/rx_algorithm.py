@@ -107,8 +107,8 @@ class RxAlgorithm(FersAlgorithm):
         outputs.check_object_parameters(self, parameters, context)
 
     def rx_request(self, parameters, context, **settings):
-        """(MODE, the variant's (variant, window or None, guard) or None), checked by the engine's request check
-        with `settings` (its scheduler and false_alarm_rate)."""
+        """The MODE and its RX variant ((variant, window or None, guard); None for global and local RX), checked by
+        the engine's request check with `settings` (scheduler, false_alarm_rate)."""
         mode = self.parameterAsEnum(parameters, self.MODE, context)
         windows = (self.parameterAsInt(parameters, self.WINDOW_INNER, context),
                    self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
