@@ -40,6 +40,7 @@ class InProcessExecutor:
     """
 
     shares_files = True  # the tasks run beside the orchestration: a temporary file of its is theirs too
+    threads = 0  # the tasks run at this process's thread counts
     where = ""  # for the log: where the tasks run (nothing to say in this process)
 
     def __init__(self, feedback: Feedback = None):

@@ -1,11 +1,17 @@
-"""The per-window work of the statistics and score passes, and the merge of their partial results."""
+"""The per-window work of a FERS run's passes (range, statistics, scores) and the merge of their partial results.
 
+The passes are tasks of pipeline/executor.py: pure functions of a frozen DetectPlan and a window,
+on the state a process opens from the plan's DetectSource (reader, mask, model, networks).
+"""
+
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..detectors.rx import CovarianceAccumulator, fit_rx
-from ..io.raster_io import SCORE_NODATA
+from ..feedback import Feedback
+from ..io.raster_io import SCORE_NODATA, RasterReader, read_mask
 from .blockwise import merged_covariance
 from .fusion import enhanced_cubes
 from .preprocess import RangeAccumulator
@@ -73,3 +79,87 @@ def score_cubes(rx_models, cubes, valid, extras):
     for enhanced in extras.values():
         enhanced[:, ~valid] = SCORE_NODATA
     return ScoreBlock(scores, ranges, extras)
+
+
+@dataclass(frozen=True)
+class DetectSource:
+    """What a process opens to work on a run's windows: the raster, its mask and the model (by path).
+
+    `options` is the run's resolved copy without output paths; `threads`: the PyTorch threads of the
+    networks in a process that opens the source (0: leave as they are).
+    """
+
+    input_path: str
+    model_path: str
+    options: object
+    device: str
+    threads: int = 0
+
+    @contextmanager
+    def open(self):
+        from ..enhance.model_cache import detection_model
+        from ..enhance.precision import torch_threads
+        from .scaling import Preprocessor
+
+        model = detection_model(self.model_path)
+        with torch_threads(self.threads), RasterReader(self.input_path, self.options.bands, direct_io=True) as reader:
+            mask = read_mask(self.options.mask_path, reader) if self.options.mask_path else None
+            try:
+                yield DetectState(reader, mask, Preprocessor(reader, model, Feedback()), model, self)
+            finally:
+                if mask is not None:
+                    mask.close()
+
+
+class DetectState:
+    """A process's open objects for a run: reader, mask, band mapping, and the feature strips of a scaling."""
+
+    def __init__(self, reader, mask, preprocessor, model, source, strips=None):
+        self.reader, self.mask, self.preprocessor, self.model, self.source = reader, mask, preprocessor, model, source
+        self._strips = strips
+
+    def strips(self, plan):
+        """The FeatureStrips of the plan's scaling (built on first use)."""
+        if self._strips is None:
+            from ..enhance.feature_strips import FeatureStrips
+
+            self.preprocessor.vmin, self.preprocessor.vmax, self.preprocessor.fill = plan.scaling
+            self._strips = FeatureStrips(self.reader, self.preprocessor, self.model, self.source.options,
+                                         self.source.device)
+        return self._strips
+
+
+@dataclass(frozen=True)
+class DetectPlan:
+    """A pass of a FERS run: its source and what the earlier passes fitted."""
+
+    source: DetectSource
+    fusion: object  # choices.Fusion, resolved
+    scaling: tuple = None  # (vmin, vmax, fill) of the range pass
+    rx_models: tuple = None  # of the statistics pass, one per RX map
+    extra_names: tuple = ()  # branches whose x + F is written
+    spill: object = None  # a FeatureSpill the statistics pass fills and the score pass reads
+
+
+def detect_range(state, plan, window):
+    """The RangePartial of one window (the range pass's task)."""
+    return state.preprocessor.range_partial(window)
+
+
+def detect_statistics(state, plan, window):
+    """The statistics partial of one window, its enhanced cubes kept in the plan's spill (the statistics task)."""
+    keep = None
+    if plan.spill is not None:
+        def keep(window, cubes, x, valid, features):
+            plan.spill.put(window, list(cubes) + [x + features[name] for name in plan.extra_names], valid)
+
+    return statistics_partial(state.strips(plan), state.mask, plan.fusion, window, keep)
+
+
+def detect_score(state, plan, window):
+    """The ScoreBlock of one window, from the spill or with the features computed again (the score task)."""
+    if plan.spill is None:
+        return score_strip(state.strips(plan), plan.rx_models, plan.fusion, window, plan.extra_names)
+    arrays, valid = plan.spill.get(window)
+    maps = len(plan.rx_models)
+    return score_cubes(plan.rx_models, arrays[:maps], valid, dict(zip(plan.extra_names, arrays[maps:])))
