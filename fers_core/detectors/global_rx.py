@@ -1,6 +1,8 @@
 """Global RX over a raster file in two streaming passes (statistics, then scores)."""
 
+import collections
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -16,7 +18,7 @@ from ..io.raster_io import (
     read_mask,
     write_cache_mb,
 )
-from ..pipeline.blockwise import TreeReducer, merged_covariance
+from ..pipeline.blockwise import merged_covariance
 from ..pipeline.executor import run_executor
 from .rx import CovarianceAccumulator, fit_rx
 
@@ -85,27 +87,6 @@ def fit_rx_partial(partial, feedback):
     return model
 
 
-def background_statistics(reader, mask, block_mb, progress):
-    """The merged RxPartial of the whole raster: one streaming pass, the fixed tree of run_global_rx."""
-    windows = reader.windows(block_mb)
-    reducer = TreeReducer(merge_rx_partials)
-    for index, window in enumerate(windows):
-        reducer.push(rx_block_statistics(reader, mask, window))
-        progress((index + 1) / len(windows))
-    return reducer.result()
-
-
-def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
-    """Write (window, scores) pairs, in any order, to a new RX score raster; committed only when all are in."""
-    with bounded_gdal_cache(write_cache_mb(reader.width)), \
-            RasterWriter.like(reader, output_path, band_names=["RX score"]) as writer:
-        for index, (window, scores) in enumerate(blocks):
-            writer.write(window, scores)
-            progress((index + 1) / n_blocks)
-        writer.set_metadata({"fers_detector": "global RX", "fers_bands": ",".join(map(str, reader.bands))})
-        writer.commit()
-
-
 @dataclass(frozen=True)
 class RxSource:
     """The raster (and mask) a global RX pass reads: what each process opens for its tasks."""
@@ -127,16 +108,46 @@ class RxSource:
 
 @dataclass
 class RxState:
-    """A process's open reader and mask, and the block it read last (still in the reader's buffer)."""
+    """A process's open reader and mask, and what the orchestration in this process adds to them.
+
+    `last`: the block the last statistics task read (still in the reader's buffer); `progress`:
+    callable(window, fraction) for progress within a long task (None where no one watches, on a worker);
+    `ahead`: a read-ahead of the blocks the tasks will ask for, in their order (read_ahead).
+    """
 
     reader: RasterReader
     mask: RasterReader = None
-    last: tuple = None  # (window, block) of the last statistics task's read
+    last: tuple = None
+    progress: object = None
+    ahead: object = None
 
     def take(self, window):
         """The block of `window` when it is the one read last (then forgotten: the next read overwrites it)."""
         last, self.last = self.last, None
         return last[1] if last is not None and last[0] == window else None
+
+    @contextmanager
+    def read_ahead(self, windows):
+        """While the block is open, `read` returns each of `windows` (in order) read while the previous one was
+        being worked on."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="fers-read-ahead")
+        queue = collections.deque(windows)
+        self.ahead = pool, queue, [pool.submit(self.reader.read, queue[0], dtype=None) if queue else None]
+        try:
+            yield
+        finally:
+            self.ahead = None
+            pool.shutdown()
+
+    def read(self, window):
+        """reader.read(window, dtype=None), from the read-ahead when there is one and `window` is its next."""
+        if self.ahead is None or not self.ahead[1] or self.ahead[1][0] != window:
+            return self.reader.read(window, dtype=None)
+        pool, queue, pending = self.ahead
+        block = pending[0].result()
+        queue.popleft()
+        pending[0] = pool.submit(self.reader.read, queue[0], dtype=None) if queue else None
+        return block
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,22 @@ def rx_statistics(state, plan, window):
 def rx_score(state, plan, window):
     """The RX scores of one block (the score pass's task)."""
     return rx_block_scores(state.reader, plan.model, window, state.take(window))
+
+
+def background_statistics(executor, source, windows, progress):
+    """The merged RxPartial of the raster's `windows`: the statistics pass of run_global_rx (its fixed tree)."""
+    return executor.reduce(rx_statistics, RxPlan(source), windows, merge_rx_partials, progress)
+
+
+def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
+    """Write (window, scores) pairs, in any order, to a new RX score raster; committed only when all are in."""
+    with bounded_gdal_cache(write_cache_mb(reader.width)), \
+            RasterWriter.like(reader, output_path, band_names=["RX score"]) as writer:
+        for index, (window, scores) in enumerate(blocks):
+            writer.write(window, scores)
+            progress((index + 1) / n_blocks)
+        writer.set_metadata({"fers_detector": "global RX", "fers_bands": ",".join(map(str, reader.bands))})
+        writer.commit()
 
 
 def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = None, feedback: Feedback = None,
@@ -182,8 +209,7 @@ def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = 
             f"Global RX on {reader.width}x{reader.height} pixels x {reader.band_count} bands "
             f"in {len(windows)} block(s) of up to {windows[0].rows} rows{executor.where}."
         )
-        partial = executor.reduce(rx_statistics, RxPlan(source), windows, merge_rx_partials,
-                                  ProgressRange(feedback, 0, 50))
+        partial = background_statistics(executor, source, windows, ProgressRange(feedback, 0, 50))
         model = executor.fit(fit_rx_partial, partial, feedback)
 
         # The score pass starts with the block the statistics pass read last, still in the reader's buffer: one

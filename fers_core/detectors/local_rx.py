@@ -43,6 +43,7 @@ bench/bench_local.py measures it against the previous summed-area-table version 
 """
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,12 +54,11 @@ from ..io.output_safety import check_outputs
 from ..io.raster_io import (
     DEFAULT_BLOCK_MB,
     SCORE_NODATA,
-    RasterReader,
     RasterWriter,
     Window,
     check_raster_outputs,
-    read_mask,
 )
+from ..pipeline.executor import run_executor
 from ..runtime.threads import blas_threads_set
 from .projection import PrincipalProjection, resolve_components
 from .sliding_gram import RESTART_COLUMNS, SlidingGram, quadratic_form
@@ -299,89 +299,110 @@ def local_rx_scores(cube, valid, inner, outer, exclude=None, budget_mb=DEFAULT_B
     return scores
 
 
-def run_local_rx(input_path, output_path, bands=None, mask_path=None, inner=5, outer=21, feedback=None,
-                 block_mb=DEFAULT_BLOCK_MB, components=None):
+@dataclass(frozen=True)
+class LocalRxPlan:
+    """The score pass of local RX: the raster (global_rx.RxSource), the windows, the fitted projection."""
+
+    source: object
+    inner: int
+    outer: int
+    projection: object = None
+
+
+def local_rx_tile(state, plan, tile):
+    """(scores, valid pixels, undersampled pixels, pixels without background) of one tile (the tile task)."""
+    block = tile.block
+    data, valid = state.reader.read(block)
+    if plan.projection is not None:
+        data = plan.projection.apply(np.where(valid, data, 0.0))
+    exclude = state.mask.read(block)[0][0] != 0 if state.mask else None
+    _, _, use = _check_block(data, valid, exclude)
+    tick = None if state.progress is None else (lambda fraction: state.progress(tile, fraction))
+    scores, small, empty = _score_block(data, valid, use, tile, plan.inner, plan.outer, tick)
+    out = tile.output
+    tile_valid = int(valid[out.row - block.row:out.row - block.row + out.rows,
+                           out.col - block.col:out.col - block.col + out.cols].sum())
+    return scores, tile_valid, small, empty
+
+
+def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = None, inner: int = 5, outer: int = 21,
+                 feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB, components=None,
+                 executor=None) -> LocalRxRunSummary:
     """Score every valid pixel of `input_path` with local RX and write a float32 raster.
 
     Mirrors run_global_rx: `bands` 1-based (None = all); `mask_path` non-zero pixels are kept out
     of every background ring but still scored; invalid pixels are nodata. One streaming pass:
     tiles (full-width strips, or squares when bands are many) are read with the halo their outer
     windows reach. `components` (projection.resolve_components): a first pass computes the global
-    covariance and every tile is projected onto its leading principal components.
+    covariance and every tile is projected onto its leading principal components. `executor` runs
+    the tile tasks (pipeline.executor; None = this process).
     """
+    from .global_rx import RxSource, background_statistics
+
     feedback = feedback or Feedback()
     check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
     check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     inner, outer = validate_windows(inner, outer)
-    reader = RasterReader(input_path, bands)
-    choice = resolve_components(components, reader.band_count)
-    mask = read_mask(mask_path, reader) if mask_path else None
-    height, width = reader.height, reader.width
-    projection, score_start = None, 0
-    if choice is not None:
-        from .global_rx import background_statistics
-
-        partial = background_statistics(reader, mask, block_mb, ProgressRange(feedback, 0, 10))
-        if partial.accumulator.count < 2:
-            raise InputError("Too few valid background pixels for the principal components (COMPONENTS): "
-                             "check the nodata value, the band selection and the mask.")
-        projection = PrincipalProjection.fit(partial.accumulator.mean, partial.accumulator.covariance, choice)
-        feedback.info(f"Projection onto {projection.describe()} of the global covariance.")
-        score_start = 10
-    band_count = projection.components if projection else reader.band_count
-    tile_rows, tile_cols = plan_tiles(width, band_count, outer, block_mb)
-    tiles = _tiles(height, width, outer, tile_rows, tile_cols)
-    ring = outer * outer - inner * inner
-    feedback.info(
-        f"Local RX on {width}x{height} pixels x {band_count} bands, windows {inner}/{outer} "
-        f"({ring} background pixels each), in {len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} "
-        "pixels."
-    )
-    if ring < band_count + 1:
-        feedback.warning(
-            f"The ring between the {inner} and {outer} pixel windows holds {ring} pixels, fewer than bands + 1 "
-            f"({band_count + 1}): every covariance is singular and ridge-regularised. Use a larger outer window "
-            "or fewer bands."
+    with ExitStack() as stack:
+        executor = run_executor(executor, feedback, stack)
+        source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
+        state = stack.enter_context(source.open())
+        executor.attach(source, state)
+        reader = state.reader
+        choice = resolve_components(components, reader.band_count)
+        height, width = reader.height, reader.width
+        projection, score_start = None, 0
+        if choice is not None:
+            partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 10))
+            if partial.accumulator.count < 2:
+                raise InputError("Too few valid background pixels for the principal components (COMPONENTS): "
+                                 "check the nodata value, the band selection and the mask.")
+            projection = PrincipalProjection.fit(partial.accumulator.mean, partial.accumulator.covariance, choice)
+            feedback.info(f"Projection onto {projection.describe()} of the global covariance.")
+            score_start = 10
+        band_count = projection.components if projection else reader.band_count
+        tile_rows, tile_cols = plan_tiles(width, band_count, outer, block_mb)
+        tiles = _tiles(height, width, outer, tile_rows, tile_cols)
+        ring = outer * outer - inner * inner
+        feedback.info(
+            f"Local RX on {width}x{height} pixels x {band_count} bands, windows {inner}/{outer} "
+            f"({ring} background pixels each), in {len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} "
+            f"pixels{executor.where}."
         )
-    progress = ProgressRange(feedback, score_start, 100)
-    throughput = ThroughputLog(feedback, width * height, "Local RX")
-    valid_pixels = scored = undersampled = no_background = done = 0
-    with RasterWriter.like(reader, output_path, band_names=["local RX score"]) as writer:
-        for index, tile in enumerate(tiles):
-            block = tile.block
-            data, valid = reader.read(block)
-            if projection is not None:
-                data = projection.apply(np.where(valid, data, 0.0))
-            exclude = mask.read(block)[0][0] != 0 if mask else None
-            _, _, use = _check_block(data, valid, exclude)
-
-            def tick(fraction, index=index):
-                progress((index + fraction) / len(tiles))
-
-            scores, small, empty = _score_block(data, valid, use, tile, inner, outer, tick)
-            out = tile.output
-            tile_valid = int(valid[out.row - block.row:out.row - block.row + out.rows,
-                                   out.col - block.col:out.col - block.col + out.cols].sum())
-            valid_pixels += tile_valid
-            scored += tile_valid - empty
-            undersampled += small
-            no_background += empty
-            writer.write(out, scores)
-            progress((index + 1) / len(tiles))
-            done += out.pixels
-            throughput(done)
-        if valid_pixels == 0:
-            raise InputError(
-                "No valid pixels: every pixel is nodata, NaN or infinite in some band. "
-                "Check the input's nodata value and the band selection."
+        if ring < band_count + 1:
+            feedback.warning(
+                f"The ring between the {inner} and {outer} pixel windows holds {ring} pixels, fewer than bands + 1 "
+                f"({band_count + 1}): every covariance is singular and ridge-regularised. Use a larger outer window "
+                "or fewer bands."
             )
-        metadata = {"fers_detector": "local RX", "fers_bands": ",".join(map(str, reader.bands)),
-                    "fers_inner_window": inner, "fers_outer_window": outer}
-        if projection is not None:
-            metadata["fers_components"] = projection.components
-        writer.set_metadata(metadata)
-        writer.commit()
+        progress = ProgressRange(feedback, score_start, 100)
+        order = {tile: index for index, tile in enumerate(tiles)}
+        state.progress = lambda tile, fraction: progress((order[tile] + fraction) / len(tiles))
+        throughput = ThroughputLog(feedback, width * height, "Local RX")
+        valid_pixels = scored = undersampled = no_background = done = 0
+        with RasterWriter.like(reader, output_path, band_names=["local RX score"]) as writer:
+            results = executor.ordered(local_rx_tile, LocalRxPlan(source, inner, outer, projection), tiles)
+            for index, (tile, (scores, tile_valid, small, empty)) in enumerate(results):
+                valid_pixels += tile_valid
+                scored += tile_valid - empty
+                undersampled += small
+                no_background += empty
+                writer.write(tile.output, scores)
+                progress((index + 1) / len(tiles))
+                done += tile.output.pixels
+                throughput(done)
+            if valid_pixels == 0:
+                raise InputError(
+                    "No valid pixels: every pixel is nodata, NaN or infinite in some band. "
+                    "Check the input's nodata value and the band selection."
+                )
+            metadata = {"fers_detector": "local RX", "fers_bands": ",".join(map(str, reader.bands)),
+                        "fers_inner_window": inner, "fers_outer_window": outer}
+            if projection is not None:
+                metadata["fers_components"] = projection.components
+            writer.set_metadata(metadata)
+            writer.commit()
     if undersampled:
         feedback.warning(
             f"{undersampled} pixel(s) had fewer than {band_count + 1} usable background pixels in their ring "

@@ -25,13 +25,15 @@ bands are many) with the halo the kernel reaches; the next block is read while o
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
-from ..io.raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterReader, RasterWriter, read_mask
+from ..io.raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterWriter
+from ..pipeline.executor import run_executor
 from ..runtime.blas import strmm
 from .local_rx import _tiles, plan_tiles
 from .rx import CovarianceAccumulator, fit_rx
@@ -251,57 +253,75 @@ def rx_variant_scores(cube, valid, variant, window=None, guard=0, exclude=None):
     return _score_tile(cube, valid, use, tile, whitening, variant, window, guard)[0]
 
 
-def run_rx_variant(input_path, output_path, variant, window=None, guard=0, bands=None, mask_path=None, feedback=None,
-                   block_mb=DEFAULT_BLOCK_MB):
+@dataclass(frozen=True)
+class RxVariantPlan:
+    """The score pass of an RX variant: the raster (global_rx.RxSource), the variant, the global whitening."""
+
+    source: object
+    variant: str
+    window: int
+    guard: int
+    whitening: object
+
+
+def rx_variant_tile(state, plan, tile):
+    """(scores, pixels without background) of one tile (the tile task)."""
+    data, valid = state.read(tile.block)
+    use = valid if state.mask is None else valid & (state.mask.read(tile.block)[0][0] == 0)
+    return _score_tile(data, valid, use, tile, plan.whitening, plan.variant, plan.window, plan.guard)
+
+
+def run_rx_variant(input_path, output_path, variant: str, window: int = None, guard: int = 0, bands: list = None,
+                   mask_path: str = None, feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB,
+                   executor=None) -> RxVariantRunSummary:
     """Score every valid pixel of `input_path` with RXD (global or local mean), UTD or RXD-UTD; float32 raster.
 
     `bands` 1-based (None = all); `mask_path` non-zero pixels stay out of the covariance and the
     local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
+    `executor` runs the block and tile tasks (pipeline.executor; None = this process).
     """
-    from .global_rx import background_statistics, fit_rx_partial
+    from .global_rx import RxSource, background_statistics, fit_rx_partial
 
     feedback = feedback or Feedback()
     started = time.perf_counter()
     variant, window, guard = validate_variant(variant, window, guard)
-    reader = RasterReader(input_path, bands, direct_io=True)  # blocks read past GDAL's cache, as global RX
-    mask = read_mask(mask_path, reader) if mask_path else None
-    height, width = reader.height, reader.width
-    what = describe(variant, window, guard)
-    scaled = any(s != 1.0 for s in reader.scales) or any(o != 0.0 for o in reader.offsets)  # read as float64
-    value_bytes = 8 if scaled or np.dtype(reader.stored_dtype).kind == "c" else np.dtype(reader.stored_dtype).itemsize
-    tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb, value_bytes, variant)
-    # as many tiles, of even sizes: no thin last tile rereading a whole halo for a few pixels
-    tile_rows = -(-height // -(-height // tile_rows))
-    tile_cols = -(-width // -(-width // tile_cols))
-    tiles = _tiles(height, width, window or 1, tile_rows, tile_cols)
-    feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
-                  f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels.")
-    partial = background_statistics(reader, mask, block_mb, ProgressRange(feedback, 0, 40))
-    model = fit_rx_partial(partial, feedback)
-    whitening = _Whitening(model)
-    progress = ProgressRange(feedback, 40, 100)
-    throughput = ThroughputLog(feedback, width * height, NAMES[variant])
-    no_background = done = 0
-    with RasterWriter.like(reader, output_path, band_names=[f"{NAMES[variant]} score"]) as writer:
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="fers-read-ahead")  # the next block is read while this scores
-        pending = ahead.submit(reader.read, tiles[0].block, dtype=None) if tiles else None
-        for index, tile in enumerate(tiles):
-            data, valid = pending.result()
-            if index + 1 < len(tiles):
-                pending = ahead.submit(reader.read, tiles[index + 1].block, dtype=None)
-            use = valid if mask is None else valid & (mask.read(tile.block)[0][0] == 0)
-            scores, empty = _score_tile(data, valid, use, tile, whitening, variant, window, guard)
-            no_background += empty
-            writer.write(tile.output, scores)
-            progress((index + 1) / len(tiles))
-            done += tile.output.pixels
-            throughput(done)
-        ahead.shutdown()
-        metadata = {"fers_detector": what, "fers_bands": ",".join(map(str, reader.bands))}
-        if window:
-            metadata.update(fers_mean_window=window, fers_guard_window=guard)
-        writer.set_metadata(metadata)
-        writer.commit()
+    with ExitStack() as stack:
+        executor = run_executor(executor, feedback, stack)
+        source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
+        state = stack.enter_context(source.open())  # blocks read past GDAL's cache, as global RX
+        executor.attach(source, state)
+        reader = state.reader
+        height, width = reader.height, reader.width
+        what = describe(variant, window, guard)
+        scaled = any(s != 1.0 for s in reader.scales) or any(o != 0.0 for o in reader.offsets)  # read as float64
+        value_bytes = 8 if scaled or np.dtype(reader.stored_dtype).kind == "c" else \
+            np.dtype(reader.stored_dtype).itemsize
+        tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb, value_bytes, variant)
+        # as many tiles, of even sizes: no thin last tile rereading a whole halo for a few pixels
+        tile_rows = -(-height // -(-height // tile_rows))
+        tile_cols = -(-width // -(-width // tile_cols))
+        tiles = _tiles(height, width, window or 1, tile_rows, tile_cols)
+        feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
+                      f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels{executor.where}.")
+        partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 40))
+        model = executor.fit(fit_rx_partial, partial, feedback)
+        scores_plan = RxVariantPlan(source, variant, window, guard, _Whitening(model))
+        progress = ProgressRange(feedback, 40, 100)
+        throughput = ThroughputLog(feedback, width * height, NAMES[variant])
+        no_background = done = 0
+        with RasterWriter.like(reader, output_path, band_names=[f"{NAMES[variant]} score"]) as writer:
+            with state.read_ahead([tile.block for tile in tiles]):  # the next block is read while this one scores
+                for index, (tile, (scores, empty)) in enumerate(executor.ordered(rx_variant_tile, scores_plan, tiles)):
+                    no_background += empty
+                    writer.write(tile.output, scores)
+                    progress((index + 1) / len(tiles))
+                    done += tile.output.pixels
+                    throughput(done)
+            metadata = {"fers_detector": what, "fers_bands": ",".join(map(str, reader.bands))}
+            if window:
+                metadata.update(fers_mean_window=window, fers_guard_window=guard)
+            writer.set_metadata(metadata)
+            writer.commit()
     if no_background:
         feedback.warning(f"{no_background} valid pixel(s) had no usable pixel in their local mean kernel and are "
                          "nodata.")
