@@ -12,19 +12,21 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from ..fers_core.choices import BRANCH_CHOICES, FUSION_CHOICES, PRECISION_CHOICES, Fusion, Precision
 from ..fers_core.detectors.catalog import DETECTORS
 from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from ..fers_core.pipeline.ensemble import FUSIONS
-from ..fers_core.pipeline.options import BRANCH_CHOICES
 from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles
 from .base import FersAlgorithm, RasterLayerParameter, advanced, widget_value
 
 BRANCH_LABELS = {("spectral", "spatial"): "Spectral + spatial", ("spectral",): "Spectral only",
                  ("spatial",): "Spatial only"}
-BRANCH_OPTIONS = [BRANCH_LABELS[BRANCH_CHOICES[index]] for index in range(len(BRANCH_CHOICES))]
-FUSION_OPTIONS = ["As the reference (sum above 50 model bands, product at 50 or fewer)", "Sum", "Product"]
+BRANCH_OPTIONS = [BRANCH_LABELS[branches] for branches in BRANCH_CHOICES]
+FUSION_LABELS = {Fusion.REFERENCE: "As the reference (sum above 50 model bands, product at 50 or fewer)",
+                 Fusion.SUM: "Sum", Fusion.PRODUCT: "Product"}
+FUSION_OPTIONS = [FUSION_LABELS[fusion] for fusion in FUSION_CHOICES]
 DEVICE_OPTIONS = ["Auto (CUDA when available)", "CPU", "CUDA"]
 DEVICE_VALUES = ["auto", "cpu", "cuda"]
 DETECTOR_LABELS = {"global": "Global RX", "local": "Local (dual-window) RX",
@@ -32,13 +34,14 @@ DETECTOR_LABELS = {"global": "Global RX", "local": "Local (dual-window) RX",
                    "utd": "UTD (uniform target), global mean", "rxd-utd": "RXD-UTD, global mean"}
 DETECTOR_VALUES = list(DETECTORS)
 DETECTOR_OPTIONS = [DETECTOR_LABELS[detector] for detector in DETECTOR_VALUES]
-PRECISION_OPTIONS = [
-    "float32 everywhere",
-    "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
-    "auto: network trunks in bfloat16 where the CPU/GPU has it natively, else float32 (AUC within 0.0003)",
-]
-PRECISION_VALUES = ["float32", "bfloat16", "auto"]
-PRECISION_DEFAULT = 2
+PRECISION_LABELS = {
+    Precision.FLOAT32: "float32 everywhere",
+    Precision.BFLOAT16: "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
+    Precision.AUTO: "auto: network trunks in bfloat16 where the CPU/GPU has it natively, else float32 (AUC within "
+                    "0.0003)",
+}
+PRECISION_OPTIONS = [PRECISION_LABELS[precision] for precision in PRECISION_CHOICES]
+PRECISION_DEFAULT = PRECISION_CHOICES.index(Precision.AUTO)
 ENSEMBLE_FUSION_LABELS = {"rank": "Rank (mean of each member's empirical CDF)",
                           "standardised": "Standardised scores (mean of (score - mean) / standard deviation)"}
 ENSEMBLE_FUSION_VALUES = list(FUSIONS)
@@ -212,7 +215,7 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.enhance.model_cache import detection_model
         from ..fers_core.pipeline.ensemble import Member, run_ensemble_detection
         from ..fers_core.pipeline.memory_guard import check_detection_run
-        from ..fers_core.pipeline.options import DetectOptions, choose_fusion
+        from ..fers_core.pipeline.options import DetectOptions
 
         cluster = scheduler.value(self, parameters, context)
         chosen = self.parameterAsFile(parameters, self.MODEL, context)
@@ -232,7 +235,7 @@ class DetectAlgorithm(FersAlgorithm):
             bands=self.band_list(parameters, self.BANDS, context),
             mask_path=self.raster_source(parameters, self.MASK, context),
             branches=BRANCH_CHOICES[self.parameterAsEnum(parameters, self.BRANCHES, context)],
-            fusion=self.parameterAsEnum(parameters, self.FUSION, context),
+            fusion=FUSION_CHOICES[self.parameterAsEnum(parameters, self.FUSION, context)],
             device=DEVICE_VALUES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             block_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
             spatial_tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
@@ -242,13 +245,13 @@ class DetectAlgorithm(FersAlgorithm):
             detector=DETECTOR_VALUES[self.parameterAsEnum(parameters, self.DETECTOR, context)],
             window_inner=inner,
             window_outer=outer,
-            precision=PRECISION_VALUES[self.parameterAsEnum(parameters, self.PRECISION, context)],
+            precision=PRECISION_CHOICES[self.parameterAsEnum(parameters, self.PRECISION, context)],
             threads=self.thread_count(),
         )
         available = tuple(b for b in options.branches if model.has_branch(b))
         check_detect_request(options.detector, (inner, outer), scheduler=cluster,
                              members=len(members), false_alarm_rate=outputs.false_alarm_rate(self, parameters, context),
-                             fusion=choose_fusion(options.fusion, model.bands, available))
+                             fusion=options.fusion.resolve(model.bands, available))
         source = self.raster_source(parameters, self.INPUT, context)
         feedback.info("Model: " + " + ".join(member.label for member in members) +
                       (f" ({fusion} fusion)" if len(members) > 1 else ""))

@@ -566,7 +566,7 @@ with RasterReader(path) as reader:
         model = random_init_model(16)
         estimate = memory_guard.estimate_detection(reader, 16, 8)
         before = rss("VmRSS")
-        run_fers_detection(path, output, model, DetectOptions(block_mb=8, fusion=1, device="cpu"))
+        run_fers_detection(path, output, model, DetectOptions(block_mb=8, fusion="sum", device="cpu"))
 print(json.dumps([rss("VmHWM") - before, estimate.bytes]))
 """
 

@@ -107,7 +107,7 @@ def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, mode
 
     with bounded_gdal_cache(256):
         run_fers_detection(scene[0], str(tmp_path / "s.tif"), load_any_model(model_file),
-                           DetectOptions(fusion=2), CacheProbe())
+                           DetectOptions(fusion="product"), CacheProbe())
         assert gdal.GetCacheMax() == 256 * 2**20
     writing = [cache for percent, cache in seen if percent > 55]
     networks = [cache for percent, cache in seen if 10 < percent <= 55]
@@ -127,8 +127,8 @@ def wide_scene(tmp_path_factory):
 
 @pytest.mark.parametrize("settings", [
     # product fusion (its temporary map file), networks run again in the score pass (as on Dask), enhanced cubes
-    dict(fusion=2, spill=False, spectral=True, spatial=True),
-    dict(fusion=1, detector="local", window_inner=3, window_outer=7),  # sum fusion, local RX on the spilled cube
+    dict(fusion="product", spill=False, spectral=True, spatial=True),
+    dict(fusion="sum", detector="local", window_inner=3, window_outer=7),  # sum fusion, local RX on the spilled cube
 ])
 def test_small_windows_equal_one_window(tmp_path, wide_scene, model_file, settings):
     """A tiny MEMORY_MB splits detection into several column chunks and row strips; the outputs equal the
@@ -354,11 +354,12 @@ def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, model_
 
 
 def test_precision_default_is_auto(qgis_app):
-    from fers.algorithms.detect_algorithm import PRECISION_VALUES, DetectAlgorithm
+    from fers.algorithms.detect_algorithm import DetectAlgorithm
+    from fers.fers_core.choices import PRECISION_CHOICES
 
     algorithm = DetectAlgorithm()
     algorithm.initAlgorithm()
-    assert PRECISION_VALUES[algorithm.parameterDefinition("PRECISION").defaultValue()] == "auto"
+    assert PRECISION_CHOICES[algorithm.parameterDefinition("PRECISION").defaultValue()] == "auto"
     from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
     from fers.fers_core.enhance.model_file import load_model
     from fers.fers_core.enhance.precision import mixed_precision_checked

@@ -112,9 +112,9 @@ def test_unexposed_detect_settings_are_its_defaults(qgis_app):
         if name not in exposed and name != "THRESHOLD_METHOD":
             default = child.algorithm().parameterDefinition(name).defaultValue()
             assert [s.staticValue() for s in sources] == [default], name
-    from fers.algorithms.detect_algorithm import PRECISION_VALUES
+    from fers.fers_core.choices import PRECISION_CHOICES
 
-    assert PRECISION_VALUES[child.parameterSources()["PRECISION"][0].staticValue()] == "auto"
+    assert PRECISION_CHOICES[child.parameterSources()["PRECISION"][0].staticValue()] == "auto"
 
 
 def test_components_do_not_overlap_in_the_modeler(qgis_app):

@@ -372,8 +372,8 @@ class DetectTaskSpec:
 
     input_path: str
     model_key: tuple
-    options: object  # DetectOptions without output paths
-    fusion: str
+    options: object  # the run's resolved DetectOptions (prepare_detection) without output paths
+    fusion: object  # choices.Fusion, resolved
     threads: int  # PyTorch threads
     blas: int  # BLAS threads
     vmin: float = None
@@ -655,7 +655,7 @@ def run_fers_detection_distributed(client, input_path, output_path, model_path, 
     threads = options.threads or threads or torch.get_num_threads()
     setup = prepare_detection(input_path, model, options, feedback)
     windows = setup.strips.windows
-    spec = DetectTaskSpec(str(input_path), key, dataclasses.replace(options, spectral_output=None,
+    spec = DetectTaskSpec(str(input_path), key, dataclasses.replace(setup.options, spectral_output=None,
                                                                     spatial_output=None), setup.fusion, threads,
                           blas)
     feedback.info(f"On the Dask cluster: {len(windows)} strip task(s) per pass, {threads} PyTorch thread(s) per task.")

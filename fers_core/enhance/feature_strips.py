@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 
+from ..choices import Precision
 from ..io.raster_io import Window
 from ..io.tile_settings import window_grid, window_shape
 from .model_cache import inference_network
-from .precision import network_precision, resolve_precision
+from .precision import network_precision
 from .tiling import as_tensor, buffer_span, spatial_features, spectral_features
 
 
@@ -23,8 +24,8 @@ class FeatureStrips:
         self.reader = reader
         self.preprocessor = preprocessor
         self.device = device
-        self.precision = resolve_precision(options.precision, device, model)
-        self.networks = {name: inference_network(model, name, device, self.precision == "mixed")
+        self.precision = options.precision  # resolved once per run (prepare_detection), never AUTO here
+        self.networks = {name: inference_network(model, name, device, self.precision is Precision.MIXED)
                          for name in options.branches}
         self.options = options
         self.spatial = "spatial" in self.networks

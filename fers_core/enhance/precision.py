@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ..choices import Precision
 from ..errors import InputError
 
 
@@ -22,16 +23,6 @@ def torch_threads(threads):
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
-
-
-PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
-"""Network arithmetic: "float32" everywhere; "mixed": the spectral encoder and the spatial trunk in
-bfloat16, the rest in float32 (networks.inference.MIXED_PARTS; AUC within 0.0002 of float32 on the
-real scenes); "bfloat16": autocast everywhere (AUC moved by up to 0.0065); "auto": "mixed" where the
-device computes in bfloat16 natively (CPUs with AVX-512 BF16 or AMX, CUDA GPUs that support it),
-else "float32", and only for a model whose provenance records that its AUC was checked under
-"mixed" (MIXED_PRECISION_CHECKED: the bundled model, within 0.00025 on the 11 real scenes); the FERS
-authors' checkpoints moved by up to 0.014 under "mixed", so unchecked models run float32."""
 
 
 MIXED_PRECISION_CHECKED = "mixed_precision_checked"
@@ -53,20 +44,26 @@ def mixed_precision_checked(model):
     return bool((getattr(model, "provenance", None) or {}).get(MIXED_PRECISION_CHECKED))
 
 
-def resolve_precision(precision, device, model=None):
-    """The precision a run uses: PRECISIONS minus "auto" (float32 for a `model` without the mixed check)."""
-    if precision not in PRECISIONS:
-        raise InputError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
-    if precision == "auto":
+def resolve_precision(precision, device: str, model=None) -> Precision:
+    """The precision a run uses for the asked `precision` (a Precision or its string): never AUTO.
+
+    AUTO becomes MIXED where `device` computes in bfloat16 natively and the `model` (None: any) records
+    that its AUC was checked under MIXED, else FLOAT32. Called once per run (prepare_detection), so
+    every window, here or on a Dask worker, uses the submitting machine's choice.
+    """
+    precision = Precision.parse(precision)
+    if precision is Precision.AUTO:
         checked = model is None or mixed_precision_checked(model)
-        return "mixed" if checked and bfloat16_native(device) else "float32"
+        return Precision.MIXED if checked and bfloat16_native(device) else Precision.FLOAT32
     return precision
 
 
 @contextmanager
-def network_precision(precision, device):
-    """Autocast the networks to bfloat16 for the "bfloat16" precision (CPU or CUDA); nothing otherwise."""
-    if resolve_precision(precision, device) != "bfloat16":
+def network_precision(precision: Precision, device: str):
+    """Autocast the networks to bfloat16 for a resolved BFLOAT16 precision (CPU or CUDA); nothing otherwise."""
+    if precision is Precision.AUTO:
+        raise ValueError("network_precision needs a resolved precision (resolve_precision), not AUTO")
+    if precision is not Precision.BFLOAT16:
         yield
         return
     with torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16):

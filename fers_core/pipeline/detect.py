@@ -19,8 +19,9 @@ cluster, so both paths give bit-identical outputs.
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..choices import Fusion, Precision
 from ..detectors.catalog import check_detector
 from ..enhance.feature_strips import FeatureStrips
 from ..enhance.precision import mixed_precision_checked, resolve_device, resolve_precision, torch_threads
@@ -39,7 +40,7 @@ from ..io.raster_io import (
 from .blockwise import TreeReducer
 from .fusion import combine_maps
 from .local_detection import run_local_detector
-from .options import DetectOptions, DetectSummary, choose_fusion, describe_fusion, extra_outputs
+from .options import DetectOptions, DetectSummary, describe_fusion, extra_outputs
 from .passes import fit_rx_models, merge_statistics_partials, score_cubes, score_strip, statistics_partial
 from .preprocess import RangeAccumulator
 from .scaling import Preprocessor
@@ -54,14 +55,18 @@ class DetectionSetup:
     mask: RasterReader
     preprocessor: Preprocessor
     strips: FeatureStrips
-    fusion: str
+    fusion: Fusion  # resolved: SUM, PRODUCT or SINGLE
     device: str
     branches: tuple
+    options: DetectOptions  # the run's resolved copy: the model's branches, the precision it uses
 
 
-def prepare_detection(input_path, model, options, feedback):
-    """Check the model against the options and the raster; open them (no pass over the data yet)."""
-    device = resolve_device(options.device)
+def resolve_options(model, options: DetectOptions, device: str, feedback) -> DetectOptions:
+    """A copy of `options` with the branches the model has and the precision the run uses (never AUTO).
+
+    Resolved once per run, here, so every window (and every Dask worker) uses the submitting
+    machine's choice; the caller's options are left as they are.
+    """
     branches = tuple(b for b in options.branches if model.has_branch(b))
     missing = [b for b in options.branches if b not in branches]
     if not branches:
@@ -69,15 +74,24 @@ def prepare_detection(input_path, model, options, feedback):
                          f"({', '.join(model.branches)}).")
     if missing:
         feedback.warning(f"The model has no {', '.join(missing)} branch; using {', '.join(branches)} only.")
-    options.branches = branches
-    # resolved once here, so Dask workers use the submitting machine's choice (bit-identical outputs)
-    asked, options.precision = options.precision, resolve_precision(options.precision, device, model)
-    if asked == "auto" and options.precision == "mixed":
+    precision = resolve_precision(options.precision, device, model)
+    if options.precision is Precision.AUTO and precision is Precision.MIXED:
         feedback.info("Network arithmetic: spectral encoder and spatial trunk in bfloat16 (this model's AUC was "
                       "checked under it); PRECISION float32 forces float32.")
-    elif asked == "auto" and not mixed_precision_checked(model):
+    elif options.precision is Precision.AUTO and not mixed_precision_checked(model):
         feedback.info("Network arithmetic: float32 (bfloat16 is used only for models whose AUC was checked under it).")
-    fusion = choose_fusion(options.fusion, model.bands, branches)
+    return replace(options, branches=branches, precision=precision)
+
+
+def prepare_detection(input_path: str, model, options: DetectOptions, feedback) -> DetectionSetup:
+    """Check the model against the options and the raster; open them (no pass over the data yet).
+
+    The setup holds the resolved copy of `options` (resolve_options); `options` itself is not changed.
+    """
+    device = resolve_device(options.device)
+    options = resolve_options(model, options, device, feedback)
+    branches = options.branches
+    fusion = options.fusion.resolve(model.bands, branches)
 
     reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
     mask = read_mask(options.mask_path, reader) if options.mask_path else None
@@ -91,7 +105,7 @@ def prepare_detection(input_path, model, options, feedback):
                   f"{len(strips)} window(s) of up to {strips.windows[0].rows}x{strips.windows[0].cols} px; "
                   "spatial tiles "
                   f"{options.spatial_tile} px (core {options.spatial_tile - 2 * options.spatial_margin} px).")
-    return DetectionSetup(reader, mask, preprocessor, strips, fusion, device, branches)
+    return DetectionSetup(reader, mask, preprocessor, strips, fusion, device, branches, options)
 
 
 def check_detection_formats(output_path, options, model_bands):
@@ -125,7 +139,7 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
             return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
 
         extra = extra_outputs(options, setup.strips.networks, feedback)
-        n_maps = 2 if setup.fusion == "product" else 1
+        n_maps = 2 if setup.fusion is Fusion.PRODUCT else 1
         spill = FeatureSpill.create(output_path, setup.reader.pixel_count, model.bands, n_maps + len(extra),
                                     feedback) if options.spill else None
         try:
@@ -166,7 +180,7 @@ def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_pat
     only at the end.
     """
     band_names = [f"model band {i + 1}" for i in range(model_bands)]
-    product = fusion == "product"
+    product = fusion is Fusion.PRODUCT
     written_bands = (2 if product else 1) + model_bands * len(extra)
     with bounded_gdal_cache(write_cache_mb(reader.width, written_bands)), ExitStack() as stack:
         writers = {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))

@@ -4,6 +4,7 @@ from contextlib import ExitStack
 
 import numpy as np
 
+from ..choices import Fusion
 from ..io.raster_io import SCORE_NODATA, RasterReader, RasterWriter, bounded_gdal_cache, write_cache_mb
 from .preprocess import RangeAccumulator
 
@@ -12,7 +13,7 @@ COMBINE_BLOCK_MB = 16  # blocks of the score maps that product fusion multiplies
 
 def enhanced_cubes(x, features, fusion):
     """The cube(s) RX scores: x + sum of features, or x + each feature for product fusion."""
-    if fusion == "product":
+    if fusion is Fusion.PRODUCT:
         return [x + features["spatial"], x + features["spectral"]]
     total = x.copy()
     for feature in features.values():
@@ -46,5 +47,5 @@ def combine_maps(sources, reader, output_path, ranges, progress, detector):
             product[valid] = normalised[0] * normalised[1]
             writer.write(window, product)
             progress((index + 1) / len(windows))
-        writer.set_metadata({"fers_detector": f"FERS + {detector}", "fers_fusion": "product"})
+        writer.set_metadata({"fers_detector": f"FERS + {detector}", "fers_fusion": Fusion.PRODUCT})
         writer.commit()

@@ -2,6 +2,7 @@
 
 from contextlib import ExitStack
 
+from ..choices import Fusion
 from ..feedback import ProgressRange, StageFeedback
 from ..io.atomic import Temporary
 from ..io.raster_io import SCORE_NODATA, RasterWriter
@@ -27,7 +28,7 @@ def run_local_detector(setup, options, output_path, model_bands, feedback):
         return run_rx_variant(cube_path, map_path, *settings, mask_path=options.mask_path,
                               block_mb=options.block_mb, feedback=stage)
 
-    product = setup.fusion == "product"
+    product = setup.fusion is Fusion.PRODUCT
     names = ["spatial", "spectral"] if product else ["enhanced"]
     with ExitStack() as stack:
         def scratch(purpose):  # a raster beside the output, unique to this run, deleted when the run ends

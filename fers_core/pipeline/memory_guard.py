@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from osgeo import gdal
 
+from ..choices import Fusion
 from ..errors import InputError
 from ..feedback import Feedback
 from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader
@@ -321,7 +322,7 @@ def check_rx_run(input_path, bands=None, block_mb=DEFAULT_BLOCK_MB, local=False,
 def check_detection_run(input_path, model, options, feedback=None):
     """The memory check of fers:detect for a loaded model and its DetectOptions."""
     branches = tuple(b for b in options.branches if model.has_branch(b)) or tuple(model.branches)
-    product = len(branches) == 2 and (options.fusion == 2 or (options.fusion == 0 and model.bands <= 50))
+    product = options.fusion.resolve(model.bands, branches) is Fusion.PRODUCT
     extra = sum(1 for name, path in (("spectral", options.spectral_output), ("spatial", options.spatial_output))
                 if path and name in branches)
     with RasterReader(input_path, options.bands) as reader:

@@ -1,28 +1,27 @@
-"""What a FERS detection run is asked to do: its options, branch and fusion choices, and its summary."""
+"""What a FERS detection run is asked to do (its options), the log's words for its fusion, and its summary."""
 
 import os
 from dataclasses import dataclass, field
 
+from ..choices import BRANCH_CHOICES, Fusion, Precision
+from ..errors import InputError
 from ..io.raster_io import DEFAULT_BLOCK_MB
 from ..io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 
-BRANCH_CHOICES = {0: ("spectral", "spatial"), 1: ("spectral",), 2: ("spatial",)}
 
-
-FUSION_REFERENCE, FUSION_SUM, FUSION_PRODUCT = 0, 1, 2
-
-
-PRODUCT_FUSION_MAX_BANDS = 50
-
-
-@dataclass
+@dataclass(frozen=True)
 class DetectOptions:
-    """Settings of one detection run (defaults are the documented ones)."""
+    """Settings of one detection run (defaults are the documented ones).
+
+    Frozen: a run resolves what it was asked (branches the model has, the precision) into a copy
+    (dataclasses.replace), so the caller's options never change and a plan sent to Dask workers is
+    the one the run uses. `fusion` and `precision` take a member or its string.
+    """
 
     bands: list = None
     mask_path: str = None
-    branches: tuple = ("spectral", "spatial")
-    fusion: int = FUSION_REFERENCE
+    branches: tuple = BRANCH_CHOICES[0]
+    fusion: Fusion = Fusion.REFERENCE  # asked for; Fusion.resolve says what the run does
     device: str = "auto"
     block_mb: int = DEFAULT_BLOCK_MB
     spatial_tile: int = SPATIAL_TILE
@@ -33,41 +32,37 @@ class DetectOptions:
     detector: str = "global"  # one of detectors.DETECTORS: global RX, local (dual-window) RX or an RX variant
     window_inner: int = 5
     window_outer: int = 21
-    precision: str = "auto"  # network arithmetic, one of PRECISIONS (see resolve_precision)
+    precision: Precision = Precision.AUTO  # network arithmetic (enhance.precision.resolve_precision)
     spill: bool = True  # keep the statistics pass's enhanced cubes in a temporary file for the score pass
+
+    def __post_init__(self):
+        if isinstance(self.branches, str):
+            raise InputError(f"Branches are a tuple of branch names, e.g. ('spectral',), not '{self.branches}'.")
+        object.__setattr__(self, "branches", tuple(self.branches))
+        object.__setattr__(self, "fusion", Fusion.parse(self.fusion))
+        object.__setattr__(self, "precision", Precision.parse(self.precision))
 
 
 @dataclass
 class DetectSummary:
     output_path: str
     branches: tuple
-    fusion: str
+    fusion: Fusion  # what the run did: SUM, PRODUCT or SINGLE
     device: str
     valid_pixels: int
     seconds: dict = field(default_factory=dict)
 
 
-def choose_fusion(fusion, model_bands, branches):
-    """'single', 'sum' or 'product' for the given FUSION choice and branches."""
-    if len(branches) == 1:
-        return "single"
-    if fusion == FUSION_SUM:
-        return "sum"
-    if fusion == FUSION_PRODUCT:
-        return "product"
-    return "product" if model_bands <= PRODUCT_FUSION_MAX_BANDS else "sum"
+FUSION_NAMES = {Fusion.REFERENCE: "As the reference", Fusion.SUM: "Sum", Fusion.PRODUCT: "Product"}
 
 
-FUSION_NAMES = {FUSION_REFERENCE: "As the reference", FUSION_SUM: "Sum", FUSION_PRODUCT: "Product"}
-
-
-def describe_fusion(choice, fusion, model_bands):
+def describe_fusion(choice: Fusion, fusion: Fusion, model_bands: int) -> str:
     """The log's words for the FUSION choice and what it became, e.g. 'As the reference (product at 50 model bands)'."""
-    if fusion == "single":
+    if fusion is Fusion.SINGLE:
         return "none (one branch)"
-    if choice == FUSION_REFERENCE:
+    if choice is Fusion.REFERENCE:
         return f"As the reference ({fusion} at {model_bands} model bands)"
-    return FUSION_NAMES.get(choice, str(fusion))
+    return FUSION_NAMES[choice]
 
 
 def extra_outputs(options, networks, feedback):
