@@ -115,9 +115,7 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
             run_global_rx(raster, output)
             row = {"plain RX": auc_of(output, truth), resampled_title: resampled_rx_auc(raster, truth, model.bands)}
             for title, column_model, branches in table_columns:
-                options = DetectOptions(branches=branches)
-                if spatial_tile:
-                    options.spatial_tile = spatial_tile
+                options = DetectOptions(branches=branches, **({"spatial_tile": spatial_tile} if spatial_tile else {}))
                 run_fers_detection(raster, output, column_model, options)
                 row[title] = auc_of(output, truth)
             table[scene] = row
