@@ -3,7 +3,7 @@
 Same inputs, same run, for every configuration:
 - in process (no Dask), as the baseline;
 - many rasters, one task each (`run_batch`), on a LocalCluster of 1 and of 2 single-threaded workers;
-- one raster split into blocks over the workers (`run_global_rx_distributed`), 1 and 2 workers.
+- one raster split into blocks over the workers (`run_global_rx` with the Dask executor), 1 and 2 workers.
 Every Dask output is checked bit-identical to the in-process output.
 
 Then the per-block costs of the campaign's band count are measured on one block-sized raster
@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from make_large_raster import write_large_raster  # noqa: E402
 
-from fers_core import distributed as fd  # noqa: E402
 from fers_core.detectors.global_rx import (  # noqa: E402
     fit_rx_partial,
     merge_rx_partials,
@@ -42,6 +41,9 @@ from fers_core.detectors.global_rx import (  # noqa: E402
     rx_block_scores,
     rx_block_statistics,
 )
+from fers_core.distributed import batch as fb  # noqa: E402
+from fers_core.distributed import cluster as fd  # noqa: E402
+from fers_core.distributed.dask_executor import DaskExecutor  # noqa: E402
 from fers_core.feedback import Feedback  # noqa: E402
 from fers_core.io.raster_io import RasterReader  # noqa: E402
 from fers_core.runtime.threads import blas_threads, blas_threads_set  # noqa: E402
@@ -65,7 +67,7 @@ def cluster(workers):
 
 def _warm():
     import fers_core.detectors.global_rx  # noqa: F401
-    import fers_core.distributed.cluster  # noqa: F401
+    import fers_core.distributed.dask_executor  # noqa: F401
 
 
 REPEATS = 3
@@ -231,14 +233,15 @@ def main():
         try:
             out = folder / f"batch{workers}"
             results[f"batch {workers}"], records = measure(
-                f"{workers} worker(s), one task per raster", fd.run_batch, inputs, out, detector="rx", client=client,
+                f"{workers} worker(s), one task per raster", fb.run_batch, inputs, out, detector="rx", client=client,
                 threads=1)
             checks += [r.status == "ok" and identical(r.output_path, reference / Path(r.output_path).name)
                        for r in records]
             split_out = folder / f"split{workers}.tif"
             results[f"split {workers}"] = measure(
                 f"{workers} worker(s), first raster split into {args.block_mb} MB blocks",
-                fd.run_global_rx_distributed, client, inputs[0], split_out, block_mb=args.block_mb, threads=1)[0]
+                run_global_rx, inputs[0], split_out, block_mb=args.block_mb,
+                executor=DaskExecutor(client, threads=1))[0]
             checks.append(identical(split_out, split_reference))
         finally:
             client.close()

@@ -35,7 +35,7 @@ def _rx(args):
 
 
 def _batch(args):
-    from .distributed.cluster import format_summary, run_batch
+    from .distributed.batch import format_summary, run_batch
     from .feedback import PrintFeedback
 
     records = run_batch(args.inputs, args.out_dir, detector=args.detector, model_path=args.model,

@@ -106,7 +106,7 @@ for name in {modules!r}:
     importlib.import_module(name)
 from fers.fers_core.detectors.global_rx import run_global_rx
 from fers.fers_core.detectors.local_rx import run_local_rx
-from fers.fers_core.distributed.cluster import run_batch
+from fers.fers_core.distributed.batch import run_batch
 from fers.fers_core.synthetic import write_scene
 folder = tempfile.mkdtemp(dir={folder!r})
 scene, _ = write_scene(os.path.join(folder, "scene.tif"), os.path.join(folder, "truth.tif"), rows=24, cols=30, bands=10)

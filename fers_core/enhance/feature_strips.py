@@ -70,3 +70,8 @@ class FeatureStrips:
                     self.options.spatial_tile, self.options.spatial_margin, **place,
                 ).numpy()
         return np.ascontiguousarray(scaled[(slice(None), *inner)]), valid[inner], features
+
+
+def network_threads() -> int:
+    """The PyTorch intra-op threads the networks run at in this process now."""
+    return torch.get_num_threads()

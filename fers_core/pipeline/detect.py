@@ -7,14 +7,15 @@ when one fits MEMORY_MB, else windows of whole spatial tile cores; see FeatureSt
 2. statistics: features of each strip (tiled network inference), RX mean and covariance of
    the enhanced cube(s) of valid pixels;
 3. scores: the enhanced cubes kept from pass 2 in a temporary file (FeatureSpill; recomputed
-   per strip when the disk lacks room, and always on a Dask cluster), RX scores written (and
-   the enhanced cubes, on request). Product fusion keeps the two RX maps in a temporary raster and multiplies their
+   per strip when the disk lacks room, and on a Dask cluster of other machines), RX scores written
+   (and the enhanced cubes, on request). Product fusion keeps the two RX maps in a temporary raster and multiplies their
    min-max normalised values in a last pass.
 
-Every pass works strip by strip through pure per-strip functions (range_partial,
-statistics_partial, score_strip) whose partial results are merged in a fixed tree over the
-strip index (blockwise.TreeReducer); fers_core.distributed.cluster runs the same functions on a Dask
-cluster, so both paths give bit-identical outputs.
+Every pass is a task of an executor (pipeline/executor.py): a pure function of a frozen plan and one
+strip (passes.detect_range, detect_statistics, detect_score), whose partial results are merged in the
+fixed tree over the strip index (blockwise.TreeReducer) and whose scores come back in strip order,
+whether the tasks run in this process or on a Dask cluster (distributed/dask_executor.py): both give
+bit-identical outputs.
 """
 
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from ..choices import Fusion, Precision
 from ..detectors.catalog import check_detector
-from ..enhance.feature_strips import FeatureStrips
+from ..enhance.feature_strips import FeatureStrips, network_threads
 from ..enhance.precision import mixed_precision_checked, resolve_device, resolve_precision, torch_threads
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
@@ -37,13 +38,22 @@ from ..io.raster_io import (
     read_mask,
     write_cache_mb,
 )
-from .blockwise import TreeReducer
+from .executor import run_executor
 from .fusion import combine_maps
 from .local_detection import run_local_detector
 from .options import DetectOptions, DetectSummary, describe_fusion, extra_outputs
-from .passes import fit_rx_models, merge_statistics_partials, score_cubes, score_strip, statistics_partial
+from .passes import (
+    DetectPlan,
+    DetectSource,
+    DetectState,
+    detect_range,
+    detect_score,
+    detect_statistics,
+    fit_rx_models,
+    merge_statistics_partials,
+)
 from .preprocess import RangeAccumulator
-from .scaling import Preprocessor
+from .scaling import Preprocessor, merge_range_partials
 from .spill import FeatureSpill
 
 
@@ -115,8 +125,14 @@ def check_detection_formats(output_path, options, model_bands):
                           ("the spatial cube output", options.spatial_output, model_bands)])
 
 
-def run_fers_detection(input_path, output_path, model, options=None, feedback=None):
-    """Score `input_path` with FERS (model features + global RX); write a float32 score raster."""
+def run_fers_detection(input_path, output_path, model, options: DetectOptions = None, feedback: Feedback = None,
+                       executor=None, model_path: str = None) -> DetectSummary:
+    """Score `input_path` with FERS (model features + global RX); write a float32 score raster.
+
+    `executor` runs the passes' window tasks (pipeline.executor; None = this process). An executor
+    whose tasks run in other processes opens the model from `model_path` there (through the model
+    cache: once per process); `model` is the same model loaded here.
+    """
     options = options or DetectOptions()
     feedback = feedback or Feedback()
     check_outputs([("the score output", output_path), ("the spectral cube output", options.spectral_output),
@@ -126,13 +142,27 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
     check_detector(options.detector, options.window_inner, options.window_outer)
     timings = {}
     started = time.perf_counter()
-    with torch_threads(options.threads):
+    with torch_threads(options.threads), ExitStack() as stack:
+        executor = run_executor(executor, feedback, stack)
         setup = prepare_detection(input_path, model, options, feedback)
+        stack.callback(setup.reader.close)
         windows = setup.strips.windows
-        valid_pixels = setup.preprocessor.fit(windows, ProgressRange(feedback, 0, 10))
+        threads = options.threads or executor.threads or network_threads()
+        source = DetectSource(str(input_path), model_path and str(model_path),
+                              replace(setup.options, spectral_output=None, spatial_output=None), setup.device, threads)
+        executor.attach(source, DetectState(setup.reader, setup.mask, setup.preprocessor, model, source, setup.strips))
+        if executor.where:
+            feedback.info(f"{len(windows)} strip task(s) per pass{executor.where}, {threads} PyTorch thread(s) per "
+                          "task.")
+        plan = DetectPlan(source, setup.fusion)
+        valid_pixels = setup.preprocessor.apply_range(executor.reduce(detect_range, plan, windows,
+                                                                      merge_range_partials,
+                                                                      ProgressRange(feedback, 0, 10)))
         timings["range pass"] = time.perf_counter() - started
+        pp = setup.preprocessor
+        plan = replace(plan, scaling=(pp.vmin, pp.vmax, pp.fill))
         if options.detector != "global":
-            run_local_detector(setup, options, output_path, model.bands, feedback)
+            run_local_detector(setup, options, output_path, model.bands, feedback, executor, plan)
             timings[options.detector] = time.perf_counter() - started - sum(timings.values())
             for stage, seconds in timings.items():
                 feedback.info(f"{stage}: {seconds:.2f} s")
@@ -140,33 +170,20 @@ def run_fers_detection(input_path, output_path, model, options=None, feedback=No
 
         extra = extra_outputs(options, setup.strips.networks, feedback)
         n_maps = 2 if setup.fusion is Fusion.PRODUCT else 1
-        spill = FeatureSpill.create(output_path, setup.reader.pixel_count, model.bands, n_maps + len(extra),
-                                    feedback) if options.spill else None
-        try:
-            keep = None
-            if spill is not None:
-                def keep(window, cubes, x, valid, features):
-                    spill.put(window, list(cubes) + [x + features[name] for name in extra], valid)
-
-            reducer = TreeReducer(merge_statistics_partials)
-            progress = ProgressRange(feedback, 10, 55)
-            for index, window in enumerate(windows):
-                reducer.push(statistics_partial(setup.strips, setup.mask, setup.fusion, window, keep))
-                progress((index + 1) / len(windows))
-            rx_models = fit_rx_models(reducer.result(), feedback)
-            timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
-
-            def spilled_block(window):
-                arrays, valid = spill.get(window)
-                return score_cubes(rx_models, arrays[:n_maps], valid, dict(zip(extra, arrays[n_maps:])))
-
-            blocks = ((window, spilled_block(window) if spill is not None else
-                       score_strip(setup.strips, rx_models, setup.fusion, window, tuple(extra))) for window in windows)
-            write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
-                                    extra, model.bands, feedback)
-        finally:
-            if spill is not None:
-                spill.close()
+        spill = None
+        if options.spill and not executor.shares_files:
+            feedback.info("The Dask workers may not see this machine's disk, so the features are not kept between "
+                          "passes: the networks run again in the score pass.")
+        elif options.spill:
+            spill = FeatureSpill.create(output_path, windows, model.bands, n_maps + len(extra), feedback, stack)
+        plan = replace(plan, extra_names=tuple(extra), spill=spill)
+        rx_models = executor.fit(fit_rx_models, executor.reduce(detect_statistics, plan, windows,
+                                                                merge_statistics_partials,
+                                                                ProgressRange(feedback, 10, 55)), feedback)
+        timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
+        blocks = executor.ordered(detect_score, replace(plan, rx_models=tuple(rx_models)), windows)
+        write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
+                                extra, model.bands, feedback)
         timings["score pass"] = time.perf_counter() - started - sum(timings.values())
     for stage, seconds in timings.items():
         feedback.info(f"{stage}: {seconds:.2f} s")

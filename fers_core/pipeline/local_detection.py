@@ -1,6 +1,7 @@
 """FERS with a local detector: the enhanced cube written once, then local RX or an RX variant streams it."""
 
 from contextlib import ExitStack
+from dataclasses import replace
 
 from ..choices import Fusion
 from ..feedback import ProgressRange, StageFeedback
@@ -10,23 +11,41 @@ from .fusion import combine_maps, enhanced_cubes, score_range
 from .options import extra_outputs
 
 
-def run_local_detector(setup, options, output_path, model_bands, feedback):
+def detect_cubes(state, plan, window):
+    """The enhanced cube(s) and the x + F asked for of one window, SCORE_NODATA where invalid (the cube task)."""
+    x, valid, features = state.strips(plan).compute(window)
+    cubes = enhanced_cubes(x, features, plan.fusion)
+    for cube in cubes:
+        cube[:, ~valid] = SCORE_NODATA
+    extras = {}
+    for name in plan.extra_names:
+        extras[name] = x + features[name]
+        extras[name][:, ~valid] = SCORE_NODATA
+    return cubes, extras
+
+
+def run_local_detector(setup, options, output_path, model_bands, feedback, executor, plan):
     """Local RX or an RX variant (rx_variants.DETECTOR_VARIANTS) on the enhanced cube(s), spilled to temporary rasters.
 
     These detectors need each pixel's neighbourhood of the enhanced cube (or, for the variants,
     two passes over it), so the cube is written once beside the output (strip by strip, as the
-    score pass would) and the detector streams it with its own halo.
+    score pass would) and the detector streams it with its own halo. `executor` computes the cubes
+    and runs the detector's tiles; the detector runs here instead when the executor's workers may not
+    see the temporary rasters (a cluster of other machines). `plan`: the run's DetectPlan, scaling fitted.
     """
     from ..detectors.local_rx import run_local_rx
     from ..detectors.rx_variants import describe, detector_settings, run_rx_variant
 
+    on_cube = executor if executor.shares_files else None
+
     def detector(cube_path, map_path, stage):
         if options.detector == "local":
             return run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
-                                outer=options.window_outer, block_mb=options.block_mb, feedback=stage)
+                                outer=options.window_outer, block_mb=options.block_mb, feedback=stage,
+                                executor=on_cube)
         settings = detector_settings(options.detector, options.window_inner, options.window_outer)
         return run_rx_variant(cube_path, map_path, *settings, mask_path=options.mask_path,
-                              block_mb=options.block_mb, feedback=stage)
+                              block_mb=options.block_mb, feedback=stage, executor=on_cube)
 
     product = setup.fusion is Fusion.PRODUCT
     names = ["spatial", "spectral"] if product else ["enhanced"]
@@ -44,16 +63,14 @@ def run_local_detector(setup, options, output_path, model_bands, feedback):
         extras = {name: stack.enter_context(RasterWriter.like(setup.reader, path, model_bands, band_names=band_names))
                   for name, path in extra_outputs(options, setup.strips.networks, feedback).items()}
         progress = ProgressRange(feedback, 10, 40)
-        for index, window in enumerate(setup.strips.windows):
-            x, valid, features = setup.strips.compute(window)
-            for writer, cube in zip(writers, enhanced_cubes(x, features, setup.fusion)):
-                cube[:, ~valid] = SCORE_NODATA
+        windows = setup.strips.windows
+        results = executor.ordered(detect_cubes, replace(plan, extra_names=tuple(extras)), windows)
+        for index, (window, (cubes, extra_cubes)) in enumerate(results):
+            for writer, cube in zip(writers, cubes):
                 writer.write(window, cube)
             for name, writer in extras.items():
-                enhanced = x + features[name]
-                enhanced[:, ~valid] = SCORE_NODATA
-                writer.write(window, enhanced)
-            progress((index + 1) / len(setup.strips.windows))
+                writer.write(window, extra_cubes[name])
+            progress((index + 1) / len(windows))
         for writer in writers:
             writer.commit()
         span = 55 / len(names)

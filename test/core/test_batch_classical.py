@@ -8,6 +8,7 @@ import pytest
 
 from fers.fers_core.detectors.local_rx import run_local_rx
 from fers.fers_core.detectors.rx_variants import run_rx_variant
+from fers.fers_core.distributed import batch as fb
 from fers.fers_core.distributed import cluster as fd
 from fers.fers_core.errors import InputError
 
@@ -31,7 +32,7 @@ def rasters(tmp_path):
 
 @pytest.mark.parametrize("detector", sorted(DIRECT))
 def test_in_process_batch_equals_the_direct_run(tmp_path, rasters, detector):
-    records = fd.run_batch(rasters, tmp_path / "out", detector=detector, windows=(3, 9), components=3)
+    records = fb.run_batch(rasters, tmp_path / "out", detector=detector, windows=(3, 9), components=3)
     assert [r.status for r in records] == ["ok", "ok"]
     for source, record in zip(rasters, records):
         DIRECT[detector](source, tmp_path / "direct.tif")
@@ -47,7 +48,7 @@ def test_in_process_batch_equals_the_direct_run(tmp_path, rasters, detector):
 ])
 def test_bad_settings_fail_before_any_raster_is_read(tmp_path, detector, windows, components, message):
     with pytest.raises(InputError, match=message):
-        fd.run_batch([str(tmp_path / "missing.tif")], tmp_path / "out", detector=detector, windows=windows,
+        fb.run_batch([str(tmp_path / "missing.tif")], tmp_path / "out", detector=detector, windows=windows,
                      components=components)
 
 

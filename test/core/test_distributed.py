@@ -5,6 +5,7 @@ blocks over the workers, also when a worker is killed in the middle of a run.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -14,8 +15,11 @@ from osgeo import gdal
 
 from fers.fers_core.detectors.global_rx import run_global_rx
 from fers.fers_core.detectors.rx import CovarianceAccumulator
+from fers.fers_core.distributed import batch as fb
 from fers.fers_core.distributed import cluster as fd
+from fers.fers_core.distributed.dask_executor import DaskExecutor
 from fers.fers_core.errors import DependencyError, InputError
+from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.raster_io import RasterReader
 from fers.fers_core.pipeline.blockwise import TreeReducer, tree_reduce
 
@@ -162,7 +166,7 @@ def test_missing_dask_says_how_to_install(monkeypatch, tmp_path):
 @needs_dask
 def test_many_rasters_identical_and_a_bad_input_reported(client, rasters, tmp_path):
     good, bad = rasters
-    records = fd.run_batch([good[0], bad, good[1], good[2]], tmp_path / "out", detector="rx", block_mb=1,
+    records = fb.run_batch([good[0], bad, good[1], good[2]], tmp_path / "out", detector="rx", block_mb=1,
                            client=client)
     assert [r.status for r in records] == ["ok", "failed", "ok", "ok"]
     assert "Cannot open raster" in records[1].message
@@ -170,7 +174,7 @@ def test_many_rasters_identical_and_a_bad_input_reported(client, rasters, tmp_pa
     for source, record in zip([good[0], good[1], good[2]], [records[0], records[2], records[3]]):
         run_global_rx(source, tmp_path / "single.tif", block_mb=1)
         assert_identical(record.output_path, tmp_path / "single.tif")
-    table = fd.format_summary(records)
+    table = fb.format_summary(records)
     assert "broken.tif" in table and "failed" in table and "3 of 4 raster(s) done, 1 failed" in table
 
 
@@ -181,7 +185,8 @@ def test_one_raster_split_over_workers_is_identical(client, rasters, tmp_path):
     mask[50:60, 100:140] = 1
     mask_path = write_cube(tmp_path / "mask.tif", mask)
     single = run_global_rx(source, tmp_path / "single.tif", mask_path=mask_path, block_mb=1)
-    split = fd.run_global_rx_distributed(client, source, tmp_path / "split.tif", mask_path=mask_path, block_mb=1)
+    split = run_global_rx(source, tmp_path / "split.tif", mask_path=mask_path, block_mb=1,
+                          executor=DaskExecutor(client))
     assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
     assert (split.valid_pixels, split.background_pixels, split.rank) == (single.valid_pixels,
                                                                         single.background_pixels, single.rank)
@@ -201,8 +206,130 @@ def test_fers_split_over_workers_is_identical(client, model_file, tmp_path):
         return DetectOptions(branches=("spectral",), block_mb=0.1, spectral_output=str(tmp_path / f"{name}_spe.tif"))
 
     single = run_fers_detection(scene, tmp_path / "single.tif", load_any_model(model_file), options("single"))
-    summary = fd.run_fers_detection_distributed(client, scene, tmp_path / "split.tif", model_file, options("split"))
+    summary = run_fers_detection(scene, tmp_path / "split.tif", load_any_model(model_file), options("split"),
+                                 executor=DaskExecutor(client), model_path=model_file)
     assert summary.valid_pixels == single.valid_pixels > 0
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+    assert_identical(tmp_path / "split_spe.tif", tmp_path / "single_spe.tif")
+
+
+class Log(Feedback):
+    def __init__(self):
+        self.lines = []
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+@pytest.fixture(scope="module")
+def fers_scene(tmp_path_factory):
+    from fers.fers_core.synthetic import write_scene
+
+    folder = tmp_path_factory.mktemp("fers")
+    scene, _ = write_scene(folder / "synthetic.tif", folder / "truth.tif", rows=60, cols=50, bands=16, seed=4)
+    mask = np.zeros((60, 50), np.uint8)
+    mask[10:20, 5:25] = 1
+    return write_cube(folder / "scene.tif", pixels(scene)), write_cube(folder / "mask.tif", mask)
+
+
+@needs_dask
+@pytest.mark.parametrize("fusion, spill", [("sum", True), ("sum", False), ("product", True), ("product", False)])
+def test_fers_on_the_dask_executor_is_identical(client, model_file, fers_scene, tmp_path, fusion, spill):
+    """Both fusions, the feature spill on (shared by the local cluster's workers) and off, a mask, several strips."""
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
+
+    scene, mask = fers_scene
+    model = load_any_model(model_file)
+    logs = {}
+    for name, executor in (("single", None), ("split", DaskExecutor(client))):
+        options = DetectOptions(fusion=fusion, spill=spill, block_mb=0.2, mask_path=mask,
+                                spectral_output=str(tmp_path / f"{name}_spe.tif"),
+                                spatial_output=str(tmp_path / f"{name}_spa.tif"))
+        logs[name] = Log()
+        run_fers_detection(scene, tmp_path / f"{name}.tif", model, options, logs[name], executor=executor,
+                           model_path=model_file)
+    assert any("strip task(s) per pass, on the Dask cluster" in line for line in logs["split"].lines)
+    for log in logs.values():
+        assert any("are kept between passes" in line for line in log.lines) == spill, log.lines
+    for name in ("", "_spe", "_spa"):
+        assert_identical(tmp_path / f"split{name}.tif", tmp_path / f"single{name}.tif")
+    assert not [name for name in os.listdir(tmp_path) if ".partial-" in name]  # the spill file is gone
+
+
+@needs_dask
+def test_fers_on_workers_of_other_machines_recomputes_the_features(client, model_file, fers_scene, tmp_path):
+    """Without a file system shared with the workers (a remote cluster), the score pass runs the networks again."""
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.pipeline.detect import run_fers_detection
+
+    scene, _ = fers_scene
+    model = load_any_model(model_file)
+    run_fers_detection(scene, tmp_path / "single.tif", model)
+    executor = DaskExecutor(client)
+    executor.shares_files = False
+    log = Log()
+    run_fers_detection(scene, tmp_path / "split.tif", model, feedback=log, executor=executor, model_path=model_file)
+    assert any("the networks run again" in line for line in log.lines), log.lines
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+
+
+@needs_dask
+def test_batch_split_fers_is_identical(client, model_file, fers_scene, tmp_path):
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
+
+    scene, _ = fers_scene
+    records = fb.run_batch([scene], tmp_path / "out", detector="fers", model_path=model_file, block_mb=1,
+                           client=client, split=True)
+    assert [r.status for r in records] == ["ok"] and records[0].worker == "all workers"
+    run_fers_detection(scene, tmp_path / "single.tif", load_any_model(model_file), DetectOptions(block_mb=1))
+    assert_identical(records[0].output_path, tmp_path / "single.tif")
+
+
+@needs_dask
+@pytest.mark.parametrize("detector", ["local-rx", "rxd-local-mean", "utd"])
+def test_local_detectors_on_the_dask_executor_are_identical(client, rasters, tmp_path, detector):
+    """Local RX (projected onto principal components) and RX variants: tile tasks over the same tile plan."""
+    from fers.fers_core.detectors.local_rx import run_local_rx
+    from fers.fers_core.detectors.rx_variants import run_rx_variant
+
+    source = rasters[0][0]
+    mask = np.zeros((120, 400), np.uint8)
+    mask[50:60, 100:140] = 1
+    mask_path = write_cube(tmp_path / "mask.tif", mask)
+    log = Log()
+    for name, executor, feedback in (("single", None, None), ("split", DaskExecutor(client), log)):
+        output = tmp_path / f"{name}.tif"
+        if detector == "local-rx":
+            summary = run_local_rx(source, output, mask_path=mask_path, inner=3, outer=7, block_mb=1, components=5,
+                                   feedback=feedback, executor=executor)
+        else:
+            summary = run_rx_variant(source, output, *(("rxd", 9, 3) if detector == "rxd-local-mean" else ("utd",)),
+                                     mask_path=mask_path, block_mb=1, feedback=feedback, executor=executor)
+    tiles = [int(found.group(1)) for line in log.lines
+             if (found := re.search(r"in (\d+) tile\(s\).*on the Dask cluster", line))]
+    assert tiles and tiles[0] > 1, log.lines  # really split into several tile tasks
+    assert summary.valid_pixels > 0
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+
+
+@needs_dask
+@pytest.mark.parametrize("detector, fusion", [("local", "product"), ("rxd-local-mean", "sum")])
+def test_fers_with_a_local_detector_on_the_dask_executor_is_identical(client, model_file, fers_scene, tmp_path,
+                                                                       detector, fusion):
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
+
+    scene, mask = fers_scene
+    model = load_any_model(model_file)
+    for name, executor in (("single", None), ("split", DaskExecutor(client))):
+        options = DetectOptions(fusion=fusion, detector=detector, window_inner=3, window_outer=7, block_mb=0.2,
+                                mask_path=mask, spectral_output=str(tmp_path / f"{name}_spe.tif"))
+        run_fers_detection(scene, tmp_path / f"{name}.tif", model, options, executor=executor, model_path=model_file)
     assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
     assert_identical(tmp_path / "split_spe.tif", tmp_path / "single_spe.tif")
 
@@ -212,7 +339,7 @@ def test_worker_killed_during_a_split_run(client, kill_once, rasters, tmp_path):
     source = rasters[0][2]
     run_global_rx(source, tmp_path / "single.tif", block_mb=1)
     marker = kill_once("fers-rx-score")
-    fd.run_global_rx_distributed(client, source, tmp_path / "split.tif", block_mb=1)
+    run_global_rx(source, tmp_path / "split.tif", block_mb=1, executor=DaskExecutor(client))
     assert marker.exists()  # a worker did die while scoring a block
     assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
 
@@ -221,7 +348,7 @@ def test_worker_killed_during_a_split_run(client, kill_once, rasters, tmp_path):
 def test_worker_killed_during_a_batch(client, kill_once, rasters, tmp_path):
     good, _ = rasters
     marker = kill_once("fers-batch-raster")
-    records = fd.run_batch(good, tmp_path / "out", detector="rx", block_mb=1, client=client)
+    records = fb.run_batch(good, tmp_path / "out", detector="rx", block_mb=1, client=client)
     assert marker.exists()
     assert [r.status for r in records] == ["ok"] * 3
     for source, record in zip(good, records):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -141,11 +142,14 @@ def test_feature_spill_lives_beside_the_output_under_a_folder_named_like_a_raste
 
     folder = tmp_path / "run.tif.out"
     folder.mkdir()
-    spill = FeatureSpill.create(str(folder / "scores.tif"), 100, 4, 1, Log())
-    assert os.path.dirname(spill.path) == str(folder) and os.path.exists(spill.path)
-    assert any(spill.path in line for line in Log.lines)  # the log says where the large temporary is
-    spill.put("a", [np.ones((4, 10, 10), np.float32)], np.ones((10, 10), bool))
-    spill.close()
+    window = Window(0, 0, 10, 10)
+    with ExitStack() as stack:
+        spill = FeatureSpill.create(str(folder / "scores.tif"), [window], 4, 1, Log(), stack)
+        assert os.path.dirname(spill.path) == str(folder) and os.path.exists(spill.path)
+        assert any(spill.path in line for line in Log.lines)  # the log says where the large temporary is
+        spill.put(window, [np.ones((4, 10, 10), np.float32)], np.ones((10, 10), bool))
+        arrays, valid = spill.get(window)
+        assert np.array_equal(arrays[0], np.ones((4, 10, 10), np.float32)) and valid.all()
     assert os.listdir(folder) == []
 
 
@@ -292,7 +296,7 @@ def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
 
 
 def test_batch_output_on_another_input_is_refused(tmp_path):
-    from fers.fers_core.distributed.cluster import batch_jobs
+    from fers.fers_core.distributed.batch import batch_jobs
 
     first, second = touch(tmp_path / "a.tif"), touch(tmp_path / "a_rx.tif")  # a.tif's output is a_rx.tif
     with pytest.raises(OutputError, match="The output of a.tif '.*a_rx.tif' is the same file as input a_rx.tif"):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from fers.fers_core.distributed.cluster import SCHEDULER_TIMEOUT_ENV, _SchedulerWatch, connect
+from fers.fers_core.distributed.cluster import SCHEDULER_TIMEOUT_ENV, SchedulerWatch, connect
 from fers.fers_core.errors import FersError, InputError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
@@ -80,7 +80,7 @@ def test_a_scheduler_that_stops_answering_mid_run_is_reported(tmp_path, monkeypa
     try:
         client = Client(scheduler_file=str(scheduler_file), timeout="30s", set_as_default=False)
         try:
-            watch = _SchedulerWatch(client)
+            watch = SchedulerWatch(client)
             watch._last -= 2 * TIMEOUT_S  # as after a long wait without news
             watch.check()  # answers while running
             os.kill(process.pid, signal.SIGSTOP)
