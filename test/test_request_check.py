@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from qgis.core import QgsProcessingException
 
+from fers.fers_core.choices import Fusion
 from fers.fers_core.errors import InputError
 from fers.fers_core.pipeline import requests
 
@@ -43,7 +44,7 @@ FAR = {"OUTPUT_MASK": "mask.tif", "THRESHOLD_METHOD": 2, "THRESHOLD": 1.0}
     ("fers:detect", {"TILE_SIZE": 32, "TILE_MARGIN": 16}, requests.check_spatial_tiles, [32, 16], {}),
     ("fers:detect", {"DETECTOR": 3, **FAR}, requests.check_detect_request, ["utd"], {"false_alarm_rate": True}),
     ("fers:detect", {"FUSION": 2, **FAR}, requests.check_detect_request, ["global"],
-     {"false_alarm_rate": True, "fusion": "product"}),
+     {"false_alarm_rate": True, "fusion": Fusion.PRODUCT}),
     ("fers:detect", {"DETECTOR": 1, "SCHEDULER": "local"}, requests.check_detect_request, ["local"],
      {"scheduler": "local"}),
 ])

@@ -9,6 +9,7 @@ user sets. Torch-free: the QGIS dialog checks a request without importing the ne
 import math
 import os
 
+from ..choices import Fusion
 from ..detectors.catalog import check_detector, has_chi_square_law
 from ..detectors.local_rx import validate_windows
 from ..detectors.rx_variants import chi_square_law, describe
@@ -72,7 +73,7 @@ def check_rx_request(variant: tuple = None, *, local_windows: tuple = None, sche
 
 
 def check_detect_request(detector: str = "global", windows: tuple = (5, 21), *, scheduler: str = "",
-                         members: int = 1, false_alarm_rate: bool = False, fusion: str = None) -> None:
+                         members: int = 1, false_alarm_rate: bool = False, fusion: Fusion = None) -> None:
     """InputError for a FERS detection request (fers:detect) whose settings do not go together.
 
     detector: one of catalog.DETECTORS, with its (inner, outer) windows; scheduler: the checked SCHEDULER ('' = in
@@ -94,7 +95,7 @@ def check_detect_request(detector: str = "global", windows: tuple = (5, 21), *, 
         raise _no_chi_square_law("UTD and RXD-UTD scores follow no chi-square law")
     if members > 1:
         raise _no_chi_square_law("Fused ensemble scores have no chi-square law", ", or run one model (set MODEL)")
-    if fusion == "product":
+    if fusion == Fusion.PRODUCT:
         raise _no_chi_square_law("Product fusion gives normalised scores with no chi-square law", ", or sum fusion")
 
 

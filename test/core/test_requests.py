@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fers.fers_core.choices import Fusion
 from fers.fers_core.errors import InputError
 from fers.fers_core.pipeline.postprocess import threshold_value, write_polygons
 from fers.fers_core.pipeline.requests import (
@@ -54,7 +55,7 @@ def test_rx_requests_that_go_together_pass(variant, settings):
     ("utd", {"false_alarm_rate": True}, f"^UTD and RXD-UTD scores follow no chi-square law, {NO_LAW}.$"),
     ("global", {"false_alarm_rate": True, "members": 3},
      f"^Fused ensemble scores have no chi-square law, {NO_LAW}, or run one model"),
-    ("global", {"false_alarm_rate": True, "fusion": "product"},
+    ("global", {"false_alarm_rate": True, "fusion": Fusion.PRODUCT},
      f"^Product fusion gives normalised scores with no chi-square law, {NO_LAW}, or sum fusion.$"),
     ("rxd-local-mean", {"windows": (9, 9)}, "must be smaller than the local mean kernel"),
     ("nearest", {}, "Unknown detector 'nearest'"),
@@ -65,10 +66,10 @@ def test_detect_requests_that_do_not_go_together_are_refused(detector, settings,
 
 
 @pytest.mark.parametrize("detector, settings", [
-    ("global", {"scheduler": "local", "false_alarm_rate": True, "fusion": "sum"}),
-    ("rxd-local-mean", {"false_alarm_rate": True, "fusion": "single"}),  # RXD keeps the chi-square law
+    ("global", {"scheduler": "local", "false_alarm_rate": True, "fusion": Fusion.SUM}),
+    ("rxd-local-mean", {"false_alarm_rate": True, "fusion": Fusion.SINGLE}),  # RXD keeps the chi-square law
     ("utd", {"members": 2}),  # an ensemble without a false-alarm-rate threshold
-    ("global", {"fusion": "product"}),  # product fusion with a top-percentage or absolute threshold
+    ("global", {"fusion": Fusion.PRODUCT}),  # product fusion with a top-percentage or absolute threshold
 ])
 def test_detect_requests_that_go_together_pass(detector, settings):
     check_detect_request(detector, **settings)
