@@ -6,7 +6,6 @@ from qgis.core import (
 )
 
 from ..fers_core.detectors.evaluation import evaluate
-from ..fers_core.errors import InputError
 from .base import FersAlgorithm, RasterLayerParameter, RasterListParameter
 
 
@@ -71,9 +70,7 @@ class EvaluateAlgorithm(FersAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(description)))
 
     def compute(self, parameters, context, feedback):
-        layers = self.raster_sources(parameters, self.SCORES, context)
-        if not layers:
-            raise InputError("No score raster was given: choose at least one score raster to evaluate.")
+        layers = self.raster_sources(parameters, self.SCORES, context)  # none: the engine says to choose one
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         csv = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) if parameters.get(
             self.OUTPUT_CSV) is not None else None

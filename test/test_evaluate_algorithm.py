@@ -109,6 +109,7 @@ def test_truth_without_anomalies_is_a_clear_error(run_alg, tmp_path):
         run_evaluate(run_alg, tmp_path, score_path, empty)
 
 
+@pytest.mark.slow
 def test_real_scenes_auc_equals_a_direct_computation(run_alg, tmp_path):
     scenes = require_scenes()
     from fers.fers_core.detectors.metrics import roc_auc
@@ -121,3 +122,11 @@ def test_real_scenes_auc_equals_a_direct_computation(run_alg, tmp_path):
         result = run_evaluate(run_alg, tmp_path, rx["OUTPUT"], str(truth), OUTPUT_HTML=str(tmp_path / f"{name}.html"))
         assert result["AUC"] == roc_auc(read(rx["OUTPUT"])[0], read(truth)[0]), name
         assert 0.8 < result["AUC"] <= 1 and 0 <= result["DETECTION_RATE_0_1"] <= result["DETECTION_RATE_1"] <= 1
+
+
+def test_no_score_raster_is_refused(run_alg, tmp_path):
+    """The engine's refusal (evaluation.evaluate) reaches the user as it is; the algorithm does not repeat it."""
+    _, truth_path, _, _ = hand_made(tmp_path)
+    with pytest.raises(QgsProcessingException, match="^No score raster was given: choose at least one score raster"):
+        run_evaluate(run_alg, tmp_path, [], truth_path)
+    assert not (tmp_path / "report.html").exists()
