@@ -169,6 +169,16 @@ def rx_score(state, plan, window):
     return rx_block_scores(state.reader, plan.model, window, state.take(window))
 
 
+def open_rx_run(input_path, bands, mask_path, executor, feedback, stack):
+    """(executor, source, state) of a run over a raster: `executor` (None: one in this process), its RxSource and
+    this process's open state of it, attached to the executor; closed with `stack`."""
+    executor = run_executor(executor, feedback, stack)
+    source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
+    state = stack.enter_context(source.open())
+    executor.attach(source, state)
+    return executor, source, state
+
+
 def background_statistics(executor, source, windows, progress):
     """The merged RxPartial of the raster's `windows`: the statistics pass of run_global_rx (its fixed tree)."""
     return executor.reduce(rx_statistics, RxPlan(source), windows, merge_rx_partials, progress)
@@ -199,10 +209,7 @@ def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = 
     check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     with ExitStack() as stack:
-        executor = run_executor(executor, feedback, stack)
-        source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
-        state = stack.enter_context(source.open())
-        executor.attach(source, state)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack)
         reader = state.reader
         windows = reader.windows(block_mb)
         feedback.info(

@@ -58,7 +58,6 @@ from ..io.raster_io import (
     Window,
     check_raster_outputs,
 )
-from ..pipeline.executor import run_executor
 from ..runtime.threads import blas_threads_set
 from .projection import PrincipalProjection, resolve_components
 from .sliding_gram import RESTART_COLUMNS, SlidingGram, quadratic_form
@@ -337,7 +336,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
     covariance and every tile is projected onto its leading principal components. `executor` runs
     the tile tasks (pipeline.executor; None = this process).
     """
-    from .global_rx import RxSource, background_statistics
+    from .global_rx import background_statistics, open_rx_run
 
     feedback = feedback or Feedback()
     check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
@@ -345,10 +344,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
     started = time.perf_counter()
     inner, outer = validate_windows(inner, outer)
     with ExitStack() as stack:
-        executor = run_executor(executor, feedback, stack)
-        source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
-        state = stack.enter_context(source.open())
-        executor.attach(source, state)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack)
         reader = state.reader
         choice = resolve_components(components, reader.band_count)
         height, width = reader.height, reader.width

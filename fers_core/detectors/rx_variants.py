@@ -33,7 +33,6 @@ import numpy as np
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterWriter
-from ..pipeline.executor import run_executor
 from ..runtime.blas import strmm
 from .local_rx import _tiles, plan_tiles
 from .rx import CovarianceAccumulator, fit_rx
@@ -280,16 +279,13 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
     local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
     `executor` runs the block and tile tasks (pipeline.executor; None = this process).
     """
-    from .global_rx import RxSource, background_statistics, fit_rx_partial
+    from .global_rx import background_statistics, fit_rx_partial, open_rx_run
 
     feedback = feedback or Feedback()
     started = time.perf_counter()
     variant, window, guard = validate_variant(variant, window, guard)
     with ExitStack() as stack:
-        executor = run_executor(executor, feedback, stack)
-        source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
-        state = stack.enter_context(source.open())  # blocks read past GDAL's cache, as global RX
-        executor.attach(source, state)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack)
         reader = state.reader
         height, width = reader.height, reader.width
         what = describe(variant, window, guard)
