@@ -4,8 +4,9 @@ QGIS runs every Processing algorithm in its one Python process, so a session's n
 same model file need not read the file again nor rebuild the inference networks (BatchNorm folding,
 bfloat16 copies), a cost that adds up in batch runs over many small scenes. Models are keyed by the
 file's resolved path, size and modification time, so a file rewritten in the meantime is read again; at
-most MAX_MODELS are kept. Only detection uses this cache: training changes its model's weights, so it
-always loads its own copy.
+most MAX_MODELS are kept. A Dask worker process loads the model of a run's tasks here too, once per
+worker. Only detection uses this cache: training changes its model's weights, so it always loads its own
+copy.
 """
 
 import threading

@@ -11,7 +11,7 @@ from ..io.raster_io import output_folder
 class FeatureSpill:
     """The statistics pass's enhanced cubes, kept in a temporary file beside the output for the score pass.
 
-    Running the networks once instead of twice roughly halves detection time. Every window has its
+    The networks then run once per window instead of twice. Every window has its
     own fixed place in the file (from the window list alone), so any process that sees the file (this
     one, or the workers of a cluster on this machine) writes and reads its windows without an index;
     a task run twice writes the same bytes again. Plain file I/O, not memory-mapped, so the file does
