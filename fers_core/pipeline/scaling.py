@@ -21,39 +21,49 @@ MIN_INPUT_BANDS = 3  # 1 or 2 bands interpolate to a flat or straight-line spect
 
 
 class BandMapping:
-    """Maps the raster's selected bands onto the model's bands (one sparse matrix)."""
+    """Maps a raster's selected bands onto a model's bands (one sparse matrix).
 
-    def __init__(self, reader, model, feedback):
-        n_in, n_out = reader.band_count, model.bands
+    Built from the band counts and wavelengths alone (`for_model` reads them from a reader and a
+    model), so training maps its rasters exactly as detection does.
+    """
+
+    def __init__(self, raster_bands: int, model_bands: int, raster_wavelengths=None, model_wavelengths=None,
+                 feedback=None):
+        n_in, n_out = int(raster_bands), int(model_bands)
         if n_in < MIN_INPUT_BANDS:
             raise InputError(
                 f"The FERS networks need at least {MIN_INPUT_BANDS} bands but only {n_in} "
                 f"{'is' if n_in == 1 else 'are'} selected: select more bands, or use the classical RX detector "
                 "(fers:rx), which works with any number of bands."
             )
-        use_wavelengths = reader.wavelengths_nm is not None and model.wavelengths_nm is not None
+        use_wavelengths = raster_wavelengths is not None and model_wavelengths is not None
         if use_wavelengths:
-            coverage = wavelength_coverage(reader.wavelengths_nm, model.wavelengths_nm)
+            coverage = wavelength_coverage(raster_wavelengths, model_wavelengths)
             if coverage < MIN_WAVELENGTH_COVERAGE:
                 raise InputError(
-                    f"The raster's wavelengths ({min(reader.wavelengths_nm):.0f}-{max(reader.wavelengths_nm):.0f} nm) "
-                    f"cover only {coverage:.0%} of the model's range ({min(model.wavelengths_nm):.0f}-"
-                    f"{max(model.wavelengths_nm):.0f} nm): use a model for this sensor's range."
+                    f"The raster's wavelengths ({min(raster_wavelengths):.0f}-{max(raster_wavelengths):.0f} nm) "
+                    f"cover only {coverage:.0%} of the model's range ({min(model_wavelengths):.0f}-"
+                    f"{max(model_wavelengths):.0f} nm): use a model for this sensor's range."
                 )
         self.matrix = band_resampling_matrix(
-            n_in, n_out, reader.wavelengths_nm if use_wavelengths else None,
-            model.wavelengths_nm if use_wavelengths else None,
+            n_in, n_out, raster_wavelengths if use_wavelengths else None,
+            model_wavelengths if use_wavelengths else None,
         )
         how = "over wavelength" if use_wavelengths else "over the normalised band index"
         self.description = (f"identity ({n_in} bands)" if n_in == n_out and not use_wavelengths
                             else f"{n_in} raster bands resampled linearly {how} to the model's {n_out} bands")
-        if n_in < n_out / 2:
+        if n_in < n_out / 2 and feedback is not None:
             feedback.warning(
                 f"The raster has {n_in} bands, far fewer than the model's {n_out}: bands are interpolated, "
                 "which adds no information; results may be weaker than plain RX."
             )
 
-    def __call__(self, data):
+    @classmethod
+    def for_model(cls, reader, model, feedback=None) -> "BandMapping":
+        """The mapping of `reader`'s selected bands onto `model`'s (its `bands` and `wavelengths_nm`)."""
+        return cls(reader.band_count, model.bands, reader.wavelengths_nm, model.wavelengths_nm, feedback)
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
         return apply_band_matrix(self.matrix, data)
 
 
@@ -77,53 +87,86 @@ def merge_range_partials(left, right):
                         left.count + right.count)
 
 
+@dataclass(frozen=True, eq=False)
+class Scaling:
+    """The reference scaling of one raster, fitted by the range pass (fit_scaling).
+
+    One minimum and maximum over every valid model-band value, and the scaled band means that fill
+    invalid pixels before the networks. Frozen and small: a plan carries it to every window task.
+    """
+
+    vmin: float
+    vmax: float
+    fill: np.ndarray  # float32 (model bands,): the scaled mean spectrum of the valid pixels
+
+
+def range_partial(reader, mapping: BandMapping, window) -> RangePartial:
+    """Minimum, maximum, float64 band sums and count of the valid model-band pixels of one window."""
+    data, valid = reader.read(window, np.float32)
+    flat, use = data.reshape(data.shape[0], -1), valid.reshape(-1)
+    # np.compress keeps the band-first layout (boolean indexing would return a transposed copy)
+    pixels = mapping(flat if use.all() else np.compress(use, flat, axis=1))
+    ranges = RangeAccumulator().add(pixels)
+    block_sum = pixels.sum(axis=1, dtype=np.float64) if pixels.shape[1] else None
+    return RangePartial(ranges.min, ranges.max, block_sum, int(pixels.shape[1]))
+
+
+def range_pass(reader, mapping: BandMapping, windows, progress) -> RangePartial:
+    """The merged RangePartial of every window, in this process (one partial per window, merged as a fixed tree)."""
+    reducer = TreeReducer(merge_range_partials)
+    for index, window in enumerate(windows):
+        reducer.push(range_partial(reader, mapping, window))
+        progress((index + 1) / len(windows))
+    return reducer.result()
+
+
+def fit_scaling(partial: RangePartial) -> Scaling:
+    """The Scaling of the merged RangePartial of a raster's windows; InputError when nothing can be scaled."""
+    if partial.count == 0:
+        raise InputError(
+            "No valid pixels: every pixel is nodata, NaN or infinite in at least one used band. "
+            "Check the input's nodata value and the band selection."
+        )
+    if not partial.max > partial.min:
+        raise InputError(f"The input is constant (every valid value is {partial.min}): nothing can stand out.")
+    return Scaling(partial.min, partial.max, scale_reference(partial.sum / partial.count, partial.min, partial.max))
+
+
+def scale_window(reader, mapping: BandMapping, scaling: Scaling, window) -> tuple:
+    """(scaled model-band cube (bands, rows, cols) float32 with invalid pixels filled, validity) of one window.
+
+    Only the window is read; its raster bands are mapped to the model's at once and let go."""
+    data, valid = reader.read(window, np.float32)
+    mapped = mapping(data)
+    del data
+    scaled = scale_reference(mapped, scaling.vmin, scaling.vmax)
+    scaled[:, ~valid] = scaling.fill[:, None]
+    return scaled, valid
+
+
 class Preprocessor:
-    """Band mapping, reference scaling and filling of invalid pixels, per strip."""
+    """Band mapping and, once fitted, the scaling of one raster (the orchestration's former interface).
+
+    Kept while the pipeline moves to the functions above (range_partial, fit_scaling, scale_window)."""
 
     def __init__(self, reader, model, feedback):
         self.reader = reader
-        self.mapping = BandMapping(reader, model, feedback)
+        self.mapping = BandMapping.for_model(reader, model, feedback)
         self.vmin = self.vmax = None
         self.fill = None
 
     def fit(self, windows, progress):
-        """Scaling range and fill values from every window (one partial per window, merged as a fixed tree)."""
-        reducer = TreeReducer(merge_range_partials)
-        for index, window in enumerate(windows):
-            reducer.push(self.range_partial(window))
-            progress((index + 1) / len(windows))
-        return self.apply_range(reducer.result())
+        """Scaling range and fill values from every window; returns the number of valid pixels."""
+        return self.apply_range(range_pass(self.reader, self.mapping, windows, progress))
 
     def range_partial(self, window):
-        """Minimum, maximum, float64 band sums and count of the valid model-band pixels of one window."""
-        data, valid = self.reader.read(window, np.float32)
-        flat, use = data.reshape(data.shape[0], -1), valid.reshape(-1)
-        # np.compress keeps the band-first layout (boolean indexing would return a transposed copy)
-        pixels = self.mapping(flat if use.all() else np.compress(use, flat, axis=1))
-        ranges = RangeAccumulator().add(pixels)
-        block_sum = pixels.sum(axis=1, dtype=np.float64) if pixels.shape[1] else None
-        return RangePartial(ranges.min, ranges.max, block_sum, int(pixels.shape[1]))
+        return range_partial(self.reader, self.mapping, window)
 
     def apply_range(self, partial):
         """Set the scaling from merged RangePartials; returns the number of valid pixels."""
-        if partial.count == 0:
-            raise InputError(
-                "No valid pixels: every pixel is nodata, NaN or infinite in at least one used band. "
-                "Check the input's nodata value and the band selection."
-            )
-        if not partial.max > partial.min:
-            raise InputError(f"The input is constant (every valid value is {partial.min}): nothing can stand out.")
-        self.vmin, self.vmax = partial.min, partial.max
-        self.fill = scale_reference(partial.sum / partial.count, self.vmin, self.vmax)
+        scaling = fit_scaling(partial)
+        self.vmin, self.vmax, self.fill = scaling.vmin, scaling.vmax, scaling.fill
         return partial.count
 
     def strip(self, window):
-        """Scaled model-band cube (bands, rows, cols) float32 with invalid pixels filled, and validity.
-
-        Only the window is read; its raster bands are mapped to the model's at once and let go."""
-        data, valid = self.reader.read(window, np.float32)
-        mapped = self.mapping(data)
-        del data
-        scaled = scale_reference(mapped, self.vmin, self.vmax)
-        scaled[:, ~valid] = self.fill[:, None]
-        return scaled, valid
+        return scale_window(self.reader, self.mapping, Scaling(self.vmin, self.vmax, self.fill), window)

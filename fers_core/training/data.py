@@ -1,7 +1,7 @@
 """Background patches for training, preprocessed exactly as detection preprocesses a raster.
 
-Each training raster goes through :class:`fers_core.pipeline.scaling.Preprocessor`, in the same order as
-at detection: the selected bands of valid pixels are resampled to the model's bands, the raster's
+Each training raster goes through the band mapping and scaling of :mod:`fers_core.pipeline.scaling`, in the
+same order as at detection: the selected bands of valid pixels are resampled to the model's bands, the raster's
 minimum and maximum of the *resampled* valid pixels fix the reference scaling, and invalid pixels
 are filled with the raster's mean spectrum. The scaled cube is kept in memory (rows x cols x model
 bands x 4 bytes per raster, at most ``MAX_CUBE_BYTES``).
@@ -17,14 +17,13 @@ an uninterrupted one.
 
 import os
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.raster_io import RasterReader, Window, read_mask
-from ..pipeline.scaling import Preprocessor
+from ..pipeline.scaling import BandMapping, fit_scaling, range_pass, scale_window
 
 MIN_USABLE_FRACTION = 0.9
 STRIP_ROWS = 256
@@ -64,32 +63,31 @@ def load_background(raster, model_bands, wavelengths_nm=None, feedback=None, pro
         mask = read_mask(raster.mask_path, reader) if raster.mask_path else None
     except InputError as error:
         raise InputError(f"{name}: {error}") from None
-    model = SimpleNamespace(bands=int(model_bands), wavelengths_nm=wavelengths_nm)
-    needed = reader.width * reader.height * model.bands * 4
+    model_bands = int(model_bands)
+    needed = reader.width * reader.height * model_bands * 4
     if needed > MAX_CUBE_BYTES:
         raise InputError(
-            f"{name} ({reader.width}x{reader.height} px) needs {needed / 2**30:.1f} GiB in memory at {model.bands} "
+            f"{name} ({reader.width}x{reader.height} px) needs {needed / 2**30:.1f} GiB in memory at {model_bands} "
             f"model bands, more than the {MAX_CUBE_BYTES // 2**30} GiB allowed per training raster: clip it to "
             "smaller background areas first."
         )
-    preprocessor = Preprocessor(reader, model, feedback)
+    mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback)
     windows = [Window(row, 0, min(STRIP_ROWS, reader.height - row), reader.width)
                for row in range(0, reader.height, STRIP_ROWS)]
     try:
-        preprocessor.fit(windows, progress or (lambda fraction: None))
+        scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
     except InputError as error:
         raise InputError(f"{name}: {error}") from None
-    cube = np.empty((model.bands, reader.height, reader.width), dtype=np.float32)
+    cube = np.empty((model_bands, reader.height, reader.width), dtype=np.float32)
     usable = np.empty((reader.height, reader.width), dtype=bool)
     for window in windows:
         rows = slice(window.row, window.row + window.rows)
-        cube[:, rows], usable[rows] = preprocessor.strip(window)
+        cube[:, rows], usable[rows] = scale_window(reader, mapping, scaling, window)
         if mask is not None:
             usable[rows] &= mask.read(window)[0][0] == 0
-    cube[:, ~usable] = preprocessor.fill.astype(np.float32)[:, None]
+    cube[:, ~usable] = scaling.fill.astype(np.float32)[:, None]
     excluded = f", {int((~usable).sum())} px excluded (nodata or mask)" if not usable.all() else ""
-    description = (f"{name}: {reader.width}x{reader.height} px, {preprocessor.mapping.description}"
-                   f"{excluded}")
+    description = f"{name}: {reader.width}x{reader.height} px, {mapping.description}{excluded}"
     return BackgroundCube(name, cube, usable, reader.band_count, description)
 
 

@@ -30,9 +30,9 @@ from .stage2 import SpatialStage
 STAGE_NAMES = {STAGES_BOTH: ("spectral", "spatial"), STAGES_SPECTRAL: ("spectral",), STAGES_SPATIAL: ("spatial",)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
-    """Settings of one training run (defaults are the documented ones)."""
+    """Settings of one training run (defaults are the documented ones); frozen: a run never changes them."""
 
     inputs: list
     output_model: str
@@ -65,7 +65,7 @@ class TrainSummary:
     resumed_from: str = None
 
 
-def parse_wavelengths(text):
+def parse_wavelengths(text: str) -> list:
     """'450, 460.5, ...' -> list of floats (None for empty text); InputError for anything else."""
     if text is None or not str(text).strip():
         return None
@@ -80,7 +80,7 @@ def parse_wavelengths(text):
     return values
 
 
-def parse_band_list(text):
+def parse_band_list(text: str) -> list:
     """'1-50, 60, 70-80' -> [1, ..., 50, 60, 70, ..., 80] (None for empty text); see fers_core.io.band_list."""
     bands = band_list.parse_band_list(text)
     if bands and any(band < 1 for band in bands):
@@ -187,7 +187,7 @@ def _fresh_branch(name, bands, settings, seed):
         return build_branch_module(name, bands, settings or {})
 
 
-def train_model(options, feedback=None):
+def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummary:
     """Train the chosen stages on background rasters and save a FERS model file; returns a TrainSummary."""
     feedback = feedback or Feedback()
     started = time.perf_counter()
