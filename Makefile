@@ -2,7 +2,7 @@
 # the .venv) and then run; both are idempotent.
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint package weights bench clean
+.PHONY: setup demo test test-fast lint package weights bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,11 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	$(PY) -m pytest test
+
+# The suite without the tests marked slow (dialogs, qgis_process, Dask, training, real scenes): a check while editing.
+test-fast: setup
+	.venv/bin/ruff check .
+	$(PY) -m pytest test -m "not slow"
 
 lint: setup
 	.venv/bin/ruff check .

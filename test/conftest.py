@@ -79,6 +79,16 @@ def require_reference():
     return REFERENCE
 
 
+CLUSTER_FIXTURES = {"client", "scheduler"}  # Dask clusters (test/core/test_distributed.py, test_scheduler_parameter.py)
+
+
+def pytest_collection_modifyitems(items):
+    """A test on a Dask cluster is slow, marked or not: its cluster starts worker processes."""
+    for item in items:
+        if CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def qgis_app():
     """An offscreen QgsApplication with Processing and the fers provider registered.

@@ -75,6 +75,7 @@ class Recorder(QgsProcessingFeedback):
 # Band counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bands", [1, 2])
 def test_rx_scores_one_and_two_band_rasters(run_alg, tmp_path, bands):
     data = cube(bands)
@@ -87,6 +88,7 @@ def test_rx_scores_one_and_two_band_rasters(run_alg, tmp_path, bands):
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bands,selection", [(1, None), (2, None), (6, [2, 5])])
 def test_detect_refuses_fewer_than_three_bands(run_alg, tmp_path, model_file, bands, selection):
     source = write_cube(tmp_path / "few.tif", cube(bands))
@@ -120,6 +122,7 @@ def test_all_nan_without_nodata_value(run_alg, tmp_path, model_file, algorithm):
     refused(run_alg, algorithm, source, tmp_path, model_file, "^No valid pixels", {"nan.tif"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_nan_and_infinite_values_become_nodata(run_alg, tmp_path, model_file, algorithm):
     data = cube(5)
@@ -134,6 +137,7 @@ def test_nan_and_infinite_values_become_nodata(run_alg, tmp_path, model_file, al
     assert np.isfinite(scores).all() and np.all(scores[~invalid] >= 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_constant_and_duplicate_bands_are_scored(run_alg, tmp_path, model_file, algorithm):
     data = cube(5).astype(np.float64)
@@ -155,12 +159,14 @@ def test_identical_pixels_are_refused(run_alg, tmp_path, model_file, algorithm):
     refused(run_alg, algorithm, source, tmp_path, model_file, "no variance", {"flat.tif"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_constant_raster_is_refused(run_alg, tmp_path, model_file, algorithm):
     source = write_cube(tmp_path / "const.tif", np.full((5, 9, 11), 42, np.uint16))
     refused(run_alg, algorithm, source, tmp_path, model_file, "no variance|input is constant", {"const.tif"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_fewer_valid_pixels_than_bands(run_alg, tmp_path, model_file, algorithm):
     data = cube(12, rows=10, cols=10).round().astype(np.int16)
@@ -209,6 +215,7 @@ def test_bands_out_of_range(run_alg, tmp_path, model_file, algorithm, bands):
             {"cube.tif"}, BANDS=bands)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_empty_band_list_means_all_bands(run_alg, tmp_path, model_file, algorithm):
     source = write_cube(tmp_path / "cube.tif", cube(5))
@@ -235,6 +242,7 @@ def write_scaled(path, raw, scales, offsets, nodata):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_scale_and_offset_are_applied(run_alg, tmp_path, model_file, algorithm):
     """An int16 raster with per-band scale/offset scores like the pre-scaled float raster.
@@ -297,6 +305,7 @@ def test_model_wavelength_range_not_covered_is_refused(run_alg, tmp_path, wavele
             {"vnir.tif"})
 
 
+@pytest.mark.slow
 def test_model_wavelength_range_mostly_covered_runs(run_alg, tmp_path, wavelength_model):
     source = write_wavelengths(tmp_path / "swir.tif", cube(20), np.linspace(420, 2300, 20))
     feedback = Recorder()
@@ -305,6 +314,7 @@ def test_model_wavelength_range_mostly_covered_runs(run_alg, tmp_path, wavelengt
     assert any("resampled linearly over wavelength" in line for line in feedback.infos)
 
 
+@pytest.mark.slow
 def test_far_fewer_bands_than_the_model_warns(run_alg, tmp_path, model_file):
     source = write_cube(tmp_path / "cube.tif", cube(5))
     feedback = Recorder()
@@ -430,6 +440,7 @@ def test_read_only_output_folder_is_refused(run_alg, tmp_path, model_file, algor
 # Cancel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("percent", [10, 50, 90])
 def test_detect_cancel_leaves_no_output(run_alg, tmp_path, model_file, percent):
     source = write_cube(tmp_path / "cube.tif", cube(6, rows=400, cols=40))  # 5 strips at MEMORY_MB=1
@@ -446,6 +457,7 @@ def test_detect_cancel_leaves_no_output(run_alg, tmp_path, model_file, percent):
 # Command line
 
 
+@pytest.mark.slow
 def test_qgis_process_reports_bad_inputs(tmp_path):
     marker = tmp_path / "marker"
     inputs = tmp_path / "in"
@@ -571,6 +583,7 @@ print(json.dumps([rss("VmHWM") - before, estimate.bytes]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory is read from /proc (Linux)")
 @pytest.mark.parametrize("kind,shape", [("rx", (60, 300, 400)), ("detect", (20, 100, 120))])
 def test_memory_estimate_covers_the_measured_peak(tmp_path, kind, shape):
@@ -597,6 +610,7 @@ def system_python_has_torch():
     return completed.returncode == 0
 
 
+@pytest.mark.slow
 def test_without_torch_rx_works_and_the_networks_explain_how_to_install_it(tmp_path):
     """qgis_process with the system Python (no venv, no torch) and a fresh profile with the plugin enabled."""
     if not os.path.exists("/usr/bin/qgis_process.bin"):
@@ -658,6 +672,7 @@ print(ids, loaded)
 """
 
 
+@pytest.mark.slow
 def test_loading_the_plugin_imports_no_torch(tmp_path):
     """No module the algorithms import at load time imports torch (or dask)."""
     import sys

@@ -34,6 +34,7 @@ def authors_table():
     return {row[0]: float(row[3]) for row in rows}
 
 
+@pytest.mark.slow
 def test_authors_checkpoint_reproduces_reference_auc_on_real_scenes(run_alg, tmp_path):
     scenes = require_scenes()
     folder = require_reference() / "fers-checkpoints" / "abu-aviris-200"
@@ -46,6 +47,7 @@ def test_authors_checkpoint_reproduces_reference_auc_on_real_scenes(run_alg, tmp
         assert round(auc, 4) == pytest.approx(expected, abs=1.5e-4), name
 
 
+@pytest.mark.slow
 def test_spectral_branch_is_tiling_invariant(run_alg, tmp_path, scene, model_file):
     whole = detect(run_alg, tmp_path, scene[0], model_file, "whole.tif", BRANCHES=1,
                    OUTPUT_SPECTRAL=str(tmp_path / "whole_spe.tif"))
@@ -59,6 +61,7 @@ def test_spectral_branch_is_tiling_invariant(run_alg, tmp_path, scene, model_fil
     np.testing.assert_allclose(read(whole["OUTPUT"])[0], read(strips["OUTPUT"])[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_strips_match_whole_image_features(tmp_path, scene, model_file):
     """Tiled strips (many cores, halo, edge padding) equal one whole-image network pass."""
     from osgeo import gdal
@@ -88,6 +91,7 @@ def test_strips_match_whole_image_features(tmp_path, scene, model_file):
     assert np.all(written[:, ~valid] == -9999)
 
 
+@pytest.mark.slow
 def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, model_file):
     """Written score tiles are all GDAL caches while writing: the cap keeps them from piling up (the growth of
     peak memory with the raster's size), and the run-wide cap is back afterwards."""
@@ -125,6 +129,7 @@ def wide_scene(tmp_path_factory):
     return write_scene(folder / "scene.tif", folder / "truth.tif", rows=200, cols=300, bands=24, seed=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [
     # product fusion (its temporary map file), networks run again in the score pass (as on Dask), enhanced cubes
     dict(fusion="product", spill=False, spectral=True, spatial=True),
@@ -175,6 +180,7 @@ def test_small_windows_equal_one_window(tmp_path, wide_scene, model_file, settin
             np.testing.assert_array_equal(small[name], large[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_outputs_keep_grid_nodata_and_find_targets(run_alg, tmp_path, scene, model_file):
     result = detect(run_alg, tmp_path, scene[0], model_file)
     scores, nodata, geotransform, projection = read(result["OUTPUT"])
@@ -193,6 +199,7 @@ def test_non_square_raster_without_georeference(run_alg, tmp_path, model_file):
     assert scores.shape == (13, 150) and np.isfinite(scores).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branches,fusion", [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)])
 def test_branch_and_fusion_choices(run_alg, tmp_path, scene, model_file, branches, fusion):
     result = detect(run_alg, tmp_path, scene[0], model_file, BRANCHES=branches, FUSION=fusion)
@@ -203,12 +210,14 @@ def test_branch_and_fusion_choices(run_alg, tmp_path, scene, model_file, branche
         assert scores[valid].max() <= 1.0
 
 
+@pytest.mark.slow
 def test_sum_and_product_fusion_differ(run_alg, tmp_path, scene, model_file):
     product = read(detect(run_alg, tmp_path, scene[0], model_file, "p.tif", FUSION=2)["OUTPUT"])[0]
     total = read(detect(run_alg, tmp_path, scene[0], model_file, "s.tif", FUSION=1)["OUTPUT"])[0]
     assert not np.allclose(product, total)
 
 
+@pytest.mark.slow
 def test_device_choices(run_alg, tmp_path, scene, model_file):
     import torch
 
@@ -221,6 +230,7 @@ def test_device_choices(run_alg, tmp_path, scene, model_file):
         assert not (tmp_path / "cuda.tif").exists()
 
 
+@pytest.mark.slow
 def test_model_without_spatial_branch_uses_spectral_and_says_so(run_alg, tmp_path, scene):
     from qgis.core import QgsProcessingFeedback
 
@@ -244,6 +254,7 @@ def test_model_without_spatial_branch_uses_spectral_and_says_so(run_alg, tmp_pat
         detect(run_alg, tmp_path, scene[0], str(path), "spa.tif", BRANCHES=2)
 
 
+@pytest.mark.slow
 def test_enhanced_cube_outputs(run_alg, tmp_path, scene, model_file):
     from osgeo import gdal
 
@@ -259,6 +270,7 @@ def test_enhanced_cube_outputs(run_alg, tmp_path, scene, model_file):
     assert not np.allclose(spectral, spatial)
 
 
+@pytest.mark.slow
 def test_imported_model_file_equals_the_folder(run_alg, tmp_path):
     scenes = require_scenes()
     folder = str(require_reference() / "fers-checkpoints" / "had100-50")
@@ -281,6 +293,7 @@ def test_malformed_model_files_are_refused_with_their_reason(run_alg, tmp_path, 
     assert leftovers(tmp_path, {"text.pt", "empty_folder"}) == []
 
 
+@pytest.mark.slow
 def test_empty_model_uses_the_bundled_model_or_names_the_parameter(run_alg, tmp_path, scene):
     from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
 
@@ -292,6 +305,7 @@ def test_empty_model_uses_the_bundled_model_or_names_the_parameter(run_alg, tmp_
             run_alg("fers:detect", parameters)
 
 
+@pytest.mark.slow
 def test_qgis_process_runs_detect(tmp_path, scene, model_file):
     output = tmp_path / "cli.tif"
     completed = subprocess.run(
@@ -306,6 +320,7 @@ def test_qgis_process_runs_detect(tmp_path, scene, model_file):
 
 
 
+@pytest.mark.slow
 def test_local_detector_equals_local_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, model_file):
     result = detect(run_alg, tmp_path, scene[0], model_file, "local.tif", BRANCHES=1, DETECTOR=1,
                     WINDOW_INNER=3, WINDOW_OUTER=9, OUTPUT_SPECTRAL=str(tmp_path / "cube.tif"))
@@ -315,6 +330,7 @@ def test_local_detector_equals_local_rx_on_the_enhanced_cube(run_alg, tmp_path, 
     assert leftovers(tmp_path, {"local.tif", "cube.tif", "direct.tif"}) == []
 
 
+@pytest.mark.slow
 def test_local_detector_with_product_fusion(run_alg, tmp_path, scene, model_file):
     scores = read(detect(run_alg, tmp_path, scene[0], model_file, "lp.tif", DETECTOR=1, FUSION=2,
                          WINDOW_INNER=3, WINDOW_OUTER=9)["OUTPUT"])[0]
@@ -340,6 +356,7 @@ def test_false_alarm_threshold_is_refused_for_product_fusion(run_alg, tmp_path, 
     assert leftovers(tmp_path, set()) == []
 
 
+@pytest.mark.slow
 def test_bfloat16_precision_keeps_the_detection(run_alg, tmp_path, scene, model_file):
     """PRECISION 0 = float32, 1 = bfloat16 everywhere, 2 = auto (the default): all keep the detection."""
     truth = read(scene[1])[0]
@@ -368,6 +385,7 @@ def test_precision_default_is_auto(qgis_app):
     assert mixed_precision_checked(load_model(DEFAULT_MODEL_FILE))
 
 
+@pytest.mark.slow
 def test_precision_choices(tmp_path, scene, model_file):
     """'auto' is 'mixed' where bfloat16 is native, else 'float32'; 'float32' forces float32 everywhere;
     'mixed' keeps the detection (bfloat16 only in the spectral encoder and the spatial trunk)."""

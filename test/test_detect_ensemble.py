@@ -38,6 +38,7 @@ def scene(tmp_path_factory):
     return write_scene(folder / "scene.tif", folder / "truth.tif", rows=50, cols=60, bands=24, seed=2)
 
 
+@pytest.mark.slow
 def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, tmp_path, scene, models):
     fused = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": models["r12"], "MODELS": [models["r30"]],
                                     "FUSE_RX": True, "BRANCHES": 1, "OUTPUT": str(tmp_path / "fused.tif")})
@@ -53,6 +54,7 @@ def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, t
     assert leftovers(tmp_path, {"fused.tif", "r12.tif", "r30.tif", "rx.tif"}) == []
 
 
+@pytest.mark.slow
 def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
     from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILE, DEFAULT_MODEL_FILE
 
@@ -82,6 +84,7 @@ def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene,
     assert leftovers(tmp_path, set()) == []
 
 
+@pytest.mark.slow
 def test_qgis_process_fuses_two_models(tmp_path, scene, models):
     output = tmp_path / "cli.tif"
     completed = subprocess.run(
@@ -98,6 +101,7 @@ def test_qgis_process_fuses_two_models(tmp_path, scene, models):
     assert valid.any() and abs(float(scores[valid].mean())) < 1e-3  # the mean of standardised maps is 0
 
 
+@pytest.mark.slow
 def test_an_authors_checkpoint_folder_can_be_a_further_model(run_alg, tmp_path, scene, models):
     from .conftest import require_reference
 

@@ -10,6 +10,7 @@ from .test_detect_algorithm import detect, scene  # noqa: F401 (fixtures)
 VARIANT_MODES = {2: 2, 3: 3, 4: 4}  # fers:detect DETECTOR -> the fers:rx MODE computing the same on a cube
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detector", sorted(VARIANT_MODES))
 def test_variants_equal_fers_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, model_file, detector):  # noqa: F811
     result = detect(run_alg, tmp_path, scene[0], model_file, "v.tif", BRANCHES=1, DETECTOR=detector,
@@ -21,6 +22,7 @@ def test_variants_equal_fers_rx_on_the_enhanced_cube(run_alg, tmp_path, scene, m
     assert leftovers(tmp_path, {"v.tif", "cube.tif", "direct.tif"}) == []
 
 
+@pytest.mark.slow
 def test_local_mean_with_product_fusion_and_objects(run_alg, tmp_path, scene, model_file):  # noqa: F811
     result = detect(run_alg, tmp_path, scene[0], model_file, "lp.tif", DETECTOR=2, FUSION=2, WINDOW_INNER=3,
                     WINDOW_OUTER=9, THRESHOLD_METHOD=0, THRESHOLD=1.0, MIN_PIXELS=1,

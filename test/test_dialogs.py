@@ -210,6 +210,7 @@ def test_detect_dialog_with_only_the_raster_runs_the_bundled_model(project, scen
 STACK_NAMES = [("c_scores.tif", "a_mask.tif", "b_objects.gpkg"), ("b_scores.tif", "c_mask.tif", "a_objects.gpkg")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", STACK_NAMES)
 @pytest.mark.parametrize("algorithm_id", ["fers:detect", "fers:rx"])
 def test_dialog_loads_objects_above_the_mask_above_the_scores(project, scene, tmp_path, algorithm_id, names):
@@ -226,6 +227,7 @@ def test_dialog_loads_objects_above_the_mask_above_the_scores(project, scene, tm
     assert_object_styles(layers[1], layers[0])
 
 
+@pytest.mark.slow
 def test_detect_dialog_loads_an_enhanced_cube_below_the_scores(project, scene, tmp_path):
     """An enhanced cube (opaque, many bands) goes below the scores, not on top of everything."""
     from fers.fers_core.enhance.default_model import default_model_path
@@ -279,6 +281,7 @@ def test_rx_dialog_with_only_the_raster(project, scene):
     assert_score_style(layers[0])
 
 
+@pytest.mark.slow
 def test_train_dialog_with_only_the_rasters_saves_a_real_model_beside_them(project, scene, tmp_path, run_alg):
     """The empty "Initial model" is accepted, and the default output is a real file beside the first input
     (never a temporary one, never an existing model): here <stem>_fers_model.pt, then _2 on the next run.
@@ -343,6 +346,7 @@ def test_import_checkpoint_dialog_with_only_the_folder(project, tmp_path):
     assert load_model(results["OUTPUT_MODEL"]).bands == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm_id", ["fers:detect", "fers:rx"])
 def test_batch_dialog_runs_two_rows_with_only_the_required_inputs(project, scene, tmp_path, algorithm_id):
     """The batch dialog, two rows: the raster and the score file typed in, everything else as the table shows it,
@@ -411,6 +415,7 @@ def example_model_dialog(opened_from):
     return model, dialog
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opened_from", ["toolbox", "modeler"])
 def test_example_model_runs_from_its_dialog_with_only_its_required_inputs(project, scene, opened_from):
     """models/detect_mask_polygons_report.model3 run from its dialog with only its required inputs filled: every
@@ -461,6 +466,7 @@ dialog.deleteLater()
 """
 
 
+@pytest.mark.slow
 def test_without_pytorch_the_detect_dialog_reaches_the_install_message(scene, tmp_path):
     """A user without PyTorch gets past the dialog's parameter check to the message that says how to install it."""
     import importlib.util
@@ -509,6 +515,7 @@ def batch_rows(alg, rows, tmp_path):
     return dialog
 
 
+@pytest.mark.slow
 def test_batch_dialog_runs_evaluate_train_and_import_with_only_the_required_inputs(project, scene, tmp_path):
     """The other three algorithms from the batch dialog, two rows each, only the required inputs (and the files
     the rows write) filled; training's expert sizes small so that it takes seconds."""

@@ -76,6 +76,7 @@ def test_help_names_what_the_model_runs(qgis_app):
         assert model.parameterDefinition(name).help(), name
 
 
+@pytest.mark.slow
 def test_qgis_process_help_is_plain_text_with_every_input():
     completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "help", MODEL_ID], capture_output=True,
                                text=True, timeout=120)
@@ -172,6 +173,7 @@ def check_outputs(scene, truth, scores_path, mask_path, objects_path, report_pat
     assert "<polyline" in page and "AUC" in page
 
 
+@pytest.mark.slow
 def test_toolbox_model_dialog_with_only_required_inputs_writes_mask_and_objects(qgis_app, demo_scene):
     """The Toolbox's dialog with scene and ground truth filled: every output is created (none skipped)."""
     import processing
@@ -192,6 +194,7 @@ def test_toolbox_model_dialog_with_only_required_inputs_writes_mask_and_objects(
                   results["evaluate:report"], percent, min_pixels)
 
 
+@pytest.mark.slow
 def test_model_runs_through_qgis_process_by_its_id(tmp_path, demo_scene):
     scene, truth = demo_scene
     out = tmp_path / "out"

@@ -66,6 +66,7 @@ def signed_pair(tmp_path):
             write_cube(inputs / "int16.tif", values.astype(np.int16), nodata=-128), values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm, extra", [("fers:rx", {}), ("fers:rx", {"MODE": 1, "WINDOW_INNER": 3,
                                                                               "WINDOW_OUTER": 9}),
                                               ("fers:detect", {})])
@@ -82,6 +83,7 @@ def test_signed_bytes_score_as_their_values(run_alg, tmp_path, signed_pair, mode
     np.testing.assert_array_equal(scores == nodata, (values == -128).any(axis=0))
 
 
+@pytest.mark.slow
 def test_signed_bytes_through_qgis_process(tmp_path, signed_pair):
     signed, as_int16, _ = signed_pair
     for name, source in (("signed", signed), ("int16", as_int16)):
@@ -103,6 +105,7 @@ def test_a_band_item_that_is_not_a_number_is_named(run_alg, tmp_path, model_file
     assert not (tmp_path / "out.tif").exists()
 
 
+@pytest.mark.slow
 def test_band_lists_through_qgis_process_and_fers_train(run_alg, tmp_path):
     source = write_cube(tmp_path / "cube.tif", cube())
     status, log = qgis_process("fers:rx", INPUT=source, BANDS="1,2,x", OUTPUT=str(tmp_path / "out.tif"))
@@ -181,6 +184,7 @@ def test_evaluate_and_train_refuse_masks_on_another_grid(run_alg, tmp_path, shif
 # Output formats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, match", [("scores.vrt", "a VRT"), ("scores.asc", "gdal_translate -of AAIGrid"),
                                          ("scores.xyz", "can only be copied whole")])
 def test_outputs_the_engine_cannot_write_are_refused(run_alg, tmp_path, name, match):
@@ -265,6 +269,7 @@ def write_checkpoint(folder):
     write_authors_folder(folder, random_init_model(MODEL_BANDS, seed=0, branches=("spectral",)))
 
 
+@pytest.mark.slow
 def test_no_run_leaves_aux_xml_beside_its_inputs_in_process(run_alg, tmp_path, scene_folder, model_file):
     write_checkpoint(scene_folder["folder"] / "checkpoint")
     before = sorted(os.listdir(scene_folder["folder"]))
@@ -278,6 +283,7 @@ def test_no_run_leaves_aux_xml_beside_its_inputs_in_process(run_alg, tmp_path, s
     assert sorted(os.listdir(scene_folder["folder"])) == before
 
 
+@pytest.mark.slow
 def test_no_run_leaves_aux_xml_beside_its_inputs_through_qgis_process(tmp_path, scene_folder, model_file):
     write_checkpoint(scene_folder["folder"] / "checkpoint")
     before = sorted(os.listdir(scene_folder["folder"]))
@@ -292,6 +298,7 @@ def test_no_run_leaves_aux_xml_beside_its_inputs_through_qgis_process(tmp_path, 
 # A silent scheduler
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="dask.distributed is not installed")
 def test_a_scheduler_that_never_answers_stops_fers_rx_with_a_sentence(run_alg, tmp_path, monkeypatch):
     monkeypatch.setenv("FERS_SCHEDULER_TIMEOUT_S", "2")

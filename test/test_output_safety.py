@@ -109,6 +109,7 @@ def aliasing_cases(scene, model_file):
     ]
 
 
+@pytest.mark.slow
 def test_an_output_on_an_input_is_refused_and_the_input_kept(run_alg, scene, model_file):
     cases = aliasing_cases(scene, model_file)
     before = digest(scene["folder"])
@@ -121,6 +122,7 @@ def test_an_output_on_an_input_is_refused_and_the_input_kept(run_alg, scene, mod
     assert digest(os.path.dirname(model_file)) == model_before
 
 
+@pytest.mark.slow
 def test_qgis_process_refuses_an_output_on_an_input(scene, model_file):
     cases = aliasing_cases(scene, model_file)
     for algorithm, parameters, _, source in [cases[i] for i in (0, 8, 12, 13)]:
@@ -189,6 +191,7 @@ def test_read_only_output_folder(run_alg, scene):
         release()
 
 
+@pytest.mark.slow
 def test_qgis_process_output_under_a_file(scene):
     blocker = scene["folder"] / "out" / "afile"
     blocker.write_text("x")
@@ -214,6 +217,7 @@ def medium_scene(tmp_path):
     return write_cube(tmp_path / "medium.tif", cube(MODEL_BANDS, 250, 250, seed=4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["fers:rx", "fers:detect"])
 def test_file_size_limit_through_qgis_process(tmp_path, large_scene, medium_scene, model_file, algorithm):
     parameters = {"INPUT": large_scene, "OUTPUT": str(tmp_path / "out" / "scores.tif")}
@@ -226,6 +230,7 @@ def test_file_size_limit_through_qgis_process(tmp_path, large_scene, medium_scen
     assert os.listdir(tmp_path / "out") == []
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_late_leaves_none_of_its_outputs(tmp_path):
     """The scores and the mask are written, then the polygons (a GeoPackage of about 100 KB) outgrow the
     file-size limit: the finished scores and mask are deleted too."""
@@ -270,6 +275,7 @@ def wait_for_temporary(folder, process, pattern=".partial-", written=False):
     raise AssertionError(f"no temporary appeared in {folder}")
 
 
+@pytest.mark.slow
 def test_two_concurrent_detect_runs_on_one_output(tmp_path, model_file):
     """Two runs with the same OUTPUT, the second one entirely inside the first one's statistics pass (the first
     is paused there): each keeps its own feature spill, and the final file is exactly one run's result."""
@@ -295,6 +301,7 @@ def test_two_concurrent_detect_runs_on_one_output(tmp_path, model_file):
     assert os.listdir(shared.parent) == ["scores.tif"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("algorithm", ["fers:rx", "fers:detect"])
 def test_signal_mid_run_leaves_nothing(tmp_path, large_scene, medium_scene, model_file, algorithm, number):
@@ -314,6 +321,7 @@ def test_signal_mid_run_leaves_nothing(tmp_path, large_scene, medium_scene, mode
     assert os.listdir(output.parent) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_run_of_the_command_line(tmp_path, medium_scene, model_file, number):
     out = tmp_path / "batch"
@@ -327,6 +335,7 @@ def test_signal_mid_run_of_the_command_line(tmp_path, medium_scene, model_file, 
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path, medium_scene, model_file):
     output = tmp_path / "out" / "scores.tif"
     parameters = {"INPUT": medium_scene, "MODEL": model_file, "OUTPUT": str(output)}

@@ -53,6 +53,7 @@ def package_module():
     return module
 
 
+@pytest.mark.slow
 def test_zip_holds_the_plugin_essentials(package):
     _, names = package
     metadata = configparser.ConfigParser()
@@ -75,6 +76,7 @@ def test_zip_holds_no_caches_tests_data_or_local_folders(package):
             assert name.startswith("fers/weights/"), name  # only the bundled model
 
 
+@pytest.mark.slow
 def test_zip_holds_no_secrets(package):
     path, names = package
     with zipfile.ZipFile(path) as archive:
@@ -206,6 +208,7 @@ def qgis_environment(tmp_path, plugins):
     return environment
 
 
+@pytest.mark.slow
 def test_packaged_plugin_loads_and_runs_in_qgis(package, tmp_path):
     """The zip on its own (as 'Install from ZIP' unpacks it) registers every algorithm and runs fers:rx."""
     if not os.path.exists("/usr/bin/qgis_process.bin"):
@@ -253,6 +256,7 @@ def inputs(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_algorithms_write_only_their_outputs(run_alg, tmp_path, inputs):
     """Nothing beside the inputs (no .aux.xml), only the asked-for files in the output folder, and no
     leftover temporary mask in QGIS's temporary folder."""
@@ -279,6 +283,7 @@ def test_algorithms_write_only_their_outputs(run_alg, tmp_path, inputs):
     assert not [name for name in os.listdir(temporary) if name.startswith("fers_")]
 
 
+@pytest.mark.slow
 def test_qgis_process_writes_nothing_in_its_working_folder(tmp_path, inputs):
     before = snapshot(inputs)
     work = tmp_path / "work"

@@ -3,6 +3,7 @@
 import configparser
 import subprocess
 
+import pytest
 from qgis.core import QgsApplication
 
 from .conftest import ROOT
@@ -34,6 +35,7 @@ def test_plugin_registers_provider_and_unload_removes_it(qgis_app):
     assert registry.algorithmById("fers:rx") is not None
 
 
+@pytest.mark.slow
 def test_qgis_process_lists_the_algorithms():
     completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "list"], capture_output=True, text=True,
                                timeout=120)

@@ -124,6 +124,7 @@ def test_help_text_is_html_escaped_so_the_help_panel_keeps_it(qgis_app):
     assert rendered(probe.parameterDefinition("NAME").help()) == "A <name> as in <output> & co."
 
 
+@pytest.mark.slow
 def test_qgis_process_help_explains_every_parameter():
     completed = subprocess.run([str(ROOT / "scripts" / "qgis_process"), "help", "fers:detect"], capture_output=True,
                                text=True, timeout=180)
@@ -138,6 +139,7 @@ def test_qgis_process_help_explains_every_parameter():
     assert outputs.HELP in text  # the threshold, mask and objects paragraph
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm_id", sorted(ADVANCED))
 def test_qgis_process_help_reads_as_plain_text(algorithm_id):
     """qgis_process prints the HTML-escaped help as it is: the help avoids <, > and & so it stays readable."""
@@ -251,6 +253,7 @@ class Log(QgsProcessingFeedback):
         super().pushInfo(info)
 
 
+@pytest.mark.slow
 def test_detect_log_names_the_fusion_as_chosen_and_no_developer_path(run_alg, tmp_path):
     pytest.importorskip("torch")
     from fers.fers_core.synthetic import write_scene
@@ -263,6 +266,7 @@ def test_detect_log_names_the_fusion_as_chosen_and_no_developer_path(run_alg, tm
     assert not re.search(r"\b(scripts|fers_core|test)/", text), text
 
 
+@pytest.mark.slow
 def test_default_threshold_gives_a_short_list_of_true_objects_on_the_demo_scene(run_alg, tmp_path):
     """The demo scene (make demo) has 12 anomalies, 55 pixels; the former defaults gave 110 RX objects."""
     from fers.fers_core.synthetic import write_scene

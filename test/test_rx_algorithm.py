@@ -17,6 +17,7 @@ def random_cube(rows=30, cols=40, bands=8, seed=1):
     return (rng.standard_normal((rows * cols, bands)) @ mixing + 50).T.reshape(bands, rows, cols)
 
 
+@pytest.mark.slow
 def test_scores_equal_float64_reference(run_alg, tmp_path):
     cube = random_cube().astype(np.float32)
     source = write_cube(tmp_path / "cube.tif", cube)
@@ -139,6 +140,7 @@ def shared_rx_table():
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| ([a-z0-9-]+) .*\| (0\.\d{4}) \|$", text, re.M)}
 
 
+@pytest.mark.slow
 def test_real_scenes_reproduce_published_plain_rx_auc(run_alg, tmp_path):
     scenes = require_scenes()
     from fers.fers_core.detectors.metrics import roc_auc

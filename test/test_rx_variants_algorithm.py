@@ -92,6 +92,7 @@ def test_local_rx_components_through_processing(run_alg, tmp_path, scene):
     assert np.all(fewer[invalid] == NODATA) and not np.allclose(fewer[defined], exact[defined])
 
 
+@pytest.mark.slow
 def test_qgis_process_runs_the_local_mean_and_utd_modes(tmp_path):
     from fers.fers_core.detectors.metrics import roc_auc
     from fers.fers_core.synthetic import write_scene

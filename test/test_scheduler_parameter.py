@@ -34,6 +34,7 @@ def pixels(path):
     return gdal.Open(str(path)).ReadAsArray()
 
 
+@pytest.mark.slow
 def test_rx_on_a_cluster_is_identical(run_alg, tmp_path, source, scheduler):
     here = run_alg("fers:rx", {"INPUT": source, "MEMORY_MB": 1, "OUTPUT": str(tmp_path / "here.tif")})
     there = run_alg("fers:rx", {"INPUT": source, "MEMORY_MB": 1, "SCHEDULER": scheduler,
@@ -41,6 +42,7 @@ def test_rx_on_a_cluster_is_identical(run_alg, tmp_path, source, scheduler):
     assert np.array_equal(pixels(here["OUTPUT"]), pixels(there["OUTPUT"]))
 
 
+@pytest.mark.slow
 def test_rx_on_the_embedded_local_cluster(run_alg, tmp_path, source):
     here = run_alg("fers:rx", {"INPUT": source, "MEMORY_MB": 1, "OUTPUT": str(tmp_path / "here.tif")})
     local = run_alg("fers:rx", {"INPUT": source, "MEMORY_MB": 1, "SCHEDULER": "local",
@@ -48,6 +50,7 @@ def test_rx_on_the_embedded_local_cluster(run_alg, tmp_path, source):
     assert np.array_equal(pixels(here["OUTPUT"]), pixels(local["OUTPUT"]))
 
 
+@pytest.mark.slow
 def test_detect_on_a_cluster_is_identical(run_alg, tmp_path, scheduler, model_file):
     from fers.fers_core.synthetic import write_scene
 
@@ -58,6 +61,7 @@ def test_detect_on_a_cluster_is_identical(run_alg, tmp_path, scheduler, model_fi
     assert np.array_equal(pixels(here["OUTPUT"]), pixels(there["OUTPUT"]))
 
 
+@pytest.mark.slow
 def test_bad_scheduler_values_are_explained(run_alg, tmp_path, source):
     with pytest.raises(QgsProcessingException, match="not a Dask scheduler address"):
         run_alg("fers:rx", {"INPUT": source, "SCHEDULER": "my cluster", "OUTPUT": str(tmp_path / "a.tif")})

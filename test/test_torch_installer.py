@@ -177,6 +177,7 @@ def installed(tmp_path_factory):
     shutil.rmtree(plan.root)  # 750 MB that pytest would otherwise keep for three runs
 
 
+@pytest.mark.slow
 def test_real_install_is_used_by_the_plugin_at_start_up_and_keeps_debian_numpy(installed):
     home, result = installed
     folder = result.folder
@@ -207,6 +208,7 @@ print(json.dumps({"torch": torch.__file__, "numpy": numpy.__file__, "numpy_versi
     assert seen["can_execute"] == [True, ""]
 
 
+@pytest.mark.slow
 def test_after_the_install_qgis_process_runs_fers_detect(installed):
     """The acceptance path: Debian's QGIS, no venv, the profile's PyTorch, the bundled model."""
     from fers.fers_core.synthetic import write_scene
@@ -225,6 +227,7 @@ def test_after_the_install_qgis_process_runs_fers_detect(installed):
     assert read(home / "scores.tif")[0].shape == (40, 50)
 
 
+@pytest.mark.slow
 def test_failed_install_says_why_and_leaves_the_folder_as_it_was(tmp_path):
     system_python_can_install()
     folder = profile_folder(tmp_path)
@@ -243,6 +246,7 @@ def test_failed_install_says_why_and_leaves_the_folder_as_it_was(tmp_path):
     assert lines[0].startswith(f"$ {SYSTEM_PYTHON} -m pip install --target")
 
 
+@pytest.mark.slow
 def test_cancelled_install_leaves_nothing(tmp_path):
     system_python_can_install()
     plan = InstallPlan(python=SYSTEM_PYTHON, folder=profile_folder(tmp_path), spec=TEST_SPEC, index_url=None)
@@ -256,6 +260,7 @@ def test_cancelled_install_leaves_nothing(tmp_path):
 # QGIS without PyTorch
 
 
+@pytest.mark.slow
 def test_without_torch_the_network_algorithms_cannot_execute_and_say_how_to_install_it(tmp_path):
     system_python_can_install()
     source = tmp_path / "cube.tif"
@@ -348,6 +353,7 @@ print(json.dumps({"offer": offer.text(), "shown": shown, "intro": intro, "refusa
 """
 
 
+@pytest.mark.slow
 def test_desktop_offers_the_install_and_a_failed_install_leaves_qgis_working(tmp_path):
     """The start-up offer in the message bar opens the installer, and so does the link in the Toolbox's
     refusal; the installer's task runs pip (here against an index that does not answer) and shows the

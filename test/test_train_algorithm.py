@@ -62,6 +62,7 @@ def assert_same_weights(path_a, path_b):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_tiny_model_trains_on_rasters_of_different_band_counts_and_detects(run_alg, scenes, tiny_model, tmp_path):
     from fers.fers_core.enhance.model_file import load_model
 
@@ -95,6 +96,7 @@ class CancelAt(QgsProcessingFeedback):
         super().pushInfo(info)
 
 
+@pytest.mark.slow
 def test_cancel_leaves_no_model_and_resume_gives_the_same_weights_as_an_uninterrupted_run(
         run_alg, scenes, tiny_model, tmp_path):
     """Same seed -> identical weights: the cancelled run recomputes stage 1 on its own, then resumes stage 2."""
@@ -114,6 +116,7 @@ def test_cancel_leaves_no_model_and_resume_gives_the_same_weights_as_an_uninterr
     assert_same_weights(output, tiny_model)
 
 
+@pytest.mark.slow
 def test_spatial_stage_fine_tunes_an_initial_model_with_its_bands(run_alg, scenes, tiny_model, tmp_path):
     output = tmp_path / "tuned.pt"
     train(run_alg, output, scenes[:1], STAGES=2, INIT_MODEL=str(tiny_model), MODEL_BANDS=50)
@@ -149,6 +152,7 @@ def test_bad_inputs_get_clear_errors_before_training(run_alg, scenes, tmp_path):
         assert not output.exists() and not (tmp_path / "never.pt.resume.pt").exists()
 
 
+@pytest.mark.slow
 def test_qgis_process_runs_train(scenes, tmp_path):
     output = tmp_path / "out" / "model.pt"
     arguments = [f"{key}={value}" for key, value in TINY.items()]

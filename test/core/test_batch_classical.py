@@ -52,6 +52,7 @@ def test_bad_settings_fail_before_any_raster_is_read(tmp_path, detector, windows
                      components=components)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not fd.dask_available(), reason="dask.distributed is not installed")
 def test_command_line_runs_a_local_detector_on_a_dask_cluster(tmp_path, rasters):
     completed = subprocess.run(

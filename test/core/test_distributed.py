@@ -163,6 +163,7 @@ def test_missing_dask_says_how_to_install(monkeypatch, tmp_path):
 
 # --- on a two-worker cluster ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @needs_dask
 def test_many_rasters_identical_and_a_bad_input_reported(client, rasters, tmp_path):
     good, bad = rasters
@@ -193,6 +194,7 @@ def test_one_raster_split_over_workers_is_identical(client, rasters, tmp_path):
     assert len(RasterReader(source).windows(1)) >= 8  # really split into many blocks
 
 
+@pytest.mark.slow
 @needs_dask
 def test_fers_split_over_workers_is_identical(client, model_file, tmp_path):
     from fers.fers_core.enhance.checkpoints import load_any_model
@@ -334,6 +336,7 @@ def test_fers_with_a_local_detector_on_the_dask_executor_is_identical(client, mo
     assert_identical(tmp_path / "split_spe.tif", tmp_path / "single_spe.tif")
 
 
+@pytest.mark.slow
 @needs_dask
 def test_worker_killed_during_a_split_run(client, kill_once, rasters, tmp_path):
     source = rasters[0][2]
@@ -344,6 +347,7 @@ def test_worker_killed_during_a_split_run(client, kill_once, rasters, tmp_path):
     assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
 
 
+@pytest.mark.slow
 @needs_dask
 def test_worker_killed_during_a_batch(client, kill_once, rasters, tmp_path):
     good, _ = rasters
@@ -366,6 +370,7 @@ def clean_environment():
     return {key: value for key, value in os.environ.items() if key not in limits or key in ORIGINAL_LIMITS}
 
 
+@pytest.mark.slow
 @needs_dask
 def test_command_line_batch_runner(client, rasters, tmp_path):
     good, bad = rasters

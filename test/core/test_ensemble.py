@@ -85,6 +85,7 @@ def scene(tmp_path_factory):
     return write_scene(folder / "scene.tif", folder / "truth.tif", rows=40, cols=44, bands=20, seed=5)
 
 
+@pytest.mark.slow
 def test_ensemble_of_two_models_and_plain_rx_is_the_rank_mean_of_their_runs(tmp_path, scene):
     models = [random_init_model(16, seed=0, branches=("spectral",)), random_init_model(32, seed=1)]
     options = DetectOptions(branches=("spectral", "spatial"), spatial_tile=32, spatial_margin=4)

@@ -59,6 +59,7 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["both.pt"], "no temporary file may be left behind"
 
 
+@pytest.mark.slow
 def test_loading_a_model_in_a_fresh_process_stays_light(tmp_path):
     """Building the networks on the meta device must not reach PyTorch's Python reference kernels, whose first
     use imports torch._dynamo (about 1 s of every first detection); the stored tensors still arrive intact."""

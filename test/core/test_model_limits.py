@@ -60,6 +60,7 @@ def peak_of_loading(path):
     return lines[0], int(lines[-1].split()[1])
 
 
+@pytest.mark.slow
 def test_millions_of_declared_bands_are_refused_from_the_header(tmp_path):
     path = forged(tmp_path / "huge.pt", 64, declared_bands=4_000_000)
     assert path.stat().st_size < 64 * 1024
@@ -68,6 +69,7 @@ def test_millions_of_declared_bands_are_refused_from_the_header(tmp_path):
     assert peak < PEAK_LIMIT_MB
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bands", [4_000_000, 5_000])
 def test_tensors_declaring_more_values_than_stored_are_refused(tmp_path, bands):
     """Consistent header and tensor shapes, storage of one value each: refused before any copy."""

@@ -32,6 +32,7 @@ def randomise_batch_norms(network, seed):
     return network
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", ["spectral", "spatial", "restorer"])
 def test_output_has_input_shape(networks, name, size):
@@ -77,6 +78,7 @@ def spectral_by_tiles(network, x, row_cuts, col_cuts):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "size, row_cuts, col_cuts",
     [
@@ -115,6 +117,7 @@ def test_compute_features_rejects_wrong_band_count_and_unknown_branch():
         compute_features(model, torch.zeros(BANDS, 4, 4), ["spatial"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(1, 1), (5, 3), (64, 64), (37, 90)])
 @pytest.mark.parametrize("name", ["spectral", "spatial"])
 def test_inference_copy_equals_the_network_and_leaves_it_untouched(name, size):
@@ -137,6 +140,7 @@ def test_inference_copy_equals_the_network_and_leaves_it_untouched(name, size):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["spectral", "spatial"])
 def test_mixed_inference_copy_runs_only_its_trunk_in_bfloat16(name):
     from fers.fers_core.enhance.networks.inference import LowPrecision, inference_copy

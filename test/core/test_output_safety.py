@@ -260,6 +260,7 @@ OTHER_WRITERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OTHER_WRITERS))
 def test_file_size_limit_in_other_writers(tmp_path, name):
     script = ("import sys\nsys.path.insert(0, sys.argv[2])\nfrom fers_core.errors import OutputError\ntry:\n"

@@ -64,6 +64,7 @@ def model_input(entry):
     return scale_reference(cube, cube.min(), cube.max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", parity_entries())
 def test_imported_checkpoint_reproduces_reference(entry):
     if entry is None or not SCENES.is_dir():

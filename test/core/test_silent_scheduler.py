@@ -58,6 +58,7 @@ def silent_peer(monkeypatch):
     peer.close()
 
 
+@pytest.mark.slow
 def test_connecting_to_a_silent_peer_fails_in_bounded_time(silent_peer):
     started = time.monotonic()
     with pytest.raises(InputError, match=r"accepted the connection but did not answer within 2 s.*not another "
@@ -68,6 +69,7 @@ def test_connecting_to_a_silent_peer_fails_in_bounded_time(silent_peer):
     assert silent_peer.accepted  # it did connect: the wait was for an answer
 
 
+@pytest.mark.slow
 def test_a_scheduler_that_stops_answering_mid_run_is_reported(tmp_path, monkeypatch):
     """A real `dask scheduler` process, stopped with SIGSTOP: connections stay open, no answer ever comes."""
     monkeypatch.setenv(SCHEDULER_TIMEOUT_ENV, str(TIMEOUT_S))

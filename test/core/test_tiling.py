@@ -53,6 +53,7 @@ def test_buffer_span_is_the_tiles_and_halos_context(start, length, image):
     assert buffer_span(start, length, image, with_spatial=False) == (max(0, start - 3), min(image, start + length + 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", [None, "float32", "mixed"],
                          ids=["training modules", "inference copies", "mixed-precision copies"])
 def test_windows_give_the_features_of_the_whole_width(inference):

@@ -204,6 +204,7 @@ class CancelAfter(RecordingFeedback):
             raise Cancelled()
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path):
     from fers.fers_core.training.loop import LoopSettings, ResumeFile, restore, run_stage
 
