@@ -21,8 +21,10 @@ from qgis.PyQt.QtCore import QVariant
 from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
 from ..fers_core.io.band_list import parse_band_list
+from ..fers_core.io.gdal_cache import bounded_gdal_cache
+from ..fers_core.io.output_formats import check_raster_outputs
 from ..fers_core.io.output_safety import check_outputs
-from ..fers_core.io.raster_io import bounded_gdal_cache, check_raster_outputs, is_raster_source
+from ..fers_core.io.reader import is_raster_source
 from ..fers_core.runtime.run_guard import Interrupted, RunGuard
 
 
@@ -178,6 +180,8 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     user sees what was wrong and what to do, never a traceback.
     """
 
+    algorithm_name = ""  # the id after "fers:"
+    display_name = ""  # the Toolbox's name
     help_intro = ""  # what the algorithm does: the help's first paragraphs
     help_notes = ""  # paragraphs after the parameter list
     help_anchor = ""  # GitHub anchor of the algorithm's README section
@@ -187,6 +191,12 @@ class FersAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
+
+    def name(self):
+        return self.algorithm_name
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr(self.display_name)
 
     needs_torch = False  # the network algorithms: without PyTorch canExecute() says why and how to install it
 

@@ -14,8 +14,8 @@ from qgis.core import (
 
 from ..fers_core.choices import BRANCH_CHOICES, FUSION_CHOICES, PRECISION_CHOICES, Fusion, Precision
 from ..fers_core.detectors.catalog import DETECTORS
-from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
 from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
+from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.ensemble import FUSIONS
 from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles
@@ -84,6 +84,7 @@ class DetectAlgorithm(FersAlgorithm):
     group_name, group_id = "Anomaly detection", "anomaly"
     needs_torch = True
 
+    algorithm_name, display_name = "detect", "FERS anomaly detector"
     help_anchor = "fersdetect-fers-anomaly-detector"
     summary = "Scores how anomalous every pixel of a hyperspectral raster is, with learned background features."
     icon_file = "detect.svg"
@@ -94,12 +95,6 @@ class DetectAlgorithm(FersAlgorithm):
         "features to the cube, then global RX scores it. No per-scene training or tuning. Needs PyTorch."
     )
     help_notes = outputs.HELP
-
-    def name(self):
-        return "detect"
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return self.tr("FERS anomaly detector")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),

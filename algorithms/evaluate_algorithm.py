@@ -18,6 +18,7 @@ class EvaluateAlgorithm(FersAlgorithm):
     BEST_F1, BEST_F1_THRESHOLD = "BEST_F1", "BEST_F1_THRESHOLD"
     group_name, group_id = "Anomaly detection", "anomaly"
 
+    algorithm_name, display_name = "evaluate", "Evaluate anomaly scores (ROC, AUC, F1)"
     help_anchor = "fersevaluate-evaluate-anomaly-scores-against-ground-truth"
     summary = "Compares anomaly score rasters with a ground truth: ROC curves, AUC, detection rates, F1."
     icon_file = "evaluate.svg"
@@ -35,12 +36,6 @@ class EvaluateAlgorithm(FersAlgorithm):
         "of background pixels is flagged); best F1 over all thresholds and the score threshold reaching it "
         "(pixels with a score at or above the threshold are flagged)."
     )
-
-    def name(self):
-        return "evaluate"
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return self.tr("Evaluate anomaly scores (ROC, AUC, F1)")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(RasterListParameter(self.SCORES, self.tr("Score rasters")),

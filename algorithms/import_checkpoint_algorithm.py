@@ -12,6 +12,7 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
     group_name, group_id = "Model training", "training"
     needs_torch = True
 
+    algorithm_name, display_name = "import_checkpoint", "Import FERS authors' checkpoint"
     help_anchor = "fersimport_checkpoint-import-a-fers-authors-checkpoint"
     summary = "Converts a FERS authors' checkpoint folder into one FERS model file."
     icon_file = "import_checkpoint.svg"
@@ -21,12 +22,6 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
         "the FERS anomaly detector loads. The band count is read from the tensors; the files are read as plain "
         "tensors only (no code is unpickled). Needs PyTorch."
     )
-
-    def name(self):
-        return "import_checkpoint"
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return self.tr("Import FERS authors' checkpoint")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Checkpoint folder"),

@@ -11,7 +11,7 @@ from qgis.core import (
 from ..fers_core.detectors.local_rx import run_local_rx
 from ..fers_core.detectors.rx_variants import run_rx_variant, validate_variant
 from ..fers_core.distributed.cluster import global_rx
-from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.memory_guard import check_rx_run
 from ..fers_core.pipeline.requests import check_rx_request
 from . import outputs, scheduler
@@ -33,6 +33,7 @@ class RxAlgorithm(FersAlgorithm):
                      6: ("rxd-utd", True)}  # MODE -> (rx_variants variant, local mean)
     group_name, group_id = "Anomaly detection", "anomaly"
 
+    algorithm_name, display_name = "rx", "RX anomaly detector (classical)"
     help_anchor = "fersrx-rx-anomaly-detector-classical"
     summary = "Scores how anomalous every pixel of a hyperspectral raster is, by its distance to the background."
     icon_file = "rx.svg"
@@ -46,12 +47,6 @@ class RxAlgorithm(FersAlgorithm):
         "raster is streamed in blocks, so memory depends on the block size, not the scene."
     )
     help_notes = outputs.HELP
-
-    def name(self):
-        return "rx"
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return self.tr("RX anomaly detector (classical)")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),

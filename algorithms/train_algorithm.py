@@ -35,6 +35,7 @@ class TrainAlgorithm(FersAlgorithm):
     group_name, group_id = "Model training", "training"
     needs_torch = True
 
+    algorithm_name, display_name = "train", "Train a FERS model"
     help_anchor = "ferstrain-train-a-fers-model"
     summary = "Trains a FERS model on background rasters, for the FERS anomaly detector."
     icon_file = "train.svg"
@@ -50,12 +51,6 @@ class TrainAlgorithm(FersAlgorithm):
         "the same model on the same machine. After every epoch a checkpoint is written beside the trained model "
         "(its name + .resume.pt); it is deleted when training ends. A cancelled run writes no model file."
     )
-
-    def name(self):
-        return "train"
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return self.tr("Train a FERS model")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(RasterListParameter(self.INPUTS, self.tr("Background rasters")),
