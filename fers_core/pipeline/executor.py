@@ -23,7 +23,7 @@ from .blockwise import TreeReducer
 
 
 class Plan(Protocol):
-    source: Any  # hashable: what `open_source(source)` opens in a process (readers, model)
+    source: Any  # what `open_source(source)` opens in a process (readers, model); one object per run
 
 
 def open_source(source):
@@ -60,12 +60,12 @@ class InProcessExecutor:
 
     def attach(self, source, state) -> None:
         """Use `state` (opened by the caller, who closes it) for every task of `source`."""
-        self._states[source] = state
+        self._states[id(source)] = source, state  # by identity: a source need not be hashable
 
     def state(self, source):
-        if source not in self._states:
-            self._states[source] = self._stack.enter_context(open_source(source))
-        return self._states[source]
+        if id(source) not in self._states:
+            self._states[id(source)] = source, self._stack.enter_context(open_source(source))
+        return self._states[id(source)][1]
 
     def reduce(self, task: Callable, plan: Plan, windows: list, merge: Callable, progress: Callable = None):
         """merge(task(window) for window in windows) along the fixed tree of TreeReducer."""

@@ -261,6 +261,22 @@ def test_fers_on_the_dask_executor_is_identical(client, model_file, fers_scene, 
 
 
 @needs_dask
+def test_fers_with_a_band_list_runs_in_process_and_on_dask(client, model_file, fers_scene, tmp_path):
+    """A run's source holds its options (a band list: not hashable); both executors take it."""
+    from fers.fers_core.enhance.checkpoints import load_any_model
+    from fers.fers_core.pipeline.detect import run_fers_detection
+    from fers.fers_core.pipeline.options import DetectOptions
+
+    scene, _ = fers_scene
+    options = DetectOptions(bands=[1, 4, 6, 9, 12], block_mb=0.2)
+    model = load_any_model(model_file)
+    run_fers_detection(scene, tmp_path / "single.tif", model, options)
+    run_fers_detection(scene, tmp_path / "split.tif", model, options, executor=DaskExecutor(client),
+                       model_path=model_file)
+    assert_identical(tmp_path / "split.tif", tmp_path / "single.tif")
+
+
+@needs_dask
 def test_fers_on_workers_of_other_machines_recomputes_the_features(client, model_file, fers_scene, tmp_path):
     """Without a file system shared with the workers (a remote cluster), the score pass runs the networks again."""
     from fers.fers_core.enhance.checkpoints import load_any_model
