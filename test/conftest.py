@@ -3,8 +3,8 @@
 The plugin is imported as package `fers` (through .plugins/fers -> checkout), exactly as QGIS
 loads it, and tests import the engine only as `fers.fers_core`: the bare name `fers_core` is
 refused in the test process, so one run never holds two copies of the engine's module state
-(subprocesses such as `python -m fers_core` are unaffected). Tests marked `slow` are left out by
-`make test-fast`.
+(subprocesses such as `python -m fers_core` are unaffected). `make test-fast` leaves out the tests
+marked `slow` and every test on a Dask cluster fixture.
 """
 
 import os
