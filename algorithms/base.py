@@ -21,8 +21,10 @@ from qgis.PyQt.QtCore import QVariant
 from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
 from ..fers_core.io.band_list import parse_band_list
+from ..fers_core.io.gdal_cache import bounded_gdal_cache
+from ..fers_core.io.output_formats import check_raster_outputs
 from ..fers_core.io.output_safety import check_outputs
-from ..fers_core.io.raster_io import bounded_gdal_cache, check_raster_outputs, is_raster_source
+from ..fers_core.io.reader import is_raster_source
 from ..fers_core.runtime.run_guard import Interrupted, RunGuard
 
 

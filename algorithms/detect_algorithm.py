@@ -15,7 +15,7 @@ from qgis.core import (
 from ..fers_core.choices import BRANCH_CHOICES, FUSION_CHOICES, PRECISION_CHOICES, Fusion, Precision
 from ..fers_core.detectors.catalog import DETECTORS
 from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
-from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.ensemble import FUSIONS
 from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles

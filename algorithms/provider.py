@@ -5,7 +5,7 @@ import os
 from qgis.core import QgsApplication, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from ..fers_core.io.raster_io import RASTER_OUTPUT_FORMATS
+from ..fers_core.io.output_formats import RASTER_OUTPUT_FORMATS
 from .detect_algorithm import DetectAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .example_model import ExampleModel

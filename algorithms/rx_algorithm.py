@@ -11,7 +11,7 @@ from qgis.core import (
 from ..fers_core.detectors.local_rx import run_local_rx
 from ..fers_core.detectors.rx_variants import run_rx_variant, validate_variant
 from ..fers_core.distributed.cluster import global_rx
-from ..fers_core.io.raster_io import DEFAULT_BLOCK_MB
+from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.memory_guard import check_rx_run
 from ..fers_core.pipeline.requests import check_rx_request
 from . import outputs, scheduler

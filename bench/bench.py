@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 def work_rx(path, output):
     from fers_core.detectors.global_rx import run_global_rx
-    from fers_core.io.raster_io import bounded_gdal_cache
+    from fers_core.io.gdal_cache import bounded_gdal_cache
 
     with bounded_gdal_cache():  # as fers:rx runs it
         run_global_rx(path, output)
@@ -55,7 +55,7 @@ def work_spectral_rx(path, output):
 
 def work_detect(path, output, model_path, branches="spectral,spatial", precision="auto"):
     from fers_core.enhance.model_cache import detection_model
-    from fers_core.io.raster_io import bounded_gdal_cache
+    from fers_core.io.gdal_cache import bounded_gdal_cache
     from fers_core.pipeline.detect import run_fers_detection
     from fers_core.pipeline.options import DetectOptions
 
@@ -334,7 +334,7 @@ def output_auc(path, truth_path):
     from osgeo import gdal
 
     from fers_core.detectors.metrics import roc_auc
-    from fers_core.io.raster_io import SCORE_NODATA
+    from fers_core.io.writer import SCORE_NODATA
 
     truth = gdal.Open(truth_path).ReadAsArray()
     scores = np.load(path).reshape(truth.shape) if path.endswith(".npy") else gdal.Open(path).ReadAsArray()

@@ -45,7 +45,7 @@ from fers_core.distributed import batch as fb  # noqa: E402
 from fers_core.distributed import cluster as fd  # noqa: E402
 from fers_core.distributed.dask_executor import DaskExecutor  # noqa: E402
 from fers_core.feedback import Feedback  # noqa: E402
-from fers_core.io.raster_io import RasterReader  # noqa: E402
+from fers_core.io.reader import RasterReader  # noqa: E402
 from fers_core.runtime.threads import blas_threads, blas_threads_set  # noqa: E402
 
 

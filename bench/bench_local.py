@@ -38,7 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from fers_core.detectors.local_rx import RIDGE_FLOOR, RIDGE_UNDERSAMPLED, local_rx_scores  # noqa: E402
 from fers_core.detectors.metrics import roc_auc  # noqa: E402
-from fers_core.io.raster_io import SCORE_NODATA, RasterReader, Window  # noqa: E402
+from fers_core.io.reader import RasterReader  # noqa: E402
+from fers_core.io.windows import Window  # noqa: E402
+from fers_core.io.writer import SCORE_NODATA  # noqa: E402
 
 
 def ensure_spectral():

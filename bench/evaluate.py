@@ -35,7 +35,8 @@ CHECKPOINTS = SHARED / "reference" / "fers-checkpoints"
 AUTHORS = ("had100-50", "had100-100", "had100-200", "abu-aviris-200")
 sys.path.insert(0, str(ROOT))
 
-from fers_core.io.raster_io import RasterReader, Window  # noqa: E402
+from fers_core.io.reader import RasterReader  # noqa: E402
+from fers_core.io.windows import Window  # noqa: E402
 
 
 def read_band(path):

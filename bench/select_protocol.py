@@ -55,7 +55,8 @@ def scene_metadata():
 
 
 def read_all(path):
-    from fers_core.io.raster_io import RasterReader, Window
+    from fers_core.io.reader import RasterReader
+    from fers_core.io.windows import Window
 
     with RasterReader(str(path)) as reader:
         return reader.read(Window(0, 0, reader.height, reader.width))

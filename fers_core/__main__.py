@@ -15,7 +15,8 @@ def _demo_scene(args):
 
 def _auc(args):
     from .detectors.metrics import roc_auc
-    from .io.raster_io import RasterReader, Window
+    from .io.reader import RasterReader
+    from .io.windows import Window
 
     with RasterReader(args.scores, [1]) as scores, RasterReader(args.truth, [1]) as truth:
         if (scores.width, scores.height) != (truth.width, truth.height):
@@ -111,7 +112,7 @@ def main(argv=None):
 
     from .errors import FersError
     from .feedback import PrintFeedback
-    from .io.raster_io import bounded_gdal_cache
+    from .io.gdal_cache import bounded_gdal_cache
     from .runtime.run_guard import Interrupted, RunGuard
 
     outputs = {"rx": lambda: [args.output], "batch": lambda: [os.path.join(args.out_dir, "-")],

@@ -52,7 +52,7 @@ def imports_of(path, roots):
 
 def test_engine_files_are_found():
     names = {relative(path) for path in engine_files()}
-    assert {"fers_core/detectors/rx.py", "fers_core/io/raster_io.py", "fers_core/enhance/model_file.py"} <= names
+    assert {"fers_core/detectors/rx.py", "fers_core/io/reader.py", "fers_core/enhance/model_file.py"} <= names
 
 
 def test_no_engine_module_is_over_400_lines():

@@ -559,7 +559,7 @@ MEASURE = """
 import json, sys
 sys.path.insert(0, {root!r} + "/.plugins")
 from fers.fers_core.pipeline import memory_guard
-from fers.fers_core.io.raster_io import RasterReader
+from fers.fers_core.io.reader import RasterReader
 
 def rss(key):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))

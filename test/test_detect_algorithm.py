@@ -68,7 +68,8 @@ def test_strips_match_whole_image_features(tmp_path, scene, model_file):
 
     from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.enhance.features import compute_features
-    from fers.fers_core.io.raster_io import RasterReader, Window
+    from fers.fers_core.io.reader import RasterReader
+    from fers.fers_core.io.windows import Window
     from fers.fers_core.pipeline.detect import run_fers_detection
     from fers.fers_core.pipeline.options import DetectOptions
     from fers.fers_core.pipeline.preprocess import apply_band_matrix, band_resampling_matrix
@@ -99,7 +100,7 @@ def test_writing_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path, scene, mode
 
     from fers.fers_core.enhance.checkpoints import load_any_model
     from fers.fers_core.feedback import Feedback
-    from fers.fers_core.io.raster_io import bounded_gdal_cache, write_cache_mb
+    from fers.fers_core.io.gdal_cache import bounded_gdal_cache, write_cache_mb
     from fers.fers_core.pipeline.detect import run_fers_detection
     from fers.fers_core.pipeline.options import DetectOptions
 

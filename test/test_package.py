@@ -60,7 +60,7 @@ def test_zip_holds_the_plugin_essentials(package):
     metadata.read(ROOT / "metadata.txt")
     for required in ("metadata.txt", "__init__.py", "plugin.py", "installer_gui.py", "LICENSE",
                      metadata["general"]["icon"], "fers_core/runtime/torch_installer.py",
-                     "algorithms/provider.py", "fers_core/io/raster_io.py", "fers_core/pipeline/memory_guard.py"):
+                     "algorithms/provider.py", "fers_core/io/reader.py", "fers_core/pipeline/memory_guard.py"):
         assert f"fers/{required}" in names, required
     assert all(name.startswith("fers/") for name in names)
 

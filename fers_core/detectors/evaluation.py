@@ -27,8 +27,10 @@ import numpy as np
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
+from ..io.grid import check_same_grid
 from ..io.output_safety import check_outputs
-from ..io.raster_io import RasterReader, Window, check_same_grid
+from ..io.reader import RasterReader
+from ..io.windows import Window
 from .metrics import FALSE_ALARM_RATES, RocCurve, best_f1, roc_auc, roc_curve, score_histogram
 from .report_html import render_html
 

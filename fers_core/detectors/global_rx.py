@@ -7,17 +7,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from ..feedback import Feedback, ProgressRange
+from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
+from ..io.grid import read_mask
+from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
-from ..io.raster_io import (
-    DEFAULT_BLOCK_MB,
-    SCORE_NODATA,
-    RasterReader,
-    RasterWriter,
-    bounded_gdal_cache,
-    check_raster_outputs,
-    read_mask,
-    write_cache_mb,
-)
+from ..io.reader import RasterReader
+from ..io.windows import DEFAULT_BLOCK_MB
+from ..io.writer import SCORE_NODATA, RasterWriter
 from ..pipeline.blockwise import merged_covariance
 from ..pipeline.executor import run_executor
 from .rx import CovarianceAccumulator, fit_rx

@@ -50,14 +50,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
+from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
-from ..io.raster_io import (
-    DEFAULT_BLOCK_MB,
-    SCORE_NODATA,
-    RasterWriter,
-    Window,
-    check_raster_outputs,
-)
+from ..io.windows import DEFAULT_BLOCK_MB, Window
+from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.threads import blas_threads_set
 from .projection import PrincipalProjection, resolve_components
 from .sliding_gram import RESTART_COLUMNS, SlidingGram, quadratic_form

@@ -32,7 +32,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
-from ..io.raster_io import DEFAULT_BLOCK_MB, SCORE_NODATA, RasterWriter
+from ..io.windows import DEFAULT_BLOCK_MB
+from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.blas import strmm
 from .local_rx import _tiles, plan_tiles
 from .rx import CovarianceAccumulator, fit_rx

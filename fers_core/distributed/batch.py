@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ..errors import Cancelled, FersError, InputError
 from ..feedback import Feedback, ProgressRange, StageFeedback
-from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader
+from ..io.reader import RasterReader
+from ..io.windows import DEFAULT_BLOCK_MB
 from ..runtime.threads import blas_threads, blas_threads_set
 from .cluster import check_scheduler, connect
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from ..errors import DependencyError, FersError, InputError
 from ..feedback import Feedback
-from ..io.raster_io import DEFAULT_BLOCK_MB
+from ..io.windows import DEFAULT_BLOCK_MB
 
 LOCAL = "local"
 INSTALL_COMMAND = 'python -m pip install "dask[distributed]"'

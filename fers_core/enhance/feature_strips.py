@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from ..choices import Precision
-from ..io.raster_io import Window
 from ..io.tile_settings import window_grid, window_shape
+from ..io.windows import Window
 from .model_cache import inference_network
 from .precision import network_precision
 from .tiling import as_tensor, buffer_span, spatial_features, spectral_features

@@ -32,7 +32,7 @@ def _identity(path):
 
 def input_files(path):
     """The files that make up an input: the file, its companions, or every file of a folder."""
-    from .raster_io import is_raster_source
+    from .reader import is_raster_source
 
     if not os.path.exists(os.path.expanduser(str(path))) and is_raster_source(str(path)):
         return _subdataset_files(str(path))  # e.g. NETCDF:"scene.nc":radiance is scene.nc

@@ -29,15 +29,12 @@ from ..enhance.precision import mixed_precision_checked, resolve_device, resolve
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import Temporary
+from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
+from ..io.grid import read_mask
+from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
-from ..io.raster_io import (
-    RasterReader,
-    RasterWriter,
-    bounded_gdal_cache,
-    check_raster_outputs,
-    read_mask,
-    write_cache_mb,
-)
+from ..io.reader import RasterReader
+from ..io.writer import RasterWriter
 from .executor import run_executor
 from .fusion import combine_maps
 from .local_detection import run_local_detector

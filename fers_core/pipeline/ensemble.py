@@ -27,8 +27,10 @@ from scipy.stats import rankdata
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange, StageFeedback
 from ..io.atomic import Temporary
+from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.output_safety import check_outputs
-from ..io.raster_io import SCORE_NODATA, RasterReader, RasterWriter, bounded_gdal_cache, write_cache_mb
+from ..io.reader import RasterReader
+from ..io.writer import SCORE_NODATA, RasterWriter
 
 FUSIONS = ("rank", "standardised")
 SAMPLE_SIZE = 1 << 18

@@ -5,7 +5,9 @@ from contextlib import ExitStack
 import numpy as np
 
 from ..choices import Fusion
-from ..io.raster_io import SCORE_NODATA, RasterReader, RasterWriter, bounded_gdal_cache, write_cache_mb
+from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
+from ..io.reader import RasterReader
+from ..io.writer import SCORE_NODATA, RasterWriter
 from .preprocess import RangeAccumulator
 
 COMBINE_BLOCK_MB = 16  # blocks of the score maps that product fusion multiplies

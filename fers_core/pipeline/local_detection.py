@@ -6,7 +6,7 @@ from dataclasses import replace
 from ..choices import Fusion
 from ..feedback import ProgressRange, StageFeedback
 from ..io.atomic import Temporary
-from ..io.raster_io import SCORE_NODATA, RasterWriter
+from ..io.writer import SCORE_NODATA, RasterWriter
 from .fusion import combine_maps, enhanced_cubes, score_range
 from .options import extra_outputs
 

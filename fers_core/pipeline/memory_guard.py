@@ -35,7 +35,7 @@ from osgeo import gdal
 from ..choices import Fusion
 from ..errors import InputError
 from ..feedback import Feedback
-from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader
+from ..io.reader import RasterReader
 from ..io.tile_settings import (
     SPATIAL_BATCH_PIXELS,
     SPATIAL_MARGIN,
@@ -43,6 +43,7 @@ from ..io.tile_settings import (
     SPECTRAL_CORE,
     window_shape,
 )
+from ..io.windows import DEFAULT_BLOCK_MB
 
 MB = 2**20
 FIXED_ALLOWANCE = 96 * MB

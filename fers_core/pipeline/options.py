@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 from ..choices import BRANCH_CHOICES, Fusion, Precision
 from ..errors import InputError
-from ..io.raster_io import DEFAULT_BLOCK_MB
 from ..io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
+from ..io.windows import DEFAULT_BLOCK_MB
 
 
 @dataclass(frozen=True)

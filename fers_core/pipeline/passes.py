@@ -11,7 +11,9 @@ import numpy as np
 
 from ..detectors.rx import CovarianceAccumulator, fit_rx
 from ..feedback import Feedback
-from ..io.raster_io import SCORE_NODATA, RasterReader, read_mask
+from ..io.grid import read_mask
+from ..io.reader import RasterReader
+from ..io.writer import SCORE_NODATA
 from .blockwise import merged_covariance
 from .fusion import enhanced_cubes
 from .preprocess import RangeAccumulator

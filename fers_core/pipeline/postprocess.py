@@ -36,7 +36,9 @@ from scipy.stats import chi2
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
-from ..io.raster_io import DEFAULT_BLOCK_MB, RasterReader, RasterWriter, Window, output_folder
+from ..io.reader import RasterReader
+from ..io.windows import DEFAULT_BLOCK_MB, Window
+from ..io.writer import RasterWriter, output_folder
 from .requests import ABSOLUTE, FALSE_ALARM_RATE, TOP_PERCENT, check_polygons_path, check_threshold
 
 ogr.UseExceptions()

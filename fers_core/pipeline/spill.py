@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from ..io.atomic import Temporary, free_bytes, write_failure
-from ..io.raster_io import output_folder
+from ..io.writer import output_folder
 
 
 class FeatureSpill:

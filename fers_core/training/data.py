@@ -22,7 +22,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
-from ..io.raster_io import RasterReader, Window, read_mask
+from ..io.grid import read_mask
+from ..io.reader import RasterReader
+from ..io.windows import Window
 from ..pipeline.scaling import BandMapping, fit_scaling, range_pass, scale_window
 
 MIN_USABLE_FRACTION = 0.9

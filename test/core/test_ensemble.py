@@ -7,7 +7,7 @@ from scipy.stats import rankdata
 from fers.fers_core.detectors.global_rx import run_global_rx
 from fers.fers_core.enhance.model_file import random_init_model
 from fers.fers_core.errors import InputError, OutputError
-from fers.fers_core.io.raster_io import SCORE_NODATA
+from fers.fers_core.io.writer import SCORE_NODATA
 from fers.fers_core.pipeline.detect import run_fers_detection
 from fers.fers_core.pipeline.ensemble import FUSIONS, CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
 from fers.fers_core.pipeline.options import DetectOptions

@@ -16,7 +16,7 @@ from fers.fers_core.detectors.local_rx import (
 )
 from fers.fers_core.errors import Cancelled, InputError
 from fers.fers_core.feedback import Feedback
-from fers.fers_core.io.raster_io import SCORE_NODATA
+from fers.fers_core.io.writer import SCORE_NODATA
 
 from ..rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
 

@@ -15,7 +15,8 @@ import pytest
 from fers.fers_core.errors import OutputError
 from fers.fers_core.io import atomic
 from fers.fers_core.io.output_safety import check_location, check_outputs
-from fers.fers_core.io.raster_io import RasterWriter, Window
+from fers.fers_core.io.windows import Window
+from fers.fers_core.io.writer import RasterWriter
 from fers.fers_core.runtime.run_guard import Interrupted, RunGuard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -230,7 +231,8 @@ import sys
 import numpy as np
 sys.path.insert(0, {root!r} + "/.plugins")
 from fers.fers_core.errors import OutputError
-from fers.fers_core.io.raster_io import RasterWriter, Window
+from fers.fers_core.io.windows import Window
+from fers.fers_core.io.writer import RasterWriter
 try:
     with RasterWriter(sys.argv[1], 1000, 1000) as writer:
         writer.write(Window(0, 0, 1000, 1000), np.random.default_rng(0).random((1000, 1000), np.float32))

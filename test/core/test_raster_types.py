@@ -20,16 +20,11 @@ from fers.fers_core.detectors.local_rx import run_local_rx
 from fers.fers_core.enhance.checkpoints import import_authors_checkpoint
 from fers.fers_core.errors import InputError, ModelFileError, OutputError
 from fers.fers_core.io.band_list import parse_band_list
-from fers.fers_core.io.raster_io import (
-    RASTER_OUTPUT_FORMATS,
-    RasterReader,
-    RasterWriter,
-    Window,
-    check_same_grid,
-    is_raster_source,
-    raster_output_format,
-    read_mask,
-)
+from fers.fers_core.io.grid import check_same_grid, read_mask
+from fers.fers_core.io.output_formats import RASTER_OUTPUT_FORMATS, raster_output_format
+from fers.fers_core.io.reader import RasterReader, is_raster_source
+from fers.fers_core.io.windows import Window
+from fers.fers_core.io.writer import RasterWriter
 from fers.fers_core.pipeline.postprocess import score_percentiles
 
 from ..rasters import GEOTRANSFORM, read, utm_wkt, write_cube

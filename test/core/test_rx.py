@@ -131,7 +131,7 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
 
     from fers.fers_core.detectors.global_rx import run_global_rx
     from fers.fers_core.feedback import Feedback
-    from fers.fers_core.io.raster_io import bounded_gdal_cache, write_cache_mb
+    from fers.fers_core.io.gdal_cache import bounded_gdal_cache, write_cache_mb
 
     from ..rasters import write_cube
 
@@ -158,7 +158,7 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
 def test_score_pass_reuses_the_block_the_statistics_pass_read_last(tmp_path, monkeypatch, block_mb):
     """One read per block and pass, less the one block both passes share; scores as from the whole array."""
     from fers.fers_core.detectors.global_rx import run_global_rx
-    from fers.fers_core.io.raster_io import RasterReader
+    from fers.fers_core.io.reader import RasterReader
 
     from ..rasters import read, rx_reference, write_cube
 

@@ -5,7 +5,7 @@ import pytest
 
 from fers.fers_core.detectors.rx_variants import chi_square_law, run_rx_variant, rx_variant_scores, validate_variant
 from fers.fers_core.errors import InputError
-from fers.fers_core.io.raster_io import SCORE_NODATA
+from fers.fers_core.io.writer import SCORE_NODATA
 
 from ..rasters import leftovers, read, write_cube
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fers.fers_core.errors import InputError
-from fers.fers_core.io.raster_io import RasterReader, Window
+from fers.fers_core.io.reader import RasterReader
+from fers.fers_core.io.windows import Window
 from fers.fers_core.pipeline.preprocess import scale_reference
 from fers.fers_core.pipeline.scaling import (
     BandMapping,

@@ -7,7 +7,7 @@ from osgeo import gdal
 from fers.fers_core.enhance.networks import SpatialStudent, SpectralEnhancer
 from fers.fers_core.enhance.networks.inference import inference_copy
 from fers.fers_core.enhance.tiling import _spatial_windows, buffer_span, spatial_features, spectral_features
-from fers.fers_core.io.raster_io import RasterReader
+from fers.fers_core.io.reader import RasterReader
 from fers.fers_core.io.tile_settings import window_grid, window_shape
 from fers.fers_core.pipeline import memory_guard
 

@@ -1,0 +1,103 @@
+"""Whether two rasters lie on one pixel grid (size, CRS, geotransform), and opening a mask that must.
+
+Rasters are combined pixel by pixel, so a shifted origin, another pixel size or a rotation would pair each
+pixel with the wrong one without a word: such rasters are refused with the gdalwarp options, or the QGIS
+tool, that put them on the reference's grid.
+"""
+
+import numpy as np
+from osgeo import gdal, osr
+
+from ..errors import InputError
+from .reader import RasterReader
+
+gdal.UseExceptions()
+
+GRID_TOLERANCE_PX = 0.01  # how far (in pixels) two grids' corners may be apart and still be the same grid
+
+
+def read_mask(path, like, what="mask", like_what="input"):
+    """Open a mask raster that must be on the grid of `like` (a RasterReader); returns a RasterReader."""
+    mask = RasterReader(path, bands=[1])
+    try:
+        check_same_grid(mask, like, what, like_what)
+    except InputError:
+        mask.close()
+        raise
+    return mask
+
+
+def check_same_grid(reader, like, what="mask", like_what="input"):
+    """InputError unless `reader` lies on the pixel grid of `like` (size, CRS and geotransform).
+
+    Rasters are combined pixel by pixel, so a shifted origin, another pixel size or a rotation would
+    pair each pixel with the wrong one without a word. Two grids are the same when their corners are
+    within GRID_TOLERANCE_PX pixels of each other. A raster without georeferencing has no grid of its
+    own and is taken as lying on the other's. `what` and `like_what` name the two in the message.
+    """
+    if (reader.width, reader.height) != (like.width, like.height):
+        raise InputError(
+            f"The {what} is {reader.width}x{reader.height} pixels but the {like_what} is "
+            f"{like.width}x{like.height}: use a raster on the same grid as the {like_what}"
+            f"{_align_hint(like, like_what)}."
+        )
+    if reader.projection and like.projection and not _same_crs(reader.projection, like.projection):
+        raise InputError(f"The {what} has a different CRS from the {like_what}: reproject it onto the "
+                         f"{like_what}'s grid first{_align_hint(like, like_what)}.")
+    difference = _grid_difference(reader.geotransform, like.geotransform, like.width, like.height)
+    if difference:
+        raise InputError(f"The {what} has the {like_what}'s size but not its grid: {difference}. Its pixels would "
+                         f"be paired with the wrong {like_what} pixels: resample it onto the {like_what}'s grid "
+                         f"first{_align_hint(like, like_what)}.")
+
+
+def _grid_difference(geotransform, like, width, height):
+    """What differs between two geotransforms of grids of width x height pixels ('' when none does)."""
+    if geotransform is None or like is None or tuple(geotransform) == tuple(like):
+        return ""
+    inverse = gdal.InvGeoTransform(like)
+    if inverse is None:
+        return ""  # a degenerate geotransform of the reference: nothing to compare with
+    corners = [(0, 0), (width, 0), (0, height), (width, height)]
+    offsets = []
+    for col, row in corners:
+        x, y = gdal.ApplyGeoTransform(geotransform, col, row)
+        like_col, like_row = gdal.ApplyGeoTransform(inverse, x, y)
+        offsets.append((like_col - col, like_row - row))
+    if max(max(abs(dc), abs(dr)) for dc, dr in offsets) <= GRID_TOLERANCE_PX:
+        return ""
+    problems = []
+    if (geotransform[2], geotransform[4]) != (0, 0) or (like[2], like[4]) != (0, 0):
+        if not np.allclose((geotransform[2], geotransform[4]), (like[2], like[4]), rtol=0, atol=1e-12):
+            problems.append("the two grids are rotated differently")
+    size, like_size = (geotransform[1], geotransform[5]), (like[1], like[5])
+    if not np.allclose(size, like_size, rtol=GRID_TOLERANCE_PX / max(width, height, 1), atol=0):
+        problems.append(f"its pixels are {_pixel_size(size)} against {_pixel_size(like_size)}")
+    dcol, drow = offsets[0]
+    if max(abs(dcol), abs(drow)) > GRID_TOLERANCE_PX:
+        problems.append(f"its origin is {dcol:+.3g} columns and {drow:+.3g} rows away")
+    return "; ".join(problems) or "its corners are up to " \
+        f"{max(max(abs(dc), abs(dr)) for dc, dr in offsets):.3g} pixels away"
+
+
+def _pixel_size(size):
+    return f"{abs(size[0]):.10g} x {abs(size[1]):.10g}"
+
+
+def _align_hint(like, like_what):
+    """How to put a raster onto `like`'s grid: gdalwarp's options for a north-up grid, and the QGIS tool."""
+    tools = f"QGIS's Align rasters with the {like_what} as the reference layer and nearest-neighbour resampling"
+    transform = like.geotransform
+    if transform is None or (transform[2], transform[4]) != (0, 0):
+        return f" ({tools})"
+    xs = (transform[0], transform[0] + like.width * transform[1])
+    ys = (transform[3], transform[3] + like.height * transform[5])
+    return (f" (gdalwarp -r near -te {min(xs):.10g} {min(ys):.10g} {max(xs):.10g} {max(ys):.10g} "
+            f"-ts {like.width} {like.height}, in the {like_what}'s CRS, or {tools})")
+
+
+def _same_crs(wkt_a, wkt_b):
+    a, b = osr.SpatialReference(), osr.SpatialReference()
+    a.ImportFromWkt(wkt_a)
+    b.ImportFromWkt(wkt_b)
+    return bool(a.IsSame(b))

@@ -1,0 +1,285 @@
+"""Block-wise GDAL raster reading: selected bands, a validity mask per block, the values as stored.
+
+Reading honours band selection, per-band nodata, NaN/inf, a per-dataset GDAL mask and scale/offset
+metadata; signed bytes are read as int8 whatever GDAL calls them; band wavelengths come from GDAL band
+metadata or an ENVI header.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from ..errors import InputError
+from .windows import DEFAULT_BLOCK_MB, Window, block_windows
+
+gdal.UseExceptions()
+
+_WAVELENGTH_KEYS = ("wavelength", "WAVELENGTH", "CENTRAL_WAVELENGTH_UM", "wavelengths")
+
+_SUBDATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:")
+
+
+def is_raster_source(value):
+    """True for an existing file, or a GDAL subdataset name GDAL opens (e.g. NETCDF:"scene.nc":radiance).
+
+    The algorithms take such values as given, without loading them as QGIS layers (loading computes a
+    histogram that GDAL saves as '<input>.aux.xml' beside the input).
+    """
+    if not isinstance(value, str) or not value:
+        return False
+    if os.path.isfile(value):
+        return True
+    if not _SUBDATASET_NAME.match(value) or os.path.splitdrive(value)[0]:  # a Windows drive is not a driver
+        return False
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return gdal.OpenEx(value, gdal.OF_RASTER | gdal.OF_READONLY) is not None
+    except RuntimeError:
+        return False
+    finally:
+        gdal.PopErrorHandler()
+
+
+def _open(path):
+    if not path:
+        raise InputError("No raster was given: choose an input raster layer.")
+    try:
+        dataset = gdal.Open(str(path), gdal.GA_ReadOnly)
+    except RuntimeError as error:
+        raise InputError(f"Cannot open raster '{path}' with GDAL: {error}") from None
+    if dataset is None:
+        raise InputError(f"Cannot open raster '{path}' with GDAL.")
+    return dataset
+
+
+@dataclass(frozen=True)
+class StoredType:
+    """How the values of one band are stored: the numpy type they are read as, and whether GDAL reports them
+    as Byte that are really signed (GDAL 3.6 and older have no Int8 type: a signed 8-bit band is Byte with
+    PIXELTYPE=SIGNEDBYTE in its IMAGE_STRUCTURE metadata)."""
+
+    dtype: np.dtype
+    signed_byte: bool
+
+    @property
+    def name(self):
+        return "Int8" if self.dtype == np.int8 else gdal.GetDataTypeName(gdal_array.NumericTypeCodeToGDALTypeCode(
+            self.dtype))
+
+
+_COMPLEX_TYPES = {getattr(gdal, f"GDT_{name}") for name in ("CInt16", "CInt32", "CFloat32", "CFloat64")}
+
+
+def stored_type(band, number, path):
+    """The StoredType of a GDAL band (`number` and `path` name it in messages); InputError for complex bands.
+
+    The one type rule of every read: signed bytes are int8 whether GDAL calls them Int8 (3.7 and later) or
+    Byte with PIXELTYPE=SIGNEDBYTE, so their negative values and nodata (often -128) are read as stored.
+    """
+    if band.DataType in _COMPLEX_TYPES:
+        raise InputError(
+            f"Band {number} of '{os.path.basename(path)}' holds complex values "
+            f"({gdal.GetDataTypeName(band.DataType)}), and FERS works on real values only: convert the raster "
+            "first, e.g. to its magnitude with gdal_calc.py -A input --calc=\"numpy.abs(A)\" --type=Float32 "
+            "--allBands=A --outfile=magnitude.tif, or with QGIS's Raster calculator."
+        )
+    if band.DataType == gdal.GDT_Byte and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
+        return StoredType(np.dtype(np.int8), True)
+    code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
+    if code is None:
+        raise InputError(f"Band {number} of '{os.path.basename(path)}' has GDAL type "
+                         f"{gdal.GetDataTypeName(band.DataType)}, which FERS cannot read: convert it to Float32.")
+    return StoredType(np.dtype(code), False)
+
+
+def _no_bands_message(path, subdatasets, listed=8):
+    """Why a raster without bands cannot be read; for a container (NetCDF, HDF) its subdatasets to choose from."""
+    name = os.path.basename(path)
+    if not subdatasets:
+        return f"Raster '{name}' has no bands: choose a raster with at least one band."
+    names = [f"{source} ({description})" for source, description in subdatasets[:listed]]
+    more = f", and {len(subdatasets) - listed} more (gdalinfo lists them all)" if len(subdatasets) > listed else ""
+    return (f"'{name}' has no bands of its own but {len(subdatasets)} subdatasets (one per variable): choose one "
+            f"as the input, by its full name such as {subdatasets[0][0]} (in QGIS, Add Raster Layer on the file "
+            f"offers them; in qgis_process, INPUT='{subdatasets[0][0]}'). Its subdatasets: {'; '.join(names)}{more}.")
+
+
+class RasterReader:
+    """Reads selected bands of a raster block by block, with a validity mask per block.
+
+    `bands` are 1-based band numbers (None = all). A pixel is valid when every selected band
+    is finite and differs from that band's nodata value, and the dataset mask (if any) is set.
+    """
+
+    def __init__(self, path, bands: list = None, direct_io: bool = False):
+        self.path = str(path)
+        self._buffer = None
+        # direct_io: uncompressed GeoTIFF blocks are read straight into the array, past GDAL's block
+        # cache (faster for big reads, and no cache memory); other files are unaffected. GDAL takes
+        # the option when the file is opened, so it is set (for this thread only) around the opening.
+        if direct_io:
+            gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", "YES")
+        try:
+            self._dataset = _open(path)
+        finally:
+            if direct_io:
+                gdal.SetThreadLocalConfigOption("GTIFF_DIRECT_IO", None)
+        ds = self._dataset
+        self.width = ds.RasterXSize
+        self.height = ds.RasterYSize
+        total = ds.RasterCount
+        if total == 0:
+            raise InputError(_no_bands_message(self.path, ds.GetSubDatasets()))
+        if bands is None or len(bands) == 0:
+            bands = list(range(1, total + 1))
+        bad = [b for b in bands if not 1 <= int(b) <= total]
+        if bad:
+            raise InputError(
+                f"Band number(s) {bad} are out of range: '{os.path.basename(self.path)}' has bands 1 to {total}."
+            )
+        self.bands = [int(b) for b in bands]
+        gdal_bands = [ds.GetRasterBand(b) for b in self.bands]
+        self.nodata = [band.GetNoDataValue() for band in gdal_bands]
+        self.scales = [band.GetScale() or 1.0 for band in gdal_bands]
+        self.offsets = [band.GetOffset() or 0.0 for band in gdal_bands]
+        stored = [stored_type(band, number, self.path) for band, number in zip(gdal_bands, self.bands)]
+        self.data_type = stored[0].name
+        self.stored_dtype = np.result_type(*(t.dtype for t in stored))  # the type read() returns unconverted
+        self._signed_bytes = [index for index, t in enumerate(stored) if t.signed_byte]
+        self._scaled = any(s != 1.0 for s in self.scales) or any(o != 0.0 for o in self.offsets)
+        flags = gdal_bands[0].GetMaskFlags()
+        per_dataset = bool(flags & gdal.GMF_PER_DATASET)
+        self._dataset_mask = per_dataset and not flags & (gdal.GMF_NODATA | gdal.GMF_ALL_VALID)
+        self.geotransform = ds.GetGeoTransform(can_return_null=True)
+        self.projection = ds.GetProjection() or ""
+        self.wavelengths_nm = read_wavelengths_nm(ds, self.bands)
+
+    @property
+    def band_count(self):
+        return len(self.bands)
+
+    @property
+    def pixel_count(self):
+        return self.width * self.height
+
+    def windows(self, budget_mb: float = DEFAULT_BLOCK_MB, bytes_per_value: int = 8) -> list:
+        """Windows covering the raster, each holding at most budget_mb of data, aligned to GDAL blocks
+        (windows.block_windows: full-width strips when a whole row of blocks fits in the budget, else
+        block-aligned tiles)."""
+        block_size = self._dataset.GetRasterBand(self.bands[0]).GetBlockSize()
+        return block_windows(self.width, self.height, block_size, self.band_count * bytes_per_value,
+                             budget_mb * 2**20)
+
+
+    def read(self, window: Window, dtype=np.float64, reuse: bool = False, shape: tuple = None) -> tuple:
+        """Return (data of shape (bands, rows, cols), valid mask of shape (rows, cols)).
+
+        `dtype` None: the values as stored (stored_dtype, no conversion) when the raster has no
+        scale/offset, else float64. `reuse`: read into a buffer the reader keeps, so a stream of blocks
+        does not allocate (and page in) a new array each time; the data returned may then be that
+        buffer, overwritten by the next such read. `shape`: (rows, cols) to read the window at, by
+        nearest-neighbour decimation (a sample of a large raster); None = the window's own size.
+        """
+        rows, cols = (window.rows, window.cols) if shape is None else shape
+        raw = self._read_raw(window, rows, cols, reuse)
+        valid = np.ones((rows, cols), dtype=bool)
+        for index, nodata in enumerate(self.nodata):
+            if nodata is None or np.isnan(nodata):
+                continue
+            if raw.dtype.kind in "iu":  # compare in the stored type; a nodata it cannot hold matches nothing
+                info = np.iinfo(raw.dtype)
+                if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+                    continue
+                nodata = raw.dtype.type(nodata)
+            valid &= raw[index] != nodata
+        if dtype is None:
+            dtype = np.float64 if self._scaled else raw.dtype
+        data = raw.astype(dtype, copy=False)
+        if self._scaled:
+            data = data * np.asarray(self.scales, dtype)[:, None, None] + np.asarray(self.offsets, dtype)[:, None, None]
+        if data.dtype.kind in "fc" and (self._scaled or raw.dtype.kind in "fc"):  # integers are always finite
+            for band in data:
+                valid &= np.isfinite(band)
+        if self._dataset_mask:
+            mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
+            valid &= mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
+                                      buf_ysize=rows) > 0
+        return data, valid
+
+    def _read_raw(self, window, rows, cols, reuse):
+        """The window's values, as stored (self.stored_dtype), into a buffer this reader chooses.
+
+        GDAL is always given the buffer: left to itself, ReadAsArray picks the type from band 1 of the file
+        (not of the selection), reads signed bytes as unsigned into a given buffer, and mixed types as float32.
+        """
+        # signed bytes GDAL calls Byte are read as raw bytes: into uint8 memory viewed as int8 when every band
+        # is one, else converted as unsigned (0..255, which stored_dtype holds) and shifted back below
+        all_signed = len(self._signed_bytes) == self.band_count
+        read_dtype = np.dtype(np.uint8) if all_signed else self.stored_dtype
+        size = self.band_count * rows * cols
+        if reuse:
+            if self._buffer is None or self._buffer.size < size:
+                self._buffer = None
+                self._buffer = np.empty(size, read_dtype)
+            out = self._buffer[:size].reshape(self.band_count, rows, cols)
+        else:
+            out = np.empty((self.band_count, rows, cols), read_dtype)
+        self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols, buf_ysize=rows,
+                                  band_list=self.bands, buf_obj=out)
+        if all_signed:
+            return out.view(np.int8)
+        for index in self._signed_bytes:
+            plane = out[index]
+            plane[plane >= 128] -= 256
+        return out
+
+    def close(self):
+        self._dataset = None
+        self._buffer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_wavelengths_nm(dataset, bands):
+    """Band centre wavelengths in nanometres from GDAL band metadata or an ENVI header, else None."""
+    values = []
+    for band_number in bands:
+        band = dataset.GetRasterBand(band_number)
+        metadata = band.GetMetadata() or {}
+        value = next((metadata[k] for k in _WAVELENGTH_KEYS if k in metadata), None)
+        if value is None:
+            values = None
+            break
+        try:
+            number = float(str(value).split()[0])
+        except ValueError:
+            values = None
+            break
+        units = (metadata.get("wavelength_units") or metadata.get("WAVELENGTH_UNITS") or "").lower()
+        values.append(_to_nanometres(number, units, "_UM" in "".join(k for k in _WAVELENGTH_KEYS if k in metadata)))
+    if values:
+        return values
+    envi = dataset.GetMetadata("ENVI") or {}
+    if "wavelength" in envi:
+        try:
+            parsed = [float(v) for v in envi["wavelength"].strip("{} ").split(",")]
+        except ValueError:
+            return None
+        units = envi.get("wavelength_units", "").lower()
+        parsed = [_to_nanometres(v, units, False) for v in parsed]
+        if len(parsed) >= max(bands):
+            return [parsed[b - 1] for b in bands]
+    return None
+
+
+def _to_nanometres(value, units, micrometres_key):
+    if micrometres_key or units.startswith("micro") or units in ("um", "µm") or (not units and value < 30):
+        return value * 1000.0
+    return value

@@ -1,0 +1,133 @@
+"""Crash-safe GDAL raster writing: a temporary file beside the destination, renamed into place when complete,
+so a crash or a cancel never leaves a half-written output."""
+
+import os
+import sys
+
+import numpy as np
+from osgeo import gdal
+
+from ..errors import InputError
+from .atomic import AtomicOutput, write_failure
+from .output_formats import raster_output_format
+from .windows import Window
+
+gdal.UseExceptions()
+
+SCORE_NODATA = -9999.0
+
+
+def output_folder(path):
+    """The folder of an output path, created when missing; InputError when it cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:  # a parent is a file, a read-only or missing drive, ...
+        raise InputError(f"Cannot create the output folder '{folder}' ({error.strerror}): "
+                         "choose an output location you can write to.") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"Cannot write to folder '{folder}': choose an output location you can write to.")
+    return folder
+
+
+class RasterWriter:
+    """Writes a raster under a temporary name; `commit()` renames it into place.
+
+    Used as a context manager: leaving the block without commit() (an error or a cancel)
+    deletes the temporary file, so the destination is never half-written.
+    """
+
+    def __init__(self, path, width: int, height: int, bands: int = 1, data_type=gdal.GDT_Float32, geotransform=None,
+                 projection="", nodata=SCORE_NODATA, band_names=None):
+        self.path = str(path)
+        folder = output_folder(self.path)
+        driver_name, options = raster_output_format(self.path, bands)
+        self._driver = gdal.GetDriverByName(driver_name)
+        self._output = AtomicOutput(self.path)  # unique to this run; deleted on abort, signals and failures
+        self.temp_path = self._output.path
+        self.needed_bytes = width * height * bands * gdal.GetDataTypeSize(data_type) // 8
+        try:
+            self._dataset = self._driver.Create(self.temp_path, width, height, bands, data_type, options=options)
+        except RuntimeError as error:
+            self.abort()
+            failure = write_failure(error, self.path, self.needed_bytes, always=False)
+            raise failure or InputError(f"Cannot create the output file in '{folder}' ({str(error).strip()}): "
+                                        "choose an output location you can write to, with enough free space.") \
+                from None
+        if geotransform is not None:
+            self._dataset.SetGeoTransform(geotransform)
+        if projection:
+            self._dataset.SetProjection(projection)
+        for index in range(bands):
+            band = self._dataset.GetRasterBand(index + 1)
+            if nodata is not None:
+                band.SetNoDataValue(nodata)
+            if band_names:
+                band.SetDescription(band_names[index])
+        self._committed = False
+
+    @classmethod
+    def like(cls, reader, path, bands=1, data_type=gdal.GDT_Float32, nodata=SCORE_NODATA, band_names=None):
+        """A writer on the same grid (size, geotransform, CRS) as a RasterReader."""
+        return cls(path, reader.width, reader.height, bands, data_type, reader.geotransform, reader.projection,
+                   nodata, band_names)
+
+    def write(self, window: Window, array) -> None:
+        """Write a (rows, cols) or (bands, rows, cols) array at the window."""
+        array = np.asarray(array)
+        if array.ndim == 2:
+            array = array[None]
+        try:
+            for index in range(array.shape[0]):
+                self._dataset.GetRasterBand(index + 1).WriteArray(array[index], window.col, window.row)
+        except (RuntimeError, OSError) as error:  # GDAL's write errors (a full disk, a file-size limit)
+            self._fail(error)
+
+    def set_metadata(self, metadata):
+        self._dataset.SetMetadata({str(k): str(v) for k, v in metadata.items()})
+
+    def commit(self):
+        """Flush, close and move the finished file (and any sidecar files) to the destination."""
+        try:
+            gdal.ErrorReset()
+            self._dataset.FlushCache()
+            self._close()  # closing writes the last blocks and the header: its errors are only recorded
+            if gdal.GetLastErrorType() >= gdal.CE_Failure:
+                raise RuntimeError(gdal.GetLastErrorMsg())
+        except (RuntimeError, OSError) as error:
+            self._fail(error)
+        self._output.commit()
+        self._committed = True
+
+    def _fail(self, error):
+        """Delete the temporary file and raise the OutputError that says why writing failed."""
+        written = sum(os.path.getsize(path) for path in self._output.files() if os.path.isfile(path))
+        error.__traceback__ = None  # its frames hold GDAL band objects, which keep the dataset open
+        self.abort()
+        raise write_failure(error, self.path, self.needed_bytes, written_bytes=written) from None
+
+    def abort(self):
+        """Delete the temporary file and its sidecars (safe to call twice)."""
+        if self._dataset is not None:  # closing a file that failed to write fails again: not worth a traceback
+            gdal.PushErrorHandler("CPLQuietErrorHandler")
+            try:
+                self._close()
+            finally:
+                gdal.PopErrorHandler()
+        self._output.remove()
+
+    def _close(self):
+        """Close the dataset; an error while closing (GDAL raises it where nobody can catch it) is left in
+        gdal.GetLastErrorType() instead of being printed as a traceback."""
+        hook, sys.unraisablehook = sys.unraisablehook, lambda *_: None
+        try:
+            self._dataset = None
+        finally:
+            sys.unraisablehook = hook
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if not self._committed:
+            self.abort()
