@@ -68,7 +68,7 @@ class BatchRecord:
     worker: str = ""
 
 
-def run_batch_job(job):
+def run_batch_job(job: BatchJob) -> BatchRecord:
     """Run one raster; never raises for a bad input (the record says what went wrong)."""
     started = time.perf_counter()
     pixels = 0
@@ -130,8 +130,9 @@ def describe_error(error):
     return str(error) if isinstance(error, FersError) else f"{type(error).__name__}: {error}"
 
 
-def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, block_mb=DEFAULT_BLOCK_MB,
-               options=None, threads=0, windows=(5, 21), components=None):
+def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str = None, bands: list = None,
+               block_mb: float = DEFAULT_BLOCK_MB, options=None, threads: int = 0, windows: tuple = (5, 21),
+               components=None) -> list:
     """One BatchJob per input, writing <out_dir>/<input name>_<detector>.tif; refuses clashing output names.
 
     threads: BLAS (and PyTorch) threads per raster; 0 = this process's counts.
@@ -174,9 +175,10 @@ def batch_jobs(inputs, out_dir, detector="rx", model_path=None, bands=None, bloc
     return jobs
 
 
-def run_batch(inputs, out_dir, detector="rx", model_path=None, scheduler="", bands=None, block_mb=DEFAULT_BLOCK_MB,
-              options=None, split=False, feedback=None, client=None, n_workers=None, threads=0, windows=(5, 21),
-              components=None):
+def run_batch(inputs: list, out_dir: str, detector: str = "rx", model_path: str = None, scheduler: str = "",
+              bands: list = None, block_mb: float = DEFAULT_BLOCK_MB, options=None, split: bool = False,
+              feedback: Feedback = None, client=None, n_workers: int = None, threads: int = 0,
+              windows: tuple = (5, 21), components=None) -> list:
     """Detect anomalies in many rasters; returns one BatchRecord per input, in input order.
 
     scheduler: '' = one raster after another in this process; 'local' or an address = on that
@@ -297,7 +299,7 @@ def remove_stale_partials(output_path):
     return remove_stale(os.path.dirname(os.path.abspath(output_path)))
 
 
-def format_summary(records):
+def format_summary(records: list) -> str:
     """A plain-text table: one row per raster (status, time, pixels, worker, output or error) and a total line."""
     rows = [("input", "status", "seconds", "pixels", "worker", "output / error")]
     for record in records:
