@@ -20,9 +20,9 @@ class FeatureStrips:
     exactly the context its spatial tiles and spectral halos need (tiling.buffer_span).
     """
 
-    def __init__(self, reader, preprocessor, model, options, device):
+    def __init__(self, reader, mapping, model, options, device):
         self.reader = reader
-        self.preprocessor = preprocessor
+        self.mapping = mapping  # scaling.BandMapping of the raster's bands onto the model's
         self.device = device
         self.precision = options.precision  # resolved once per run (prepare_detection), never AUTO here
         self.networks = {name: inference_network(model, name, device, self.precision is Precision.MIXED)
@@ -37,10 +37,6 @@ class FeatureStrips:
     def __len__(self):
         return len(self.windows)
 
-    def __iter__(self):
-        for window in self.windows:
-            yield (window, *self.compute(window))
-
     def buffer_window(self, window):
         """The window of the raster that `window`'s features need (its tiles' and halos' context)."""
         tile, margin = self.options.spatial_tile, self.options.spatial_margin
@@ -48,11 +44,13 @@ class FeatureStrips:
         left, right = buffer_span(window.col, window.cols, self.reader.width, tile, margin, self.spatial)
         return Window(top, left, bottom - top, right - left)
 
-    def compute(self, window):
-        """(scaled x, valid, {branch: F}) of one output window (read with its context)."""
+    def compute(self, window, scaling):
+        """(scaled x, valid, {branch: F}) of one output window (read with its context) under the run's Scaling."""
+        from ..pipeline.scaling import scale_window
+
         height, width = self.reader.height, self.reader.width
         context = self.buffer_window(window)
-        scaled, valid = self.preprocessor.strip(context)
+        scaled, valid = scale_window(self.reader, self.mapping, scaling, context)
         buffer = as_tensor(scaled)
         inner = (slice(window.row - context.row, window.row - context.row + window.rows),
                  slice(window.col - context.col, window.col - context.col + window.cols))

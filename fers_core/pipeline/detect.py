@@ -50,17 +50,17 @@ from .passes import (
     merge_statistics_partials,
 )
 from .preprocess import RangeAccumulator
-from .scaling import Preprocessor, merge_range_partials
+from .scaling import BandMapping, fit_scaling, merge_range_partials
 from .spill import FeatureSpill
 
 
 @dataclass
 class DetectionSetup:
-    """Everything a detection run needs before its passes: reader, mask, scaling, networks, fusion."""
+    """Everything a detection run needs before its passes: reader, mask, band mapping, networks, fusion."""
 
     reader: RasterReader
     mask: RasterReader
-    preprocessor: Preprocessor
+    mapping: BandMapping
     strips: FeatureStrips
     fusion: Fusion  # resolved: SUM, PRODUCT or SINGLE
     device: str
@@ -102,17 +102,17 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
 
     reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
     mask = read_mask(options.mask_path, reader) if options.mask_path else None
-    preprocessor = Preprocessor(reader, model, feedback)
-    strips = FeatureStrips(reader, preprocessor, model, options, device)
+    mapping = BandMapping.for_model(reader, model, feedback)
+    strips = FeatureStrips(reader, mapping, model, options, device)
     feedback.info(f"Model: {model.bands} bands, branches {', '.join(model.branches)}; "
                   f"{model.provenance.get('summary', model.provenance.get('source', ''))}")
-    feedback.info(f"Band mapping: {preprocessor.mapping.description}.")
+    feedback.info(f"Band mapping: {mapping.description}.")
     feedback.info(f"Device: {device}, {options.precision} precision; branches used: {', '.join(branches)}; "
                   f"fusion: {describe_fusion(options.fusion, fusion, model.bands)}; "
                   f"{len(strips)} window(s) of up to {strips.windows[0].rows}x{strips.windows[0].cols} px; "
                   "spatial tiles "
                   f"{options.spatial_tile} px (core {options.spatial_tile - 2 * options.spatial_margin} px).")
-    return DetectionSetup(reader, mask, preprocessor, strips, fusion, device, branches, options)
+    return DetectionSetup(reader, mask, mapping, strips, fusion, device, branches, options)
 
 
 def check_detection_formats(output_path, options, model_bands):
@@ -147,17 +147,14 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         threads = options.threads or executor.threads or network_threads()
         source = DetectSource(str(input_path), model_path and str(model_path),
                               replace(setup.options, spectral_output=None, spatial_output=None), setup.device, threads)
-        executor.attach(source, DetectState(setup.reader, setup.mask, setup.preprocessor, model, source, setup.strips))
+        executor.attach(source, DetectState(setup.reader, setup.mask, setup.mapping, model, source, setup.strips))
         if executor.where:
             feedback.info(f"{len(windows)} strip task(s) per pass{executor.where}, {threads} PyTorch thread(s) per "
                           "task.")
         plan = DetectPlan(source, setup.fusion)
-        valid_pixels = setup.preprocessor.apply_range(executor.reduce(detect_range, plan, windows,
-                                                                      merge_range_partials,
-                                                                      ProgressRange(feedback, 0, 10)))
+        ranges = executor.reduce(detect_range, plan, windows, merge_range_partials, ProgressRange(feedback, 0, 10))
+        plan, valid_pixels = replace(plan, scaling=fit_scaling(ranges)), ranges.count
         timings["range pass"] = time.perf_counter() - started
-        pp = setup.preprocessor
-        plan = replace(plan, scaling=(pp.vmin, pp.vmax, pp.fill))
         if options.detector != "global":
             run_local_detector(setup, options, output_path, model.bands, feedback, executor, plan)
             timings[options.detector] = time.perf_counter() - started - sum(timings.values())

@@ -13,7 +13,7 @@ from .options import extra_outputs
 
 def detect_cubes(state, plan, window):
     """The enhanced cube(s) and the x + F asked for of one window, SCORE_NODATA where invalid (the cube task)."""
-    x, valid, features = state.strips(plan).compute(window)
+    x, valid, features = state.strips().compute(window, plan.scaling)
     cubes = enhanced_cubes(x, features, plan.fusion)
     for cube in cubes:
         cube[:, ~valid] = SCORE_NODATA

@@ -10,22 +10,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..detectors.rx import CovarianceAccumulator, fit_rx
-from ..feedback import Feedback
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA
 from .blockwise import merged_covariance
 from .fusion import enhanced_cubes
 from .preprocess import RangeAccumulator
+from .scaling import range_partial
 
 
-def statistics_partial(strips, mask, fusion, window, keep=None):
-    """One float64 CovarianceAccumulator per RX map for the background pixels of one strip.
+def statistics_partial(strips, scaling, mask, fusion, window, keep=None):
+    """One float64 CovarianceAccumulator per RX map for the background pixels of one strip (under `scaling`).
 
     `keep(window, cubes, x, valid, features)`, when given, receives the strip's enhanced cubes
     (e.g. to spill them for the score pass instead of running the networks again).
     """
-    x, valid, features = strips.compute(window)
+    x, valid, features = strips.compute(window, scaling)
     use = valid if mask is None else valid & (mask.read(window)[0][0] == 0)
     cubes = enhanced_cubes(x, features, fusion)
     if keep is not None:
@@ -62,9 +62,9 @@ class ScoreBlock:
     extras: dict  # branch name -> x + F (bands, rows, cols) float32, SCORE_NODATA where invalid
 
 
-def score_strip(strips, rx_models, fusion, window, extra_names=()):
-    """The ScoreBlock of one strip (features recomputed from the raster)."""
-    x, valid, features = strips.compute(window)
+def score_strip(strips, scaling, rx_models, fusion, window, extra_names=()):
+    """The ScoreBlock of one strip (features recomputed from the raster under `scaling`)."""
+    x, valid, features = strips.compute(window, scaling)
     extras = {name: x + features[name] for name in extra_names}
     return score_cubes(rx_models, enhanced_cubes(x, features, fusion), valid, extras)
 
@@ -101,13 +101,13 @@ class DetectSource:
     def open(self):
         from ..enhance.model_cache import detection_model
         from ..enhance.precision import torch_threads
-        from .scaling import Preprocessor
+        from .scaling import BandMapping
 
         model = detection_model(self.model_path)
         with torch_threads(self.threads), RasterReader(self.input_path, self.options.bands, direct_io=True) as reader:
             mask = read_mask(self.options.mask_path, reader) if self.options.mask_path else None
             try:
-                yield DetectState(reader, mask, Preprocessor(reader, model, Feedback()), model, self)
+                yield DetectState(reader, mask, BandMapping.for_model(reader, model), model, self)
             finally:
                 if mask is not None:
                     mask.close()
@@ -116,17 +116,16 @@ class DetectSource:
 class DetectState:
     """A process's open objects for a run: reader, mask, band mapping, and the feature strips of a scaling."""
 
-    def __init__(self, reader, mask, preprocessor, model, source, strips=None):
-        self.reader, self.mask, self.preprocessor, self.model, self.source = reader, mask, preprocessor, model, source
+    def __init__(self, reader, mask, mapping, model, source, strips=None):
+        self.reader, self.mask, self.mapping, self.model, self.source = reader, mask, mapping, model, source
         self._strips = strips
 
-    def strips(self, plan):
-        """The FeatureStrips of the plan's scaling (built on first use)."""
+    def strips(self):
+        """The FeatureStrips of the source (built on first use; the scaling comes with each window's task)."""
         if self._strips is None:
             from ..enhance.feature_strips import FeatureStrips
 
-            self.preprocessor.vmin, self.preprocessor.vmax, self.preprocessor.fill = plan.scaling
-            self._strips = FeatureStrips(self.reader, self.preprocessor, self.model, self.source.options,
+            self._strips = FeatureStrips(self.reader, self.mapping, self.model, self.source.options,
                                          self.source.device)
         return self._strips
 
@@ -137,7 +136,7 @@ class DetectPlan:
 
     source: DetectSource
     fusion: object  # choices.Fusion, resolved
-    scaling: tuple = None  # (vmin, vmax, fill) of the range pass
+    scaling: object = None  # the range pass's scaling.Scaling (fit_scaling)
     rx_models: tuple = None  # of the statistics pass, one per RX map
     extra_names: tuple = ()  # branches whose x + F is written
     spill: object = None  # a FeatureSpill the statistics pass fills and the score pass reads
@@ -145,7 +144,7 @@ class DetectPlan:
 
 def detect_range(state, plan, window):
     """The RangePartial of one window (the range pass's task)."""
-    return state.preprocessor.range_partial(window)
+    return range_partial(state.reader, state.mapping, window)
 
 
 def detect_statistics(state, plan, window):
@@ -155,13 +154,13 @@ def detect_statistics(state, plan, window):
         def keep(window, cubes, x, valid, features):
             plan.spill.put(window, list(cubes) + [x + features[name] for name in plan.extra_names], valid)
 
-    return statistics_partial(state.strips(plan), state.mask, plan.fusion, window, keep)
+    return statistics_partial(state.strips(), plan.scaling, state.mask, plan.fusion, window, keep)
 
 
 def detect_score(state, plan, window):
     """The ScoreBlock of one window, from the spill or with the features computed again (the score task)."""
     if plan.spill is None:
-        return score_strip(state.strips(plan), plan.rx_models, plan.fusion, window, plan.extra_names)
+        return score_strip(state.strips(), plan.scaling, plan.rx_models, plan.fusion, window, plan.extra_names)
     arrays, valid = plan.spill.get(window)
     maps = len(plan.rx_models)
     return score_cubes(plan.rx_models, arrays[:maps], valid, dict(zip(plan.extra_names, arrays[maps:])))

@@ -143,30 +143,3 @@ def scale_window(reader, mapping: BandMapping, scaling: Scaling, window) -> tupl
     scaled[:, ~valid] = scaling.fill[:, None]
     return scaled, valid
 
-
-class Preprocessor:
-    """Band mapping and, once fitted, the scaling of one raster (the orchestration's former interface).
-
-    Kept while the pipeline moves to the functions above (range_partial, fit_scaling, scale_window)."""
-
-    def __init__(self, reader, model, feedback):
-        self.reader = reader
-        self.mapping = BandMapping.for_model(reader, model, feedback)
-        self.vmin = self.vmax = None
-        self.fill = None
-
-    def fit(self, windows, progress):
-        """Scaling range and fill values from every window; returns the number of valid pixels."""
-        return self.apply_range(range_pass(self.reader, self.mapping, windows, progress))
-
-    def range_partial(self, window):
-        return range_partial(self.reader, self.mapping, window)
-
-    def apply_range(self, partial):
-        """Set the scaling from merged RangePartials; returns the number of valid pixels."""
-        scaling = fit_scaling(partial)
-        self.vmin, self.vmax, self.fill = scaling.vmin, scaling.vmax, scaling.fill
-        return partial.count
-
-    def strip(self, window):
-        return scale_window(self.reader, self.mapping, Scaling(self.vmin, self.vmax, self.fill), window)
