@@ -46,18 +46,18 @@ class CovarianceAccumulator:
     integer radiance, do not cancel catastrophically.
     """
 
-    def __init__(self, n_features):
+    def __init__(self, n_features: int):
         self.n_features = n_features
         self.count = 0
         self.shift = None
         self.sum = np.zeros(n_features)
         self.cross = np.zeros((n_features, n_features))
 
-    def add(self, pixels):
+    def add(self, pixels: np.ndarray) -> None:
         """Add an (n_pixels, n_features) block of valid pixels (add_bands of its band-first view)."""
         self.add_bands(np.asarray(pixels).T)
 
-    def add_bands(self, data, use=None):
+    def add_bands(self, data: np.ndarray, use: np.ndarray = None) -> None:
         """Add the pixels of a band-first (n_features, n_pixels) block of any real type.
 
         `use`: boolean (n_pixels,) selecting the pixels to add (None = all); the others may hold
@@ -101,7 +101,7 @@ class CovarianceAccumulator:
         self.sum = total
         self.cross = cross
 
-    def merge(self, other):
+    def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
         """Fold another accumulator (e.g. from another block or worker) into this one."""
         if other.count == 0:
             return self
@@ -118,11 +118,11 @@ class CovarianceAccumulator:
         return self
 
     @property
-    def mean(self):
+    def mean(self) -> np.ndarray:
         return self.shift + self.sum / self.count
 
     @property
-    def covariance(self):
+    def covariance(self) -> np.ndarray:
         """Sample covariance (denominator n - 1)."""
         centred_mean = self.sum / self.count
         scatter = self.cross - self.count * np.outer(centred_mean, centred_mean)
@@ -145,10 +145,10 @@ class RxModel:
     factor: np.ndarray = None
 
     @property
-    def regularised(self):
+    def regularised(self) -> bool:
         return self.rank < self.n_features
 
-    def score(self, pixels):
+    def score(self, pixels: np.ndarray) -> np.ndarray:
         """RX scores (float32) of an (n_pixels, n_features) array.
 
         Computed in float32 on (x - mean) * scale, which is about one per background standard
@@ -161,7 +161,7 @@ class RxModel:
         scores = np.einsum("ij,ij->i", projected, projected)
         return np.minimum(scores, np.float32(FLOAT32_MAX), out=scores)
 
-    def score_bands(self, data, valid=None):
+    def score_bands(self, data: np.ndarray, valid: np.ndarray = None) -> np.ndarray:
         """RX scores (float32, (n_pixels,)) of a band-first (n_features, n_pixels) block of any real type.
 
         `valid`: boolean (n_pixels,) (None = all); the other pixels may hold anything and score 0.
@@ -210,7 +210,7 @@ def _float32_factor(whitening, scale):
     return np.ascontiguousarray(factor, dtype=np.float32)
 
 
-def fit_rx(accumulator):
+def fit_rx(accumulator: CovarianceAccumulator) -> RxModel:
     """Build the RxModel from accumulated statistics."""
     if accumulator.count == 0:
         raise InputError(
@@ -240,7 +240,7 @@ def fit_rx(accumulator):
                    scale, _float32_factor(whitening, scale))
 
 
-def rx_scores(pixels):
+def rx_scores(pixels: np.ndarray) -> np.ndarray:
     """Global RX of an in-memory (n_pixels, n_features) array; a convenience for small data."""
     accumulator = CovarianceAccumulator(pixels.shape[1])
     accumulator.add(pixels)

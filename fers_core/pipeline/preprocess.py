@@ -37,7 +37,7 @@ def _interpolation_weights(src_positions, dst_positions):
     return left, weight
 
 
-def band_resampling_matrix(n_in, n_out, src_wavelengths=None, dst_wavelengths=None):
+def band_resampling_matrix(n_in: int, n_out: int, src_wavelengths=None, dst_wavelengths=None) -> sparse.csr_matrix:
     """Sparse (n_out x n_in) float64 matrix of linear band interpolation weights (CSR).
 
     Over the normalised band index, unless both wavelength grids are given (then over
@@ -72,7 +72,7 @@ def band_resampling_matrix(n_in, n_out, src_wavelengths=None, dst_wavelengths=No
     return matrix
 
 
-def apply_band_matrix(matrix, cube):
+def apply_band_matrix(matrix: sparse.csr_matrix, cube: np.ndarray) -> np.ndarray:
     """Apply a band resampling matrix to a cube (bands, ...) -> (n_out, ...) float32."""
     cube = np.asarray(cube)
     if cube.shape[0] != matrix.shape[1]:
@@ -86,14 +86,14 @@ def apply_band_matrix(matrix, cube):
     return np.asarray(resampled, dtype=np.float32).reshape((matrix.shape[0],) + cube.shape[1:])
 
 
-def resample_bands(cube, n_out, src_wavelengths=None, dst_wavelengths=None):
+def resample_bands(cube: np.ndarray, n_out: int, src_wavelengths=None, dst_wavelengths=None) -> np.ndarray:
     """Resample the band axis of ``cube`` (bands, ...) to ``n_out`` bands; float32 result."""
     cube = np.asarray(cube)
     matrix = band_resampling_matrix(cube.shape[0], n_out, src_wavelengths, dst_wavelengths)
     return apply_band_matrix(matrix, cube)
 
 
-def wavelength_coverage(src, dst):
+def wavelength_coverage(src, dst) -> float:
     """Fraction (0..1) of the target wavelength range that lies inside the source range."""
     src = _wavelength_grid(src, "raster")
     dst = _wavelength_grid(dst, "model")
@@ -114,7 +114,7 @@ class RangeAccumulator:
         self.min = None
         self.max = None
 
-    def add(self, values):
+    def add(self, values) -> "RangeAccumulator":
         """Include an array of valid pixel values (any shape)."""
         values = np.asarray(values)
         if not values.size:
@@ -128,7 +128,7 @@ class RangeAccumulator:
         self._include(float(low), float(high))
         return self
 
-    def merge(self, other):
+    def merge(self, other: "RangeAccumulator") -> "RangeAccumulator":
         """Include the range of another accumulator (for example from another worker)."""
         if other.min is not None:
             self._include(other.min, other.max)
@@ -139,7 +139,7 @@ class RangeAccumulator:
         self.max = high if self.max is None else max(self.max, high)
 
 
-def update_minmax(state, block):
+def update_minmax(state: tuple, block) -> tuple:
     """Functional form of :class:`RangeAccumulator`: ``(min, max)`` or None -> updated pair."""
     accumulator = RangeAccumulator()
     if state is not None:
@@ -148,7 +148,7 @@ def update_minmax(state, block):
     return None if accumulator.min is None else (accumulator.min, accumulator.max)
 
 
-def scale_reference(x, vmin, vmax):
+def scale_reference(x, vmin: float, vmax: float) -> np.ndarray:
     """Reference scaling ``((x - vmin) / (vmax - vmin) * 2 - 1) * 0.1`` as float32.
 
     Computed in float64 for float64 input, else in float32.

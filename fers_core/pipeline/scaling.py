@@ -77,7 +77,7 @@ class RangePartial:
     count: int
 
 
-def merge_range_partials(left, right):
+def merge_range_partials(left: RangePartial, right: RangePartial) -> RangePartial:
     """A new RangePartial: `left` then `right` (min/max are exact in any order; sums follow the tree)."""
     def pick(a, b, function):
         return b if a is None else a if b is None else function(a, b)
