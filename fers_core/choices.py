@@ -15,18 +15,28 @@ PRODUCT_FUSION_MAX_BANDS = 50
 """The reference's rule: product fusion at this many model bands or fewer, sum above."""
 
 
-def _parse(kind, what, value, allowed):
-    """`value` (a member or its string) as a member of `kind` among `allowed`, or InputError."""
-    try:
-        member = kind(value)
-    except ValueError:
-        member = None
-    if member not in allowed:
-        raise InputError(f"Unknown {what} '{value}': use one of {', '.join(allowed)}.")
-    return member
+class _Choice(StrEnum):
+    """A choice whose members are the strings the outside sees; `parse` reads what a user asked for."""
+
+    @classmethod
+    def asked_for(cls) -> tuple:
+        """The members a user can ask for (all of them unless a choice says otherwise)."""
+        return tuple(cls)
+
+    @classmethod
+    def parse(cls, value):
+        """The member `value` names (a member or its string) among `asked_for`, or InputError."""
+        try:
+            member = cls(value)
+        except ValueError:
+            member = None
+        allowed = cls.asked_for()
+        if member not in allowed:
+            raise InputError(f"Unknown {cls.__name__.lower()} '{value}': use one of {', '.join(allowed)}.")
+        return member
 
 
-class Fusion(StrEnum):
+class Fusion(_Choice):
     """How the spectral and spatial branches combine before RX.
 
     Asked for: REFERENCE (the reference's rule by model bands), SUM (RX of x + F_spe + F_spa) or
@@ -40,9 +50,8 @@ class Fusion(StrEnum):
     SINGLE = "single"
 
     @classmethod
-    def parse(cls, value) -> "Fusion":
-        """The asked-for fusion `value` names (a member or its string), or InputError."""
-        return _parse(cls, "fusion", value, FUSION_CHOICES)
+    def asked_for(cls) -> tuple:
+        return FUSION_CHOICES  # SINGLE is what a run does with one branch, not a choice
 
     def resolve(self, model_bands: int, branches: tuple) -> "Fusion":
         """What this choice becomes for a model of `model_bands` bands running `branches`."""
@@ -57,7 +66,7 @@ FUSION_CHOICES = (Fusion.REFERENCE, Fusion.SUM, Fusion.PRODUCT)
 """The fusions a user can ask for, in the order of fers:detect's FUSION parameter."""
 
 
-class Precision(StrEnum):
+class Precision(_Choice):
     """Arithmetic of the networks.
 
     FLOAT32 everywhere; MIXED: the spectral encoder and the spatial trunk in bfloat16, the rest in
@@ -71,11 +80,6 @@ class Precision(StrEnum):
     FLOAT32 = "float32"
     MIXED = "mixed"
     BFLOAT16 = "bfloat16"
-
-    @classmethod
-    def parse(cls, value) -> "Precision":
-        """The precision `value` names (a member or its string), or InputError."""
-        return _parse(cls, "precision", value, tuple(cls))
 
 
 PRECISION_CHOICES = (Precision.FLOAT32, Precision.BFLOAT16, Precision.AUTO)
