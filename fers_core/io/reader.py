@@ -22,7 +22,7 @@ _WAVELENGTH_KEYS = ("wavelength", "WAVELENGTH", "CENTRAL_WAVELENGTH_UM", "wavele
 _SUBDATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:")
 
 
-def is_raster_source(value):
+def is_raster_source(value) -> bool:
     """True for an existing file, or a GDAL subdataset name GDAL opens (e.g. NETCDF:"scene.nc":radiance).
 
     The algorithms take such values as given, without loading them as QGIS layers (loading computes a
@@ -114,7 +114,7 @@ class RasterReader:
     is finite and differs from that band's nodata value, and the dataset mask (if any) is set.
     """
 
-    def __init__(self, path, bands: list = None, direct_io: bool = False):
+    def __init__(self, path: str, bands: list = None, direct_io: bool = False):
         self.path = str(path)
         self._buffer = None
         # direct_io: uncompressed GeoTIFF blocks are read straight into the array, past GDAL's block
@@ -158,11 +158,11 @@ class RasterReader:
         self.wavelengths_nm = read_wavelengths_nm(ds, self.bands)
 
     @property
-    def band_count(self):
+    def band_count(self) -> int:
         return len(self.bands)
 
     @property
-    def pixel_count(self):
+    def pixel_count(self) -> int:
         return self.width * self.height
 
     def windows(self, budget_mb: float = DEFAULT_BLOCK_MB, bytes_per_value: int = 8) -> list:
@@ -236,18 +236,18 @@ class RasterReader:
             plane[plane >= 128] -= 256
         return out
 
-    def close(self):
+    def close(self) -> None:
         self._dataset = None
         self._buffer = None
 
-    def __enter__(self):
+    def __enter__(self) -> "RasterReader":
         return self
 
     def __exit__(self, *exc):
         self.close()
 
 
-def read_wavelengths_nm(dataset, bands):
+def read_wavelengths_nm(dataset, bands: list) -> list:
     """Band centre wavelengths in nanometres from GDAL band metadata or an ENVI header, else None."""
     values = []
     for band_number in bands:

@@ -17,7 +17,7 @@ gdal.UseExceptions()
 SCORE_NODATA = -9999.0
 
 
-def output_folder(path):
+def output_folder(path: str) -> str:
     """The folder of an output path, created when missing; InputError when it cannot be written."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -37,8 +37,8 @@ class RasterWriter:
     deletes the temporary file, so the destination is never half-written.
     """
 
-    def __init__(self, path, width: int, height: int, bands: int = 1, data_type=gdal.GDT_Float32, geotransform=None,
-                 projection="", nodata=SCORE_NODATA, band_names=None):
+    def __init__(self, path: str, width: int, height: int, bands: int = 1, data_type=gdal.GDT_Float32,
+                 geotransform=None, projection: str = "", nodata: float = SCORE_NODATA, band_names: list = None):
         self.path = str(path)
         folder = output_folder(self.path)
         driver_name, options = raster_output_format(self.path, bands)
@@ -67,7 +67,8 @@ class RasterWriter:
         self._committed = False
 
     @classmethod
-    def like(cls, reader, path, bands=1, data_type=gdal.GDT_Float32, nodata=SCORE_NODATA, band_names=None):
+    def like(cls, reader, path: str, bands: int = 1, data_type=gdal.GDT_Float32, nodata: float = SCORE_NODATA,
+             band_names: list = None) -> "RasterWriter":
         """A writer on the same grid (size, geotransform, CRS) as a RasterReader."""
         return cls(path, reader.width, reader.height, bands, data_type, reader.geotransform, reader.projection,
                    nodata, band_names)
@@ -83,10 +84,10 @@ class RasterWriter:
         except (RuntimeError, OSError) as error:  # GDAL's write errors (a full disk, a file-size limit)
             self._fail(error)
 
-    def set_metadata(self, metadata):
+    def set_metadata(self, metadata: dict) -> None:
         self._dataset.SetMetadata({str(k): str(v) for k, v in metadata.items()})
 
-    def commit(self):
+    def commit(self) -> None:
         """Flush, close and move the finished file (and any sidecar files) to the destination."""
         try:
             gdal.ErrorReset()
@@ -106,7 +107,7 @@ class RasterWriter:
         self.abort()
         raise write_failure(error, self.path, self.needed_bytes, written_bytes=written) from None
 
-    def abort(self):
+    def abort(self) -> None:
         """Delete the temporary file and its sidecars (safe to call twice)."""
         if self._dataset is not None:  # closing a file that failed to write fails again: not worth a traceback
             gdal.PushErrorHandler("CPLQuietErrorHandler")
