@@ -141,7 +141,8 @@ def _valid_blocks(readers, windows):
         yield window, valid, [data[0][valid] for data, _ in blocks], flat
 
 
-def fuse_score_rasters(paths, output_path, fusion="rank", feedback=None, sample_size=SAMPLE_SIZE, bins=BINS):
+def fuse_score_rasters(paths: list, output_path: str, fusion: str = "rank", feedback: Feedback = None,
+                       sample_size: int = SAMPLE_SIZE, bins: int = BINS) -> float:
     """Fuse single-band score rasters on one grid into `output_path`; nodata where any member is invalid.
 
     Returns the largest CDF error bound over the members (0 when exact, always 0 for standardised).
@@ -198,7 +199,8 @@ def member_options(member, options):
     return replace(options, branches=branches, spectral_output=None, spatial_output=None)
 
 
-def run_ensemble_detection(input_path, output_path, members, options=None, fusion="rank", feedback=None):
+def run_ensemble_detection(input_path: str, output_path: str, members: list, options=None, fusion: str = "rank",
+                           feedback: Feedback = None) -> str:
     """Score `input_path` with every member and fuse the maps (rank or standardised) into `output_path`."""
     from ..detectors.global_rx import run_global_rx
     from .detect import DetectOptions, run_fers_detection
