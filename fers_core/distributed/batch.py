@@ -39,7 +39,7 @@ def _model(path):
     return detection_model(path)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchJob:
     """One raster of a batch (picklable; the model travels as its path)."""
 

@@ -35,7 +35,7 @@ class TrainingDiverged(FersError):
     """The loss became NaN or infinite."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopSettings:
     """What the epoch loop needs: epochs, batch size, patches per epoch, seed and device."""
 
