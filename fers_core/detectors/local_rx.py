@@ -37,7 +37,7 @@ Memory: the tile's block (with its halo) as float64, its centred copy and a pixe
 (bands + 1 values per pixel, by column so that a column piece is contiguous). Tiles are full-width
 strips of rows, or squares when the bands are many, each read with the halo its outer windows
 reach (outer // 2 pixels, up to outer - 1 at the image edges); plan_tiles picks whichever re-reads
-fewer halo pixels.
+fewer halo pixels (io/windows.py plans the tiles: halo_tile_shape, halo_tiles).
 
 bench/bench_local.py measures it against the previous summed-area-table version and spectral.rx.
 """
@@ -52,7 +52,7 @@ from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
-from ..io.windows import DEFAULT_BLOCK_MB, Window
+from ..io.windows import DEFAULT_BLOCK_MB, halo_tile_shape, halo_tiles
 from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.threads import blas_threads_set
 from .projection import PrincipalProjection, resolve_components
@@ -103,36 +103,10 @@ def _bytes_per_input_pixel(bands):
     return (3 * bands + 1) * 8
 
 
-def plan_tiles(width, bands, outer, budget_mb=DEFAULT_BLOCK_MB, in_bytes=None, out_bytes=None):
-    """(rows, cols) of output per tile: full-width strips or squares, whichever re-reads fewer halo pixels.
-
-    Each tile is read with up to outer - 1 extra rows and columns around it (the halo); the tile
-    and its halo fit the budget, at least one pixel. `in_bytes` and `out_bytes` per input and
-    output pixel default to local RX's.
-    """
-    budget = budget_mb * 2**20
-    halo = outer - 1
-    out_bytes = _bytes_per_output_pixel(bands) if out_bytes is None else out_bytes
-    in_bytes = _bytes_per_input_pixel(bands) if in_bytes is None else in_bytes
-
-    def cost(rows, cols):
-        return rows * cols * out_bytes + (rows + halo) * min(cols + halo, width) * in_bytes
-
-    def overhead(rows, cols):
-        return (rows + halo) * min(cols + halo, width) / (rows * cols)
-
-    strip = max(1, int((budget - halo * width * in_bytes) // (width * (out_bytes + in_bytes))))
-    side = 1
-    while side < width and cost(side + 1, side + 1) <= budget:
-        side += 1
-    if side >= width or overhead(strip, width) <= overhead(side, side):
-        return strip, width
-    return side, side
-
-
-def rows_per_block(cols, bands, outer, budget_mb=DEFAULT_BLOCK_MB):
-    """Output rows per tile (see plan_tiles)."""
-    return plan_tiles(cols, bands, outer, budget_mb)[0]
+def plan_tiles(width: int, bands: int, outer: int, budget_mb: float = DEFAULT_BLOCK_MB) -> tuple:
+    """(rows, cols) of output per tile: windows.halo_tile_shape with local RX's memory per pixel."""
+    return halo_tile_shape(width, outer, budget_mb * 2**20, _bytes_per_input_pixel(bands),
+                           _bytes_per_output_pixel(bands))
 
 
 def _inner_bounds(centres, half, size):
@@ -149,46 +123,8 @@ def _outer_bounds(centres, half, size):
     return start, start + width
 
 
-def block_rows(first, last, height, outer):
-    """Rows [top, bottom) of the image that the outer windows of output rows [first, last) reach.
-
-    The same function gives the columns a tile of output columns needs.
-    """
-    start, stop = _outer_bounds(np.array([first, last - 1]), outer // 2, height)
-    return int(start[0]), int(stop[1])
-
-
-@dataclass(frozen=True)
-class _Tile:
-    """Output rows [first, last) x columns [left, right) of an image of height x width, read as block."""
-
-    first: int
-    last: int
-    left: int
-    right: int
-    height: int
-    width: int
-    outer: int
-
-    @property
-    def block(self):
-        """The Window to read: every pixel the tile's outer windows reach."""
-        top, bottom = block_rows(self.first, self.last, self.height, self.outer)
-        start, stop = block_rows(self.left, self.right, self.width, self.outer)
-        return Window(top, start, bottom - top, stop - start)
-
-    @property
-    def output(self):
-        return Window(self.first, self.left, self.last - self.first, self.right - self.left)
-
-
-def _tiles(height, width, outer, tile_rows, tile_cols):
-    return [_Tile(first, min(height, first + tile_rows), left, min(width, left + tile_cols), height, width, outer)
-            for first in range(0, height, tile_rows) for left in range(0, width, tile_cols)]
-
-
 def _score_block(cube, valid, use, tile, inner, outer, tick=None):
-    """Local RX scores of a tile's output pixels from its block (tile.block) held in memory.
+    """Local RX scores of a windows.HaloTile's output pixels from its block (tile.block) held in memory.
 
     Returns (scores float32 (tile rows, tile cols), number of undersampled pixels, number of
     pixels without background).
@@ -278,7 +214,7 @@ def local_rx_scores(cube, valid, inner, outer, exclude=None, budget_mb=DEFAULT_B
         filled = np.where(valid, cube, 0.0)
         cube = _projection_of(filled, use, choice).apply(filled)
     bands, height, width = cube.shape
-    tiles = _tiles(height, width, outer, *plan_tiles(width, bands, outer, budget_mb))
+    tiles = halo_tiles(height, width, outer, *plan_tiles(width, bands, outer, budget_mb))
     scores = np.full((height, width), SCORE_NODATA, dtype=np.float32)
     for index, tile in enumerate(tiles):
 
@@ -315,8 +251,7 @@ def local_rx_tile(state, plan, tile):
     tick = None if state.progress is None else (lambda fraction: state.progress(tile, fraction))
     scores, small, empty = _score_block(data, valid, use, tile, plan.inner, plan.outer, tick)
     out = tile.output
-    tile_valid = int(valid[out.row - block.row:out.row - block.row + out.rows,
-                           out.col - block.col:out.col - block.col + out.cols].sum())
+    tile_valid = int(valid[out.within(block)].sum())
     return scores, tile_valid, small, empty
 
 
@@ -355,7 +290,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
             score_start = 10
         band_count = projection.components if projection else reader.band_count
         tile_rows, tile_cols = plan_tiles(width, band_count, outer, block_mb)
-        tiles = _tiles(height, width, outer, tile_rows, tile_cols)
+        tiles = halo_tiles(height, width, outer, tile_rows, tile_cols)
         ring = outer * outer - inner * inner
         feedback.info(
             f"Local RX on {width}x{height} pixels x {band_count} bands, windows {inner}/{outer} "

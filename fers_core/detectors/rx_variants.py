@@ -32,10 +32,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
-from ..io.windows import DEFAULT_BLOCK_MB
+from ..io.windows import DEFAULT_BLOCK_MB, even_step, halo_tile_shape, halo_tiles
 from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.blas import strmm
-from .local_rx import _tiles, plan_tiles
 from .rx import CovarianceAccumulator, fit_rx
 from .throughput import ThroughputLog
 from .window_sums import WindowSums
@@ -112,9 +111,9 @@ def bytes_per_output_pixel(bands, variant=None):
 
 
 def plan(width, bands, outer, block_mb=DEFAULT_BLOCK_MB, value_bytes=8, variant=None):
-    """(rows, cols) of output per tile (local_rx.plan_tiles with this module's memory per pixel)."""
-    return plan_tiles(width, bands, outer, block_mb, bytes_per_pixel(bands, value_bytes),
-                      bytes_per_output_pixel(bands, variant))
+    """(rows, cols) of output per tile (windows.halo_tile_shape with this module's memory per pixel)."""
+    return halo_tile_shape(width, outer, block_mb * 2**20, bytes_per_pixel(bands, value_bytes),
+                           bytes_per_output_pixel(bands, variant))
 
 
 class _Whitening:
@@ -249,7 +248,7 @@ def rx_variant_scores(cube, valid, variant, window=None, guard=0, exclude=None):
     accumulator = CovarianceAccumulator(bands)
     accumulator.add_bands(cube.reshape(bands, -1), use.reshape(-1))
     whitening = _Whitening(fit_rx(accumulator))
-    tile = _tiles(height, width, window or 1, height, width)[0]
+    tile = halo_tiles(height, width, window or 1, height, width)[0]
     return _score_tile(cube, valid, use, tile, whitening, variant, window, guard)[0]
 
 
@@ -295,9 +294,8 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
             np.dtype(reader.stored_dtype).itemsize
         tile_rows, tile_cols = plan(width, reader.band_count, window or 1, block_mb, value_bytes, variant)
         # as many tiles, of even sizes: no thin last tile rereading a whole halo for a few pixels
-        tile_rows = -(-height // -(-height // tile_rows))
-        tile_cols = -(-width // -(-width // tile_cols))
-        tiles = _tiles(height, width, window or 1, tile_rows, tile_cols)
+        tile_rows, tile_cols = even_step(height, tile_rows), even_step(width, tile_cols)
+        tiles = halo_tiles(height, width, window or 1, tile_rows, tile_cols)
         feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
                       f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels{executor.where}.")
         partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 40))

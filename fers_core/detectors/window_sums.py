@@ -73,11 +73,11 @@ class WindowSums:
     """
 
     def __init__(self, tile, window, guard):
-        block = tile.block
+        block, out = tile.block, tile.output
         self.window, self.guard = window, guard
         self.axes = []
-        for start, stop, size, offset in ((tile.first, tile.last, tile.height, block.row),
-                                          (tile.left, tile.right, tile.width, block.col)):
+        for start, stop, size, offset in ((out.row, out.row + out.rows, tile.height, block.row),
+                                          (out.col, out.col + out.cols, tile.width, block.col)):
             centres = np.arange(start, stop)
             kernel = np.clip(centres, window // 2, size - 1 - window // 2) - offset if size > window else None
             self.axes.append((kernel, centres - offset, size, offset))

@@ -5,7 +5,8 @@ raster. The outputs depend on how a raster is cut (the spatial branch sees its t
 are merged block by block), so every cut is planned here, in one place, from named spans and windows:
 
 - ``block_windows``: the streaming windows of a pass, full-width strips or tiles aligned to GDAL blocks.
-- ``spans``, ``grid``, ``strips``: windows of one shape covering the raster once, row by row.
+- ``spans``, ``grid``, ``strips``: windows of one shape covering the raster once, row by row
+  (``even_step``: the smallest side that gives as many windows, so none is thin).
 - ``detection_window_shape``: the shape of detection windows (whole spatial tile cores).
 - ``core_tiles``, ``context_span``: the spatial branch's tiles along one axis, the core each keeps, and
   the context an output span needs (``Placement`` carries an output window in the buffer read for it).
@@ -90,6 +91,11 @@ def grid(width: int, height: int, rows: int, cols: int) -> list:
 def strips(width: int, height: int, rows: int) -> list:
     """Full-width strips of `rows` rows (the last one shorter) covering a width x height raster, top down."""
     return grid(width, height, rows, width)
+
+
+def even_step(length: int, step: int) -> int:
+    """The smallest step that cuts [0, length) into as many spans as `step` does: no thin last span."""
+    return -(-length // -(-length // step))
 
 
 def block_windows(width: int, height: int, block_size: tuple, pixel_bytes: int, budget_bytes: int) -> list:

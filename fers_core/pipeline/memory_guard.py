@@ -36,14 +36,8 @@ from ..choices import Fusion
 from ..errors import InputError
 from ..feedback import Feedback
 from ..io.reader import RasterReader
-from ..io.tile_settings import (
-    SPATIAL_BATCH_PIXELS,
-    SPATIAL_MARGIN,
-    SPATIAL_TILE,
-    SPECTRAL_CORE,
-    window_shape,
-)
-from ..io.windows import DEFAULT_BLOCK_MB
+from ..io.tile_settings import SPATIAL_BATCH_PIXELS, SPATIAL_MARGIN, SPATIAL_TILE, SPECTRAL_CORE
+from ..io.windows import DEFAULT_BLOCK_MB, detection_window_shape
 
 MB = 2**20
 FIXED_ALLOWANCE = 96 * MB
@@ -157,7 +151,7 @@ def estimate_detection(reader, model_bands, block_mb=DEFAULT_BLOCK_MB, branches=
     budget_pixels = block_mb * MB // ((bands + m * 4) * 4)
 
     def shape(spatial, budget=budget_pixels):
-        rows, cols = window_shape(width, budget, spatial, spatial_tile, margin)
+        rows, cols = detection_window_shape(width, budget, spatial, spatial_tile, margin)
         return min(height, rows), min(width, cols)
 
     def span(length, image_length, spatial):

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
-from ..io.windows import Window
+from ..io.windows import strips
 from ..pipeline.scaling import BandMapping, fit_scaling, range_pass, scale_window
 
 MIN_USABLE_FRACTION = 0.9
@@ -74,8 +74,7 @@ def load_background(raster, model_bands, wavelengths_nm=None, feedback=None, pro
             "smaller background areas first."
         )
     mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback)
-    windows = [Window(row, 0, min(STRIP_ROWS, reader.height - row), reader.width)
-               for row in range(0, reader.height, STRIP_ROWS)]
+    windows = strips(reader.width, reader.height, STRIP_ROWS)
     try:
         scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
     except InputError as error:
@@ -83,7 +82,7 @@ def load_background(raster, model_bands, wavelengths_nm=None, feedback=None, pro
     cube = np.empty((model_bands, reader.height, reader.width), dtype=np.float32)
     usable = np.empty((reader.height, reader.width), dtype=bool)
     for window in windows:
-        rows = slice(window.row, window.row + window.rows)
+        rows = window.row_span.as_slice()
         cube[:, rows], usable[rows] = scale_window(reader, mapping, scaling, window)
         if mask is not None:
             usable[rows] &= mask.read(window)[0][0] == 0

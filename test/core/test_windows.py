@@ -16,6 +16,7 @@ from fers.fers_core.io.windows import (
     block_windows,
     context_span,
     core_tiles,
+    even_step,
     grid,
     halo_tile_shape,
     halo_tiles,
@@ -62,6 +63,13 @@ def test_grid_covers_the_raster_once_row_by_row(width, height, rows, cols):
     corners = [(w.row, w.col) for w in windows]
     assert corners == sorted(corners)  # row by row, left to right
     assert as_tuples(strips(width, height, rows)) == as_tuples(grid(width, height, rows, width))
+
+
+@pytest.mark.parametrize("length,step,even", [(100, 30, 25), (100, 50, 50), (7, 7, 7), (10, 3, 3), (257, 256, 129)])
+def test_even_step_is_the_smallest_step_giving_as_many_spans(length, step, even):
+    assert even_step(length, step) == even
+    count = len(spans(length, step))
+    assert len(spans(length, even)) == count and len(spans(length, even - 1)) > count
 
 
 # (width, height, (block cols, block rows), bytes per pixel, budget bytes) -> the windows RasterReader.windows made
