@@ -12,11 +12,18 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..fers_core.choices import BRANCH_CHOICES, FUSION_CHOICES, PRECISION_CHOICES, Fusion, Precision
+from ..fers_core.choices import (
+    BRANCH_CHOICES,
+    ENSEMBLE_FUSION_CHOICES,
+    FUSION_CHOICES,
+    PRECISION_CHOICES,
+    EnsembleFusion,
+    Fusion,
+    Precision,
+)
 from ..fers_core.detectors.catalog import DETECTORS
 from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from ..fers_core.io.windows import DEFAULT_BLOCK_MB
-from ..fers_core.pipeline.ensemble import FUSIONS
 from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles
 from .base import FersAlgorithm, RasterLayerParameter, advanced, widget_value
@@ -42,10 +49,11 @@ PRECISION_LABELS = {
 }
 PRECISION_OPTIONS = [PRECISION_LABELS[precision] for precision in PRECISION_CHOICES]
 PRECISION_DEFAULT = PRECISION_CHOICES.index(Precision.AUTO)
-ENSEMBLE_FUSION_LABELS = {"rank": "Rank (mean of each member's empirical CDF)",
-                          "standardised": "Standardised scores (mean of (score - mean) / standard deviation)"}
-ENSEMBLE_FUSION_VALUES = list(FUSIONS)
-ENSEMBLE_FUSION_OPTIONS = [ENSEMBLE_FUSION_LABELS[fusion] for fusion in ENSEMBLE_FUSION_VALUES]
+ENSEMBLE_FUSION_LABELS = {
+    EnsembleFusion.RANK: "Rank (mean of each member's empirical CDF)",
+    EnsembleFusion.STANDARDISED: "Standardised scores (mean of (score - mean) / standard deviation)",
+}
+ENSEMBLE_FUSION_OPTIONS = [ENSEMBLE_FUSION_LABELS[fusion] for fusion in ENSEMBLE_FUSION_CHOICES]
 
 
 class ModelPathParameter(QgsProcessingParameterFile):
@@ -223,7 +231,7 @@ class DetectAlgorithm(FersAlgorithm):
         members = [Member(m, p) for m, p in zip(models, model_paths)]
         if self.parameterAsBool(parameters, self.FUSE_RX, context):
             members.append(Member())
-        fusion = ENSEMBLE_FUSION_VALUES[self.parameterAsEnum(parameters, self.ENSEMBLE_FUSION, context)]
+        fusion = ENSEMBLE_FUSION_CHOICES[self.parameterAsEnum(parameters, self.ENSEMBLE_FUSION, context)]
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         inner, outer = self.windows(parameters, context)
         options = DetectOptions(

@@ -1,4 +1,5 @@
-"""The choices a FERS run offers, one enum each: how the branches fuse and which arithmetic the networks use.
+"""The choices a FERS run offers, one enum each: how the branches fuse, which arithmetic the networks use and
+how an ensemble fuses its members' score maps.
 
 Each enum holds what a user asks for and what a run resolves it to (resolved once per run, into its
 options), so the engine, the QGIS algorithms and the command line speak one type. The values are
@@ -7,6 +8,7 @@ the strings that reach the outside (the log, the score raster's metadata, model 
 Torch-free, so a dialog lists the choices without importing the networks.
 """
 
+import re
 from enum import StrEnum
 
 from .errors import InputError
@@ -32,7 +34,8 @@ class _Choice(StrEnum):
             member = None
         allowed = cls.asked_for()
         if member not in allowed:
-            raise InputError(f"Unknown {cls.__name__.lower()} '{value}': use one of {', '.join(allowed)}.")
+            what = re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()  # EnsembleFusion -> ensemble fusion
+            raise InputError(f"Unknown {what} '{value}': use one of {', '.join(allowed)}.")
         return member
 
 
@@ -87,3 +90,15 @@ PRECISION_CHOICES = (Precision.FLOAT32, Precision.BFLOAT16, Precision.AUTO)
 
 BRANCH_CHOICES = (("spectral", "spatial"), ("spectral",), ("spatial",))
 """The branch sets a user can ask for, in the order of fers:detect's BRANCHES parameter."""
+
+
+class EnsembleFusion(_Choice):
+    """How an ensemble's score maps become one: RANK (the mean of each member's empirical CDF over the
+    valid pixels) or STANDARDISED (the mean of (score - mean) / standard deviation)."""
+
+    RANK = "rank"
+    STANDARDISED = "standardised"
+
+
+ENSEMBLE_FUSION_CHOICES = tuple(EnsembleFusion)
+"""The ensemble fusions in the order of fers:detect's ENSEMBLE_FUSION parameter."""

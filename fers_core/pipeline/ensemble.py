@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import rankdata
 
+from ..choices import EnsembleFusion
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange, StageFeedback
 from ..io.atomic import Temporary
@@ -32,7 +33,6 @@ from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA, RasterWriter
 
-FUSIONS = ("rank", "standardised")
 SAMPLE_SIZE = 1 << 18
 BINS = 1 << 16
 FUSE_BLOCK_MB = 16
@@ -141,27 +141,26 @@ def _valid_blocks(readers, windows):
         yield window, valid, [data[0][valid] for data, _ in blocks], flat
 
 
-def fuse_score_rasters(paths: list, output_path: str, fusion: str = "rank", feedback: Feedback = None,
-                       sample_size: int = SAMPLE_SIZE, bins: int = BINS) -> float:
+def fuse_score_rasters(paths: list, output_path: str, fusion: EnsembleFusion = EnsembleFusion.RANK,
+                       feedback: Feedback = None, sample_size: int = SAMPLE_SIZE, bins: int = BINS) -> float:
     """Fuse single-band score rasters on one grid into `output_path`; nodata where any member is invalid.
 
     Returns the largest CDF error bound over the members (0 when exact, always 0 for standardised).
     """
-    if fusion not in FUSIONS:
-        raise InputError(f"Unknown ensemble fusion '{fusion}': use one of {', '.join(FUSIONS)}.")
+    fusion = EnsembleFusion.parse(fusion)
     feedback = feedback or Feedback()
     with ExitStack() as stack:
         readers = [stack.enter_context(RasterReader(path)) for path in paths]
         windows = readers[0].windows(FUSE_BLOCK_MB, bytes_per_value=4 * len(readers))
         pixels = readers[0].pixel_count
-        fitters = [CdfSketch(pixels, sample_size, bins) if fusion == "rank" else Standardiser(pixels)
+        fitters = [CdfSketch(pixels, sample_size, bins) if fusion is EnsembleFusion.RANK else Standardiser(pixels)
                    for _ in readers]
         for _, _, values, flat in _valid_blocks(readers, windows):
             for fitter, member_values in zip(fitters, values):
                 fitter.sample(member_values, flat)
         for fitter in fitters:
             fitter.fit()
-        if fusion == "rank":
+        if fusion is EnsembleFusion.RANK:
             for _, _, values, _ in _valid_blocks(readers, windows):
                 for fitter, member_values in zip(fitters, values):
                     fitter.count(member_values)
@@ -199,16 +198,15 @@ def member_options(member, options):
     return replace(options, branches=branches, spectral_output=None, spatial_output=None)
 
 
-def run_ensemble_detection(input_path: str, output_path: str, members: list, options=None, fusion: str = "rank",
-                           feedback: Feedback = None) -> str:
+def run_ensemble_detection(input_path: str, output_path: str, members: list, options=None,
+                           fusion: EnsembleFusion = EnsembleFusion.RANK, feedback: Feedback = None) -> str:
     """Score `input_path` with every member and fuse the maps (rank or standardised) into `output_path`."""
     from ..detectors.global_rx import run_global_rx
     from .detect import DetectOptions, run_fers_detection
 
     options = options or DetectOptions()
     feedback = feedback or Feedback()
-    if fusion not in FUSIONS:
-        raise InputError(f"Unknown ensemble fusion '{fusion}': use one of {', '.join(FUSIONS)}.")
+    fusion = EnsembleFusion.parse(fusion)
     check_members(members, options)
     check_outputs([("the score output", output_path)], [("the input", input_path), ("the mask", options.mask_path)])
     started = time.perf_counter()

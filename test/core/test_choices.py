@@ -5,7 +5,14 @@ import dataclasses
 
 import pytest
 
-from fers.fers_core.choices import FUSION_CHOICES, PRECISION_CHOICES, Fusion, Precision
+from fers.fers_core.choices import (
+    ENSEMBLE_FUSION_CHOICES,
+    FUSION_CHOICES,
+    PRECISION_CHOICES,
+    EnsembleFusion,
+    Fusion,
+    Precision,
+)
 from fers.fers_core.errors import InputError
 from fers.fers_core.pipeline.options import DetectOptions, describe_fusion
 
@@ -36,6 +43,10 @@ def test_options_take_a_member_or_its_string_and_refuse_anything_else():
         DetectOptions(fusion=Fusion.SINGLE)  # what a run does with one branch, not a choice
     with pytest.raises(InputError, match="Unknown precision 'half'"):
         DetectOptions(precision="half")
+    assert [str(fusion) for fusion in ENSEMBLE_FUSION_CHOICES] == ["rank", "standardised"]
+    assert EnsembleFusion.parse("standardised") is EnsembleFusion.STANDARDISED
+    with pytest.raises(InputError, match="Unknown ensemble fusion 'median': use one of rank, standardised"):
+        EnsembleFusion.parse("median")
 
 
 def test_options_are_frozen():

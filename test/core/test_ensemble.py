@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
+from fers.fers_core.choices import ENSEMBLE_FUSION_CHOICES
 from fers.fers_core.detectors.global_rx import run_global_rx
 from fers.fers_core.enhance.model_file import random_init_model
 from fers.fers_core.errors import InputError, OutputError
 from fers.fers_core.io.writer import SCORE_NODATA
 from fers.fers_core.pipeline.detect import run_fers_detection
-from fers.fers_core.pipeline.ensemble import FUSIONS, CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
+from fers.fers_core.pipeline.ensemble import CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
 from fers.fers_core.pipeline.options import DetectOptions
 
 from ..rasters import leftovers, read, write_cube
@@ -112,7 +113,8 @@ def test_bad_ensembles_are_refused_before_any_output(tmp_path, scene):
     model = random_init_model(16, seed=0, branches=("spectral",))
     with pytest.raises(InputError, match="at least two members"):
         run_ensemble_detection(scene[0], tmp_path / "one.tif", [Member(model, "m")])
-    with pytest.raises(InputError, match="use one of " + ", ".join(FUSIONS)):
+    refusal = "Unknown ensemble fusion 'median': use one of " + ", ".join(ENSEMBLE_FUSION_CHOICES)
+    with pytest.raises(InputError, match=refusal):
         run_ensemble_detection(scene[0], tmp_path / "bad.tif", [Member(model, "m"), Member()], fusion="median")
     with pytest.raises(InputError, match="enhanced-cube outputs belong to one model"):
         run_ensemble_detection(scene[0], tmp_path / "cube.tif", [Member(model, "m"), Member()],
