@@ -32,7 +32,7 @@ STRIP_ROWS = 256
 MAX_CUBE_BYTES = 4 * 2**30
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingRaster:
     """One training input: raster path, optional exclusion mask and optional 1-based band numbers."""
 
@@ -56,7 +56,8 @@ class BackgroundCube:
         return int(self.usable.sum())
 
 
-def load_background(raster, model_bands, wavelengths_nm=None, feedback=None, progress=None):
+def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: list = None, feedback: Feedback = None,
+                    progress=None) -> BackgroundCube:
     """Read, resample and scale one :class:`TrainingRaster`; returns a :class:`BackgroundCube`."""
     feedback = feedback or Feedback()
     name = os.path.basename(str(raster.path))
@@ -92,7 +93,8 @@ def load_background(raster, model_bands, wavelengths_nm=None, feedback=None, pro
     return BackgroundCube(name, cube, usable, reader.band_count, description)
 
 
-def load_backgrounds(rasters, model_bands, wavelengths_nm=None, feedback=None, progress=None):
+def load_backgrounds(rasters: list, model_bands: int, wavelengths_nm: list = None, feedback: Feedback = None,
+                     progress=None) -> list:
     """Load every training raster (progress over all of them); a list of :class:`BackgroundCube`."""
     feedback = feedback or Feedback()
     progress = progress or ProgressRange(feedback, 0, 100)
