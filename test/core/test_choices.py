@@ -5,20 +5,14 @@ import dataclasses
 
 import pytest
 
-from fers.fers_core.choices import (
-    ENSEMBLE_FUSION_CHOICES,
-    FUSION_CHOICES,
-    PRECISION_CHOICES,
-    EnsembleFusion,
-    Fusion,
-    Precision,
-)
+from fers.fers_core import choices
+from fers.fers_core.choices import EnsembleFusion, Fusion, Precision
 from fers.fers_core.errors import InputError
 from fers.fers_core.pipeline.options import DetectOptions, describe_fusion
 
 
 def test_fusion_resolves_by_the_reference_rule_and_keeps_its_outside_names():
-    assert [str(fusion) for fusion in FUSION_CHOICES] == ["reference", "sum", "product"]
+    assert [str(fusion) for fusion in choices.FUSION_CHOICES] == ["reference", "sum", "product"]
     assert Fusion.REFERENCE.resolve(50, ("spectral", "spatial")) is Fusion.PRODUCT
     assert Fusion.REFERENCE.resolve(51, ("spectral", "spatial")) is Fusion.SUM
     assert Fusion.PRODUCT.resolve(200, ("spectral", "spatial")) is Fusion.PRODUCT
@@ -36,14 +30,14 @@ def test_options_take_a_member_or_its_string_and_refuse_anything_else():
     assert options.fusion is Fusion.PRODUCT and options.precision is Precision.FLOAT32
     assert options.branches == ("spectral",)
     assert DetectOptions().fusion is Fusion.REFERENCE and DetectOptions().precision is Precision.AUTO
-    assert [str(precision) for precision in PRECISION_CHOICES] == ["float32", "bfloat16", "auto"]
+    assert [str(precision) for precision in choices.PRECISION_CHOICES] == ["float32", "bfloat16", "auto"]
     with pytest.raises(InputError, match="Unknown fusion '2': use one of reference, sum, product"):
         DetectOptions(fusion=2)
     with pytest.raises(InputError, match="Unknown fusion 'single'"):
         DetectOptions(fusion=Fusion.SINGLE)  # what a run does with one branch, not a choice
     with pytest.raises(InputError, match="Unknown precision 'half'"):
         DetectOptions(precision="half")
-    assert [str(fusion) for fusion in ENSEMBLE_FUSION_CHOICES] == ["rank", "standardised"]
+    assert [str(fusion) for fusion in choices.ENSEMBLE_FUSION_CHOICES] == ["rank", "standardised"]
     assert EnsembleFusion.parse("standardised") is EnsembleFusion.STANDARDISED
     with pytest.raises(InputError, match="Unknown ensemble fusion 'median': use one of rank, standardised"):
         EnsembleFusion.parse("median")
