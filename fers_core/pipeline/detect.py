@@ -54,7 +54,7 @@ from .scaling import BandMapping, fit_scaling, merge_range_partials
 from .spill import FeatureSpill
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectionSetup:
     """Everything a detection run needs before its passes: reader, mask, band mapping, networks, fusion."""
 
