@@ -386,12 +386,37 @@ def clean_environment():
     return {key: value for key, value in os.environ.items() if key not in limits or key in ORIGINAL_LIMITS}
 
 
+@pytest.fixture()
+def external_scheduler(tmp_path):
+    """A scheduler and one worker in their own processes, as a user's cluster would be (the test process's own
+    LocalCluster cannot serve the command line: its scheduler would load the engine under its bare name here)."""
+    from distributed import Client
+
+    env = dict(clean_environment(), PYTHONPATH=str(ROOT))
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    address_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                                         "--scheduler-file", str(address_file)], env=env, cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                               str(address_file), "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(scheduler_file=str(address_file), timeout=60) as watcher:
+            watcher.wait_for_workers(1, timeout=60)
+            yield watcher.scheduler.address
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            process.wait(timeout=30)
+
+
 @pytest.mark.slow
 @needs_dask
-def test_command_line_batch_runner(client, rasters, tmp_path):
+def test_command_line_batch_runner(external_scheduler, rasters, tmp_path):
     good, bad = rasters
     completed = subprocess.run(
-        [sys.executable, "-m", "fers_core", "batch", "--detector", "rx", "--scheduler", client.scheduler.address,
+        [sys.executable, "-m", "fers_core", "batch", "--detector", "rx", "--scheduler", external_scheduler,
          "--out-dir", str(tmp_path / "out"), "--block-mb", "1", good[0], bad],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean_environment(),
     )
