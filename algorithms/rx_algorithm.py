@@ -8,9 +8,8 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..fers_core.detectors.local_rx import run_local_rx
-from ..fers_core.detectors.rx_variants import run_rx_variant, validate_variant
-from ..fers_core.distributed.cluster import global_rx
+from ..fers_core.detectors.rx_variants import validate_variant
+from ..fers_core.distributed.cluster import global_rx, local_rx, rx_variant
 from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.memory_guard import check_rx_run
 from ..fers_core.pipeline.requests import check_rx_request
@@ -124,7 +123,7 @@ class RxAlgorithm(FersAlgorithm):
         )
         source = self.raster_source(parameters, self.INPUT, context)
         cluster = scheduler.value(self, parameters, context)
-        mode, variant = self.rx_request(parameters, context, scheduler=cluster)
+        mode, variant = self.rx_request(parameters, context)
         inner = self.parameterAsInt(parameters, self.WINDOW_INNER, context)
         outer = self.parameterAsInt(parameters, self.WINDOW_OUTER, context)
         components = self.parameterAsDouble(parameters, self.COMPONENTS, context) or None
@@ -133,10 +132,10 @@ class RxAlgorithm(FersAlgorithm):
                          (variant[1] or 1) if variant else outer, feedback, variant=variant is not None,
                          local_bands=int(components) if components and components >= 1 else None)
         if mode == self.LOCAL:
-            summary = run_local_rx(source, output, inner=inner, outer=outer, components=components, **common)
+            summary = local_rx(cluster, source, output, inner=inner, outer=outer, components=components, **common)
             n_features = summary.bands
         elif variant is not None:
-            n_features = run_rx_variant(source, output, *variant, **common).rank
+            n_features = rx_variant(cluster, source, output, *variant, **common).rank
         else:
             n_features = global_rx(cluster, source, output, **common).rank
         return outputs.score_results(self, parameters, context, feedback, output, n_features)

@@ -9,8 +9,9 @@ NAME = "SCHEDULER"
 HELP = (
     "Empty = in this process (default); 'local' = a Dask cluster on this "
     "machine, one worker process per core; an address such as tcp://host:8786 = that cluster, whose workers "
-    "must read the input (and the model) at the same path. The raster is split into blocks over the workers "
-    "and the result is identical to a run in this process. Global RX only. Needs dask.distributed "
+    "must read the input (and the model) at the same path. The raster is split into blocks (local detectors: "
+    "tiles with their halos) over the workers and the result is identical to a run in this process. Every "
+    "mode and detector; one model at a time (an ensemble runs in this process). Needs dask.distributed "
     "(python -m pip install \"dask[distributed]\")."
 )
 

@@ -39,7 +39,6 @@ def test_local_mean_with_product_fusion_and_objects(run_alg, tmp_path, scene, mo
     ({"DETECTOR": 2, "WINDOW_INNER": 9, "WINDOW_OUTER": 9}, "must be smaller than the local mean kernel"),
     ({"DETECTOR": 3, "OUTPUT_MASK": "m.tif", "FUSION": 1, "THRESHOLD_METHOD": 2, "THRESHOLD": 1.0},
      "no chi-square law"),
-    ({"DETECTOR": 4, "SCHEDULER": "local"}, "runs global RX only"),
 ])
 def test_bad_parameters_are_refused(run_alg, tmp_path, scene, model_file, parameters, message):  # noqa: F811
     parameters = dict(parameters)

@@ -36,8 +36,6 @@ FAR = {"OUTPUT_MASK": "mask.tif", "THRESHOLD_METHOD": 2, "THRESHOLD": 1.0}
     ("fers:rx", {"MODE": 4, **FAR}, requests.check_rx_request, [("rxd-utd", None, 0)], {"false_alarm_rate": True}),
     ("fers:rx", {"MODE": 5, "WINDOW_INNER": 3, "WINDOW_OUTER": 9, **FAR}, requests.check_rx_request,
      [("utd", 9, 3)], {"false_alarm_rate": True}),
-    ("fers:rx", {"MODE": 1, "SCHEDULER": "local"}, requests.check_rx_request, [], {"local_windows": (5, 21),
-                                                                                   "scheduler": "local"}),
     ("fers:rx", {"THRESHOLD_METHOD": 0, "THRESHOLD": 0.0, "OUTPUT_MASK": "mask.tif"}, requests.check_threshold,
      [0, 0.0], {}),
     ("fers:rx", {"OUTPUT_POLYGONS": "objects.shp"}, requests.check_polygons_path, ["objects.shp"], {}),
@@ -45,8 +43,6 @@ FAR = {"OUTPUT_MASK": "mask.tif", "THRESHOLD_METHOD": 2, "THRESHOLD": 1.0}
     ("fers:detect", {"DETECTOR": 3, **FAR}, requests.check_detect_request, ["utd"], {"false_alarm_rate": True}),
     ("fers:detect", {"FUSION": 2, **FAR}, requests.check_detect_request, ["global"],
      {"false_alarm_rate": True, "fusion": Fusion.PRODUCT}),
-    ("fers:detect", {"DETECTOR": 1, "SCHEDULER": "local"}, requests.check_detect_request, ["local"],
-     {"scheduler": "local"}),
 ])
 def test_refused_with_the_engines_message(run_alg, tmp_path, cube, model_file, algorithm, parameters, check, args,
                                           settings):

@@ -65,7 +65,6 @@ def test_local_mean_without_guard_and_object_outputs_with_a_false_alarm_rate(run
     ({"MODE": 6, "OUTPUT_MASK": "mask.tif", "THRESHOLD_METHOD": 2, "THRESHOLD": 1.0}, "no chi-square law"),
     ({"MODE": 1, "COMPONENTS": 7}, "asks for 7 principal components but only 6 bands"),
     ({"MODE": 1, "COMPONENTS": 2.5}, "neither a share of variance"),
-    ({"MODE": 2, "SCHEDULER": "local"}, "runs global RX only"),
 ])
 def test_bad_parameters_are_refused_before_any_pass(run_alg, tmp_path, scene, parameters, message):
     parameters = dict(parameters)

@@ -267,20 +267,43 @@ def check_workers(client, scheduler, feedback, timeout=60):
 
 # --- entry points for the algorithms: in process, or on a cluster ---------------------------------------------------
 
+def on_cluster(scheduler: str, feedback: Feedback, run):
+    """run(executor) in this process (scheduler empty: executor None) or on a Dask cluster ('local' or an
+    address): the one place that turns a SCHEDULER into an executor."""
+    scheduler = check_scheduler(scheduler)
+    if not scheduler:
+        return run(None)
+    from .dask_executor import DaskExecutor
+
+    with connect(scheduler, feedback) as client:
+        return run(DaskExecutor(client, feedback))
+
+
 def global_rx(scheduler: str, input_path: str, output_path: str, bands: list = None, mask_path: str = None,
               feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB):
     """Global RX in this process (scheduler empty) or on a Dask cluster ('local' or an address)."""
     from ..detectors.global_rx import run_global_rx
 
-    scheduler = check_scheduler(scheduler)
-    if not scheduler:
-        return run_global_rx(input_path, output_path, bands=bands, mask_path=mask_path, feedback=feedback,
-                             block_mb=block_mb)
-    from .dask_executor import DaskExecutor
+    return on_cluster(scheduler, feedback, lambda executor: run_global_rx(
+        input_path, output_path, bands=bands, mask_path=mask_path, feedback=feedback, block_mb=block_mb,
+        executor=executor))
 
-    with connect(scheduler, feedback) as client:
-        return run_global_rx(input_path, output_path, bands, mask_path, feedback, block_mb,
-                             executor=DaskExecutor(client, feedback))
+
+def local_rx(scheduler: str, input_path: str, output_path: str, **settings):
+    """Local (dual-window) RX (detectors.local_rx.run_local_rx's settings) in this process or on a Dask cluster."""
+    from ..detectors.local_rx import run_local_rx
+
+    return on_cluster(scheduler, settings.get("feedback"),
+                      lambda executor: run_local_rx(input_path, output_path, executor=executor, **settings))
+
+
+def rx_variant(scheduler: str, input_path: str, output_path: str, variant: str, window: int = None, guard: int = 0,
+               **settings):
+    """One of ENVI's RX variants (detectors.rx_variants.run_rx_variant) in this process or on a Dask cluster."""
+    from ..detectors.rx_variants import run_rx_variant
+
+    return on_cluster(scheduler, settings.get("feedback"), lambda executor: run_rx_variant(
+        input_path, output_path, variant, window, guard, executor=executor, **settings))
 
 
 def fers_detection(scheduler: str, input_path: str, output_path: str, model_path: str, options=None,
@@ -292,13 +315,11 @@ def fers_detection(scheduler: str, input_path: str, output_path: str, model_path
     from ..enhance.checkpoints import load_any_model
     from ..pipeline.detect import run_fers_detection
 
-    scheduler = check_scheduler(scheduler)
-    if not scheduler:
-        model = model if model is not None else load_any_model(model_path)
-        return run_fers_detection(input_path, output_path, model, options, feedback)
-    from .dask_executor import DaskExecutor
+    def run(executor):
+        loaded = model if model is not None else load_any_model(model_path)
+        if executor is None:
+            return run_fers_detection(input_path, output_path, loaded, options, feedback)
+        return run_fers_detection(input_path, output_path, loaded, options, feedback, executor=executor,
+                                  model_path=model_path)
 
-    with connect(scheduler, feedback) as client:
-        model = model if model is not None else load_any_model(model_path)
-        return run_fers_detection(input_path, output_path, model, options, feedback,
-                                  executor=DaskExecutor(client, feedback), model_path=model_path)
+    return on_cluster(scheduler, feedback, run)

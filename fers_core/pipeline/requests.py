@@ -54,20 +54,15 @@ def _no_chi_square_law(scores, alternative=""):
                       f"threshold{alternative}.")
 
 
-def check_rx_request(variant: tuple = None, *, local_windows: tuple = None, scheduler: str = "",
-                     false_alarm_rate: bool = False) -> None:
+def check_rx_request(variant: tuple = None, *, local_windows: tuple = None, false_alarm_rate: bool = False) -> None:
     """InputError for a classical RX request (fers:rx) whose settings do not go together.
 
     variant: (variant, window or None, guard) of one of ENVI's variants (rx_variants.validate_variant), None for
-    global or local RX; local_windows: (inner, outer) of local RX, None for the others; scheduler: the checked
-    SCHEDULER ('' = in this process); false_alarm_rate: a mask or polygons are asked for with a false-alarm-rate
-    threshold.
+    global or local RX; local_windows: (inner, outer) of local RX, None for the others; false_alarm_rate: a mask or
+    polygons are asked for with a false-alarm-rate threshold. Every mode runs in this process and on a Dask cluster.
     """
     if local_windows is not None:
         validate_windows(*local_windows)
-    if scheduler and (local_windows is not None or variant is not None):
-        raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the other modes "
-                         "(python -m fers_core batch --scheduler runs them one raster per task).")
     if false_alarm_rate and variant is not None and not chi_square_law(variant[0]):
         raise _no_chi_square_law(f"{describe(*variant)} scores follow no chi-square law")
 
@@ -83,9 +78,6 @@ def check_detect_request(detector: str = "global", windows: tuple = (5, 21), *, 
     model is not loaded yet.
     """
     check_detector(detector, *windows)
-    if scheduler and detector != "global":
-        raise InputError("The Dask scheduler (SCHEDULER) runs global RX only: leave it empty for the local detector "
-                         "and the RX variants.")
     if scheduler and members > 1:
         raise InputError("The Dask scheduler (SCHEDULER) runs one model: leave it empty to fuse several models "
                          "(MODELS, FUSE_RX, or the bundled default ensemble), or set one MODEL.")

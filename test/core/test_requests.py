@@ -26,8 +26,6 @@ NO_LAW = "so a false-alarm-rate threshold does not apply: choose a top-percentag
 
 
 @pytest.mark.parametrize("variant, settings, message", [
-    (None, {"local_windows": (5, 21), "scheduler": "local"}, "runs global RX only: leave it empty for the other modes"),
-    (("rxd", 9, 3), {"scheduler": "tcp://host:8786"}, "runs global RX only"),
     (("utd", None, 0), {"false_alarm_rate": True}, f"^UTD, global mean scores follow no chi-square law, {NO_LAW}.$"),
     (("rxd-utd", 9, 3), {"false_alarm_rate": True},
      r"^RXD-UTD, local mean \(9 px kernel, 3 px guard\) scores follow no chi-square law"),
@@ -40,7 +38,7 @@ def test_rx_requests_that_do_not_go_together_are_refused(variant, settings, mess
 
 
 @pytest.mark.parametrize("variant, settings", [
-    (None, {"scheduler": "local", "false_alarm_rate": True}),  # global RX: on a cluster, with a chi-square law
+    (None, {"false_alarm_rate": True}),  # global RX has a chi-square law
     (("rxd", 9, 3), {"false_alarm_rate": True}),  # RXD keeps the chi-square law
     (("utd", None, 0), {}),  # no threshold asked for
     (None, {"local_windows": (5, 21), "false_alarm_rate": True}),
@@ -50,7 +48,6 @@ def test_rx_requests_that_go_together_pass(variant, settings):
 
 
 @pytest.mark.parametrize("detector, settings, message", [
-    ("local", {"scheduler": "local"}, "runs global RX only: leave it empty for the local detector and the RX variants"),
     ("global", {"scheduler": "local", "members": 2}, r"runs one model: .*or set one MODEL\.$"),
     ("utd", {"false_alarm_rate": True}, f"^UTD and RXD-UTD scores follow no chi-square law, {NO_LAW}.$"),
     ("global", {"false_alarm_rate": True, "members": 3},
@@ -67,6 +64,8 @@ def test_detect_requests_that_do_not_go_together_are_refused(detector, settings,
 
 @pytest.mark.parametrize("detector, settings", [
     ("global", {"scheduler": "local", "false_alarm_rate": True, "fusion": Fusion.SUM}),
+    ("local", {"scheduler": "local"}),  # every detector runs on a cluster too
+    ("rxd-utd", {"scheduler": "tcp://host:8786"}),
     ("rxd-local-mean", {"false_alarm_rate": True, "fusion": Fusion.SINGLE}),  # RXD keeps the chi-square law
     ("utd", {"members": 2}),  # an ensemble without a false-alarm-rate threshold
     ("global", {"fusion": Fusion.PRODUCT}),  # product fusion with a top-percentage or absolute threshold
