@@ -43,9 +43,9 @@ DETECTOR_VALUES = list(DETECTORS)
 DETECTOR_OPTIONS = [DETECTOR_LABELS[detector] for detector in DETECTOR_VALUES]
 PRECISION_LABELS = {
     Precision.FLOAT32: "float32 everywhere",
-    Precision.BFLOAT16: "bfloat16 everywhere (fastest; AUC moved by up to 0.0065 on the real test scenes)",
-    Precision.AUTO: "auto: network trunks in bfloat16 where the CPU/GPU has it natively, else float32 (AUC within "
-                    "0.0003)",
+    Precision.BFLOAT16: "bfloat16 everywhere (fastest; changes the scores more than auto: see the README)",
+    Precision.AUTO: "auto: network trunks in bfloat16 where the CPU/GPU has it natively and the model was checked "
+                    "under it, else float32",
 }
 PRECISION_OPTIONS = [PRECISION_LABELS[precision] for precision in PRECISION_CHOICES]
 PRECISION_DEFAULT = PRECISION_CHOICES.index(Precision.AUTO)
@@ -174,7 +174,7 @@ class DetectAlgorithm(FersAlgorithm):
              "Memory for one window of the raster; the scores do not depend on it."),
             (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16,
              "The spatial branch sees one tile at a time (pyramid pooling), so its output depends on the tile "
-             "size; AUC on real scenes changed by under 0.0005 between 32 px tiles and the whole image. The "
+             "size, a little (the README's Speed and memory section has the measured effect). The "
              "spectral branch gives identical results for any tiling."),
             (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0,
              "Pixels of each tile's border that are computed but not kept: the central part (tile size - 2 x "

@@ -37,8 +37,8 @@ def combine_maps(sources, reader, output_path, ranges, progress, detector):
     with bounded_gdal_cache(write_cache_mb(reader.width, 1 + len(sources))), ExitStack() as stack:
         maps = {path: stack.enter_context(RasterReader(path)) for path in dict.fromkeys(p for p, _ in sources)}
         writer = stack.enter_context(RasterWriter.like(reader, output_path, band_names=["FERS anomaly score"]))
-        # float32 reads of 16 MB blocks: with float64 reads of the default 64 MB blocks and their temporaries,
-        # this step set the run's peak memory on large rasters (measured +150 MB at 2048^2 px)
+        # float32 reads of small blocks: float64 reads of full-size blocks and their temporaries would set the
+        # run's peak memory on large rasters
         windows = next(iter(maps.values())).windows(COMBINE_BLOCK_MB, bytes_per_value=4)
         for index, window in enumerate(windows):
             blocks = {path: m.read(window, np.float32) for path, m in maps.items()}

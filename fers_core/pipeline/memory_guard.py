@@ -51,9 +51,7 @@ SPATIAL_ACTIVATION_CHANNELS = 512
 (held twice, before and after its ReLU), the trunk's stem and first stage (64 channels at 1/4 and 1/16 of
 the pixels) and convolution workspaces, which grow with PyTorch's thread count; the false colour runs in
 chunks of a fixed 4 MB (networks.inference) and the pyramid is reduced before it is upsampled, so neither
-holds a full-size map any more. Measured on 300x300 pixels x 50 bands, 50 model bands, MEMORY_MB 64,
-2 threads: the spatial branch at TILE_SIZE 128 peaked 212-239 MB above the loaded model (estimate
-479 MB); both branches at TILE_SIZE 64, 245-317 MB (estimate 468 MB)."""
+holds a full-size map any more. The estimate is an upper bound of the measured peaks (bench/MEMORY_RESULTS.md)."""
 
 
 @dataclass
