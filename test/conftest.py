@@ -79,7 +79,7 @@ def require_reference():
     return REFERENCE
 
 
-CLUSTER_FIXTURES = {"client", "scheduler"}  # Dask clusters (test/core/test_distributed.py, test_scheduler_parameter.py)
+CLUSTER_FIXTURES = {"client", "scheduler"}  # the Dask cluster fixtures of the tests
 
 
 def pytest_collection_modifyitems(items):

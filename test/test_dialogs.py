@@ -334,7 +334,7 @@ def test_evaluate_dialog_with_only_scores_and_truth(project, scene, tmp_path):
 def test_import_checkpoint_dialog_with_only_the_folder(project, tmp_path):
     from fers.fers_core.enhance.model_file import load_model, random_init_model
 
-    from .core.test_model_file import write_authors_folder
+    from .core.enhance.test_model_file import write_authors_folder
 
     folder = write_authors_folder(tmp_path / "checkpoint", random_init_model(16, seed=1))
     alg = algorithm("fers:import_checkpoint")
@@ -523,7 +523,7 @@ def test_batch_dialog_runs_evaluate_train_and_import_with_only_the_required_inpu
     from fers.fers_core.synthetic import DEMO_EPSG, write_scene
     from fers.plugin import mend_batch_html_results
 
-    from .core.test_model_file import write_authors_folder
+    from .core.enhance.test_model_file import write_authors_folder
     from .test_train_algorithm import TINY
 
     assert mend_batch_html_results()  # what initGui does in the desktop: QGIS 3.22's batch dialog fails on HTML

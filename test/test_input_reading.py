@@ -23,7 +23,7 @@ from osgeo import gdal
 from qgis.core import QgsProcessingException
 
 from .conftest import ROOT, TEST_MODEL_BANDS
-from .core.test_raster_types import signed_cube, two_variable_netcdf, write_signed
+from .core.io.test_raster_types import signed_cube, two_variable_netcdf, write_signed
 from .rasters import GEOTRANSFORM, read, write_cube
 
 QGIS_PROCESS = str(ROOT / "scripts" / "qgis_process")
@@ -264,7 +264,7 @@ def runs(inputs, out, model_file):
 def write_checkpoint(folder):
     from fers.fers_core.enhance.model_file import random_init_model
 
-    from .core.test_model_file import write_authors_folder
+    from .core.enhance.test_model_file import write_authors_folder
 
     write_authors_folder(folder, random_init_model(MODEL_BANDS, seed=0, branches=("spectral",)))
 

@@ -74,7 +74,7 @@ def aliasing_cases(scene, model_file):
     """(algorithm, parameters, output parameter, input parameter) where the output is an input's file."""
     from fers.fers_core.enhance.model_file import random_init_model
 
-    from .core.test_model_file import write_authors_folder
+    from .core.enhance.test_model_file import write_authors_folder
 
     folder = scene["folder"]
     envi = str(folder / "in" / "scene.bsq")
@@ -181,7 +181,7 @@ def test_output_locations_are_checked_before_the_first_pass(run_alg, scene, mode
 
 
 def test_read_only_output_folder(run_alg, scene):
-    from .core.test_output_safety import read_only_folder
+    from .core.io.test_output_safety import read_only_folder
 
     folder, release = read_only_folder(scene["folder"])
     try:
@@ -246,7 +246,7 @@ def test_a_run_that_fails_late_leaves_none_of_its_outputs(tmp_path):
 
 
 def test_full_disk(run_alg, tmp_path, large_scene):
-    from .core.test_output_safety import small_file_system
+    from .core.io.test_output_safety import small_file_system
 
     folder = small_file_system(tmp_path, "300k")
     try:

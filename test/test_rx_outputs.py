@@ -9,7 +9,7 @@ from osgeo import ogr
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from scipy.stats import chi2
 
-from .core.test_local_rx import brute_force_local_rx, correlated_cube
+from .core.detectors.test_local_rx import brute_force_local_rx, correlated_cube
 from .rasters import GEOTRANSFORM, read, write_cube
 from .rasters import leftovers as all_leftovers
 

@@ -8,8 +8,8 @@ import pytest
 from qgis.core import QgsProcessingException
 
 from .conftest import ROOT
-from .core.test_local_rx import brute_force_local_rx
-from .core.test_rx_variants import correlated_cube, textbook
+from .core.detectors.test_local_rx import brute_force_local_rx
+from .core.detectors.test_rx_variants import correlated_cube, textbook
 from .rasters import leftovers, read, write_cube
 
 NODATA = -9999.0

@@ -2,7 +2,7 @@
 
 The scenes are small synthetic ones (fers_core.synthetic), the model tiny (16 bands, 16 px
 patches, 1 epoch), so every run takes a few seconds on a CPU. Mid-stage resume (optimizer state,
-epoch numbering) is covered more cheaply in test/core/test_training.py.
+epoch numbering) is covered more cheaply in test/core/training/test_training.py.
 """
 
 import subprocess

@@ -13,7 +13,7 @@ from fers.fers_core.pipeline.detect import run_fers_detection
 from fers.fers_core.pipeline.ensemble import CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
 from fers.fers_core.pipeline.options import DetectOptions
 
-from ..rasters import leftovers, read, write_cube
+from ...rasters import leftovers, read, write_cube
 
 
 def mid_rank_cdf(values):

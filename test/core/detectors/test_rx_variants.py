@@ -7,7 +7,7 @@ from fers.fers_core.detectors.rx_variants import chi_square_law, run_rx_variant,
 from fers.fers_core.errors import InputError
 from fers.fers_core.io.writer import SCORE_NODATA
 
-from ..rasters import leftovers, read, write_cube
+from ...rasters import leftovers, read, write_cube
 
 
 def kernel_start(centre, half, size):

@@ -133,7 +133,7 @@ def test_scoring_pass_caps_gdal_cache_to_a_few_output_tile_rows(tmp_path):
     from fers.fers_core.feedback import Feedback
     from fers.fers_core.io.gdal_cache import bounded_gdal_cache, write_cache_mb
 
-    from ..rasters import write_cube
+    from ...rasters import write_cube
 
     cube = np.random.default_rng(0).normal(1000, 20, (6, 40, 30)).astype(np.float32)
     write_cube(tmp_path / "cube.tif", cube)
@@ -160,7 +160,7 @@ def test_score_pass_reuses_the_block_the_statistics_pass_read_last(tmp_path, mon
     from fers.fers_core.detectors.global_rx import run_global_rx
     from fers.fers_core.io.reader import RasterReader
 
-    from ..rasters import read, rx_reference, write_cube
+    from ...rasters import read, rx_reference, write_cube
 
     cube = np.random.default_rng(1).normal(1000, 20, (6, 40, 30)).astype(np.float32)
     write_cube(tmp_path / "cube.tif", cube)

@@ -19,7 +19,7 @@ from fers.fers_core.pipeline.scaling import (
     scale_window,
 )
 
-from ..rasters import write_cube
+from ...rasters import write_cube
 
 NODATA = -1.0
 

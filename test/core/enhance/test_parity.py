@@ -15,7 +15,7 @@ from fers.fers_core.enhance.checkpoints import import_authors_checkpoint
 from fers.fers_core.enhance.features import compute_features
 from fers.fers_core.pipeline.preprocess import resample_bands, scale_reference
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 REFERENCE = SHARED / "reference"
 SCENES = SHARED / "data" / "scenes"
 EXPECTED = REFERENCE / "parity" / "expected.json"

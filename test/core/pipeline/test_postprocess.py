@@ -19,7 +19,7 @@ from fers.fers_core.pipeline.postprocess import (
     write_polygons,
 )
 
-from ..rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
+from ...rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
 
 NODATA = -9999.0
 

@@ -16,7 +16,7 @@ from fers.fers_core.enhance.model_file import MAX_MODEL_BANDS, _file_content, ra
 from fers.fers_core.enhance.networks.spectral import SpectralEnhancer
 from fers.fers_core.errors import ModelFileError
 
-from ..conftest import ROOT
+from ...conftest import ROOT
 
 PEAK_LIMIT_MB = 600  # the child imports torch (about 220 MB); the old loader reached 3,190 MB on the 4M-band file
 

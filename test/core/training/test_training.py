@@ -15,7 +15,7 @@ from fers.fers_core.training.losses import (
     variance_loss,
 )
 
-from ..rasters import write_cube
+from ...rasters import write_cube
 
 
 def orthogonal_features(channels=8, batch=2, side=16):

@@ -23,8 +23,8 @@ from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.reader import RasterReader
 from fers.fers_core.pipeline.blockwise import TreeReducer, tree_reduce
 
-from ..conftest import ROOT
-from ..rasters import write_cube
+from ...conftest import ROOT
+from ...rasters import write_cube
 
 ORIGINAL_LIMITS = {key for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") if key in os.environ}
 needs_dask = pytest.mark.skipif(not fd.dask_available(),

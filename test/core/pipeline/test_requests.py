@@ -21,7 +21,7 @@ from fers.fers_core.pipeline.requests import (
     check_threshold,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NO_LAW = "so a false-alarm-rate threshold does not apply: choose a top-percentage or absolute threshold"
 
 

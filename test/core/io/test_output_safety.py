@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from fers.fers_core.io.windows import Window
 from fers.fers_core.io.writer import RasterWriter
 from fers.fers_core.runtime.run_guard import Interrupted, RunGuard
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def touch(path, content=b"input"):

@@ -69,7 +69,7 @@ def test_loading_a_model_in_a_fresh_process_stays_light(tmp_path):
 
     path = tmp_path / "both.pt"
     save_model(random_init_model(BANDS, seed=4), path)
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from fers_core.enhance.model_file import load_model; "
             "model = load_model(sys.argv[2]); weight = model.branches['spatial'].backbone.stem_conv.weight; "
             "print('dynamo' if 'torch._dynamo' in sys.modules else 'light', float(weight.abs().sum()))")

@@ -12,9 +12,9 @@ from fers.fers_core.distributed import batch as fb
 from fers.fers_core.distributed import cluster as fd
 from fers.fers_core.errors import InputError
 
-from ..conftest import ROOT
-from ..rasters import read, write_cube
-from .test_rx_variants import correlated_cube
+from ...conftest import ROOT
+from ...rasters import read, write_cube
+from ..detectors.test_rx_variants import correlated_cube
 
 DIRECT = {
     "local-rx": lambda source, output: run_local_rx(source, output, inner=3, outer=9, components=3),

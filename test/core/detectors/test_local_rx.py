@@ -17,7 +17,7 @@ from fers.fers_core.errors import Cancelled, InputError
 from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.writer import SCORE_NODATA
 
-from ..rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
+from ...rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
 
 
 def outer_start(centre, half, size):

@@ -27,7 +27,7 @@ from fers.fers_core.io.windows import Window
 from fers.fers_core.io.writer import RasterWriter
 from fers.fers_core.pipeline.postprocess import score_percentiles
 
-from ..rasters import GEOTRANSFORM, read, utm_wkt, write_cube
+from ...rasters import GEOTRANSFORM, read, utm_wkt, write_cube
 
 ROWS, COLS, BANDS = 24, 30, 4
 
