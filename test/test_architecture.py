@@ -140,3 +140,41 @@ def test_classical_detectors_load_and_run_without_torch(tmp_path):
     result = json.loads(completed.stdout.splitlines()[-1])
     assert result["global"] > 0 and result["local"] == result["global"], result
     assert result["batch"] == ["ok"] and result["torch"] == [], result
+
+
+LAYERS = {  # what each sub-package may import of the engine (besides errors, feedback and choices)
+    "io": set(),
+    "runtime": {"io"},
+    "detectors": {"io", "runtime"},
+    "enhance": {"io", "runtime"},
+    "pipeline": {"io", "runtime", "detectors", "enhance"},
+    "training": {"io", "runtime", "enhance", "pipeline"},
+    "distributed": {"io", "runtime", "detectors", "enhance", "pipeline"},
+}
+BASE = {"errors", "feedback", "choices"}
+
+
+def engine_target(path, module, level):
+    """The engine's top-level package or module an import in `path` reaches, or None for a library."""
+    parts = path.relative_to(ENGINE).parts
+    if level == 0:
+        names = (module or "").split(".")
+        return names[1] if names[0] == "fers_core" and len(names) > 1 else None
+    base = list(parts[:-1])[: len(parts) - level]
+    names = base + ((module or "").split(".") if module else [])
+    return names[0] if names else None
+
+
+def test_sub_packages_import_only_the_layers_below_them():
+    """io <- runtime <- detectors, enhance <- pipeline <- training, distributed: a folder says what a module may use."""
+    assert set(LAYERS) == {path.name for path in ENGINE.iterdir() if (path / "__init__.py").exists()}
+    found = []
+    for path in engine_files():
+        package = path.relative_to(ENGINE).parts[0]
+        if package not in LAYERS:
+            continue
+        for line, module, level in imported_modules(path):
+            target = engine_target(path, module, level)
+            if target and target != package and target not in BASE and target not in LAYERS[package]:
+                found.append(f"{relative(path)}:{line} imports {target}")
+    assert not found, f"imports against the layering: {found}"

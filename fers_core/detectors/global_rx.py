@@ -14,9 +14,8 @@ from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.windows import DEFAULT_BLOCK_MB
 from ..io.writer import SCORE_NODATA, RasterWriter
-from ..pipeline.blockwise import merged_covariance
-from ..pipeline.executor import run_executor
-from .rx import CovarianceAccumulator, fit_rx
+from ..runtime.executor import run_executor
+from .rx import CovarianceAccumulator, fit_rx, merged_covariance
 
 
 @dataclass
@@ -198,7 +197,7 @@ def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = 
     `bands`: 1-based band numbers (None = all). `mask_path`: raster whose non-zero pixels are
     left out of the background statistics (they are still scored). Invalid pixels (nodata,
     NaN, inf in any used band) are nodata in the output and never enter the statistics.
-    `executor`: who runs the block tasks (pipeline.executor; None = this process).
+    `executor`: who runs the block tasks (runtime.executor; None = this process).
     """
     feedback = feedback or Feedback()
     check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])

@@ -265,7 +265,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
     tiles (full-width strips, or squares when bands are many) are read with the halo their outer
     windows reach. `components` (projection.resolve_components): a first pass computes the global
     covariance and every tile is projected onto its leading principal components. `executor` runs
-    the tile tasks (pipeline.executor; None = this process).
+    the tile tasks (runtime.executor; None = this process).
     """
     from .global_rx import background_statistics, open_rx_run
 

@@ -17,6 +17,7 @@ bands) are handled as a pseudo-inverse: eigen-directions whose eigenvalue is bel
 background variance and are dropped, so RX is measured in the subspace the background spans.
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,11 @@ class CovarianceAccumulator:
         centred_mean = self.sum / self.count
         scatter = self.cross - self.count * np.outer(centred_mean, centred_mean)
         return scatter / max(self.count - 1, 1)
+
+
+def merged_covariance(left, right):
+    """A new CovarianceAccumulator holding `left` merged with `right` (neither is modified)."""
+    return copy.deepcopy(left).merge(right)
 
 
 @dataclass

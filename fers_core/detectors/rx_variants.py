@@ -277,7 +277,7 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
 
     `bands` 1-based (None = all); `mask_path` non-zero pixels stay out of the covariance and the
     local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
-    `executor` runs the block and tile tasks (pipeline.executor; None = this process).
+    `executor` runs the block and tile tasks (runtime.executor; None = this process).
     """
     from .global_rx import background_statistics, fit_rx_partial, open_rx_run
 

@@ -1,4 +1,4 @@
-"""The Dask executor: a pass's window tasks on a dask.distributed cluster (pipeline/executor.py says what a task is).
+"""The Dask executor: a pass's window tasks on a dask.distributed cluster (runtime/executor.py says what a task is).
 
 Tasks are pure: a worker opens the plan's source itself (readers by path, the model through the model
 cache, once per worker process), so Dask may re-run any task elsewhere when a worker dies. Rasters, the
@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import FersError
 from ..feedback import Feedback
-from ..pipeline.blockwise import tree_reduce
-from ..pipeline.executor import Plan, open_source
+from ..runtime.executor import Plan, open_source
+from ..runtime.reduction import tree_reduce
 from ..runtime.threads import blas_threads, blas_threads_set
 from .cluster import SchedulerWatch
 

@@ -19,9 +19,9 @@ class FeatureStrips:
     exactly the context its spatial tiles and spectral halos need (tiling.feature_placement).
     """
 
-    def __init__(self, reader, mapping, model, options, device):
+    def __init__(self, reader, read_scaled, model, options, device):
         self.reader = reader
-        self.mapping = mapping  # scaling.BandMapping of the raster's bands onto the model's
+        self.read_scaled = read_scaled  # (scaling, window) -> (scaled model-band cube, valid): the pipeline's
         self.device = device
         self.precision = options.precision  # resolved once per run (prepare_detection), never AUTO here
         self.networks = {name: inference_network(model, name, device, self.precision is Precision.MIXED)
@@ -43,10 +43,8 @@ class FeatureStrips:
 
     def compute(self, window, scaling):
         """(scaled x, valid, {branch: F}) of one output window (read with its context) under the run's Scaling."""
-        from ..pipeline.scaling import scale_window
-
         placement = self.placement(window)
-        scaled, valid = scale_window(self.reader, self.mapping, scaling, placement.buffer)
+        scaled, valid = self.read_scaled(scaling, placement.buffer)
         buffer = as_tensor(scaled)
         inner = window.within(placement.buffer)
         features = {}

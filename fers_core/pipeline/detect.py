@@ -11,7 +11,7 @@ when one fits MEMORY_MB, else windows of whole spatial tile cores; see FeatureSt
    (and the enhanced cubes, on request). Product fusion keeps the two RX maps in a temporary raster and multiplies their
    min-max normalised values in a last pass.
 
-Every pass is a task of an executor (pipeline/executor.py): a pure function of a frozen plan and one
+Every pass is a task of an executor (runtime/executor.py): a pure function of a frozen plan and one
 strip (passes.detect_range, detect_statistics, detect_score), whose partial results are merged in the
 fixed tree over the strip index (blockwise.TreeReducer) and whose scores come back in strip order,
 whether the tasks run in this process or on a Dask cluster (distributed/dask_executor.py): both give
@@ -21,6 +21,7 @@ bit-identical outputs.
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 
 from ..choices import Fusion, Precision
 from ..detectors.catalog import check_detector
@@ -35,7 +36,7 @@ from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import RasterWriter
-from .executor import run_executor
+from ..runtime.executor import run_executor
 from .fusion import combine_maps
 from .local_detection import run_local_detector
 from .options import DetectOptions, DetectSummary, describe_fusion, extra_outputs
@@ -50,7 +51,7 @@ from .passes import (
     merge_statistics_partials,
 )
 from .preprocess import RangeAccumulator
-from .scaling import BandMapping, fit_scaling, merge_range_partials
+from .scaling import BandMapping, fit_scaling, merge_range_partials, scale_window
 from .spill import FeatureSpill
 
 
@@ -103,7 +104,7 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
     reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
     mask = read_mask(options.mask_path, reader) if options.mask_path else None
     mapping = BandMapping.for_model(reader, model, feedback)
-    strips = FeatureStrips(reader, mapping, model, options, device)
+    strips = FeatureStrips(reader, partial(scale_window, reader, mapping), model, options, device)
     feedback.info(f"Model: {model.bands} bands, branches {', '.join(model.branches)}; "
                   f"{model.provenance.get('summary', model.provenance.get('source', ''))}")
     feedback.info(f"Band mapping: {mapping.description}.")
@@ -126,7 +127,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
                        executor=None, model_path: str = None) -> DetectSummary:
     """Score `input_path` with FERS (model features + global RX); write a float32 score raster.
 
-    `executor` runs the passes' window tasks (pipeline.executor; None = this process). An executor
+    `executor` runs the passes' window tasks (runtime.executor; None = this process). An executor
     whose tasks run in other processes opens the model from `model_path` there (through the model
     cache: once per process); `model` is the same model loaded here.
     """

@@ -1,22 +1,22 @@
 """The per-window work of a FERS run's passes (range, statistics, scores) and the merge of their partial results.
 
-The passes are tasks of pipeline/executor.py: pure functions of a frozen DetectPlan and a window,
+The passes are tasks of runtime/executor.py: pure functions of a frozen DetectPlan and a window,
 on the state a process opens from the plan's DetectSource (reader, mask, model, networks).
 """
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from ..detectors.rx import CovarianceAccumulator, fit_rx
+from ..detectors.rx import CovarianceAccumulator, fit_rx, merged_covariance
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA
-from .blockwise import merged_covariance
 from .fusion import enhanced_cubes
 from .preprocess import RangeAccumulator
-from .scaling import range_partial
+from .scaling import range_partial, scale_window
 
 
 def statistics_partial(strips, scaling, mask, fusion, window, keep=None):
@@ -125,8 +125,8 @@ class DetectState:
         if self._strips is None:
             from ..enhance.feature_strips import FeatureStrips
 
-            self._strips = FeatureStrips(self.reader, self.mapping, self.model, self.source.options,
-                                         self.source.device)
+            self._strips = FeatureStrips(self.reader, partial(scale_window, self.reader, self.mapping), self.model,
+                                         self.source.options, self.source.device)
         return self._strips
 
 

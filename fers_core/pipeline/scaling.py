@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .blockwise import TreeReducer
+from ..runtime.reduction import TreeReducer
 from .preprocess import (
     RangeAccumulator,
     apply_band_matrix,

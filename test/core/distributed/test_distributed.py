@@ -21,7 +21,7 @@ from fers.fers_core.distributed.dask_executor import DaskExecutor
 from fers.fers_core.errors import DependencyError, InputError
 from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.reader import RasterReader
-from fers.fers_core.pipeline.blockwise import TreeReducer, tree_reduce
+from fers.fers_core.runtime.reduction import TreeReducer, tree_reduce
 
 from ...conftest import ROOT
 from ...rasters import write_cube

@@ -7,9 +7,6 @@ merges exactly the same numbers in exactly the same order as a run in one proces
 result is bit-identical.
 """
 
-import copy
-
-
 class TreeReducer:
     """Merges items pushed in block order along a fixed pairwise tree.
 
@@ -51,8 +48,3 @@ def tree_reduce(items, combine):
     for item in items:
         reducer.push(item)
     return reducer.result()
-
-
-def merged_covariance(left, right):
-    """A new CovarianceAccumulator holding `left` merged with `right` (neither is modified)."""
-    return copy.deepcopy(left).merge(right)

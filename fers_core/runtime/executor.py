@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from typing import Any, Protocol
 
 from ..feedback import Feedback
-from .blockwise import TreeReducer
+from .reduction import TreeReducer
 
 
 class Plan(Protocol):
