@@ -37,8 +37,8 @@ class TrainingRaster:
     """One training input: raster path, optional exclusion mask and optional 1-based band numbers."""
 
     path: str
-    mask_path: str = None
-    bands: list = None
+    mask_path: str | None = None
+    bands: list[int] | None = None  # 1-based band numbers; None = every band
 
 
 @dataclass
