@@ -17,7 +17,7 @@ Writes bench/LOCAL_RESULTS.md. spectral is installed with --no-deps into bench/.
 """
 
 import argparse
-import importlib.util
+import importlib
 import os
 import platform
 import subprocess
@@ -54,14 +54,13 @@ def ensure_spectral():
 
 
 def baseline_local_rx():
-    """local_rx_scores of commit BASELINE, loaded from git as fers_core.local_rx_baseline."""
-    source = subprocess.run(["git", "show", f"{BASELINE}:fers_core/local_rx.py"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout
-    spec = importlib.util.spec_from_loader("fers_core.local_rx_baseline", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "fers_core"
-    exec(compile(source, "local_rx_baseline.py", "exec"), module.__dict__)  # noqa: S102 (our own file, from git)
-    return module.local_rx_scores
+    """local_rx_scores of commit BASELINE: its whole fers_core extracted from git and imported as fers_core_baseline."""
+    folder = Path(tempfile.mkdtemp(prefix="fers-baseline-"))
+    archive = subprocess.run(["git", "archive", BASELINE, "fers_core"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    (folder / "fers_core").rename(folder / "fers_core_baseline")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("fers_core_baseline.local_rx").local_rx_scores
 
 
 def rate(function, pixels, repeat=1):
