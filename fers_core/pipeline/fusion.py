@@ -13,10 +13,15 @@ from .preprocess import RangeAccumulator
 COMBINE_BLOCK_MB = 16  # blocks of the score maps that product fusion multiplies
 
 
+def branch_cubes(x, features, names):
+    """{branch: x + F_branch} for the branches in `names` (the enhanced cubes of one branch each)."""
+    return {name: x + features[name] for name in names}
+
+
 def enhanced_cubes(x, features, fusion):
     """The cube(s) RX scores: x + sum of features, or x + each feature for product fusion."""
     if fusion is Fusion.PRODUCT:
-        return [x + features["spatial"], x + features["spectral"]]
+        return list(branch_cubes(x, features, ("spatial", "spectral")).values())
     total = x.copy()
     for feature in features.values():
         total += feature

@@ -7,7 +7,7 @@ from ..choices import Fusion
 from ..feedback import ProgressRange, StageFeedback
 from ..io.atomic import Temporary
 from ..io.writer import SCORE_NODATA, RasterWriter
-from .fusion import combine_maps, enhanced_cubes, score_range
+from .fusion import branch_cubes, combine_maps, enhanced_cubes, score_range
 from .options import extra_outputs
 
 
@@ -17,10 +17,9 @@ def detect_cubes(state, plan, window):
     cubes = enhanced_cubes(x, features, plan.fusion)
     for cube in cubes:
         cube[:, ~valid] = SCORE_NODATA
-    extras = {}
-    for name in plan.extra_names:
-        extras[name] = x + features[name]
-        extras[name][:, ~valid] = SCORE_NODATA
+    extras = branch_cubes(x, features, plan.extra_names)
+    for extra in extras.values():
+        extra[:, ~valid] = SCORE_NODATA
     return cubes, extras
 
 

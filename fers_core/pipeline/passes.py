@@ -14,7 +14,7 @@ from ..detectors.rx import CovarianceAccumulator, fit_rx, merged_covariance
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA
-from .fusion import enhanced_cubes
+from .fusion import branch_cubes, enhanced_cubes
 from .preprocess import RangeAccumulator
 from .scaling import range_partial, scale_window
 
@@ -65,7 +65,7 @@ class ScoreBlock:
 def score_strip(strips, scaling, rx_models, fusion, window, extra_names=()):
     """The ScoreBlock of one strip (features recomputed from the raster under `scaling`)."""
     x, valid, features = strips.compute(window, scaling)
-    extras = {name: x + features[name] for name in extra_names}
+    extras = branch_cubes(x, features, extra_names)
     return score_cubes(rx_models, enhanced_cubes(x, features, fusion), valid, extras)
 
 
@@ -152,7 +152,7 @@ def detect_statistics(state, plan, window):
     keep = None
     if plan.spill is not None:
         def keep(window, cubes, x, valid, features):
-            plan.spill.put(window, list(cubes) + [x + features[name] for name in plan.extra_names], valid)
+            plan.spill.put(window, list(cubes) + list(branch_cubes(x, features, plan.extra_names).values()), valid)
 
     return statistics_partial(state.strips(), plan.scaling, state.mask, plan.fusion, window, keep)
 
