@@ -5,7 +5,7 @@ cache, once per worker process), so Dask may re-run any task elsewhere when a wo
 model and the feature spill must therefore be readable at the same paths on the workers, e.g. on a
 shared file system; a spill is used only on a cluster on this machine (`shares_files`), elsewhere the
 score pass recomputes the features. Partial results merge in the same fixed tree as in this process
-(blockwise.tree_reduce over the window index, as merge tasks), scores come back in window order, and the
+(runtime.reduction.tree_reduce over the window index, as merge tasks), scores come back in window order, and the
 tasks run at this process's BLAS thread count: the outputs are bit-identical to a run here.
 """
 

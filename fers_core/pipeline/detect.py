@@ -13,7 +13,7 @@ when one fits MEMORY_MB, else windows of whole spatial tile cores; see FeatureSt
 
 Every pass is a task of an executor (runtime/executor.py): a pure function of a frozen plan and one
 strip (passes.detect_range, detect_statistics, detect_score), whose partial results are merged in the
-fixed tree over the strip index (blockwise.TreeReducer) and whose scores come back in strip order,
+fixed tree over the strip index (runtime.reduction.TreeReducer) and whose scores come back in strip order,
 whether the tasks run in this process or on a Dask cluster (distributed/dask_executor.py): both give
 bit-identical outputs.
 """

@@ -3,7 +3,7 @@ when the machine does not have that much free, instead of letting the operating 
 
 The estimates follow what each detector holds at once (see the module of each detector):
 
-- global RX (rx_raster): one block of `MEMORY_MB` of float64 data (at least one row or one GDAL
+- global RX (detectors.global_rx): one block of `MEMORY_MB` of float64 data (at least one row or one GDAL
   block), held about five times over (the raw read, the float64 copy, the background pixels, their
   centred copy; the score pass holds as many);
 - local RX (local_rx): the tile plan_tiles picks (the halo block, its centred and pixel-major copies)
