@@ -21,7 +21,7 @@ def _auc(args):
     with RasterReader(args.scores, [1]) as scores, RasterReader(args.truth, [1]) as truth:
         if (scores.width, scores.height) != (truth.width, truth.height):
             sys.exit(f"Scores are {scores.width}x{scores.height} but the truth is {truth.width}x{truth.height}.")
-        window = Window(0, 0, scores.height, scores.width)
+        window = Window.whole(scores.height, scores.width)
         values, valid = scores.read(window)
         labels = truth.read(window)[0][0]
     auc = roc_auc(values[0][valid], labels[valid])

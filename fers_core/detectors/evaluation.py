@@ -67,7 +67,7 @@ class EvaluationReport:
 
 def _read_whole(path):
     reader = RasterReader(path, [1])
-    data, valid = reader.read(Window(0, 0, reader.height, reader.width), dtype=np.float32)
+    data, valid = reader.read(Window.whole(reader.height, reader.width), dtype=np.float32)
     return reader, data[0], valid
 
 

@@ -54,6 +54,11 @@ class Window:
     cols: int
 
     @classmethod
+    def whole(cls, height: int, width: int) -> "Window":
+        """The window of a whole raster of `height` rows and `width` columns."""
+        return cls(0, 0, height, width)
+
+    @classmethod
     def of(cls, rows: Span, cols: Span) -> "Window":
         """The window of a span of rows and a span of columns."""
         return cls(rows.start, cols.start, rows.length, cols.length)
@@ -193,7 +198,7 @@ class Placement:
     @classmethod
     def whole(cls, height: int, width: int) -> "Placement":
         """The whole image, held whole."""
-        window = Window(0, 0, height, width)
+        window = Window.whole(height, width)
         return cls(window, window, height, width)
 
 

@@ -204,7 +204,7 @@ def score_percentiles(score_path, percents, max_samples=1_000_000):
     """Percentiles of the valid scores from a regular sample of at most max_samples pixels (None if none valid)."""
     with _score_reader(score_path) as reader:
         step = max(1, math.ceil(math.sqrt(reader.pixel_count / max_samples)))
-        whole = Window(0, 0, reader.height, reader.width)
+        whole = Window.whole(reader.height, reader.width)
         data, valid = reader.read(whole, shape=(max(1, reader.height // step), max(1, reader.width // step)))
         if not valid.any():
             return None
@@ -229,7 +229,7 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
                 f"The mask is {mask.width}x{mask.height} pixels but the scores are {scores.width}x{scores.height}: "
                 "use the mask made from this score raster."
             )
-        whole = Window(0, 0, mask.height, mask.width)
+        whole = Window.whole(mask.height, mask.width)
         data, valid = mask.read(whole, dtype=np.float32)
         anomaly = valid & (data[0] != 0)
         del data, valid
