@@ -319,7 +319,10 @@ def report(jobs, entries, scenes_of, planned, command, rx):
                 parts.append(f"{name} ({entry['pixels']} px; {'; '.join(notes)})")
             lines.append(f"- {SIZE_LABELS[index]}: + {', '.join(parts)}; pool {total} px")
         lines.append("")
-    lines += ["Left out of every pool: the AVIRIS-NG cubes (10x10 px, smaller than one 32 px patch). "
+    lines += ["Size and composition change together: each step adds rasters of other sensors or sites (the HYDICE "
+              "fold's last step is mostly the nine masked AVIRIS development scenes), so each row measures its "
+              "nested pool, not the pixel count alone.", "",
+              "Left out of every pool: the AVIRIS-NG cubes (10x10 px, smaller than one 32 px patch). "
               "Training time is the wall time of fers_core.training's train_model on this 2-core machine "
               "(two threads, nice 5; other processes may have shared the cores).", ""]
     return "\n".join(lines)
