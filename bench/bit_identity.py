@@ -10,10 +10,10 @@ output, whether it is identical, and for a raster that is not the largest absolu
 the number of differing pixels; it exits with status 1 when anything differs.
 
     # save the references from the old commit (a worktree with the venv linked in)
-    git worktree add /work/old_ref 5788a74 && ln -s /work/main/.venv /work/old_ref/.venv
-    /work/main/.venv/bin/python bench/bit_identity.py --repo /work/old_ref save /work/bitref
+    git worktree add ../old_ref 5788a74 && ln -s "$PWD/.venv" ../old_ref/.venv
+    .venv/bin/python bench/bit_identity.py --repo ../old_ref save ../bitref
     # after the refactor
-    /work/main/.venv/bin/python bench/bit_identity.py --repo /work/main compare /work/bitref
+    .venv/bin/python bench/bit_identity.py --repo . compare ../bitref
 
 Synthetic inputs (demo-scene) are written once by `save` and reused by `compare` (a regenerated
 demo scene is compared as a case of its own); the real scenes are read from ../shared/data/scenes
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 THIS = Path(__file__).resolve()
-SCENES = Path("/work/shared/data/scenes")
+SCENES = THIS.parents[2] / "shared" / "data" / "scenes"  # ../shared beside the checkout
 SPILL_ON_TEXT = "are kept between passes"
 SPILL_OFF_TEXT = "the networks run again"
 NOSPILL_MB = 160  # the spill needs 256 MB + 1.1 x its size free: never on a disk this small

@@ -1,6 +1,6 @@
 """Learning curve: held-out AUC of stage-1 (spectral) networks against training pixels, vs random init.
 
-    nice -n 5 .venv/bin/python bench/learning_curve.py --cache /work/lc [--seeds 0,1] [--random-seeds 0,1,2]
+    nice -n 5 .venv/bin/python bench/learning_curve.py --cache /tmp/fers-lc [--seeds 0,1] [--random-seeds 0,1,2]
         [--output bench/LEARNING_CURVE.md] [--quick]
 
 Folds (leave-one-sensor-out over the development scenes of ../shared/data/scenes):
