@@ -43,7 +43,6 @@ from .requests import ABSOLUTE, FALSE_ALARM_RATE, TOP_PERCENT, check_polygons_pa
 
 ogr.UseExceptions()
 
-METHOD_NAMES = ("top percent of valid pixels", "absolute score", "false-alarm rate (chi-square background)")
 MASK_NODATA = 255
 MAX_IN_MEMORY = 2**22  # candidate scores held at once by the exact top-percent selection
 _HISTOGRAM_BINS = 65536
