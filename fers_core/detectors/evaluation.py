@@ -66,8 +66,9 @@ class EvaluationReport:
 
 
 def _read_whole(path):
-    reader = RasterReader(path, [1])
-    data, valid = reader.read(Window.whole(reader.height, reader.width), dtype=np.float32)
+    """The raster's band 1 and valid pixels, and its (closed) reader for its grid."""
+    with RasterReader(path, [1]) as reader:
+        data, valid = reader.read(Window.whole(reader.height, reader.width), dtype=np.float32)
     return reader, data[0], valid
 
 
@@ -103,8 +104,7 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
         )
     evaluations = []
     for index, (path, name) in enumerate(zip(score_paths, names)):
-        reader, values, valid = _read_whole(path)
-        _same_grid(reader, truth, "score raster")
+        _, values, valid = _read_whole(path)  # its grid was checked above
         use = area & valid
         scores, labels = values[use].astype(np.float64), anomaly[use]
         positives = int(labels.sum())
