@@ -101,8 +101,8 @@ class RxAlgorithm(FersAlgorithm):
         outputs.check_object_parameters(self, parameters, context)
 
     def rx_request(self, parameters, context, **settings):
-        """The MODE and its RX variant ((variant, window or None, guard); None for global and local RX), checked by
-        the engine's request check with `settings` (scheduler, false_alarm_rate)."""
+        """(MODE, RX variant, (inner, outer) windows), checked by the engine's request check with `settings`
+        (false_alarm_rate); the variant is (variant, window or None, guard), None for global and local RX."""
         mode = self.parameterAsEnum(parameters, self.MODE, context)
         windows = (self.parameterAsInt(parameters, self.WINDOW_INNER, context),
                    self.parameterAsInt(parameters, self.WINDOW_OUTER, context))
@@ -111,7 +111,7 @@ class RxAlgorithm(FersAlgorithm):
             name, local_mean = self.VARIANT_MODES[mode]
             variant = validate_variant(name, windows[1], windows[0]) if local_mean else validate_variant(name)
         check_rx_request(variant, local_windows=windows if mode == self.LOCAL else None, **settings)
-        return mode, variant
+        return mode, variant, windows
 
     def compute(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
@@ -123,9 +123,7 @@ class RxAlgorithm(FersAlgorithm):
         )
         source = self.raster_source(parameters, self.INPUT, context)
         cluster = scheduler.value(self, parameters, context)
-        mode, variant = self.rx_request(parameters, context)
-        inner = self.parameterAsInt(parameters, self.WINDOW_INNER, context)
-        outer = self.parameterAsInt(parameters, self.WINDOW_OUTER, context)
+        mode, variant, (inner, outer) = self.rx_request(parameters, context)
         components = self.parameterAsDouble(parameters, self.COMPONENTS, context) or None
         if not cluster:  # on a Dask cluster the blocks use the workers' memory
             check_rx_run(source, common["bands"], common["block_mb"], mode == self.LOCAL, inner,
