@@ -8,6 +8,7 @@ marked `slow` and every test on a Dask cluster fixture.
 """
 
 import os
+import subprocess
 import sys
 from importlib.abc import MetaPathFinder
 from pathlib import Path
@@ -123,6 +124,19 @@ def run_alg(qgis_app):
         return processing.run(algorithm_id, parameters, context=context, feedback=feedback or QgsProcessingFeedback())
 
     return run
+
+
+def read_only_folder(parent, name="readonly"):
+    """(parent/name, release): a folder nobody can write to (as root a read-only tmpfs), or skip."""
+    folder = parent / name
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return folder, lambda: folder.chmod(0o755)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    return folder, lambda: subprocess.run(["umount", str(folder)], check=True)
 
 
 TEST_MODEL_BANDS = 16

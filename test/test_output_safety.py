@@ -15,7 +15,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException
 
-from .conftest import ROOT, TEST_MODEL_BANDS
+from .conftest import ROOT, TEST_MODEL_BANDS, read_only_folder
 from .rasters import read, write_cube
 
 QGIS_PROCESS = str(ROOT / "scripts" / "qgis_process")
@@ -181,8 +181,6 @@ def test_output_locations_are_checked_before_the_first_pass(run_alg, scene, mode
 
 
 def test_read_only_output_folder(run_alg, scene):
-    from .core.io.test_output_safety import read_only_folder
-
     folder, release = read_only_folder(scene["folder"])
     try:
         with pytest.raises(QgsProcessingException, match="Cannot write to the folder '.*readonly' of OUTPUT"):

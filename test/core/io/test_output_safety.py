@@ -20,6 +20,8 @@ from fers.fers_core.io.windows import Window
 from fers.fers_core.io.writer import RasterWriter
 from fers.fers_core.runtime.run_guard import Interrupted, RunGuard
 
+from ...conftest import read_only_folder
+
 ROOT = str(Path(__file__).resolve().parents[3])
 
 
@@ -95,19 +97,6 @@ def test_output_locations(tmp_path):
         check_location("OUTPUT_POLYGONS", str(blocker / "deeper" / "objects.gpkg"))
     check_location("OUTPUT", str(tmp_path / "new" / "folder" / "scores.tif"))
     assert not (tmp_path / "new").exists()  # the check writes nothing
-
-
-def read_only_folder(tmp_path):
-    """A read-only file system (a tmpfs mounted read-only; root can write anywhere else), or skip."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return folder, lambda: folder.chmod(0o755)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
-    return folder, lambda: subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_unwritable_folder(tmp_path):

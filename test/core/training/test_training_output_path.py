@@ -1,10 +1,8 @@
 """fers:train's default model file (fers_core.training.output_path): a real file, never replacing a model."""
 
-import os
-
-import pytest
-
 from fers.fers_core.training.output_path import default_model_output
+
+from ...conftest import read_only_folder
 
 
 def test_default_is_beside_the_first_input_named_after_it(tmp_path):
@@ -26,14 +24,10 @@ def test_an_interrupted_run_is_found_again_for_resume(tmp_path):
 
 
 def test_a_read_only_input_folder_falls_back_to_the_profile_folder(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    data.chmod(0o555)
+    data, release = read_only_folder(tmp_path, "data")
     try:
-        if os.access(data, os.W_OK):
-            pytest.skip("running as root: a folder's permissions do not stop writing")
         fallback = tmp_path / "profile" / "fers" / "models"
         assert default_model_output(data / "site.tif", fallback) == str(fallback / "site_fers_model.pt")
         assert fallback.is_dir()
     finally:
-        data.chmod(0o755)
+        release()
