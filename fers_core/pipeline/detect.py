@@ -37,7 +37,7 @@ from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import RasterWriter
 from ..runtime.executor import run_executor
-from .fusion import combine_maps
+from .fusion import combine_maps, open_cube_writers
 from .local_detection import run_local_detector
 from .options import DetectOptions, DetectSummary, describe_fusion, extra_outputs
 from .passes import (
@@ -191,12 +191,10 @@ def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_pat
     The only writer of these files (the Dask path sends it the blocks); every file is committed
     only at the end.
     """
-    band_names = [f"model band {i + 1}" for i in range(model_bands)]
     product = fusion is Fusion.PRODUCT
     written_bands = (2 if product else 1) + model_bands * len(extra)
     with bounded_gdal_cache(write_cache_mb(reader.width, written_bands)), ExitStack() as stack:
-        writers = {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
-                   for name, path in extra.items()}
+        writers = open_cube_writers(stack, reader, extra, model_bands)
         if product:
             maps_path = stack.enter_context(Temporary(output_path, "rx-maps", ".tif")).path
             target = stack.enter_context(RasterWriter.like(reader, maps_path, 2))

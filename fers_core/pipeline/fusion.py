@@ -28,6 +28,13 @@ def enhanced_cubes(x, features, fusion):
     return [total]
 
 
+def open_cube_writers(stack, reader, paths, model_bands):
+    """{branch: RasterWriter} of the enhanced-cube outputs `paths` ({branch: path}) on `stack`, bands "model band N"."""
+    band_names = [f"model band {i + 1}" for i in range(model_bands)]
+    return {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
+            for name, path in paths.items()}
+
+
 def score_range(path):
     ranges = RangeAccumulator()
     with RasterReader(path) as reader:

@@ -7,7 +7,7 @@ from ..choices import Fusion
 from ..feedback import ProgressRange, StageFeedback
 from ..io.atomic import Temporary
 from ..io.writer import SCORE_NODATA, RasterWriter
-from .fusion import branch_cubes, combine_maps, enhanced_cubes, score_range
+from .fusion import branch_cubes, combine_maps, enhanced_cubes, open_cube_writers, score_range
 from .options import extra_outputs
 
 
@@ -58,9 +58,8 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
                       f"{setup.reader.pixel_count * model_bands * 4 * len(names) / 2**20:,.0f} MB; deleted when the "
                       "run ends).")
         writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
-        band_names = [f"model band {i + 1}" for i in range(model_bands)]
-        extras = {name: stack.enter_context(RasterWriter.like(setup.reader, path, model_bands, band_names=band_names))
-                  for name, path in extra_outputs(options, setup.strips.networks, feedback).items()}
+        extras = open_cube_writers(stack, setup.reader, extra_outputs(options, setup.strips.networks, feedback),
+                                   model_bands)
         progress = ProgressRange(feedback, 10, 40)
         windows = setup.strips.windows
         results = executor.ordered(detect_cubes, replace(plan, extra_names=tuple(extras)), windows)
