@@ -42,12 +42,12 @@ class RasterWriter:
         self.path = str(path)
         folder = output_folder(self.path)
         driver_name, options = raster_output_format(self.path, bands)
-        self._driver = gdal.GetDriverByName(driver_name)
+        driver = gdal.GetDriverByName(driver_name)
         self._output = AtomicOutput(self.path)  # unique to this run; deleted on abort, signals and failures
         self.temp_path = self._output.path
         self.needed_bytes = width * height * bands * gdal.GetDataTypeSize(data_type) // 8
         try:
-            self._dataset = self._driver.Create(self.temp_path, width, height, bands, data_type, options=options)
+            self._dataset = driver.Create(self.temp_path, width, height, bands, data_type, options=options)
         except RuntimeError as error:
             self.abort()
             failure = write_failure(error, self.path, self.needed_bytes, always=False)
