@@ -159,9 +159,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         if options.detector != "global":
             run_local_detector(setup, options, output_path, model.bands, feedback, executor, plan)
             timings[options.detector] = time.perf_counter() - started - sum(timings.values())
-            for stage, seconds in timings.items():
-                feedback.info(f"{stage}: {seconds:.2f} s")
-            return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
+            return _summary(output_path, setup, valid_pixels, timings, feedback)
 
         extra = extra_outputs(options, setup.strips.networks, feedback)
         n_maps = 2 if setup.fusion is Fusion.PRODUCT else 1
@@ -180,6 +178,11 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
                                 extra, model.bands, feedback)
         timings["score pass"] = time.perf_counter() - started - sum(timings.values())
+    return _summary(output_path, setup, valid_pixels, timings, feedback)
+
+
+def _summary(output_path, setup, valid_pixels, timings, feedback):
+    """Log each stage's seconds; the run's DetectSummary."""
     for stage, seconds in timings.items():
         feedback.info(f"{stage}: {seconds:.2f} s")
     return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
