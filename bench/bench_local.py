@@ -193,9 +193,9 @@ def brute_force_local_rx(cube, valid, inner, outer):
 
 def read_scene(name):
     with RasterReader(str(SCENES / f"{name}.tif")) as reader:
-        cube, valid = reader.read(Window(0, 0, reader.height, reader.width))
+        cube, valid = reader.read(Window.whole(reader.height, reader.width))
     with RasterReader(str(SCENES / f"{name}_gt.tif"), [1]) as reader:
-        truth = reader.read(Window(0, 0, reader.height, reader.width))[0][0]
+        truth = reader.read(Window.whole(reader.height, reader.width))[0][0]
     return cube, valid, truth
 
 

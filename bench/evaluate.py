@@ -41,7 +41,7 @@ from fers_core.io.windows import Window  # noqa: E402
 
 def read_band(path):
     with RasterReader(path, [1]) as reader:
-        data, valid = reader.read(Window(0, 0, reader.height, reader.width))
+        data, valid = reader.read(Window.whole(reader.height, reader.width))
     return data[0], valid
 
 
@@ -67,7 +67,7 @@ def resampled_rx_auc(raster, truth, bands):
     from fers_core.pipeline.preprocess import resample_bands
 
     with RasterReader(str(raster)) as reader:
-        data, valid = reader.read(Window(0, 0, reader.height, reader.width))
+        data, valid = reader.read(Window.whole(reader.height, reader.width))
     cube = resample_bands(data[:, valid].astype(np.float64)[:, :, None], bands)[:, :, 0]
     labels, _ = read_band(truth)
     return roc_auc(rx_scores(cube.T), labels[valid])

@@ -59,7 +59,7 @@ def read_all(path):
     from fers_core.io.windows import Window
 
     with RasterReader(str(path)) as reader:
-        return reader.read(Window(0, 0, reader.height, reader.width))
+        return reader.read(Window.whole(reader.height, reader.width))
 
 
 def member_models():

@@ -79,7 +79,7 @@ def test_strips_match_whole_image_features(tmp_path, scene, model_file):
                             precision="float32")  # exact tiling is a float32 property ("auto" may use bfloat16)
     run_fers_detection(scene[0], str(tmp_path / "s.tif"), model, options)
     with RasterReader(scene[0]) as reader:
-        data, valid = reader.read(Window(0, 0, reader.height, reader.width), np.float32)
+        data, valid = reader.read(Window.whole(reader.height, reader.width), np.float32)
         wavelengths = reader.wavelengths_nm
     mapped = apply_band_matrix(band_resampling_matrix(24, 16, None, None), data)
     assert wavelengths is not None and model.wavelengths_nm is None  # index mapping is the one used

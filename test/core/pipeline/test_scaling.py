@@ -99,7 +99,7 @@ def test_training_scales_a_raster_as_detection_does(raster):
     background = load_background(TrainingRaster(path), 8)
     mapping = BandMapping(12, 8)
     with RasterReader(path) as reader:
-        whole = Window(0, 0, reader.height, reader.width)
+        whole = Window.whole(reader.height, reader.width)
         scaling = fit_scaling(range_pass(reader, mapping, strips(reader, 256), lambda fraction: None))
         expected, valid = scale_window(reader, mapping, scaling, whole)
     assert np.array_equal(background.usable, valid)
