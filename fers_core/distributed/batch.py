@@ -116,14 +116,21 @@ def check_classical_settings(detector, windows, components):
 def _run_job(job):
     if job.detector in WHOLE_RASTER_DETECTORS:
         _run_classical(job)
-    elif job.detector == "rx":
+    else:
+        _run_blockwise(job, Feedback())
+
+
+def _run_blockwise(job, feedback, executor=None):
+    """Global RX or FERS of one raster, its blocks run by `executor` (None: this process)."""
+    if job.detector == "rx":
         from ..detectors.global_rx import run_global_rx
 
-        run_global_rx(job.input_path, job.output_path, bands=job.bands, block_mb=job.block_mb)
+        run_global_rx(job.input_path, job.output_path, job.bands, None, feedback, job.block_mb, executor)
     else:
         from ..pipeline.detect import run_fers_detection
 
-        run_fers_detection(job.input_path, job.output_path, _model(job.model_path), job.options, Feedback())
+        run_fers_detection(job.input_path, job.output_path, _model(job.model_path), job.options, feedback,
+                           executor, job.model_path)
 
 
 def describe_error(error):
@@ -269,16 +276,7 @@ def _batch_split(client, jobs, feedback):
         try:
             with RasterReader(job.input_path, job.bands) as reader:
                 pixels = reader.pixel_count
-            executor = DaskExecutor(client, stage, job.blas or 0)
-            if job.detector == "rx":
-                from ..detectors.global_rx import run_global_rx
-
-                run_global_rx(job.input_path, job.output_path, job.bands, None, stage, job.block_mb, executor)
-            else:
-                from ..pipeline.detect import run_fers_detection
-
-                run_fers_detection(job.input_path, job.output_path, _model(job.model_path), job.options, stage,
-                                   executor, job.model_path)
+            _run_blockwise(job, stage, DaskExecutor(client, stage, job.blas or 0))
             record = BatchRecord(job.input_path, job.output_path, "ok", time.perf_counter() - started, pixels,
                                  worker="all workers")
         except Cancelled:
