@@ -20,7 +20,7 @@ import pytest
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from .conftest import ROOT, TEST_MODEL_BANDS, CancelAt
+from .conftest import ROOT, TEST_MODEL_BANDS, CancelAt, read_only_folder
 from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube
 
 RX, DETECT = "fers:rx", "fers:detect"
@@ -423,17 +423,13 @@ def test_enhanced_cube_output_under_a_file_leaves_no_score_raster(run_alg, tmp_p
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_read_only_output_folder_is_refused(run_alg, tmp_path, model_file, algorithm):
     source = write_cube(tmp_path / "cube.tif", cube(5))
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+    locked, release = read_only_folder(tmp_path, "locked")
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as root: chmod 0o555 does not stop writes (the under-a-file case covers root)")
-        refused(run_alg, algorithm, source, tmp_path, model_file, "Cannot write to folder", {"cube.tif", "locked"},
+        refused(run_alg, algorithm, source, tmp_path, model_file, "Cannot write to the folder", {"cube.tif", "locked"},
                 OUTPUT=str(locked / "scores.tif"))
         assert list(locked.iterdir()) == []
     finally:
-        locked.chmod(0o755)
+        release()
 
 
 # ---------------------------------------------------------------------------------------------
