@@ -48,16 +48,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-SCENES = SHARED / "scenes"
-BACKGROUNDS = SHARED / "backgrounds"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from training_pool import BACKGROUNDS, SCENES, SHARED, TOO_SMALL, catalogue, family, training_input  # noqa: E402, F401
 
 THREADS = 2
 STAGE1 = {"model_bands": 50, "teacher": "frozen-random", "epochs": 30, "patch_size": 32, "batch_size": 16,
           "learning_rate": 5e-3}
 """Stage 1 of scripts/train_default.py RECIPE (checked against it at start)."""
-TOO_SMALL = ("avirisng-",)  # 10x10 px cubes: no 32 px patch fits
 AVIRIS_SCENES = ("abu-beach-1", "abu-beach-2", "abu-beach-3", "abu-urban-1", "abu-urban-2", "abu-urban-4",
                  "abu-urban-5", "sandiego-189", "sandiego-224")
 HYDICE_SCENES = ("hydice-urban-162", "hydice-urban-175")
@@ -77,26 +76,6 @@ POOL_ORDER = {
     ],
 }
 SIZE_LABELS = ("~20k", "~40k", "all")
-
-
-def family(sensor):
-    """Sensor family for the folds: every AVIRIS variant (AVIRIS-C, AVIRIS-NG) is AVIRIS."""
-    return "AVIRIS" if sensor.upper().startswith("AVIRIS") else sensor.split(" ")[0]
-
-
-def catalogue():
-    """name -> {path, sensor, bad (1-based bad bands), mask (gt path or None), pixels} for every raster."""
-    entries = {}
-    for item in json.loads((BACKGROUNDS / "backgrounds.json").read_text()):
-        entries[item["name"]] = {"path": BACKGROUNDS / f"{item['name']}.tif", "sensor": item["sensor"],
-                                 "bad": list(item.get("bad_bands_1based") or []), "bands": item["bands"],
-                                 "pixels": item["rows"] * item["cols"], "mask": None}
-    for item in json.loads((SCENES / "scenes.json").read_text()):
-        truth = SCENES / f"{item['name']}_gt.tif"
-        entries[item["name"]] = {"path": SCENES / f"{item['name']}.tif", "sensor": item["sensor"], "bad": [],
-                                 "bands": item["bands"], "pixels": item["rows"] * item["cols"],
-                                 "mask": truth if truth.exists() else None}
-    return entries
 
 
 def check_pools(entries):
@@ -121,25 +100,6 @@ def check_recipe():
                "learning_rate": recipe["learning_rate"], **recipe["stage1"]}
     if bundled != STAGE1:
         raise SystemExit(f"STAGE1 {STAGE1} differs from scripts/train_default.py's stage 1 {bundled}: update it.")
-
-
-def training_input(name, entry, cache):
-    """(raster path, mask path): the raster itself, or a VRT without its bad bands."""
-    if not entry["bad"]:
-        return str(entry["path"]), (str(entry["mask"]) if entry["mask"] else None)
-    from osgeo import gdal
-
-    keep = [band for band in range(1, entry["bands"] + 1) if band not in set(entry["bad"])]
-    vrt = Path(cache) / "vrt" / f"{name}.vrt"
-    if not vrt.exists():
-        vrt.parent.mkdir(parents=True, exist_ok=True)
-        temporary = f"{vrt}.tmp.vrt"
-        dataset = gdal.Translate(temporary, str(entry["path"]), format="VRT", bandList=keep)
-        if dataset is None:
-            raise SystemExit(f"Could not write the band-list VRT for {name}.")
-        dataset = None
-        os.replace(temporary, vrt)
-    return str(vrt), (str(entry["mask"]) if entry["mask"] else None)
 
 
 def read_all(path):
