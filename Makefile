@@ -25,11 +25,11 @@ lint: setup
 package:
 	@$(PY) scripts/package.py
 
-# Train the bundled default model weights/fers_default.pt from ../shared (under 60 min on 2 CPU cores),
-# and write the default ensemble's random-init member weights/fers_random200.pt (seconds).
+# Train the bundled models from ../shared (under 60 min on 2 CPU cores): weights/fers_default.pt (both
+# branches) and the default ensemble's spectral members weights/fers_spectral100.pt and fers_spectral200.pt.
 weights: setup
 	$(PY) scripts/train_default.py
-	$(PY) scripts/make_ensemble_member.py
+	$(PY) scripts/train_members.py
 
 clean:
 	rm -rf demo dist .qgis-profile .plugins .run .pytest_cache

@@ -476,8 +476,15 @@ def write_synthetic(repo, inputs_dir, env):
         for key, value in settings.items():
             argv += [f"--{key}", str(value)]
         subprocess.run(argv, cwd=repo, env=env, check=True, capture_output=True)
-    for model in ("fers_default.pt", "fers_random200.pt"):
-        shutil.copy2(Path(repo) / "weights" / model, inputs_dir / model)
+    shutil.copy2(Path(repo) / "weights" / "fers_default.pt", inputs_dir / "fers_default.pt")
+    random200 = Path(repo) / "weights" / "fers_random200.pt"  # bundled until the spectral members replaced it
+    if random200.exists():
+        shutil.copy2(random200, inputs_dir / random200.name)
+    else:  # the same network: random_init_model(200, seed=0)
+        script = ("import sys; from fers_core.enhance.model_file import random_init_model, save_model; "
+                  "save_model(random_init_model(200, seed=0, branches=('spectral',)), sys.argv[1])")
+        subprocess.run([python_of(repo), "-c", script, str(inputs_dir / random200.name)], cwd=repo, env=env,
+                       check=True, capture_output=True)
 
 
 def run_all(repo, outputs_dir, inputs, threads, patterns, scratch):

@@ -13,7 +13,9 @@ default options, and fers_core.detectors.global_rx.run_global_rx):
 - random init: the random-init ablation (fers_core.enhance.model_file.random_init_model, seed 0) at the
   model's band count, spectral only and spectral + spatial;
 - the FERS authors' spectral checkpoints, imported (spectral only), when ../shared/reference is there;
-- the model itself, spectral only and spectral + spatial (when it has a spatial branch).
+- the model itself, spectral only and spectral + spatial (when it has a spatial branch);
+- the default ensemble (fers:detect with an empty MODEL: fers_core.enhance.default_model.default_model_paths,
+  rank fusion, default options) when the model is the bundled one; scenes any member trained on are left out.
 
 Prints the markdown table (and writes it to --output). Exits with a clear message, status 0, when
 ../shared is absent (a fresh clone elsewhere does not have it). Never used for model selection.
@@ -53,9 +55,9 @@ def auc_of(score_path, truth_path):
     return roc_auc(scores[valid], truth[valid])
 
 
-def evaluation_scenes(model):
-    """Scenes with a ground truth that are not among the model's training inputs."""
-    trained_on = {os.path.basename(name) for name in model.provenance.get("inputs", [])}
+def evaluation_scenes(models):
+    """Scenes with a ground truth that are not among any of the models' training inputs."""
+    trained_on = {os.path.basename(name) for model in models for name in model.provenance.get("inputs", [])}
     scenes = sorted(path.name[:-len("_gt.tif")] for path in SCENES.glob("*_gt.tif"))
     return [name for name in scenes if f"{name}.tif" not in trained_on]
 
@@ -92,6 +94,20 @@ def columns(model, model_name, baselines=True):
     return result
 
 
+ENSEMBLE_TITLE = "default ensemble (empty MODEL)"
+
+
+def default_members(model_path):
+    """The default ensemble's members when ``model_path`` is the bundled model, else []."""
+    from fers_core.enhance.default_model import DEFAULT_MODEL_FILE, default_model_paths
+    from fers_core.enhance.model_file import load_model
+    from fers_core.pipeline.ensemble import Member
+
+    if Path(model_path).resolve() != DEFAULT_MODEL_FILE.resolve():
+        return []
+    return [Member(load_model(path), path.name) for path in default_model_paths()]
+
+
 def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
     """{scene: {column: AUC}} and the column order."""
     import torch
@@ -99,6 +115,7 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
     from fers_core.detectors.global_rx import run_global_rx
     from fers_core.enhance.checkpoints import load_any_model
     from fers_core.pipeline.detect import run_fers_detection
+    from fers_core.pipeline.ensemble import run_ensemble_detection
     from fers_core.pipeline.options import DetectOptions
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -107,10 +124,13 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
     table_columns = columns(model, model_name, baselines)
     resampled_title = f"plain RX, {model.bands} bands"
     titles = ["plain RX", resampled_title] + [title for title, _, _ in table_columns]
+    members = default_members(model_path)
+    if members:
+        titles.append(ENSEMBLE_TITLE)
     table = {}
     with tempfile.TemporaryDirectory() as folder:
         output = os.path.join(folder, "scores.tif")
-        for scene in evaluation_scenes(model):
+        for scene in evaluation_scenes([model] + [member.model for member in members]):
             started = time.perf_counter()
             raster, truth = SCENES / f"{scene}.tif", SCENES / f"{scene}_gt.tif"
             run_global_rx(raster, output)
@@ -119,6 +139,9 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
                 options = DetectOptions(branches=branches, **({"spatial_tile": spatial_tile} if spatial_tile else {}))
                 run_fers_detection(raster, output, column_model, options)
                 row[title] = auc_of(output, truth)
+            if members:
+                run_ensemble_detection(raster, output, members, DetectOptions())
+                row[ENSEMBLE_TITLE] = auc_of(output, truth)
             table[scene] = row
             progress(f"{scene}: {time.perf_counter() - started:.0f} s")
     return table, titles

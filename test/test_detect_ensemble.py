@@ -56,18 +56,27 @@ def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, t
 
 @pytest.mark.slow
 def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
-    from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILE, DEFAULT_MODEL_FILE
+    from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILES, DEFAULT_MODEL_FILE
 
-    if not (DEFAULT_MODEL_FILE.exists() and DEFAULT_MEMBER_FILE.exists()):
-        pytest.skip("the bundled model files are absent")
+    assert len(DEFAULT_MEMBER_FILES) == 2
     default = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")})
     explicit = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),
-                                       "MODELS": [str(DEFAULT_MEMBER_FILE)], "OUTPUT": str(tmp_path / "two.tif")})
+                                       "MODELS": [str(path) for path in DEFAULT_MEMBER_FILES],
+                                       "OUTPUT": str(tmp_path / "three.tif")})
     scores = read(default["OUTPUT"])[0]
     valid = scores != -9999
     assert 0 < scores[valid].min() and scores[valid].max() < 1  # a rank mean, not one model's RX scores
     np.testing.assert_array_equal(scores, read(explicit["OUTPUT"])[0])
-    assert leftovers(tmp_path, {"default.tif", "two.tif"}) == []
+    assert leftovers(tmp_path, {"default.tif", "three.tif"}) == []
+
+
+def test_an_incomplete_bundled_ensemble_is_refused_clearly(run_alg, tmp_path, scene, monkeypatch):
+    from fers.fers_core.enhance import default_model
+
+    monkeypatch.setattr(default_model, "DEFAULT_MEMBER_FILES", (tmp_path / "fers_spectral100.pt",))
+    with pytest.raises(QgsProcessingException, match="fers_spectral100.pt missing.*reinstall the plugin"):
+        run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "x.tif")})
+    assert leftovers(tmp_path, set()) == []
 
 
 def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene, models):

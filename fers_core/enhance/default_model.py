@@ -18,12 +18,17 @@ def default_model_path():
     return DEFAULT_MODEL_FILE
 
 
-DEFAULT_MEMBER_FILE = WEIGHTS_DIR / "fers_random200.pt"
-"""The bundled default is an ensemble: fers_default.pt (its branches as requested) and fers_random200.pt (an
-untrained 200-band spectral network), fused by rank; chosen by leave-one-sensor-out (weights/README.md)."""
+DEFAULT_MEMBER_FILES = (WEIGHTS_DIR / "fers_spectral100.pt", WEIGHTS_DIR / "fers_spectral200.pt")
+"""The bundled default is an ensemble: fers_default.pt (its branches as requested) and two trained spectral networks
+at 100 and 200 model bands, fused by rank; chosen by leave-one-sensor-out (bench/BAND_STUDY.md, weights/README.md)."""
 
 
 def default_model_paths():
-    """Paths of the bundled default ensemble's models; the bundled model alone when the member file is absent."""
-    first = default_model_path()
-    return [first, DEFAULT_MEMBER_FILE] if DEFAULT_MEMBER_FILE.is_file() else [first]
+    """Paths of the bundled default ensemble's models; a clear error when the installation lacks one of them."""
+    missing = [path.name for path in DEFAULT_MEMBER_FILES if not path.is_file()]
+    if missing:
+        raise ModelFileError(
+            f"The bundled default ensemble is incomplete ({', '.join(missing)} missing from the plugin's weights "
+            "folder): reinstall the plugin, or set MODEL to a FERS model file."
+        )
+    return [default_model_path(), *DEFAULT_MEMBER_FILES]
