@@ -9,7 +9,11 @@ Scores get the Magma colour ramp stretched from the 2nd to the 99.5th percentile
 scores: the background keeps visible texture (dark purple to red), and the top half percent,
 where anomalies are, is pale yellow. Compared on hydice-urban-162 (global and local RX): a 2-98%
 stretch makes the whole background busy and saturates 2% of the pixels in one colour; 50-99.9%
-turns most of the image black and leaves small anomalies as faint dots. The mask is cyan and the
+turns most of the image black and leaves small anomalies as faint dots. Rank-fused ensemble maps
+(the default) are percentiles, uniform over the background, so a linear stretch paints the whole
+scene as noise; they get the same ramp on a log scale of the exceedance 1 - p instead (RANK_STOPS):
+the lower half of the pixels near black, the top 10 % purple, the top 1 % red, the top 0.1 % orange
+and the top 0.01 % pale yellow, which looks like an RX map's tail. The mask is cyan and the
 object outlines green, hues the Magma ramp never takes, so neither is mistaken for a score.
 
 Loaded outputs are stacked objects, mask, scores from the top, so the opaque scores never hide
@@ -28,15 +32,18 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
+    QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
     QgsSingleSymbolRenderer,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
 
-from ..fers_core.pipeline.postprocess import score_percentiles
+from ..fers_core.pipeline.postprocess import is_rank_map, score_percentiles
 
 SCORE_PERCENTILES = (2.0, 99.5)
+RANK_DECADES = 4
+"""Rank maps: the Magma stop i of n sits at p = 1 - 10^(-RANK_DECADES * i / n), so the ramp spans p from 0 to 0.9999."""
 MASK_COLOUR = QColor(0, 229, 255)  # cyan
 OUTLINE_COLOUR = QColor(0, 230, 118)  # green
 OBJECTS, MASK, SCORES, CUBES = 1, 2, 3, 4  # stacking rank of the outputs of one run, top first
@@ -63,6 +70,31 @@ def score_renderer(layer, low, high):
     renderer.setClassificationMax(high)
     renderer.createShader(magma_ramp(), QgsColorRampShader.Type.Interpolated,
                           QgsColorRampShader.ClassificationMode.Continuous, 0)
+    origin = renderer.minMaxOrigin()
+    origin.setLimits(QgsRasterMinMaxOrigin.Limits.None_)
+    renderer.setMinMaxOrigin(origin)
+    return renderer
+
+
+def rank_stops():
+    """(p, colour) of every Magma stop for a rank map (RANK_DECADES decades of exceedance)."""
+    last = len(MAGMA) - 1
+    return [(1.0 - 10.0 ** (-RANK_DECADES * i / last), QColor(colour)) for i, colour in enumerate(MAGMA)]
+
+
+def rank_renderer(layer):
+    """A pseudocolour renderer for a rank map: Magma on a log scale of the exceedance (rank_stops)."""
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1)
+    shader = QgsColorRampShader(0.0, 1.0)
+    shader.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    stops = rank_stops()
+    shader.setColorRampItemList([QgsColorRampShader.ColorRampItem(p, colour, f"top {100 * (1 - p):.2g} %")
+                                 for p, colour in stops])
+    raster_shader = QgsRasterShader(0.0, 1.0)
+    raster_shader.setRasterShaderFunction(shader)
+    renderer.setShader(raster_shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(stops[-1][0])
     origin = renderer.minMaxOrigin()
     origin.setLimits(QgsRasterMinMaxOrigin.Limits.None_)
     renderer.setMinMaxOrigin(origin)
@@ -151,11 +183,13 @@ class OutputStyle(QgsProcessingLayerPostProcessorInterface):
 
 
 class ScoreStyle(OutputStyle):
-    def __init__(self, run, limits):
+    def __init__(self, run, limits, rank_map=False):
         super().__init__(run, SCORES)
-        self.limits = limits
+        self.limits, self.rank_map = limits, rank_map
 
     def renderer(self, layer):
+        if self.rank_map:
+            return rank_renderer(layer)
         return None if self.limits is None else score_renderer(layer, *self.limits)
 
 
@@ -183,9 +217,12 @@ def _attach(context, path, processor):
 
 
 def style_scores(context, path):
-    """Style a score raster that will be loaded: Magma between the SCORE_PERCENTILES of its valid scores."""
+    """Style a score raster that will be loaded: Magma between the SCORE_PERCENTILES of its valid scores, or on
+    the exceedance scale for a rank map."""
     if not path or not context.willLoadLayerOnCompletion(path):
         return None
+    if is_rank_map(path):
+        return _attach(context, path, ScoreStyle(str(path), None, rank_map=True))
     return _attach(context, path, ScoreStyle(str(path), score_percentiles(path, SCORE_PERCENTILES)))
 
 

@@ -177,6 +177,15 @@ def assert_score_style(layer):
     assert items[0].color.name() == MAGMA[0] and items[-1].color.name() == MAGMA[-1]
 
 
+def assert_rank_style(layer):
+    """A rank map's ramp: the Magma stops on the exceedance scale (algorithms.styles.rank_stops)."""
+    from fers.algorithms.styles import rank_stops
+
+    items = layer.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert [round(item.value, 6) for item in items] == [round(p, 6) for p, _ in rank_stops()]
+    assert items[5].value == pytest.approx(0.99) and items[-1].value == pytest.approx(0.9999)
+
+
 def assert_object_styles(mask_layer, objects_layer):
     from qgis.core import QgsPalettedRasterRenderer
     from qgis.PyQt.QtCore import Qt
@@ -203,6 +212,7 @@ def test_detect_dialog_with_only_the_raster_runs_the_bundled_model(project, scen
     layers = loaded_layers(project)
     assert [source(layer) for layer in layers] == [results["OUTPUT"]]
     assert_score_style(layers[0])
+    assert_rank_style(layers[0])  # the default ensemble's rank map
 
 
 # Output names chosen so that QGIS 3.22, which loads outputs in the order of their paths (the last one

@@ -210,6 +210,12 @@ def score_percentiles(score_path, percents, max_samples=1_000_000):
         return [float(v) for v in np.percentile(data[0][valid], percents)]
 
 
+def is_rank_map(score_path):
+    """Whether a score raster is a rank-fused ensemble map (mean empirical CDFs: values in [0, 1])."""
+    dataset = gdal.Open(str(score_path))
+    return dataset is not None and (dataset.GetMetadata() or {}).get("fers_fusion") == "rank"
+
+
 def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=None, block_mb=DEFAULT_BLOCK_MB):
     """Write the connected anomalies of a mask as a GeoPackage of (Multi)Polygons with attributes; a PolygonSummary.
 

@@ -122,3 +122,13 @@ def test_bad_ensembles_are_refused_before_any_output(tmp_path, scene):
     with pytest.raises(OutputError, match="would destroy the input"):
         run_ensemble_detection(scene[0], scene[0], [Member(model, "m"), Member()])
     assert leftovers(tmp_path, set()) == []
+
+
+def test_only_rank_fused_maps_are_recognised_as_rank_maps(tmp_path, two_maps):
+    from fers.fers_core.pipeline.postprocess import is_rank_map
+
+    paths, _, _ = two_maps
+    fuse_score_rasters(paths, tmp_path / "rank.tif", "rank")
+    fuse_score_rasters(paths, tmp_path / "z.tif", "standardised")
+    assert is_rank_map(tmp_path / "rank.tif")
+    assert not is_rank_map(tmp_path / "z.tif") and not is_rank_map(paths[0])
