@@ -118,8 +118,8 @@ class DetectAlgorithm(FersAlgorithm):
             QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),
             "A FERS model file (.pt, from Train a FERS model or Import FERS authors' checkpoint) or a FERS "
             "authors' checkpoint folder (convh.pt, enc.pt, pc.pt, optionally spa_fen.pt; type or paste the "
-            "folder path). Empty = the bundled default: the ensemble of fers_default.pt (its branches as BRANCHES "
-            "asks) and fers_spectral100.pt and fers_spectral200.pt (trained spectral networks at 100 and 200 "
+            "folder path). Empty = the bundled default: the ensemble of fers_default.pt (the branches asked under "
+            "Branches) and fers_spectral100.pt and fers_spectral200.pt (trained spectral networks at 100 and 200 "
             "model bands), fused by rank.")
         self.add_parameter(advanced(QgsProcessingParameterMultipleLayers(
             self.MODELS, self.tr("Further models to fuse with the model (ensemble)"),
