@@ -319,13 +319,19 @@ def test_signal_mid_run_leaves_nothing(tmp_path, large_scene, medium_scene, mode
     assert os.listdir(output.parent) == []
 
 
+def _interruptible():
+    """In the child: Ctrl+C not ignored, even when the suite runs in the background (where a shell ignores
+    SIGINT for its children, and the run, rightly, leaves an ignored signal alone)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_run_of_the_command_line(tmp_path, medium_scene, model_file, number):
     out = tmp_path / "batch"
     process = subprocess.Popen([sys.executable, "-m", "fers_core", "batch", medium_scene, "--out-dir", str(out),
                                 "--model", model_file], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible)
     wait_for_temporary(out, process)
     process.send_signal(number)
     log = process.communicate(timeout=120)[0]

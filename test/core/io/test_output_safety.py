@@ -189,7 +189,16 @@ def test_a_failed_run_leaves_none_of_its_outputs_but_keeps_a_resume_checkpoint(t
     assert (tmp_path / "b.tif").exists()
 
 
-def test_ctrl_c_in_the_main_thread_interrupts_the_run_and_restores_the_handlers(tmp_path):
+@pytest.fixture
+def interruptible():
+    """Ctrl+C delivered as KeyboardInterrupt during the test, even when the suite was started in the background
+    (a shell then ignores SIGINT for it, and RunGuard, rightly, leaves an ignored signal alone)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_the_main_thread_interrupts_the_run_and_restores_the_handlers(tmp_path, interruptible):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted), RunGuard([str(tmp_path / "a.tif")]):
         output = atomic.AtomicOutput(tmp_path / "a.tif")
