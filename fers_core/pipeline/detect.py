@@ -172,7 +172,8 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         plan = replace(plan, extra_names=tuple(extra), spill=spill)
         rx_models = executor.fit(fit_rx_models, executor.reduce(detect_statistics, plan, windows,
                                                                 merge_statistics_partials,
-                                                                ProgressRange(feedback, 10, 55)), feedback)
+                                                                ProgressRange(feedback, 10, 55)), feedback,
+                                 setup.reader.band_count)
         timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
         blocks = executor.ordered(detect_score, replace(plan, rx_models=tuple(rx_models)), windows)
         write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,

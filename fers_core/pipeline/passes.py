@@ -44,12 +44,20 @@ def merge_statistics_partials(left, right):
     return [merged_covariance(a, b) for a, b in zip(left, right)]
 
 
-def fit_rx_models(partial, feedback):
+def fit_rx_models(partial, feedback, raster_bands=None):
+    """RX models of the enhanced cubes. A singular covariance is a warning, unless the raster has fewer bands
+    than the cube (`raster_bands`: interpolated up to the model's bands, its rank is short by design)."""
     rx_models = [fit_rx(accumulator) for accumulator in partial]
     for rx_model in rx_models:
-        if rx_model.regularised:
-            feedback.warning(f"The enhanced cube's covariance is singular (rank {rx_model.rank} of "
-                             f"{rx_model.n_features}); RX uses its pseudo-inverse.")
+        if not rx_model.regularised:
+            continue
+        message = (f"The enhanced cube's covariance is singular (rank {rx_model.rank} of {rx_model.n_features}); "
+                   "RX uses its pseudo-inverse")
+        if raster_bands is not None and raster_bands < rx_model.n_features:
+            feedback.info(f"{message}, as expected when the raster's {raster_bands} bands are interpolated up to "
+                          f"the model's {rx_model.n_features}.")
+        else:
+            feedback.warning(f"{message}.")
     return rx_models
 
 

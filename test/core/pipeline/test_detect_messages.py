@@ -1,0 +1,54 @@
+"""What fers_core.pipeline tells the user about the enhanced cube's covariance."""
+
+import numpy as np
+
+from fers.fers_core.detectors.rx import CovarianceAccumulator
+from fers.fers_core.enhance.model_file import random_init_model
+from fers.fers_core.feedback import Feedback
+from fers.fers_core.pipeline.detect import run_fers_detection
+from fers.fers_core.pipeline.options import DetectOptions
+from fers.fers_core.pipeline.passes import fit_rx_models
+
+from ...rasters import write_cube
+
+
+class Log(Feedback):
+    def __init__(self):
+        self.infos, self.warnings = [], []
+
+    def info(self, message):
+        self.infos.append(message)
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+
+def rank_deficient(features=12, rank=5, pixels=400):
+    accumulator = CovarianceAccumulator(features)
+    rng = np.random.default_rng(0)
+    accumulator.add_bands(rng.normal(size=(features, rank)) @ rng.normal(size=(rank, pixels)))
+    return accumulator
+
+
+def test_a_singular_cube_is_a_warning_unless_the_raster_had_fewer_bands_than_the_model():
+    for raster_bands, expected in ((None, "warning"), (12, "warning"), (20, "warning"), (8, "info")):
+        log = Log()
+        (model,) = fit_rx_models([rank_deficient()], log, raster_bands)
+        assert model.regularised
+        messages = log.warnings if expected == "warning" else log.infos
+        assert [m for m in messages if "covariance is singular (rank 5 of 12)" in m], (raster_bands, log.__dict__)
+        other = log.infos if expected == "warning" else log.warnings
+        assert not [m for m in other if "singular" in m]
+        if expected == "info":
+            assert "raster's 8 bands are interpolated up to the model's 12" in log.infos[0]
+
+
+def test_detection_of_a_raster_with_fewer_bands_than_the_model_does_not_warn_of_its_expected_rank(tmp_path):
+    rng = np.random.default_rng(1)
+    cube = rng.normal(size=(6, 24, 24)).astype(np.float32)
+    raster = write_cube(tmp_path / "six.tif", cube)
+    log = Log()
+    run_fers_detection(raster, str(tmp_path / "scores.tif"), random_init_model(40, seed=0, branches=("spectral",)),
+                       DetectOptions(branches=("spectral",), threads=1), log)
+    assert not [m for m in log.warnings if "singular" in m], log.warnings
+    assert [m for m in log.infos if "singular" in m and "interpolated up to the model's 40" in m], log.infos
