@@ -63,7 +63,8 @@ ENSEMBLES = [  # declared before any AUC of a trained member was read; seed-0 me
     ("t50-all", "t100-all", "t200-all", "t50-bg", "t100-bg", "t200-bg"),
     ("rand50", "rand100", "rand200"),
     ("rx50", "t50-all", "t100-all", "t200-all"),
-    ("t100-bg@1", "t200-bg@1", "bundled-ss"),  # the chosen recipe with seed-1 networks: its seed spread
+    ("t100-bg@1", "t200-bg@1", "bundled-ss"),  # the chosen recipe with seed-1 and seed-2 networks: its seed spread
+    ("t100-bg@2", "t200-bg@2", "bundled-ss"),
 ]
 
 
