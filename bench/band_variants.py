@@ -1,6 +1,6 @@
 """Robustness to other band sets: the band study's fold networks on development scenes cut to fewer bands.
 
-    nice -n 5 .venv/bin/python bench/band_variants.py --cache /work/bands [--output bench/BAND_VARIANTS.md]
+    nice -n 5 .venv/bin/python bench/band_variants.py --cache /tmp/fers-bands [--output bench/BAND_VARIANTS.md]
 
 The unseen sensors FERS must serve include VNIR-only imagers and sensors of 64 to 100 bands, while every
 development scene has 162 to 224 bands over 0.4-2.5 um. This study makes two band-set variants of each of the 11
