@@ -13,7 +13,6 @@ schedule is fixed (no early stopping, no epoch picking); an interrupted run resu
 """
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from train_default import RECIPE  # noqa: E402
 from training_pool import SCENES, TOO_SMALL, catalogue, training_input  # noqa: E402
 
 MEMBER_BANDS = (100, 200)
@@ -30,12 +30,9 @@ WORK = ROOT / ".run" / "weights"
 
 
 def stage1_recipe():
-    spec = importlib.util.spec_from_file_location("train_default", ROOT / "scripts" / "train_default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    recipe = module.RECIPE
-    return {"seed": recipe["seed"], "batch_size": recipe["batch_size"], "learning_rate": recipe["learning_rate"],
-            "teacher": recipe["teacher"], **recipe["stage1"]}
+    """train_default.RECIPE's stage 1, as TrainOptions fields."""
+    return {"seed": RECIPE["seed"], "batch_size": RECIPE["batch_size"], "learning_rate": RECIPE["learning_rate"],
+            "teacher": RECIPE["teacher"], **RECIPE["stage1"]}
 
 
 def member_path(folder, bands):

@@ -33,6 +33,7 @@ from osgeo import gdal, ogr, osr
 from scipy import ndimage
 from scipy.stats import chi2
 
+from ..choices import EnsembleFusion
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
@@ -213,7 +214,7 @@ def score_percentiles(score_path, percents, max_samples=1_000_000):
 def is_rank_map(score_path):
     """Whether a score raster is a rank-fused ensemble map (mean empirical CDFs: values in [0, 1])."""
     dataset = gdal.Open(str(score_path))
-    return dataset is not None and (dataset.GetMetadata() or {}).get("fers_fusion") == "rank"
+    return dataset is not None and (dataset.GetMetadata() or {}).get("fers_fusion") == EnsembleFusion.RANK
 
 
 def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=None, block_mb=DEFAULT_BLOCK_MB):
