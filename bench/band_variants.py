@@ -7,10 +7,11 @@ development scene has 162 to 224 bands over 0.4-2.5 um. This study makes two ban
 development scenes through band-list VRTs (same pixels, same labels): "vnir", the first 30 % of the bands (the
 visible and near infrared, 49 to 67 bands, as a VNIR imager), and "third", every third band (63 to 75 bands over
 the whole range, as a coarser sensor). Each member of bench/band_study.py (its fold networks: a scene is scored by
-networks that never saw its sensor; --cache must be that study's) scores every variant; the configurations are
-the study's. Reported per variant: mean AUC of anchors, the shipped recipe and the best configurations, and the
-selection rule applied over the original scenes and both variants together. A measurement: nothing here picks
-the shipped default by itself.
+networks that never saw its sensor; --cache must be that study's) scores every variant, and so do the seed-1 and
+seed-2 networks of the shipped recipe where the study trained them (its seed spread; never selectable); the
+configurations are the study's. Reported per variant: mean AUC of anchors, the shipped recipe and the best
+configurations, and the selection rule applied over the original scenes and both variants together. A
+measurement: nothing here picks the shipped default by itself.
 
 Exits with a clear message, status 0, when ../shared is absent.
 """
@@ -102,6 +103,9 @@ def main(argv=None):
     names = [f"rand{b}" for b in bs.BANDS] + [f"t{b}-{pool}" for pool in bs.POOLS for b in bs.BANDS] + \
         ["bundled", "bundled-ss"]
     members = [bs.Member(fold, name, 0, cache) for name in names for fold in lc.FOLDS]
+    members += [member for member in (bs.Member(fold, name, seed, cache) for seed in (1, 2)
+                                      for name in ("t100-bg", "t200-bg") for fold in lc.FOLDS)
+                if member.model_path.exists()]  # the shipped recipe's seed spread
     score_variants(members, entries, cache, lambda message: print(message, flush=True))
     metadata = sp.scene_metadata()
     maps, labels, meta = {}, {}, {}
@@ -125,7 +129,8 @@ def main(argv=None):
     singles = [("rx",), ("rx50",)] + [(label,) for label in sorted(labels_done)]
     systematic = [combo for size in (2, 3, 4) for combo in itertools.combinations(bs.POOL, size)
                   if not {"bundled", "bundled-ss"} <= set(combo)]
-    extra = [("rand200", "bundled-ss")]
+    extra = [("rand200", "bundled-ss")] + [(f"t100-bg@{seed}", f"t200-bg@{seed}", "bundled-ss") for seed in (1, 2)
+                                            if f"t100-bg@{seed}" in labels_done and f"t200-bg@{seed}" in labels_done]
     unique = {frozenset(c): c for c in reversed([c for c in bs.ENSEMBLES if "@" not in " ".join(c)] + systematic
                                                  + extra)}
     candidates = singles + [combo + ("rank",) for combo in list(unique.values())[::-1]]
@@ -144,7 +149,7 @@ def main(argv=None):
         def folds_of(scenes):
             return {s: meta[s] for s in scenes}
         everything = [k for k in maps]
-        selectable = [n for n in table if n in budget]
+        selectable = [n for n in table if n in budget and "@" not in n]  # other seeds: the spread only
         for label, scenes in (("original scenes only (the shipped rule)", groups["original"]),
                               ("original + both variants", everything)):
             rows = sp.protocol(table, folds_of(scenes), key, selectable, True)
@@ -158,8 +163,8 @@ def main(argv=None):
               "|---|---|---|---|---|---|"]
     means = {n: [np.mean([table[n][k] for k in groups[g]]) for g in groups] for n in table}
     ranked = sorted(table, key=lambda n: -np.mean(means[n]))
-    shown = [n for n in ranked if n in set(ranked[:20]) | set(ANCHORS) | {SHIPPED} | {n for n in table
-                                                                                 if not n.startswith("rank(")}]
+    listed = set(ranked[:20]) | set(ANCHORS) | {SHIPPED} | {n for n in table if not n.startswith("rank(") or "@" in n}
+    shown = [n for n in ranked if n in listed]
     for name in shown:
         worst = min(table[name][k] - table["rx"][k] for k in maps)
         bold = "**" if name == SHIPPED else ""
