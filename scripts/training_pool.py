@@ -38,21 +38,26 @@ def catalogue():
     return entries
 
 
+def band_list_vrt(source, bands, vrt):
+    """``vrt``: a VRT of ``source`` with only ``bands`` (1-based), written once (atomically) and reused."""
+    vrt = Path(vrt)
+    if not vrt.exists():
+        from osgeo import gdal
+
+        vrt.parent.mkdir(parents=True, exist_ok=True)
+        temporary = f"{vrt}.tmp.vrt"
+        dataset = gdal.Translate(temporary, str(source), format="VRT", bandList=list(bands))
+        if dataset is None:
+            raise SystemExit(f"Could not write the band-list VRT {vrt} of {source}.")
+        dataset = None
+        os.replace(temporary, vrt)
+    return vrt
+
+
 def training_input(name, entry, folder):
     """(raster path, mask path or None): the raster itself, or a VRT under ``folder``/vrt without its bad bands."""
     mask = str(entry["mask"]) if entry["mask"] else None
     if not entry["bad"]:
         return str(entry["path"]), mask
-    from osgeo import gdal
-
     keep = [band for band in range(1, entry["bands"] + 1) if band not in set(entry["bad"])]
-    vrt = Path(folder) / "vrt" / f"{name}.vrt"
-    if not vrt.exists():
-        vrt.parent.mkdir(parents=True, exist_ok=True)
-        temporary = f"{vrt}.tmp.vrt"
-        dataset = gdal.Translate(temporary, str(entry["path"]), format="VRT", bandList=keep)
-        if dataset is None:
-            raise SystemExit(f"Could not write the band-list VRT for {name}.")
-        dataset = None
-        os.replace(temporary, vrt)
-    return str(vrt), mask
+    return str(band_list_vrt(entry["path"], keep, Path(folder) / "vrt" / f"{name}.vrt")), mask
