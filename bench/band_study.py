@@ -48,6 +48,9 @@ import select_protocol as sp  # noqa: E402  (the selection rule)
 
 BANDS = (50, 100, 200)
 POOLS = ("all", "bg")
+MEMBER_NAMES = tuple([f"rand{b}" for b in BANDS] + [f"t{b}-{pool}" for pool in POOLS for b in BANDS]
+                     + ["bundled", "bundled-ss"])
+"""Every member of a fold: random init, trained on each pool, the bundled model spectral only and with both branches."""
 POOL = ("rx50", "rand200", "t50-all", "t100-all", "t200-all", "t50-bg", "t100-bg", "t200-bg", "bundled", "bundled-ss")
 """Members of the systematic candidates: every set of 2 to 4 of them (never both variants of the bundled model);
 bundled = weights/fers_default.pt (trained on three background scenes, one of them HYDICE: not fold-clean for the
@@ -175,20 +178,37 @@ def reuse_learning_curve(members, reuse):
             shutil.copyfile(source, member.model_path)
 
 
-def plain_maps(scenes):
-    """{scene: {"rx": scores, "rx50": scores}} and {scene: labels}."""
+def plain_maps(sources):
+    """{key: {"rx": scores, "rx50": scores}}, {key: labels} and {key: band count} for {key: (raster, truth)}."""
     from fers_core.detectors.rx import rx_scores
     from fers_core.pipeline.preprocess import resample_bands
 
-    maps, labels = {}, {}
-    for scene in scenes:
-        data, valid = lc.read_all(lc.SCENES / f"{scene}.tif")
-        truth, _ = lc.read_all(lc.SCENES / f"{scene}_gt.tif")
-        labels[scene] = truth[0][valid] != 0
+    maps, labels, bands = {}, {}, {}
+    for key, (raster, truth_path) in sources.items():
+        data, valid = lc.read_all(raster)
+        truth, _ = lc.read_all(truth_path)
+        labels[key], bands[key] = truth[0][valid] != 0, int(data.shape[0])
         pixels = data[:, valid]
-        maps[scene] = {"rx": rx_scores(pixels.T.astype(np.float64)),
-                       "rx50": rx_scores(resample_bands(pixels[:, :, None], 50)[:, :, 0].T.astype(np.float64))}
-    return maps, labels
+        maps[key] = {"rx": rx_scores(pixels.T.astype(np.float64)),
+                     "rx50": rx_scores(resample_bands(pixels[:, :, None], 50)[:, :, 0].T.astype(np.float64))}
+    return maps, labels, bands
+
+
+def scene_sources(scenes):
+    """{scene: (raster, ground truth)} of development scenes."""
+    return {scene: (lc.SCENES / f"{scene}.tif", lc.SCENES / f"{scene}_gt.tif") for scene in scenes}
+
+
+def candidate_list(labels, extra=()):
+    """Every single member of ``labels`` (with plain RX and RX at 50 bands), then the rank ensembles: ENSEMBLES,
+    every set of 2 to 4 of POOL (never both variants of the bundled model) and ``extra``, each once, whose members
+    are all scored."""
+    scored = set(labels) | {"rx", "rx50"}
+    systematic = [combo for size in (2, 3, 4) for combo in itertools.combinations(POOL, size)
+                  if not {"bundled", "bundled-ss"} <= set(combo)]
+    unique = {frozenset(combo): combo for combo in reversed(ENSEMBLES + systematic + list(extra))}
+    return [("rx",), ("rx50",)] + [(label,) for label in sorted(labels)] + \
+        [combo + ("rank",) for combo in list(unique.values())[::-1] if set(combo) <= scored]
 
 
 def seed_sets(members):
@@ -285,8 +305,7 @@ def main(argv=None):
     def log(message):
         print(f"[{time.strftime('%H:%M:%S')} +{(time.perf_counter() - started) / 60:.1f} min] {message}", flush=True)
 
-    names = [f"rand{b}" for b in BANDS] + [f"t{b}-{pool}" for pool in POOLS for b in BANDS] + ["bundled", "bundled-ss"]
-    members = [Member(fold, name, seed, cache) for seed in seeds for name in names for fold in lc.FOLDS
+    members = [Member(fold, name, seed, cache) for seed in seeds for name in MEMBER_NAMES for fold in lc.FOLDS
                if seed == 0 or name.startswith("t")]
     if args.reuse:
         reuse_learning_curve(members, args.reuse)
@@ -306,7 +325,7 @@ def main(argv=None):
                 timings.write_text(json.dumps(seconds, indent=1))
             log(f"{index}/{len(members)} {member.key}: done" + (f", trained in {spent / 60:.1f} min" if spent else ""))
     metadata = {s: m for s, m in sp.scene_metadata().items()}
-    maps, labels = plain_maps(list(metadata))
+    maps, labels, _ = plain_maps(scene_sources(metadata))
     finished = {}
     for member in members:
         scenes = lc.FOLDS[member.fold]["scored"]
@@ -315,14 +334,8 @@ def main(argv=None):
             for scene in scenes:
                 maps[scene][member.label()] = np.load(member.maps / f"{scene}.npy")
     complete = {label for label, folds in finished.items() if folds == set(lc.FOLDS)}
-    singles = [("rx",), ("rx50",)] + [(label,) for label in sorted(complete)]
-    systematic = [combo for size in (2, 3, 4) for combo in itertools.combinations(POOL, size)
-                  if not {"bundled", "bundled-ss"} <= set(combo)]
     seeds_fused = seed_sets([m for m in members if m.label() in complete])
-    unique = {frozenset(combo): combo for combo in reversed(ENSEMBLES + systematic + seeds_fused)}
-    declared = list(unique.values())[::-1]
-    fused = [combo + ("rank",) for combo in declared if set(combo) <= complete | {"rx", "rx50"}]
-    table = table_of(maps, labels, singles + fused)
+    table = table_of(maps, labels, candidate_list(complete, seeds_fused))
     budget = within_budget(table, json.loads(Path(args.seconds).read_text())) if args.seconds else None
     command = "nice -n 5 .venv/bin/python bench/band_study.py " + " ".join(argv or sys.argv[1:])
     Path(args.output).write_text(report(table, metadata, sum(seconds.values()) / 60, command,

@@ -17,7 +17,6 @@ Exits with a clear message, status 0, when ../shared is absent.
 """
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -29,10 +28,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import band_study as bs  # noqa: E402
 import learning_curve as lc  # noqa: E402
 import select_protocol as sp  # noqa: E402
+from training_pool import band_list_vrt  # noqa: E402
 
 VARIANTS = {"vnir": lambda count: list(range(1, int(round(0.3 * count)) + 1)),
             "third": lambda count: list(range(1, count + 1, 3))}
@@ -43,17 +44,11 @@ ANCHORS = ("rx", "rx50", "rand50", "rand200", "bundled", "bundled-ss", "rank(ran
 def variant_raster(scene, variant, cache):
     from osgeo import gdal
 
+    source = lc.SCENES / f"{scene}.tif"
     path = Path(cache) / "variants" / f"{scene}~{variant}.vrt"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        source = gdal.Open(str(lc.SCENES / f"{scene}.tif"))
-        bands = VARIANTS[variant](source.RasterCount)
-        source = None
-        temporary = f"{path}.tmp.vrt"
-        if gdal.Translate(temporary, str(lc.SCENES / f"{scene}.tif"), format="VRT", bandList=bands) is None:
-            raise SystemExit(f"Could not write the {variant} VRT of {scene}.")
-        os.replace(temporary, path)
-    return path
+    if path.exists():
+        return path
+    return band_list_vrt(source, VARIANTS[variant](gdal.Open(str(source)).RasterCount), path)
 
 
 def score_variants(members, entries, cache, log):
@@ -93,49 +88,26 @@ def main(argv=None):
         return 0
     import torch
 
-    from fers_core.detectors.metrics import roc_auc
-    from fers_core.detectors.rx import rx_scores
-    from fers_core.pipeline.preprocess import resample_bands
-
     torch.set_num_threads(lc.THREADS)
     cache = Path(args.cache).resolve()
     entries = lc.catalogue()
-    names = [f"rand{b}" for b in bs.BANDS] + [f"t{b}-{pool}" for pool in bs.POOLS for b in bs.BANDS] + \
-        ["bundled", "bundled-ss"]
-    members = [bs.Member(fold, name, 0, cache) for name in names for fold in lc.FOLDS]
+    members = [bs.Member(fold, name, 0, cache) for name in bs.MEMBER_NAMES for fold in lc.FOLDS]
     members += [member for member in (bs.Member(fold, name, seed, cache) for seed in (1, 2)
                                       for name in ("t100-bg", "t200-bg") for fold in lc.FOLDS)
                 if member.model_path.exists()]  # the shipped recipe's seed spread
     score_variants(members, entries, cache, lambda message: print(message, flush=True))
     metadata = sp.scene_metadata()
-    maps, labels, meta = {}, {}, {}
-    for scene in metadata:
-        for variant in ("", *VARIANTS):
-            key = f"{scene}~{variant}" if variant else scene
-            raster = variant_raster(scene, variant, cache) if variant else lc.SCENES / f"{scene}.tif"
-            data, valid = lc.read_all(raster)
-            truth, _ = lc.read_all(lc.SCENES / f"{scene}_gt.tif")
-            labels[key] = truth[0][valid] != 0
-            pixels = data[:, valid]
-            maps[key] = {"rx": rx_scores(pixels.T.astype(np.float64)),
-                         "rx50": rx_scores(resample_bands(pixels[:, :, None], 50)[:, :, 0].T.astype(np.float64))}
-            meta[key] = {**metadata[scene], "variant": variant or "original", "bands": int(data.shape[0])}
+    sources = bs.scene_sources(metadata)
+    sources.update({f"{scene}~{variant}": (variant_raster(scene, variant, cache), truth)
+                    for scene, (_, truth) in list(sources.items()) for variant in VARIANTS})
+    maps, labels, band_counts = bs.plain_maps(sources)
+    meta = {key: {**metadata[key.split("~")[0]], "variant": key.partition("~")[2] or "original",
+                  "bands": band_counts[key]} for key in maps}
     for member in members:
         for scene in lc.FOLDS[member.fold]["scored"]:
-            for variant in ("", *VARIANTS):
-                key = f"{scene}~{variant}" if variant else scene
+            for key in (scene, *(f"{scene}~{variant}" for variant in VARIANTS)):
                 maps[key][member.label()] = np.load(member.maps / f"{key}.npy")
-    labels_done = {m.label() for m in members}
-    singles = [("rx",), ("rx50",)] + [(label,) for label in sorted(labels_done)]
-    systematic = [combo for size in (2, 3, 4) for combo in itertools.combinations(bs.POOL, size)
-                  if not {"bundled", "bundled-ss"} <= set(combo)]
-    extra = [("rand200", "bundled-ss")] + [(f"t100-bg@{seed}", f"t200-bg@{seed}", "bundled-ss") for seed in (1, 2)
-                                            if f"t100-bg@{seed}" in labels_done and f"t200-bg@{seed}" in labels_done]
-    unique = {frozenset(c): c for c in reversed([c for c in bs.ENSEMBLES if "@" not in " ".join(c)] + systematic
-                                                 + extra)}
-    candidates = singles + [combo + ("rank",) for combo in list(unique.values())[::-1]]
-    table = {sp.name_of(c): {key: roc_auc(sp.fuse(maps[key], c[:-1], "rank") if c[-1] == "rank"
-                                          else maps[key][c[0]], labels[key]) for key in maps} for c in candidates}
+    table = bs.table_of(maps, labels, bs.candidate_list({m.label() for m in members}))
     budget = bs.within_budget(table, json.loads((cache / "times.json").read_text())) \
         if (cache / "times.json").exists() else set(table)
     lines = ["# Band-set variants: the band study's fold networks on development scenes cut to fewer bands", "",
@@ -145,19 +117,15 @@ def main(argv=None):
              + ".", ""]
     groups = {"original": [k for k in maps if "~" not in k], **{v: [k for k in maps if k.endswith(f"~{v}")]
                                                                  for v in VARIANTS}}
-    for key in ("sensor",):
-        def folds_of(scenes):
-            return {s: meta[s] for s in scenes}
-        everything = [k for k in maps]
-        selectable = [n for n in table if n in budget and "@" not in n]  # other seeds: the spread only
-        for label, scenes in (("original scenes only (the shipped rule)", groups["original"]),
-                              ("original + both variants", everything)):
-            rows = sp.protocol(table, folds_of(scenes), key, selectable, True)
-            held = {s: auc for _, _, aucs in rows for s, auc in aucs.items()}
-            chosen = sp.select(table, scenes, selectable, True)
-            lines.append(f"- Rule over {label}: picks **{chosen}** on all; leave-one-{key}-out estimate over the "
-                         f"same scenes {np.mean(list(held.values())):.4f} (picks per fold: "
-                         + "; ".join(f"{fold}: {pick}" for fold, pick, _ in rows) + ")")
+    selectable = [n for n in table if n in budget and "@" not in n]  # other seeds: the spread only
+    for label, scenes in (("original scenes only (the shipped rule)", groups["original"]),
+                          ("original + both variants", list(maps))):
+        rows = sp.protocol(table, {s: meta[s] for s in scenes}, "sensor", selectable, True)
+        held = {s: auc for _, _, aucs in rows for s, auc in aucs.items()}
+        chosen = sp.select(table, scenes, selectable, True)
+        lines.append(f"- Rule over {label}: picks **{chosen}** on all; leave-one-sensor-out estimate over the "
+                     f"same scenes {np.mean(list(held.values())):.4f} (picks per fold: "
+                     + "; ".join(f"{fold}: {pick}" for fold, pick, _ in rows) + ")")
     lines += ["", "Mean AUC per band set (fold-clean networks; mean over the 11 scenes of each set):", "",
               "| configuration | original | vnir | third | mean of the three | worst scene vs RX of its set |",
               "|---|---|---|---|---|---|"]
