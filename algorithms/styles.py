@@ -65,11 +65,17 @@ def score_renderer(layer, low, high):
     """A single-band pseudocolour renderer with the Magma ramp stretched from low to high."""
     if not high > low:
         high = low + max(abs(low) * 1e-6, 1e-6)
+    renderer = _fixed_range_renderer(layer, low, high)
+    renderer.createShader(magma_ramp(), QgsColorRampShader.Type.Interpolated,
+                          QgsColorRampShader.ClassificationMode.Continuous, 0)
+    return renderer
+
+
+def _fixed_range_renderer(layer, low, high):
+    """A single-band pseudocolour renderer on band 1 whose range stays low..high (QGIS never re-stretches it)."""
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1)
     renderer.setClassificationMin(low)
     renderer.setClassificationMax(high)
-    renderer.createShader(magma_ramp(), QgsColorRampShader.Type.Interpolated,
-                          QgsColorRampShader.ClassificationMode.Continuous, 0)
     origin = renderer.minMaxOrigin()
     origin.setLimits(QgsRasterMinMaxOrigin.Limits.None_)
     renderer.setMinMaxOrigin(origin)
@@ -84,20 +90,15 @@ def rank_stops():
 
 def rank_renderer(layer):
     """A pseudocolour renderer for a rank map: Magma on a log scale of the exceedance (rank_stops)."""
-    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1)
+    stops = rank_stops()
+    renderer = _fixed_range_renderer(layer, 0.0, stops[-1][0])
     shader = QgsColorRampShader(0.0, 1.0)
     shader.setColorRampType(QgsColorRampShader.Type.Interpolated)
-    stops = rank_stops()
     shader.setColorRampItemList([QgsColorRampShader.ColorRampItem(p, colour, f"top {100 * (1 - p):.2g} %")
                                  for p, colour in stops])
     raster_shader = QgsRasterShader(0.0, 1.0)
     raster_shader.setRasterShaderFunction(shader)
     renderer.setShader(raster_shader)
-    renderer.setClassificationMin(0.0)
-    renderer.setClassificationMax(stops[-1][0])
-    origin = renderer.minMaxOrigin()
-    origin.setLimits(QgsRasterMinMaxOrigin.Limits.None_)
-    renderer.setMinMaxOrigin(origin)
     return renderer
 
 
