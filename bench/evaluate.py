@@ -97,15 +97,16 @@ def columns(model, model_name, baselines=True):
 ENSEMBLE_TITLE = "default ensemble (empty MODEL)"
 
 
-def default_members(model_path):
-    """The default ensemble's members when ``model_path`` is the bundled model, else []."""
+def default_members(model_path, model):
+    """The default ensemble's members when ``model_path`` is the bundled model (``model``, already loaded), else []."""
     from fers_core.enhance.default_model import DEFAULT_MODEL_FILE, default_model_paths
     from fers_core.enhance.model_file import load_model
     from fers_core.pipeline.ensemble import Member
 
     if Path(model_path).resolve() != DEFAULT_MODEL_FILE.resolve():
         return []
-    return [Member(load_model(path), path.name) for path in default_model_paths()]
+    first, *others = default_model_paths()
+    return [Member(model, first.name)] + [Member(load_model(path), path.name) for path in others]
 
 
 def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
@@ -124,7 +125,7 @@ def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):
     table_columns = columns(model, model_name, baselines)
     resampled_title = f"plain RX, {model.bands} bands"
     titles = ["plain RX", resampled_title] + [title for title, _, _ in table_columns]
-    members = default_members(model_path)
+    members = default_members(model_path, model)
     if members:
         titles.append(ENSEMBLE_TITLE)
     table = {}
