@@ -103,7 +103,7 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
 
     reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
     mask = read_mask(options.mask_path, reader) if options.mask_path else None
-    mapping = BandMapping.for_model(reader, model, feedback)
+    mapping = BandMapping.for_model(reader, model, feedback if options.warn_sparse_bands else None)
     strips = FeatureStrips(reader, partial(scale_window, reader, mapping), model, options, device)
     feedback.info(f"Model: {model.bands} bands, branches {', '.join(model.branches)}; "
                   f"{model.provenance.get('summary', model.provenance.get('source', ''))}")

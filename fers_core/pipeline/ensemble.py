@@ -32,6 +32,7 @@ from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA, RasterWriter
+from .scaling import interpolates_sparsely, sparse_bands_warning
 
 SAMPLE_SIZE = 1 << 18
 BINS = 1 << 16
@@ -193,9 +194,30 @@ def check_members(members, options):
 
 
 def member_options(member, options):
-    """The member's DetectOptions: the requested branches it has (all of its own when it has none of them)."""
+    """The member's DetectOptions: the requested branches it has (all of its own when it has none of them);
+    band interpolation is reported once for the ensemble (report_band_interpolation), not by each member."""
     branches = tuple(b for b in options.branches if member.model.has_branch(b)) or tuple(member.model.branches)
-    return replace(options, branches=branches, spectral_output=None, spatial_output=None)
+    return replace(options, branches=branches, spectral_output=None, spatial_output=None, warn_sparse_bands=False)
+
+
+def report_band_interpolation(raster_bands, members, feedback):
+    """Warn when every model member has more than twice the raster's bands; otherwise name those that have (info).
+
+    A member that interpolates most of its bands adds little, but the others still carry the raster's
+    information into the fused map, so only an ensemble where all models interpolate deserves the warning."""
+    models = [member for member in members if member.model is not None]
+    sparse = [member for member in models if interpolates_sparsely(raster_bands, member.model.bands)]
+    if not sparse:
+        return
+    if len(sparse) == len(models):
+        counts = sorted({member.model.bands for member in models})
+        listed = ", ".join(map(str, counts[:-1])) + f" and {counts[-1]}" if len(counts) > 1 else str(counts[0])
+        feedback.warning(sparse_bands_warning(raster_bands, listed, several=len(models) > 1))
+        return
+    names = ", ".join(f"{member.label} ({member.model.bands} bands)" for member in sparse)
+    feedback.info(f"The raster's {raster_bands} bands are interpolated up to more than twice as many in {names}; "
+                  "that adds no information, and the other members, closer to the raster's band count, keep it "
+                  "in the fused map.")
 
 
 def run_ensemble_detection(input_path: str, output_path: str, members: list, options=None,
@@ -209,6 +231,8 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
     fusion = EnsembleFusion.parse(fusion)
     check_members(members, options)
     check_outputs([("the score output", output_path)], [("the input", input_path), ("the mask", options.mask_path)])
+    with RasterReader(input_path, options.bands) as reader:
+        report_band_interpolation(reader.band_count, members, feedback)
     started = time.perf_counter()
     share = 90 / len(members)
     with ExitStack() as stack:

@@ -20,11 +20,24 @@ MIN_WAVELENGTH_COVERAGE = 0.8
 MIN_INPUT_BANDS = 3  # 1 or 2 bands interpolate to a flat or straight-line spectrum the networks never saw
 
 
+def interpolates_sparsely(raster_bands: int, model_bands: int) -> bool:
+    """True when a raster has fewer than half a model's bands: most model bands are interpolated, adding nothing."""
+    return int(raster_bands) < int(model_bands) / 2
+
+
+def sparse_bands_warning(raster_bands: int, model_bands: str, several: bool = False) -> str:
+    """The warning for `raster_bands` against `model_bands` ("16"; "50, 100 and 200" for `several` models)."""
+    whose = "every model's" if several else "the model's"
+    return (f"The raster has {raster_bands} bands, far fewer than {whose} {model_bands}: bands are interpolated, "
+            "which adds no information; results may be weaker than plain RX.")
+
+
 class BandMapping:
     """Maps a raster's selected bands onto a model's bands (one sparse matrix).
 
     Built from the band counts and wavelengths alone (`for_model` reads them from a reader and a
-    model), so training maps its rasters exactly as detection does.
+    model), so training maps its rasters exactly as detection does. With a `feedback`, it warns when
+    the raster has far fewer bands than the model (an ensemble passes none and reports once for all).
     """
 
     def __init__(self, raster_bands: int, model_bands: int, raster_wavelengths=None, model_wavelengths=None,
@@ -52,11 +65,8 @@ class BandMapping:
         how = "over wavelength" if use_wavelengths else "over the normalised band index"
         self.description = (f"identity ({n_in} bands)" if n_in == n_out and not use_wavelengths
                             else f"{n_in} raster bands resampled linearly {how} to the model's {n_out} bands")
-        if n_in < n_out / 2 and feedback is not None:
-            feedback.warning(
-                f"The raster has {n_in} bands, far fewer than the model's {n_out}: bands are interpolated, "
-                "which adds no information; results may be weaker than plain RX."
-            )
+        if interpolates_sparsely(n_in, n_out) and feedback is not None:
+            feedback.warning(sparse_bands_warning(n_in, str(n_out)))
 
     @classmethod
     def for_model(cls, reader, model, feedback=None) -> "BandMapping":

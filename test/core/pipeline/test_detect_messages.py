@@ -1,4 +1,4 @@
-"""What fers_core.pipeline tells the user about the enhanced cube's covariance."""
+"""What fers_core.pipeline tells the user about the enhanced cube's covariance and about band interpolation."""
 
 import numpy as np
 
@@ -6,6 +6,7 @@ from fers.fers_core.detectors.rx import CovarianceAccumulator
 from fers.fers_core.enhance.model_file import random_init_model
 from fers.fers_core.feedback import Feedback
 from fers.fers_core.pipeline.detect import run_fers_detection
+from fers.fers_core.pipeline.ensemble import Member, run_ensemble_detection
 from fers.fers_core.pipeline.options import DetectOptions
 from fers.fers_core.pipeline.passes import fit_rx_models
 
@@ -52,3 +53,28 @@ def test_detection_of_a_raster_with_fewer_bands_than_the_model_does_not_warn_of_
                        DetectOptions(branches=("spectral",), threads=1), log)
     assert not [m for m in log.warnings if "singular" in m], log.warnings
     assert [m for m in log.infos if "singular" in m and "interpolated up to the model's 40" in m], log.infos
+
+
+def test_band_interpolation_is_a_warning_only_when_every_model_of_an_ensemble_has_over_twice_the_bands(tmp_path):
+    raster = write_cube(tmp_path / "twenty.tif", np.random.default_rng(2).normal(size=(20, 16, 16)).astype(np.float32))
+    models = {bands: random_init_model(bands, seed=0, branches=("spectral",)) for bands in (16, 48, 64)}
+    options = DetectOptions(branches=("spectral",), threads=1)
+
+    def logged(*bands):
+        log = Log()
+        if len(bands) == 1:
+            run_fers_detection(raster, str(tmp_path / "one.tif"), models[bands[0]], options, log)
+        else:
+            members = [Member(models[b], f"random {b}") for b in bands] + [Member()]
+            run_ensemble_detection(raster, str(tmp_path / "fused.tif"), members, options, feedback=log)
+        return [m for m in log.warnings if "far fewer" in m], [m for m in log.infos if "more than twice as many" in m]
+
+    warnings, _ = logged(48)
+    assert warnings == ["The raster has 20 bands, far fewer than the model's 48: bands are interpolated, which adds "
+                        "no information; results may be weaker than plain RX."]
+    warnings, infos = logged(16, 48)
+    assert warnings == [] and len(infos) == 1 and "in random 48 (48 bands)" in infos[0], infos
+    assert "random 16" not in infos[0]
+    warnings, infos = logged(48, 64)
+    assert len(warnings) == 1 and "far fewer than every model's 48 and 64" in warnings[0], warnings
+    assert logged(16)[0] == [] and logged(16, 16)[0] == []
