@@ -214,7 +214,7 @@ def report_band_interpolation(raster_bands, members, feedback):
         listed = ", ".join(map(str, counts[:-1])) + f" and {counts[-1]}" if len(counts) > 1 else str(counts[0])
         feedback.warning(sparse_bands_warning(raster_bands, listed, several=len(models) > 1))
         return
-    names = ", ".join(f"{member.label} ({member.model.bands} bands)" for member in sparse)
+    names = ", ".join(f"{os.path.basename(str(member.label))} ({member.model.bands} bands)" for member in sparse)
     feedback.info(f"The raster's {raster_bands} bands are interpolated up to more than twice as many in {names}; "
                   "that adds no information, and the other members, closer to the raster's band count, keep it "
                   "in the fused map.")
