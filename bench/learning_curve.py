@@ -57,6 +57,8 @@ THREADS = 2
 STAGE1 = {"model_bands": 50, "teacher": "frozen-random", "epochs": 30, "patch_size": 32, "batch_size": 16,
           "learning_rate": 5e-3}
 """Stage 1 of scripts/train_default.py RECIPE (checked against it at start)."""
+STAGE2 = {"epochs": 40, "patch_size": 32}
+"""Stage 2 (spatial student, on top of a stage-1 network) of the same RECIPE (checked likewise)."""
 AVIRIS_SCENES = ("abu-beach-1", "abu-beach-2", "abu-beach-3", "abu-urban-1", "abu-urban-2", "abu-urban-4",
                  "abu-urban-5", "sandiego-189", "sandiego-224")
 HYDICE_SCENES = ("hydice-urban-162", "hydice-urban-175")
@@ -100,6 +102,8 @@ def check_recipe():
                "learning_rate": recipe["learning_rate"], **recipe["stage1"]}
     if bundled != STAGE1:
         raise SystemExit(f"STAGE1 {STAGE1} differs from scripts/train_default.py's stage 1 {bundled}: update it.")
+    if recipe["stage2"] != STAGE2:
+        raise SystemExit(f"STAGE2 {STAGE2} differs from scripts/train_default.py's stage 2 {recipe['stage2']}.")
 
 
 def read_all(path):
