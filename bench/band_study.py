@@ -259,7 +259,7 @@ def seed_label(member, seed):
 def seed_averaged(maps, labels, candidates, seeds):
     """{name: {scene: mean AUC over seeds}}: each seed-0 candidate with every trained or random member taken at
     seed k (FIXED members unchanged), for the candidates whose members are scored at every seed."""
-    scored = set(next(iter(maps.values())))
+    scored = set.intersection(*(set(scene_maps) for scene_maps in maps.values()))  # scored on every scene
     averaged = {}
     for candidate in candidates:
         members, how = (candidate[:-1], candidate[-1:]) if candidate[-1] == "rank" else (candidate, ())
@@ -412,7 +412,11 @@ def main(argv=None):
                 maps[scene][member.label()] = np.load(member.maps / f"{scene}.npy")
     complete = {label for label, folds in finished.items() if folds == set(lc.FOLDS)}
     seeds_fused = seed_sets([m for m in members if m.label() in complete])
-    pool = POOL + tuple(name for name in args.pool_extra.split(",") if name.strip())
+    extra = [name.strip() for name in args.pool_extra.split(",") if name.strip()]
+    unknown = [name for name in extra if name not in MEMBER_NAMES or name in POOL]
+    if unknown:
+        sys.exit(f"--pool-extra: {', '.join(unknown)} not a member name outside POOL ({', '.join(MEMBER_NAMES)}).")
+    pool = POOL + tuple(dict.fromkeys(extra))
     candidates = candidate_list(complete, seeds_fused, pool)
     table = table_of(maps, labels, candidates)
     averaged = seed_averaged(maps, labels, candidates, seeds) if len(seeds) > 1 else None

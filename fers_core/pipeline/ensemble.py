@@ -32,7 +32,7 @@ from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA, RasterWriter
-from .scaling import interpolates_sparsely, sparse_bands_warning
+from .scaling import MIN_INPUT_BANDS, interpolates_sparsely, sparse_bands_warning
 
 SAMPLE_SIZE = 1 << 18
 BINS = 1 << 16
@@ -201,23 +201,28 @@ def member_options(member, options):
 
 
 def report_band_interpolation(raster_bands, members, feedback):
-    """Warn when every model member has more than twice the raster's bands; otherwise name those that have (info).
-
-    A member that interpolates most of its bands adds little, but the others still carry the raster's
-    information into the fused map, so only an ensemble where all models interpolate deserves the warning."""
-    models = [member for member in members if member.model is not None]
-    sparse = [member for member in models if interpolates_sparsely(raster_bands, member.model.bands)]
+    """Warn when every member is a model with more than twice the raster's bands; otherwise name those that are
+    (info). A member that interpolates most of its bands adds little, but the others (plain RX included) still
+    carry the raster's information into the fused map. Rasters with too few bands are left to the members' error."""
+    if raster_bands < MIN_INPUT_BANDS:
+        return
+    sparse = [m for m in members if m.model is not None and interpolates_sparsely(raster_bands, m.model.bands)]
     if not sparse:
         return
-    if len(sparse) == len(models):
-        counts = sorted({member.model.bands for member in models})
-        listed = ", ".join(map(str, counts[:-1])) + f" and {counts[-1]}" if len(counts) > 1 else str(counts[0])
-        feedback.warning(sparse_bands_warning(raster_bands, listed, several=len(models) > 1))
+    if len(sparse) == len(members):
+        counts = sorted({member.model.bands for member in sparse})
+        feedback.warning(sparse_bands_warning(raster_bands, _listed(map(str, counts)), several=len(sparse) > 1))
         return
-    names = ", ".join(f"{os.path.basename(str(member.label))} ({member.model.bands} bands)" for member in sparse)
+    names = _listed(f"{os.path.basename(str(member.label))} ({member.model.bands} bands)" for member in sparse)
+    others = ("the other member, closer to the raster's band count, keeps" if len(members) - len(sparse) == 1
+              else "the other members, closer to the raster's band count, keep")
     feedback.info(f"The raster's {raster_bands} bands are interpolated up to more than twice as many in {names}; "
-                  "that adds no information, and the other members, closer to the raster's band count, keep it "
-                  "in the fused map.")
+                  f"that adds no information, and {others} it in the fused map.")
+
+
+def _listed(items):
+    items = list(items)
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else items[0]
 
 
 def run_ensemble_detection(input_path: str, output_path: str, members: list, options=None,

@@ -55,26 +55,28 @@ def test_detection_of_a_raster_with_fewer_bands_than_the_model_does_not_warn_of_
     assert [m for m in log.infos if "singular" in m and "interpolated up to the model's 40" in m], log.infos
 
 
-def test_band_interpolation_is_a_warning_only_when_every_model_of_an_ensemble_has_over_twice_the_bands(tmp_path):
-    raster = write_cube(tmp_path / "twenty.tif", np.random.default_rng(2).normal(size=(20, 16, 16)).astype(np.float32))
+def test_band_interpolation_is_a_warning_only_when_every_member_is_a_model_with_over_twice_the_bands(tmp_path):
+    raster = write_cube(tmp_path / "thirty.tif", np.random.default_rng(2).normal(size=(30, 16, 16)).astype(np.float32))
     models = {bands: random_init_model(bands, seed=0, branches=("spectral",)) for bands in (16, 48, 64)}
-    options = DetectOptions(branches=("spectral",), threads=1)
+    options = DetectOptions(branches=("spectral",), threads=1, bands=list(range(1, 21)))  # 20 of the 30 bands
 
-    def logged(*bands):
+    def logged(*bands, plain_rx=False):
         log = Log()
-        if len(bands) == 1:
+        if len(bands) == 1 and not plain_rx:
             run_fers_detection(raster, str(tmp_path / "one.tif"), models[bands[0]], options, log)
         else:
-            members = [Member(models[b], f"random {b}") for b in bands] + [Member()]
+            members = [Member(models[b], f"/models/random{b}.pt") for b in bands] + ([Member()] if plain_rx else [])
             run_ensemble_detection(raster, str(tmp_path / "fused.tif"), members, options, feedback=log)
         return [m for m in log.warnings if "far fewer" in m], [m for m in log.infos if "more than twice as many" in m]
 
-    warnings, _ = logged(48)
-    assert warnings == ["The raster has 20 bands, far fewer than the model's 48: bands are interpolated, which adds "
-                        "no information; results may be weaker than plain RX."]
-    warnings, infos = logged(16, 48)
-    assert warnings == [] and len(infos) == 1 and "in random 48 (48 bands)" in infos[0], infos
-    assert "random 16" not in infos[0]
-    warnings, infos = logged(48, 64)
-    assert len(warnings) == 1 and "far fewer than every model's 48 and 64" in warnings[0], warnings
-    assert logged(16)[0] == [] and logged(16, 16)[0] == []
+    assert logged(48) == (["The raster has 20 bands, far fewer than the model's 48: bands are interpolated, which "
+                           "adds no information; results may be weaker than plain RX."], [])
+    assert logged(48, 64) == (["The raster has 20 bands, far fewer than every model's 48 and 64: bands are "
+                               "interpolated, which adds no information; results may be weaker than plain RX."], [])
+    assert logged(16, 48) == ([], ["The raster's 20 bands are interpolated up to more than twice as many in "
+                                   "random48.pt (48 bands); that adds no information, and the other member, closer "
+                                   "to the raster's band count, keeps it in the fused map."])
+    warnings, infos = logged(48, 64, plain_rx=True)  # plain RX keeps the raster's bands in the fused map
+    assert warnings == [] and len(infos) == 1, (warnings, infos)
+    assert "in random48.pt (48 bands) and random64.pt (64 bands);" in infos[0] and "other member, closer" in infos[0]
+    assert logged(16) == ([], []) and logged(16, 16) == ([], [])
