@@ -32,7 +32,7 @@ from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA, RasterWriter
-from .scaling import MIN_INPUT_BANDS, interpolates_sparsely, sparse_bands_warning
+from .scaling import BandMapping, interpolates_sparsely, sparse_bands_warning
 
 SAMPLE_SIZE = 1 << 18
 BINS = 1 << 16
@@ -203,9 +203,7 @@ def member_options(member, options):
 def report_band_interpolation(raster_bands, members, feedback):
     """Warn when every member is a model with more than twice the raster's bands; otherwise name those that are
     (info). A member that interpolates most of its bands adds little, but the others (plain RX included) still
-    carry the raster's information into the fused map. Rasters with too few bands are left to the members' error."""
-    if raster_bands < MIN_INPUT_BANDS:
-        return
+    carry the raster's information into the fused map."""
     sparse = [m for m in members if m.model is not None and interpolates_sparsely(raster_bands, m.model.bands)]
     if not sparse:
         return
@@ -237,6 +235,9 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
     check_members(members, options)
     check_outputs([("the score output", output_path)], [("the input", input_path), ("the mask", options.mask_path)])
     with RasterReader(input_path, options.bands) as reader:
+        for member in members:  # band-count and wavelength-coverage errors before any member spends time
+            if member.model is not None:
+                BandMapping.for_model(reader, member.model)
         report_band_interpolation(reader.band_count, members, feedback)
     started = time.perf_counter()
     share = 90 / len(members)

@@ -8,6 +8,7 @@ from fers.fers_core.choices import ENSEMBLE_FUSION_CHOICES
 from fers.fers_core.detectors.global_rx import run_global_rx
 from fers.fers_core.enhance.model_file import random_init_model
 from fers.fers_core.errors import InputError, OutputError
+from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.writer import SCORE_NODATA
 from fers.fers_core.pipeline.detect import run_fers_detection
 from fers.fers_core.pipeline.ensemble import CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
@@ -122,6 +123,33 @@ def test_bad_ensembles_are_refused_before_any_output(tmp_path, scene):
     with pytest.raises(OutputError, match="would destroy the input"):
         run_ensemble_detection(scene[0], scene[0], [Member(model, "m"), Member()])
     assert leftovers(tmp_path, set()) == []
+
+
+def test_a_member_that_cannot_map_the_raster_is_refused_before_any_member_runs(tmp_path):
+    from osgeo import gdal
+
+    class Log(Feedback):
+        def __init__(self):
+            self.lines = []
+
+        def info(self, message):
+            self.lines.append(message)
+
+    vnir = write_cube(tmp_path / "vnir.tif", np.random.default_rng(4).normal(size=(10, 12, 12)).astype(np.float32))
+    dataset = gdal.Open(vnir, gdal.GA_Update)
+    for index, value in enumerate(np.linspace(400, 1000, 10)):
+        dataset.GetRasterBand(index + 1).SetMetadata({"wavelength": f"{value:.1f}", "wavelength_units": "nm"})
+    dataset = None
+    two = write_cube(tmp_path / "two.tif", np.random.default_rng(5).normal(size=(2, 12, 12)).astype(np.float32))
+    plain, full_range = random_init_model(16, seed=0, branches=("spectral",)), random_init_model(16, seed=1)
+    full_range.wavelengths_nm = list(np.linspace(400, 2500, 16))
+    for raster, message in ((vnir, "cover only 29% of the model's range"), (two, "need at least 3 bands")):
+        log = Log()
+        with pytest.raises(InputError, match=message):
+            run_ensemble_detection(raster, tmp_path / "fused.tif", [Member(plain, "plain"), Member(full_range, "wl")],
+                                   feedback=log)
+        assert not [line for line in log.lines if line.startswith("Ensemble member")], log.lines
+    assert leftovers(tmp_path, {"vnir.tif", "two.tif"}) == []
 
 
 def test_only_rank_fused_maps_are_recognised_as_rank_maps(tmp_path, two_maps):
