@@ -111,8 +111,8 @@ class DetectAlgorithm(FersAlgorithm):
             self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True),
             "Band numbers to use (empty = all). The selected bands are resampled to the model's band count: "
             "linearly over wavelength when the raster and the model both carry wavelengths, else over the "
-            "normalised band index. Fewer bands than the model are interpolated (a warning says so); more are "
-            "averaged down by the interpolation.")
+            "normalised band index. Fewer bands than the model's are interpolated (the log says so when under half); "
+            "more are averaged down by the interpolation.")
         self.add_parameter(ModelPathParameter(
             self.MODEL, self.tr("Model file or authors' checkpoint folder (empty = bundled model)"),
             QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),
