@@ -66,6 +66,20 @@ class CancelAt(QgsProcessingFeedback):
             self.cancel()
 
 
+class Recorder(QgsProcessingFeedback):
+    """Keeps the warnings and the log lines a run pushes."""
+
+    def __init__(self):
+        super().__init__()
+        self.warnings, self.infos = [], []
+
+    def pushWarning(self, text):  # noqa: N802 (QGIS API)
+        self.warnings.append(text)
+
+    def pushInfo(self, text):  # noqa: N802 (QGIS API)
+        self.infos.append(text)
+
+
 def require_scenes():
     """Skip the calling test when the shared real scenes are absent."""
     if not SCENES.is_dir():

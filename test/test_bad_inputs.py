@@ -18,9 +18,9 @@ import zipfile
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 
-from .conftest import ROOT, TEST_MODEL_BANDS, CancelAt, read_only_folder
+from .conftest import ROOT, TEST_MODEL_BANDS, CancelAt, Recorder, read_only_folder
 from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube
 
 RX, DETECT = "fers:rx", "fers:detect"
@@ -55,20 +55,6 @@ def scores_of(result):
     scores, nodata, _, _ = read(result["OUTPUT"])
     assert nodata == -9999
     return scores
-
-
-class Recorder(QgsProcessingFeedback):
-    """Keeps the warnings and the log lines."""
-
-    def __init__(self):
-        super().__init__()
-        self.warnings, self.infos = [], []
-
-    def pushWarning(self, text):  # noqa: N802 (QGIS API)
-        self.warnings.append(text)
-
-    def pushInfo(self, text):  # noqa: N802 (QGIS API)
-        self.infos.append(text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from qgis.core import QgsProcessingException
 
 from fers.fers_core.detectors.metrics import roc_auc
 
-from .conftest import ROOT, SHARED, require_reference, require_scenes
+from .conftest import ROOT, SHARED, Recorder, require_reference, require_scenes
 from .rasters import GEOTRANSFORM, leftovers, read, write_cube
 
 
@@ -233,24 +233,14 @@ def test_device_choices(run_alg, tmp_path, scene, model_file):
 
 @pytest.mark.slow
 def test_model_without_spatial_branch_uses_spectral_and_says_so(run_alg, tmp_path, scene):
-    from qgis.core import QgsProcessingFeedback
-
     from fers.fers_core.enhance.model_file import random_init_model, save_model
 
     path = tmp_path / "spectral_only.pt"
     save_model(random_init_model(16, seed=0, branches=("spectral",)), path)
 
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushWarning(self, text):  # noqa: N802 (QGIS API)
-            self.lines.append(text)
-
     feedback = Recorder()
     run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(path), "OUTPUT": str(tmp_path / "o.tif")}, feedback)
-    assert any("no spatial branch" in line for line in feedback.lines)
+    assert any("no spatial branch" in line for line in feedback.warnings)
     with pytest.raises(QgsProcessingException, match="no spatial branch"):
         detect(run_alg, tmp_path, scene[0], str(path), "spa.tif", BRANCHES=2)
 

@@ -5,10 +5,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 from scipy.stats import rankdata
 
-from .conftest import ROOT
+from .conftest import ROOT, Recorder
 from .rasters import leftovers, read
 
 
@@ -58,20 +58,12 @@ def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, t
 def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
     from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILES, DEFAULT_MODEL_FILE
 
-    class Warnings(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushWarning(self, text):  # noqa: N802 (QGIS API)
-            self.lines.append(text)
-
     assert len(DEFAULT_MEMBER_FILES) == 2
-    feedback = Warnings()
+    feedback = Recorder()
     default = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")},
                       feedback)
     # the 24-band scene has fewer than half the bands of every member: one warning for the ensemble, not one each
-    assert [line for line in feedback.lines if "far fewer" in line] == [
+    assert [line for line in feedback.warnings if "far fewer" in line] == [
         "The raster has 24 bands, far fewer than every model's 50, 100 and 200: bands are interpolated, which adds "
         "no information; results may be weaker than plain RX."]
     explicit = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),

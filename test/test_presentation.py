@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from qgis.core import (
     QgsApplication,
-    QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterNumber,
 )
 
-from .conftest import ROOT
+from .conftest import ROOT, Recorder
 from .rasters import read
 
 ADVANCED = {  # parameters the dialog shows under Advanced; everything else is in the main section
@@ -243,25 +242,15 @@ def test_plugin_sources_use_scoped_enums_only(qgis_app):
     assert not found, "unscoped enums (QGIS 4 / Qt6 removes them):\n" + "\n".join(found)
 
 
-class Log(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def pushInfo(self, info):  # noqa: N802 (QGIS API)
-        self.lines.append(info)
-        super().pushInfo(info)
-
-
 @pytest.mark.slow
 def test_detect_log_names_the_fusion_as_chosen_and_no_developer_path(run_alg, tmp_path):
     pytest.importorskip("torch")
     from fers.fers_core.synthetic import write_scene
 
     source, _ = write_scene(tmp_path / "scene.tif", tmp_path / "truth.tif", rows=40, cols=48, bands=24, seed=1)
-    log = Log()
+    log = Recorder()
     run_alg("fers:detect", {"INPUT": source, "OUTPUT": str(tmp_path / "scores.tif")}, feedback=log)
-    text = "\n".join(log.lines)
+    text = "\n".join(log.infos)
     assert "fusion: As the reference (product at 50 model bands)" in text
     assert not re.search(r"\b(scripts|fers_core|test)/", text), text
 
