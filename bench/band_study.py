@@ -256,9 +256,10 @@ def seed_label(member, seed):
     return member if member in FIXED or seed == 0 else f"{member}@{seed}"
 
 
-def seed_averaged(maps, labels, candidates, seeds):
+def seed_averaged(maps, labels, candidates, seeds, table):
     """{name: {scene: mean AUC over seeds}}: each seed-0 candidate with every trained or random member taken at
-    seed k (FIXED members unchanged), for the candidates whose members are scored at every seed."""
+    seed k (FIXED members unchanged), for the candidates whose members are scored at every seed; seed 0's AUCs are
+    ``table``'s (table_of of ``candidates``)."""
     scored = set.intersection(*(set(scene_maps) for scene_maps in maps.values()))  # scored on every scene
     averaged = {}
     for candidate in candidates:
@@ -267,9 +268,10 @@ def seed_averaged(maps, labels, candidates, seeds):
             continue
         variants = [tuple(seed_label(member, seed) for member in members) + how for seed in seeds]
         if all(set(variant[:len(members)]) <= scored for variant in variants):
-            tables = table_of(maps, labels, variants)
-            averaged[sp.name_of(candidate)] = {scene: float(np.mean([t[scene] for t in tables.values()]))
-                                               for scene in maps}
+            name = sp.name_of(candidate)
+            tables = [table[name] if seed == 0 else table_of(maps, labels, [variant])[sp.name_of(variant)]
+                      for seed, variant in zip(seeds, variants)]
+            averaged[name] = {scene: float(np.mean([t[scene] for t in tables])) for scene in maps}
     return averaged
 
 
@@ -419,7 +421,7 @@ def main(argv=None):
     pool = POOL + tuple(dict.fromkeys(extra))
     candidates = candidate_list(complete, seeds_fused, pool)
     table = table_of(maps, labels, candidates)
-    averaged = seed_averaged(maps, labels, candidates, seeds) if len(seeds) > 1 else None
+    averaged = seed_averaged(maps, labels, candidates, seeds, table) if len(seeds) > 1 else None
     budget = within_budget(table, json.loads(Path(args.seconds).read_text())) if args.seconds else None
     command = "nice -n 5 .venv/bin/python bench/band_study.py " + " ".join(argv or sys.argv[1:])
     declared = [sp.name_of(c + ("rank",)) for c in ENSEMBLES + seeds_fused + [PREVIOUS_DEFAULT]]
