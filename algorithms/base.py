@@ -54,6 +54,11 @@ class QgisFeedback(Feedback):
             self._feedback.reportError(message, fatalError=False)
 
 
+BAD_BANDS_HELP = ("Bands the raster's metadata marks bad (ENVI bbl = 0, as in AVIRIS and EnMAP products) are left "
+                  "out unless listed; a band without any valid value is named in the error, with the band list "
+                  "that leaves it out.")
+
+
 def widget_value(value):
     """A parameter value as Python sees it: None for a null QVariant, else the value itself.
 

@@ -26,7 +26,7 @@ from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles
-from .base import FersAlgorithm, RasterLayerParameter, advanced, widget_value
+from .base import BAD_BANDS_HELP, FersAlgorithm, RasterLayerParameter, advanced, widget_value
 
 BRANCH_LABELS = {("spectral", "spatial"): "Spectral + spatial", ("spectral",): "Spectral only",
                  ("spatial",): "Spatial only"}
@@ -108,8 +108,10 @@ class DetectAlgorithm(FersAlgorithm):
         self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),
                            "The raster to score, any band count; its nodata value is honoured.")
         self.add_parameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True),
-            "Band numbers to use (empty = all). The selected bands are resampled to the model's band count: "
+            self.BANDS, self.tr("Bands to use (default: all not marked bad)"), None, self.INPUT, optional=True,
+            allowMultiple=True),
+            f"Band numbers to use (empty = all). {BAD_BANDS_HELP} The selected bands are resampled to the model's "
+            "band count: "
             "linearly over wavelength when the raster and the model both carry wavelengths, else over the "
             "normalised band index. Fewer bands than the model's are interpolated (the log says so when under half); "
             "more are averaged down by the interpolation.")

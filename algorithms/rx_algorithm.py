@@ -14,7 +14,7 @@ from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.memory_guard import check_rx_run
 from ..fers_core.pipeline.requests import check_rx_request
 from . import outputs, scheduler
-from .base import FersAlgorithm, RasterLayerParameter, advanced
+from .base import BAD_BANDS_HELP, FersAlgorithm, RasterLayerParameter, advanced
 
 
 class RxAlgorithm(FersAlgorithm):
@@ -51,8 +51,9 @@ class RxAlgorithm(FersAlgorithm):
         self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),
                            "The raster to score, any band count; its nodata value is honoured.")
         self.add_parameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands to use (default: all)"), None, self.INPUT, optional=True, allowMultiple=True,
-        ), "Band numbers to use; drop water-vapour or noisy bands here. Empty = all bands.")
+            self.BANDS, self.tr("Bands to use (default: all not marked bad)"), None, self.INPUT, optional=True,
+            allowMultiple=True,
+        ), f"Band numbers to use; drop water-vapour or noisy bands here. Empty = all bands. {BAD_BANDS_HELP}")
         self.add_parameter(RasterLayerParameter(
             self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True,
         ), "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the "

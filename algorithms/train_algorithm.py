@@ -63,8 +63,9 @@ class TrainAlgorithm(FersAlgorithm):
             "Optional rasters on the inputs' grids; non-zero pixels (e.g. known targets) are left out of the "
             "training patches, as are nodata pixels.")
         self.add_parameter(QgsProcessingParameterString(
-            self.BANDS, self.tr("Bands to use, e.g. 1-100, 120 (default: all)"), optional=True),
-            "Band numbers and ranges applied to every input, e.g. '1-100, 120-150'. Empty = all bands.")
+            self.BANDS, self.tr("Bands to use, e.g. 1-100, 120 (default: all not marked bad)"), optional=True),
+            "Band numbers and ranges applied to every input, e.g. '1-100, 120-150'. Empty = all bands, less those "
+            "each raster's metadata marks bad (ENVI bbl = 0).")
         self.add_parameter(ModelPathParameter(
             self.INIT_MODEL, self.tr("Initial model to fine-tune (file or authors' checkpoint folder)"),
             QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),

@@ -9,6 +9,10 @@ class InputError(FersError):
     """The input raster, mask or parameters cannot be used as given."""
 
 
+class NoValidPixels(InputError):
+    """No pixel of the raster is valid in every used band (io.bad_bands explains it when some bands are empty)."""
+
+
 class ModelFileError(FersError):
     """A model file or checkpoint folder cannot be loaded."""
 

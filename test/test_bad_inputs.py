@@ -211,7 +211,65 @@ def test_empty_band_list_means_all_bands(run_alg, tmp_path, model_file, algorith
 
 
 # ---------------------------------------------------------------------------------------------
-# Scale and offset metadata
+# Bands marked bad in the metadata (ENVI bbl = 0), and bands without any valid value
+
+
+def with_empty_bands(path, empty, marked, nodata=None):
+    """A cube whose `empty` bands are all NaN (or all `nodata`); `marked`: bbl = 0 on them, 1 on the others."""
+    data = cube(8)
+    for band in empty:
+        data[band - 1] = np.nan if nodata is None else nodata
+    source = write_cube(path, data, nodata=nodata)
+    if marked:
+        dataset = gdal.Open(source, gdal.GA_Update)
+        for band in range(1, 9):
+            dataset.GetRasterBand(band).SetMetadataItem("bbl", "0" if band in empty else "1")
+        dataset = None
+    return source
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_bands_marked_bad_are_left_out_unless_listed(run_alg, tmp_path, model_file, algorithm):
+    source = with_empty_bands(tmp_path / "marked.tif", [2, 5], marked=True)
+    feedback = Recorder()
+    default = scores_of(run(run_alg, algorithm, source, tmp_path / "a.tif", model_file, feedback))
+    assert np.all(default != -9999)  # the NaN bands no longer make every pixel invalid
+    assert [line for line in feedback.infos if "marked bad" in line] == [
+        "Bands 2 and 5 are marked bad in the raster's metadata (bbl = 0) and left out: 6 bands are used. List bands "
+        "in BANDS to choose them yourself."]
+    listed = scores_of(run(run_alg, algorithm, source, tmp_path / "b.tif", model_file, BANDS="1,3-4,6-8"))
+    np.testing.assert_array_equal(default, listed)
+    feedback = Recorder()
+    with pytest.raises(QgsProcessingException, match=r"^Band 5 of 'marked.tif' holds no valid value .* leave it "
+                                                     r"out with BANDS '1, 3-4'\.$"):
+        run(run_alg, algorithm, source, tmp_path / "c.tif", model_file, feedback, BANDS="1,3-5")
+    assert feedback.warnings[:1] == ["BANDS includes band 5, which the raster's metadata marks bad (bbl = 0): noisy "
+                                     "bands can weaken the results."]
+    assert leftovers(tmp_path, {"marked.tif", "a.tif", "b.tif"}) == []
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+@pytest.mark.parametrize("nodata", [None, -32768.0])
+def test_bands_without_any_valid_value_are_named_with_the_bands_to_give(run_alg, tmp_path, model_file, algorithm,
+                                                                       nodata):
+    source = with_empty_bands(tmp_path / "gaps.tif", [2, 5, 6], marked=False, nodata=nodata)
+    refused(run_alg, algorithm, source, tmp_path, model_file, r"^Bands 2 and 5-6 of 'gaps.tif' hold no valid value "
+            r"\(every pixel is nodata, NaN or infinite there\), so no pixel is valid in every used band: leave them "
+            r"out with BANDS '1, 3-4, 7-8'\.$", {"gaps.tif"})
+    scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file, BANDS="1, 3-4, 7-8"))
+    assert np.all(scores != -9999)
+
+
+def test_fers_train_leaves_out_marked_bands_and_names_the_raster(run_alg, tmp_path):
+    source = with_empty_bands(tmp_path / "bg.tif", [3], marked=True)
+    feedback = Recorder()
+    run_alg("fers:train", {"INPUTS": [source], "MODEL_BANDS": 6, "EPOCHS": 1, "PATCH_SIZE": 16, "BATCH_SIZE": 4,
+                           "SEED": 3, "DEVICE": 1, "OUTPUT_MODEL": str(tmp_path / "m.pt")}, feedback)
+    assert any(line.startswith("Band 3 is marked bad in bg.tif's metadata") for line in feedback.infos)
+    assert any("bg.tif: 22x18 px, 7 raster bands resampled" in line for line in feedback.infos), feedback.infos
+    assert (tmp_path / "m.pt").exists()
+
+
 
 
 def write_scaled(path, raw, scales, offsets, nodata):

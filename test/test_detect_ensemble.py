@@ -54,6 +54,26 @@ def test_two_models_and_plain_rx_fuse_to_the_rank_mean_of_single_runs(run_alg, t
     assert leftovers(tmp_path, {"fused.tif", "r12.tif", "r30.tif", "rx.tif"}) == []
 
 
+def test_an_ensemble_reports_the_bands_marked_bad_once(run_alg, tmp_path, scene, models):
+    from osgeo import gdal
+
+    marked = str(tmp_path / "marked.tif")
+    gdal.Translate(marked, scene[0])
+    dataset = gdal.Open(marked, gdal.GA_Update)
+    dataset.GetRasterBand(7).SetMetadataItem("bbl", "0")
+    dataset = None
+    parameters = {"INPUT": marked, "MODEL": models["r12"], "MODELS": [models["r30"]], "FUSE_RX": True, "BRANCHES": 1}
+    feedback = Recorder()
+    run_alg("fers:detect", {**parameters, "OUTPUT": str(tmp_path / "default.tif")}, feedback)
+    assert [line for line in feedback.infos if "marked bad" in line] == [
+        "Band 7 is marked bad in the raster's metadata (bbl = 0) and left out: 23 bands are used. List bands in BANDS "
+        "to choose them yourself."]
+    feedback = Recorder()
+    run_alg("fers:detect", {**parameters, "BANDS": "1-10", "OUTPUT": str(tmp_path / "listed.tif")}, feedback)
+    assert [line for line in feedback.warnings if "marks bad" in line] == [
+        "BANDS includes band 7, which the raster's metadata marks bad (bbl = 0): noisy bands can weaken the results."]
+
+
 @pytest.mark.slow
 def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
     from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILES, DEFAULT_MODEL_FILE

@@ -7,6 +7,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from ..feedback import Feedback, ProgressRange
+from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.grid import read_mask
 from ..io.output_formats import check_raster_outputs
@@ -164,12 +165,16 @@ def rx_score(state, plan, window):
     return rx_block_scores(state.reader, plan.model, window, state.take(window))
 
 
-def open_rx_run(input_path, bands, mask_path, executor, feedback, stack):
+def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands=True):
     """(executor, source, state) of a run over a raster: `executor` (None: one in this process), its RxSource and
-    this process's open state of it, attached to the executor; closed with `stack`."""
+    this process's open state of it, attached to the executor; closed with `stack`. `report_bands`: log the bad
+    bands left out (io.bad_bands). A run that finds no valid pixel names the bands without any valid value."""
+    stack.enter_context(explain_no_valid_pixels(input_path, bands))
     executor = run_executor(executor, feedback, stack)
     source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
     state = stack.enter_context(source.open())
+    if report_bands:
+        report_band_selection(state.reader, feedback)
     executor.attach(source, state)
     return executor, source, state
 
@@ -191,20 +196,21 @@ def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
 
 
 def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = None, feedback: Feedback = None,
-                  block_mb: float = DEFAULT_BLOCK_MB, executor=None) -> RxRunSummary:
+                  block_mb: float = DEFAULT_BLOCK_MB, executor=None, report_bands: bool = True) -> RxRunSummary:
     """Score every valid pixel of `input_path` with global RX and write a float32 raster.
 
-    `bands`: 1-based band numbers (None = all). `mask_path`: raster whose non-zero pixels are
+    `bands`: 1-based band numbers (None = every band not marked bad). `mask_path`: raster whose non-zero pixels are
     left out of the background statistics (they are still scored). Invalid pixels (nodata,
     NaN, inf in any used band) are nodata in the output and never enter the statistics.
-    `executor`: who runs the block tasks (runtime.executor; None = this process).
+    `executor`: who runs the block tasks (runtime.executor; None = this process). `report_bands`: log the bad
+    bands a default selection leaves out (an ensemble member does not).
     """
     feedback = feedback or Feedback()
     check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
     check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     with ExitStack() as stack:
-        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands)
         reader = state.reader
         windows = reader.windows(block_mb)
         feedback.info(

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NoValidPixels
 from ..feedback import Feedback, ProgressRange
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
@@ -260,7 +260,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
                  executor=None) -> LocalRxRunSummary:
     """Score every valid pixel of `input_path` with local RX and write a float32 raster.
 
-    Mirrors run_global_rx: `bands` 1-based (None = all); `mask_path` non-zero pixels are kept out
+    Mirrors run_global_rx: `bands` 1-based (None = every band not marked bad); `mask_path` non-zero pixels are kept out
     of every background ring but still scored; invalid pixels are nodata. One streaming pass:
     tiles (full-width strips, or squares when bands are many) are read with the halo their outer
     windows reach. `components` (projection.resolve_components): a first pass computes the global
@@ -320,7 +320,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
                 done += tile.output.pixels
                 throughput(done)
             if valid_pixels == 0:
-                raise InputError(
+                raise NoValidPixels(
                     "No valid pixels: every pixel is nodata, NaN or infinite in some band. "
                     "Check the input's nodata value and the band selection."
                 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NoValidPixels
 from ..runtime.blas import add_gram, matmul, strmm
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -219,7 +219,7 @@ def _float32_factor(whitening, scale):
 def fit_rx(accumulator: CovarianceAccumulator) -> RxModel:
     """Build the RxModel from accumulated statistics."""
     if accumulator.count == 0:
-        raise InputError(
+        raise NoValidPixels(
             "No valid pixels for the background statistics: every pixel is nodata, NaN or masked. "
             "Check the input's nodata value, the band selection and the mask."
         )

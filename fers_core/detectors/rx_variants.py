@@ -275,7 +275,7 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
                    executor=None) -> RxVariantRunSummary:
     """Score every valid pixel of `input_path` with RXD (global or local mean), UTD or RXD-UTD; float32 raster.
 
-    `bands` 1-based (None = all); `mask_path` non-zero pixels stay out of the covariance and the
+    `bands` 1-based (None = every band not marked bad); `mask_path` non-zero pixels stay out of the covariance and the
     local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
     `executor` runs the block and tile tasks (runtime.executor; None = this process).
     """

@@ -2,7 +2,8 @@
 
 Reading honours band selection, per-band nodata, NaN/inf, a per-dataset GDAL mask and scale/offset
 metadata; signed bytes are read as int8 whatever GDAL calls them; band wavelengths come from GDAL band
-metadata or an ENVI header.
+metadata or an ENVI header. With no band selection, the bands the raster's metadata marks bad (ENVI ``bbl`` = 0)
+are left out.
 """
 
 import os
@@ -110,8 +111,10 @@ def _no_bands_message(path, subdatasets, listed=8):
 class RasterReader:
     """Reads selected bands of a raster block by block, with a validity mask per block.
 
-    `bands` are 1-based band numbers (None = all). A pixel is valid when every selected band
-    is finite and differs from that band's nodata value, and the dataset mask (if any) is set.
+    `bands` are 1-based band numbers (None = every band not marked bad: `read_bad_band_flags`). A pixel is
+    valid when every selected band is finite and differs from that band's nodata value, and the dataset mask
+    (if any) is set. `skipped_bad_bands`: the marked bands a default selection left out; `selected_bad_bands`:
+    the marked bands an explicit selection includes.
     """
 
     def __init__(self, path: str, bands: list = None, direct_io: bool = False):
@@ -133,14 +136,24 @@ class RasterReader:
         total = ds.RasterCount
         if total == 0:
             raise InputError(_no_bands_message(self.path, ds.GetSubDatasets()))
+        marked = read_bad_band_flags(ds)
+        self.skipped_bad_bands, self.selected_bad_bands = [], []
         if bands is None or len(bands) == 0:
-            bands = list(range(1, total + 1))
+            bands = [b for b in range(1, total + 1) if not marked[b - 1]]
+            self.skipped_bad_bands = [b for b in range(1, total + 1) if marked[b - 1]]
+            if not bands:
+                raise InputError(
+                    f"Every band of '{os.path.basename(self.path)}' is marked bad in its metadata (bbl = 0): "
+                    "list the bands to use in BANDS, or correct the raster's bad-band list."
+                )
         bad = [b for b in bands if not 1 <= int(b) <= total]
         if bad:
             raise InputError(
                 f"Band number(s) {bad} are out of range: '{os.path.basename(self.path)}' has bands 1 to {total}."
             )
         self.bands = [int(b) for b in bands]
+        if not self.skipped_bad_bands:
+            self.selected_bad_bands = [b for b in self.bands if marked[b - 1]]
         gdal_bands = [ds.GetRasterBand(b) for b in self.bands]
         self.nodata = [band.GetNoDataValue() for band in gdal_bands]
         self.scales = [band.GetScale() or 1.0 for band in gdal_bands]
@@ -187,14 +200,9 @@ class RasterReader:
         raw = self._read_raw(window, rows, cols, reuse)
         valid = np.ones((rows, cols), dtype=bool)
         for index, nodata in enumerate(self.nodata):
-            if nodata is None or np.isnan(nodata):
-                continue
-            if raw.dtype.kind in "iu":  # compare in the stored type; a nodata it cannot hold matches nothing
-                info = np.iinfo(raw.dtype)
-                if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
-                    continue
-                nodata = raw.dtype.type(nodata)
-            valid &= raw[index] != nodata
+            nodata = _stored_nodata(nodata, raw.dtype)
+            if nodata is not None:
+                valid &= raw[index] != nodata
         if dtype is None:
             dtype = np.float64 if self._scaled else raw.dtype
         data = raw.astype(dtype, copy=False)
@@ -208,6 +216,19 @@ class RasterReader:
             valid &= mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
                                       buf_ysize=rows) > 0
         return data, valid
+
+    def band_validity(self, window: Window) -> np.ndarray:
+        """Per selected band, whether any pixel of `window` holds a valid value in it (finite, not its nodata)."""
+        raw = self._read_raw(window, window.rows, window.cols, False)
+        found = np.zeros(self.band_count, dtype=bool)
+        for index, nodata in enumerate(self.nodata):
+            plane = raw[index]
+            usable = np.isfinite(plane) if plane.dtype.kind in "fc" else np.ones(plane.shape, dtype=bool)
+            nodata = _stored_nodata(nodata, raw.dtype)
+            if nodata is not None:
+                usable &= plane != nodata
+            found[index] = usable.any()
+        return found
 
     def _read_raw(self, window, rows, cols, reuse):
         """The window's values, as stored (self.stored_dtype), into a buffer this reader chooses.
@@ -245,6 +266,48 @@ class RasterReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _stored_nodata(nodata, dtype):
+    """`nodata` in the stored type `dtype`, or None when no value can match it (none, NaN: NaN is never valid
+    anyway, or a value integers of `dtype` cannot hold)."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    if dtype.kind in "iu":  # compare in the stored type
+        info = np.iinfo(dtype)
+        if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+            return None
+        return dtype.type(nodata)
+    return nodata
+
+
+def read_bad_band_flags(dataset) -> list:
+    """For every band of `dataset`, True when its metadata marks it bad: ENVI's bad-band list ``bbl`` (0 = bad).
+
+    Read from the band's ``bbl`` metadata item (default or ENVI domain, as GDAL and EnMAP-Box write it), else from
+    the dataset's ENVI header list; a value that is not a number, or a list of the wrong length, marks nothing.
+    """
+    total = dataset.RasterCount
+    flags = []
+    for number in range(1, total + 1):
+        band = dataset.GetRasterBand(number)
+        value = band.GetMetadataItem("bbl") or band.GetMetadataItem("bbl", "ENVI")
+        flags.append(_is_bad_flag(value))
+    if any(flags):
+        return flags
+    listed = (dataset.GetMetadata("ENVI") or {}).get("bbl")
+    if listed:
+        values = listed.strip("{} ").split(",")
+        if len(values) == total:
+            return [_is_bad_flag(value) for value in values]
+    return [False] * total
+
+
+def _is_bad_flag(value):
+    try:
+        return value is not None and float(str(value).strip()) == 0.0
+    except ValueError:
+        return False
 
 
 def read_wavelengths_nm(dataset, bands: list) -> list:

@@ -30,6 +30,7 @@ from ..enhance.precision import mixed_precision_checked, resolve_device, resolve
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import Temporary
+from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.grid import read_mask
 from ..io.output_formats import check_raster_outputs
@@ -102,8 +103,10 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
     fusion = options.fusion.resolve(model.bands, branches)
 
     reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
+    if options.report_bands:
+        report_band_selection(reader, feedback)
     mask = read_mask(options.mask_path, reader) if options.mask_path else None
-    mapping = BandMapping.for_model(reader, model, feedback if options.warn_sparse_bands else None)
+    mapping = BandMapping.for_model(reader, model, feedback if options.report_bands else None)
     strips = FeatureStrips(reader, partial(scale_window, reader, mapping), model, options, device)
     feedback.info(f"Model: {model.bands} bands, branches {', '.join(model.branches)}; "
                   f"{model.provenance.get('summary', model.provenance.get('source', ''))}")
@@ -141,6 +144,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
     timings = {}
     started = time.perf_counter()
     with torch_threads(options.threads), ExitStack() as stack:
+        stack.enter_context(explain_no_valid_pixels(input_path, options.bands))
         executor = run_executor(executor, feedback, stack)
         setup = prepare_detection(input_path, model, options, feedback)
         stack.callback(setup.reader.close)

@@ -28,6 +28,7 @@ from ..choices import EnsembleFusion
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange, StageFeedback
 from ..io.atomic import Temporary
+from ..io.bad_bands import report_band_selection
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
@@ -195,9 +196,9 @@ def check_members(members, options):
 
 def member_options(member, options):
     """The member's DetectOptions: the requested branches it has (all of its own when it has none of them);
-    band interpolation is reported once for the ensemble (report_band_interpolation), not by each member."""
+    the band selection and interpolation are reported once for the ensemble, not by each member."""
     branches = tuple(b for b in options.branches if member.model.has_branch(b)) or tuple(member.model.branches)
-    return replace(options, branches=branches, spectral_output=None, spatial_output=None, warn_sparse_bands=False)
+    return replace(options, branches=branches, spectral_output=None, spatial_output=None, report_bands=False)
 
 
 def report_band_interpolation(raster_bands, members, feedback):
@@ -235,6 +236,8 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
     check_members(members, options)
     check_outputs([("the score output", output_path)], [("the input", input_path), ("the mask", options.mask_path)])
     with RasterReader(input_path, options.bands) as reader:
+        report_band_selection(reader, feedback)
+        options = replace(options, bands=list(reader.bands))  # every member uses these bands
         for member in members:  # band-count and wavelength-coverage errors before any member spends time
             if member.model is not None:
                 BandMapping.for_model(reader, member.model)
@@ -249,7 +252,7 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
             feedback.info(f"Ensemble member {index + 1} of {len(members)}: {member.label}")
             if member.model is None:
                 run_global_rx(input_path, path, bands=options.bands, mask_path=options.mask_path, feedback=stage,
-                              block_mb=options.block_mb)
+                              block_mb=options.block_mb, report_bands=False)
             else:
                 run_fers_detection(input_path, path, member.model, member_options(member, options), stage)
             paths.append(path)

@@ -34,7 +34,7 @@ class DetectOptions:
     window_outer: int = 21
     precision: Precision = Precision.AUTO  # network arithmetic (enhance.precision.resolve_precision)
     spill: bool = True  # keep the statistics pass's enhanced cubes in a temporary file for the score pass
-    warn_sparse_bands: bool = True  # warn when the raster has far fewer bands than the model (ensembles: once)
+    report_bands: bool = True  # log bad bands left out and sparse band interpolation (an ensemble: once for all)
 
     def __post_init__(self):
         if isinstance(self.branches, str):

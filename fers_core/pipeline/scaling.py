@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NoValidPixels
 from ..runtime.reduction import TreeReducer
 from .preprocess import (
     RangeAccumulator,
@@ -133,7 +133,7 @@ def range_pass(reader, mapping: BandMapping, windows, progress) -> RangePartial:
 def fit_scaling(partial: RangePartial) -> Scaling:
     """The Scaling of the merged RangePartial of a raster's windows; InputError when nothing can be scaled."""
     if partial.count == 0:
-        raise InputError(
+        raise NoValidPixels(
             "No valid pixels: every pixel is nodata, NaN or infinite in at least one used band. "
             "Check the input's nodata value and the band selection."
         )

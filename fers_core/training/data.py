@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
+from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
 from ..io.windows import strips
@@ -62,6 +63,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     feedback = feedback or Feedback()
     name = os.path.basename(str(raster.path))
     reader = RasterReader(raster.path, raster.bands)
+    report_band_selection(reader, feedback, name)
     try:
         mask = read_mask(raster.mask_path, reader) if raster.mask_path else None
     except InputError as error:
@@ -77,7 +79,8 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback)
     windows = strips(reader.width, reader.height, STRIP_ROWS)
     try:
-        scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
+        with explain_no_valid_pixels(raster.path, raster.bands):
+            scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
     except InputError as error:
         raise InputError(f"{name}: {error}") from None
     cube = np.empty((model_bands, reader.height, reader.width), dtype=np.float32)

@@ -4,24 +4,13 @@ import numpy as np
 
 from fers.fers_core.detectors.rx import CovarianceAccumulator
 from fers.fers_core.enhance.model_file import random_init_model
-from fers.fers_core.feedback import Feedback
 from fers.fers_core.pipeline.detect import run_fers_detection
 from fers.fers_core.pipeline.ensemble import Member, run_ensemble_detection
 from fers.fers_core.pipeline.options import DetectOptions
 from fers.fers_core.pipeline.passes import fit_rx_models
 
 from ...rasters import write_cube
-
-
-class Log(Feedback):
-    def __init__(self):
-        self.infos, self.warnings = [], []
-
-    def info(self, message):
-        self.infos.append(message)
-
-    def warning(self, message):
-        self.warnings.append(message)
+from .. import Log
 
 
 def rank_deficient(features=12, rank=5, pixels=400):

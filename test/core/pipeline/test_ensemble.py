@@ -8,13 +8,13 @@ from fers.fers_core.choices import ENSEMBLE_FUSION_CHOICES
 from fers.fers_core.detectors.global_rx import run_global_rx
 from fers.fers_core.enhance.model_file import random_init_model
 from fers.fers_core.errors import InputError, OutputError
-from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.writer import SCORE_NODATA
 from fers.fers_core.pipeline.detect import run_fers_detection
 from fers.fers_core.pipeline.ensemble import CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
 from fers.fers_core.pipeline.options import DetectOptions
 
 from ...rasters import leftovers, read, write_cube
+from .. import Log
 
 
 def mid_rank_cdf(values):
@@ -128,13 +128,6 @@ def test_bad_ensembles_are_refused_before_any_output(tmp_path, scene):
 def test_a_member_that_cannot_map_the_raster_is_refused_before_any_member_runs(tmp_path):
     from osgeo import gdal
 
-    class Log(Feedback):
-        def __init__(self):
-            self.lines = []
-
-        def info(self, message):
-            self.lines.append(message)
-
     vnir = write_cube(tmp_path / "vnir.tif", np.random.default_rng(4).normal(size=(10, 12, 12)).astype(np.float32))
     dataset = gdal.Open(vnir, gdal.GA_Update)
     for index, value in enumerate(np.linspace(400, 1000, 10)):
@@ -148,7 +141,7 @@ def test_a_member_that_cannot_map_the_raster_is_refused_before_any_member_runs(t
         with pytest.raises(InputError, match=message):
             run_ensemble_detection(raster, tmp_path / "fused.tif", [Member(plain, "plain"), Member(full_range, "wl")],
                                    feedback=log)
-        assert not [line for line in log.lines if line.startswith("Ensemble member")], log.lines
+        assert not [line for line in log.infos if line.startswith("Ensemble member")], log.infos
     assert leftovers(tmp_path, {"vnir.tif", "two.tif"}) == []
 
 

@@ -1,0 +1,81 @@
+"""Bands that cannot be used: marked bad in the raster's metadata, or holding no valid value at all.
+
+The reader leaves marked bands (ENVI ``bbl`` = 0) out of a default selection; `report_band_selection` says so
+in the log. A band whose every value is nodata, NaN or infinite (EnMAP L2A's absorption bands, an AVIRIS
+product's bad bands set to NaN) makes every pixel invalid: `explain_no_valid_pixels` turns the resulting
+"no valid pixels" error into one that names those bands and the BANDS value that leaves them out.
+"""
+
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..errors import InputError, NoValidPixels
+from .reader import RasterReader
+
+
+def band_ranges(numbers) -> str:
+    """'3, 5-9 and 12' for [3, 5, 6, 7, 8, 9, 12] (sorted, consecutive numbers as ranges)."""
+    runs = []
+    for number in sorted(set(int(n) for n in numbers)):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    items = [f"{first}" if first == last else f"{first}-{last}" for first, last in runs]
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+def band_parameter(numbers) -> str:
+    """A BANDS value for `numbers`: '1-129, 136-224'."""
+    return band_ranges(numbers).replace(" and ", ", ")
+
+
+def report_band_selection(reader, feedback, name=None) -> None:
+    """Log the bands a default selection left out as marked bad (info), or the marked bands BANDS includes
+    (warning); `name` names the raster (training reads several)."""
+    skipped, selected = reader.skipped_bad_bands, reader.selected_bad_bands
+    whose = f"{name}'s" if name else "the raster's"
+    if skipped:
+        several = len(skipped) > 1
+        feedback.info(f"Band{'s' if several else ''} {band_ranges(skipped)} {'are' if several else 'is'} marked bad "
+                      f"in {whose} metadata (bbl = 0) and left out: {reader.band_count} bands are used. List "
+                      "bands in BANDS to choose them yourself.")
+    if selected:
+        several = len(selected) > 1
+        feedback.warning(f"BANDS includes band{'s' if several else ''} {band_ranges(selected)}, which {whose} "
+                         "metadata marks bad (bbl = 0): noisy bands can weaken the results.")
+
+
+def bands_without_data(path, bands) -> list:
+    """The 1-based numbers of the selected bands of `path` in which no pixel is valid (one pass, by blocks)."""
+    with RasterReader(path, bands) as reader:
+        has_data = np.zeros(reader.band_count, dtype=bool)
+        for window in reader.windows():
+            has_data |= reader.band_validity(window)
+            if has_data.all():
+                return []
+        return [band for band, found in zip(reader.bands, has_data) if not found]
+
+
+@contextmanager
+def explain_no_valid_pixels(path, bands):
+    """Re-raise a NoValidPixels error of the body as one naming the bands without any valid value, if some (not
+    all) are."""
+    try:
+        yield
+    except NoValidPixels:
+        with RasterReader(path, bands) as reader:
+            used, name = list(reader.bands), os.path.basename(reader.path)
+        empty = bands_without_data(path, used)
+        if not empty:
+            raise
+        keep = [band for band in used if band not in set(empty)]
+        if not keep:  # every band is empty: the error's own advice (the nodata value) fits
+            raise
+        several = len(empty) > 1
+        raise InputError(f"Band{'s' if several else ''} {band_ranges(empty)} of '{name}' hold{'' if several else 's'} "
+                         "no valid value (every pixel is nodata, NaN or infinite there), so no pixel is valid in "
+                         f"every used band: leave {'them' if several else 'it'} out with BANDS "
+                         f"'{band_parameter(keep)}'.") from None
