@@ -14,6 +14,7 @@ import os
 import pickle
 import subprocess
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,42 @@ def test_input_that_is_not_a_raster(run_alg, tmp_path, model_file, algorithm, co
     (tmp_path / "scene.tif").write_bytes(content)
     refused(run_alg, algorithm, tmp_path / "scene.tif", tmp_path, model_file,
             r"^Cannot open raster '.*scene.tif' with GDAL", {"scene.tif"})
+
+
+def compressed(path, bands=6, size=120):
+    """A deflate-compressed GeoTIFF of random values (its strips are read only when the passes reach them)."""
+    data = np.random.default_rng(1).normal(100, 5, (bands, size, size)).astype(np.float32)
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, gdal.GDT_Float32,
+                                                   options=["COMPRESS=DEFLATE"])
+    for index in range(bands):
+        dataset.GetRasterBand(index + 1).WriteArray(data[index])
+    dataset = None
+    return str(path)
+
+
+@pytest.mark.parametrize("algorithm", BOTH + ["fers:train"])
+def test_a_truncated_file_is_named_in_one_sentence(run_alg, tmp_path, model_file, algorithm):
+    whole = Path(compressed(tmp_path / "whole.tif")).read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[:len(whole) // 2])  # opens (the header is whole), reading fails
+    (tmp_path / "whole.tif").unlink()
+    match = r"^Cannot read 'cut.tif' at rows \d+-\d+, columns 1-120: .*TIFFReadEncodedStrip.* damaged or truncated"
+    if algorithm == "fers:train":
+        with pytest.raises(QgsProcessingException, match=match):
+            run_alg(algorithm, {"INPUTS": [str(tmp_path / "cut.tif")], "MODEL_BANDS": 6, "EPOCHS": 1,
+                                "PATCH_SIZE": 16, "BATCH_SIZE": 4, "DEVICE": 1,
+                                "OUTPUT_MODEL": str(tmp_path / "out" / "m.pt")})
+        assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out", set()) == []
+    else:
+        refused(run_alg, algorithm, tmp_path / "cut.tif", tmp_path, model_file, match, {"cut.tif"})
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_a_vrt_whose_source_is_gone_is_named_in_one_sentence(run_alg, tmp_path, model_file, algorithm):
+    gdal.Translate(str(tmp_path / "scene.vrt"), compressed(tmp_path / "source.tif"), format="VRT")
+    (tmp_path / "source.tif").unlink()
+    refused(run_alg, algorithm, tmp_path / "scene.vrt", tmp_path, model_file,
+            r"^Cannot read 'scene.vrt' at rows .*source.tif: No such file or directory\. The file may be damaged",
+            {"scene.vrt"})
 
 
 # ---------------------------------------------------------------------------------------------

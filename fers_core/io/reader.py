@@ -8,6 +8,7 @@ are left out.
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,8 +214,9 @@ class RasterReader:
                 valid &= np.isfinite(band)
         if self._dataset_mask:
             mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
-            valid &= mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
-                                      buf_ysize=rows) > 0
+            with self._read_errors(window):
+                valid &= mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
+                                          buf_ysize=rows) > 0
         return data, valid
 
     def band_validity(self, window: Window) -> np.ndarray:
@@ -248,14 +250,29 @@ class RasterReader:
             out = self._buffer[:size].reshape(self.band_count, rows, cols)
         else:
             out = np.empty((self.band_count, rows, cols), read_dtype)
-        self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols, buf_ysize=rows,
-                                  band_list=self.bands, buf_obj=out)
+        with self._read_errors(window):
+            self._dataset.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
+                                      buf_ysize=rows, band_list=self.bands, buf_obj=out)
         if all_signed:
             return out.view(np.int8)
         for index in self._signed_bytes:
             plane = out[index]
             plane[plane >= 128] -= 256
         return out
+
+    @contextmanager
+    def _read_errors(self, window):
+        """GDAL's read errors (a damaged or truncated file, a VRT whose source is gone) as one InputError sentence."""
+        try:
+            yield
+        except RuntimeError as error:
+            reason = (str(error).strip() or gdal.GetLastErrorMsg() or "unknown GDAL error").rstrip(".")
+            raise InputError(
+                f"Cannot read '{os.path.basename(self.path)}' at rows {window.row + 1}-{window.row + window.rows}, "
+                f"columns {window.col + 1}-{window.col + window.cols}: {reason}. The file may be damaged or truncated, "
+                "or a file it refers to (a VRT's source) may be missing: check it with 'gdalinfo -checksum', or "
+                "copy it again."
+            ) from None
 
     def close(self) -> None:
         self._dataset = None

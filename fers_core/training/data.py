@@ -67,7 +67,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     try:
         mask = read_mask(raster.mask_path, reader) if raster.mask_path else None
     except InputError as error:
-        raise InputError(f"{name}: {error}") from None
+        raise _named(error, name) from None
     model_bands = int(model_bands)
     needed = reader.width * reader.height * model_bands * 4
     if needed > MAX_CUBE_BYTES:
@@ -82,7 +82,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
         with explain_no_valid_pixels(raster.path, raster.bands):
             scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
     except InputError as error:
-        raise InputError(f"{name}: {error}") from None
+        raise _named(error, name) from None
     cube = np.empty((model_bands, reader.height, reader.width), dtype=np.float32)
     usable = np.empty((reader.height, reader.width), dtype=bool)
     for window in windows:
@@ -94,6 +94,11 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     excluded = f", {int((~usable).sum())} px excluded (nodata or mask)" if not usable.all() else ""
     description = f"{name}: {reader.width}x{reader.height} px, {mapping.description}{excluded}"
     return BackgroundCube(name, cube, usable, reader.band_count, description)
+
+
+def _named(error, name):
+    """`error` as an InputError that names the training raster (prefixed unless its message names it already)."""
+    return InputError(str(error) if f"'{name}'" in str(error) else f"{name}: {error}")
 
 
 def load_backgrounds(rasters: list, model_bands: int, wavelengths_nm: list = None, feedback: Feedback = None,
