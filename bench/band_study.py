@@ -10,7 +10,10 @@ so every held-out scene is scored by networks that never saw its sensor (nor, th
 Pools, to separate composition from size:
 - "all": every raster of the fold's learning-curve pool (background cubes, background scenes, and the other
   fold's development scenes with their labelled anomalies masked);
-- "bg": the same without any development scene (background-only rasters).
+- "bg": the same without any development scene (background-only rasters);
+- "bgw": "bg" with band wavelengths used where the raster stores them (EnMAP, AVIRIS-C Salton Sea): the
+  water-vapour windows, the ends of the range and the repeated bands of overlapping detectors dropped
+  (scripts/training_pool.py wavelength_kept), so those spectra look like development scenes' without water bands.
 
 Members (FERS detection with global RX, float32): random init at 50/100/200 bands (and at 50 with both branches,
 rand50-ss) and stage 1 of the bundled recipe (frozen-random teacher, 30 epochs of 32 px patches, batch 16, lr 5e-3)
@@ -53,20 +56,21 @@ import select_protocol as sp  # noqa: E402  (the selection rule)
 BANDS = (50, 100, 200)
 POOLS = ("all", "bg")
 MEMBER_NAMES = tuple([f"rand{b}" for b in BANDS] + [f"t{b}-{pool}" for pool in POOLS for b in BANDS]
-                     + ["rand50-ss", "t50-bg-ss", "bundled", "bundled-ss"])
+                     + ["rand50-ss", "t50-bg-ss", "bundled", "bundled-ss", "t100-bgw", "t200-bgw"])
 """Every member of a fold: random init (rand50-ss: both branches, the strongest single anchor of the first round),
 trained on each pool, t50-bg with the bundled recipe's stage 2 (spatial student) on top, the bundled model spectral
-only and with both branches."""
+only and with both branches; t100-bgw and t200-bgw, the shipped recipe's trained members on the "bgw" pool."""
 FIXED = ("rx", "rx50", "bundled", "bundled-ss")
 """Members without a training seed (the same at every seed of a seed-averaged configuration)."""
 POOL = ("rx50", "rand200", "t50-all", "t100-all", "t200-all", "t50-bg", "t100-bg", "t200-bg", "t50-bg-ss", "bundled",
-        "bundled-ss")
+        "bundled-ss", "t100-bgw", "t200-bgw")
 """Members of the systematic candidates: every set of 2 to 4 of them (never two variants of one 50-band network:
 bundled and bundled-ss, t50-bg and t50-bg-ss); bundled = weights/fers_default.pt (trained on three background
 scenes, one of them HYDICE: not fold-clean for the HYDICE fold), bundled-ss = the same with its spatial branch (the
 detector's default before); t50-bg-ss = the fold-clean counterpart of bundled-ss on the larger background pool.
+t100-bgw and t200-bgw joined POOL (and ENSEMBLES) before any of them was trained.
 --pool-extra adds members after the fact (an exploration, written to another report: not the selection)."""
-VARIANTS = ({"bundled", "bundled-ss"}, {"t50-bg", "t50-bg-ss"})
+VARIANTS = ({"bundled", "bundled-ss"}, {"t50-bg", "t50-bg-ss"}, {"t100-bg", "t100-bgw"}, {"t200-bg", "t200-bgw"})
 ENSEMBLES = [  # declared before any AUC of a trained member was read; seed-0 members unless named
     ("t50-all", "t100-all"), ("t50-all", "t200-all"), ("t100-all", "t200-all"),
     ("t50-all", "t100-all", "t200-all"),
@@ -80,6 +84,7 @@ ENSEMBLES = [  # declared before any AUC of a trained member was read; seed-0 me
     ("rx50", "t50-all", "t100-all", "t200-all"),
     ("t100-bg@1", "t200-bg@1", "bundled-ss"),  # the chosen recipe with seed-1 and seed-2 networks: its seed spread
     ("t100-bg@2", "t200-bg@2", "bundled-ss"),
+    ("t100-bgw", "t200-bgw", "bundled-ss"),  # the chosen recipe with members trained on the "bgw" pool
 ]
 
 
@@ -114,7 +119,7 @@ def within_budget(table, measured):
 
 def pool_names(fold, pool, entries):
     names = [name for step in lc.POOL_ORDER[fold] for name in step]
-    return names if pool == "all" else [name for name in names if entries[name]["mask"] is None]
+    return names if pool == "all" else [name for name in names if entries[name]["mask"] is None]  # bg, bgw
 
 
 class Member:
@@ -157,7 +162,7 @@ class Member:
         from fers_core.training.run import STAGES_SPATIAL, STAGES_SPECTRAL, TrainOptions, train_model
 
         names = pool_names(self.fold, self.pool, entries)
-        pairs = [lc.training_input(name, entries[name], cache) for name in names]
+        pairs = [lc.training_input(name, entries[name], cache, by_wavelength=self.pool == "bgw") for name in names]
         masks = [mask for _, mask in pairs]
         usable = PatchSampler(load_backgrounds([TrainingRaster(p, m) for p, m in pairs], self.bands),
                               lc.STAGE1["patch_size"]).usable_pixels
@@ -320,7 +325,8 @@ def report(table, metadata, training_minutes, command, declared, budget=None, av
              "Written by `bench/band_study.py` (its docstring gives the protocol). Command:", "", f"    {command}", "",
              "Every AUC of a network member comes from networks trained without the scene's sensor family "
              "(leave-one-sensor-out), so each fold mean is an honest estimate of that fixed recipe. 'all' pools hold "
-             "the other fold's masked development scenes, 'bg' pools only background rasters. rank(...) = mean of "
+             "the other fold's masked development scenes, 'bg' pools only background rasters, 'bgw' pools the same "
+             "with the wavelength-storing cubes cut to water-free, increasing wavelengths. rank(...) = mean of "
              "per-member empirical CDFs, as fers:detect's rank ensemble. `name@k` = seed k (no suffix: seed 0).", "",
              f"Training compute of the networks below: {training_minutes:.1f} min (2 threads).", "",
              "Networks at other seeds than 0 (their seed spread; never selectable): "
