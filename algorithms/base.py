@@ -54,9 +54,9 @@ class QgisFeedback(Feedback):
             self._feedback.reportError(message, fatalError=False)
 
 
-BAD_BANDS_HELP = ("Bands the raster's metadata marks bad (ENVI bbl = 0, as in AVIRIS and EnMAP products) are left "
-                  "out unless listed; a band without any valid value is named in the error, with the band list "
-                  "that leaves it out.")
+BAD_BANDS_HELP = ("Empty = every band the raster's metadata does not mark bad (ENVI bbl = 0, as AVIRIS products and "
+                  "EnMAP-Box files carry it); a listed band is used even when marked. A band without any valid "
+                  "value is named in the error, with the band list that leaves it out.")
 
 
 def widget_value(value):

@@ -110,7 +110,7 @@ class DetectAlgorithm(FersAlgorithm):
         self.add_parameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands to use (default: all not marked bad)"), None, self.INPUT, optional=True,
             allowMultiple=True),
-            f"Band numbers to use (empty = all). {BAD_BANDS_HELP} The selected bands are resampled to the model's "
+            f"Band numbers to use. {BAD_BANDS_HELP} The selected bands are resampled to the model's "
             "band count: "
             "linearly over wavelength when the raster and the model both carry wavelengths, else over the "
             "normalised band index. Fewer bands than the model's are interpolated (the log says so when under half); "

@@ -53,7 +53,7 @@ class RxAlgorithm(FersAlgorithm):
         self.add_parameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands to use (default: all not marked bad)"), None, self.INPUT, optional=True,
             allowMultiple=True,
-        ), f"Band numbers to use; drop water-vapour or noisy bands here. Empty = all bands. {BAD_BANDS_HELP}")
+        ), f"Band numbers to use; drop water-vapour or noisy bands here. {BAD_BANDS_HELP}")
         self.add_parameter(RasterLayerParameter(
             self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True,
         ), "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the "

@@ -4,7 +4,7 @@ import collections
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..feedback import Feedback, ProgressRange
 from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
@@ -173,6 +173,7 @@ def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_
     executor = run_executor(executor, feedback, stack)
     source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
     state = stack.enter_context(source.open())
+    source = replace(source, bands=tuple(state.reader.bands))  # every process reads the bands resolved here
     if report_bands:
         report_band_selection(state.reader, feedback)
     executor.attach(source, state)

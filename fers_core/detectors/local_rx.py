@@ -282,6 +282,9 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
         projection, score_start = None, 0
         if choice is not None:
             partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 10))
+            if partial.accumulator.count == 0:
+                raise NoValidPixels("No valid pixels: every pixel is nodata, NaN or infinite in some band, or masked. "
+                                    "Check the input's nodata value, the band selection and the mask.")
             if partial.accumulator.count < 2:
                 raise InputError("Too few valid background pixels for the principal components (COMPONENTS): "
                                  "check the nodata value, the band selection and the mask.")

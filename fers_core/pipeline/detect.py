@@ -150,8 +150,9 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         stack.callback(setup.reader.close)
         windows = setup.strips.windows
         threads = options.threads or executor.threads or network_threads()
-        source = DetectSource(str(input_path), model_path and str(model_path),
-                              replace(setup.options, spectral_output=None, spatial_output=None), setup.device, threads)
+        source = DetectSource(str(input_path), model_path and str(model_path),  # workers read the bands resolved here
+                              replace(setup.options, bands=list(setup.reader.bands), spectral_output=None,
+                                      spatial_output=None), setup.device, threads)
         executor.attach(source, DetectState(setup.reader, setup.mask, setup.mapping, model, source, setup.strips))
         if executor.where:
             feedback.info(f"{len(windows)} strip task(s) per pass{executor.where}, {threads} PyTorch thread(s) per "

@@ -51,6 +51,7 @@ class BackgroundCube:
     usable: np.ndarray
     band_count: int
     description: str
+    bands: tuple = ()  # the raster's band numbers used (the default selection resolved)
 
     @property
     def usable_pixels(self):
@@ -93,7 +94,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     cube[:, ~usable] = scaling.fill.astype(np.float32)[:, None]
     excluded = f", {int((~usable).sum())} px excluded (nodata or mask)" if not usable.all() else ""
     description = f"{name}: {reader.width}x{reader.height} px, {mapping.description}{excluded}"
-    return BackgroundCube(name, cube, usable, reader.band_count, description)
+    return BackgroundCube(name, cube, usable, reader.band_count, description, tuple(reader.bands))
 
 
 def _named(error, name):

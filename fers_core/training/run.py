@@ -156,7 +156,7 @@ def _initial_model(options, feedback):
     return model, model.bands, model.wavelengths_nm
 
 
-def _fingerprint(options, rasters, bands, wavelengths, device_type):
+def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
     def file_identity(path):
         if not path:
             return None
@@ -165,7 +165,7 @@ def _fingerprint(options, rasters, bands, wavelengths, device_type):
         return [path, size]
 
     return {
-        "inputs": [[file_identity(r.path), file_identity(r.mask_path), r.bands] for r in rasters],
+        "inputs": [[file_identity(r.path), file_identity(r.mask_path), list(c.bands)] for r, c in zip(rasters, cubes)],
         "model_bands": bands,
         "wavelengths_nm": wavelengths,
         "stages": options.stages,
@@ -208,7 +208,7 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
         f"seed {options.seed}."
     )
 
-    fingerprint = _fingerprint(options, rasters, bands, wavelengths, torch.device(device).type)
+    fingerprint = _fingerprint(options, rasters, cubes, bands, wavelengths, torch.device(device).type)
     resume_file = ResumeFile(resume_path(options.output_model), fingerprint, feedback, enabled=options.resume)
     checkpoint = resume_file.load(map_location=device)
     resumed_from = None

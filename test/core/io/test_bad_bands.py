@@ -167,3 +167,35 @@ def test_global_rx_runs_on_a_raster_whose_nan_bands_are_marked_bad(tmp_path):
     with pytest.raises(InputError, match=r"^Bands 2 and 6 of 'e.tif' hold no valid value .* BANDS '1, 3-5, 7-8'"):
         run_global_rx(path, tmp_path / "rx2.tif", bands=list(range(1, 9)), feedback=Log())
     assert not (tmp_path / "rx2.tif").exists()
+
+
+def test_local_rx_with_components_names_the_empty_band(tmp_path):
+    from fers.fers_core.detectors.local_rx import run_local_rx
+
+    path = with_empty_bands(tmp_path, [3])
+    with pytest.raises(InputError, match=r"^Band 3 of 'e.tif' holds no valid value .* BANDS '1-2, 4-8'\.$"):
+        run_local_rx(path, tmp_path / "local.tif", inner=3, outer=7, components=2, feedback=Log())
+    assert not (tmp_path / "local.tif").exists()
+
+
+def test_every_process_of_a_run_reads_the_bands_resolved_once(tmp_path):
+    from contextlib import ExitStack
+
+    from fers.fers_core.detectors.global_rx import open_rx_run
+
+    path = with_empty_bands(tmp_path, [2, 6])
+    mark_bad(path, {2, 6})
+    with ExitStack() as stack:
+        _, source, state = open_rx_run(path, None, None, None, Log(), stack)
+        assert source.bands == (1, 3, 4, 5, 7, 8) == tuple(state.reader.bands)
+
+
+def test_training_rasters_keep_their_resolved_bands(tmp_path):
+    from fers.fers_core.training.data import TrainingRaster, load_background
+
+    path = with_empty_bands(tmp_path, [2, 6])
+    mark_bad(path, {2, 6})
+    log = Log()
+    cube = load_background(TrainingRaster(path), 5, feedback=log)
+    assert cube.bands == (1, 3, 4, 5, 7, 8) and cube.band_count == 6
+    assert log.infos[0].startswith("Bands 2 and 6 are marked bad in e.tif's metadata")
