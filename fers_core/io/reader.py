@@ -328,11 +328,14 @@ def _is_bad_flag(value):
 
 
 def read_wavelengths_nm(dataset, bands: list) -> list:
-    """Band centre wavelengths in nanometres from GDAL band metadata or an ENVI header, else None."""
+    """Band centre wavelengths in nanometres from GDAL band metadata (the default domain, or the IMAGERY domain's
+    CENTRAL_WAVELENGTH_UM that GDAL 3.10 and later write) or an ENVI header, else None."""
     values = []
     for band_number in bands:
         band = dataset.GetRasterBand(band_number)
         metadata = band.GetMetadata() or {}
+        if not any(k in metadata for k in _WAVELENGTH_KEYS):
+            metadata = band.GetMetadata("IMAGERY") or {}
         value = next((metadata[k] for k in _WAVELENGTH_KEYS if k in metadata), None)
         if value is None:
             values = None
