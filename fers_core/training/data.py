@@ -49,9 +49,12 @@ class BackgroundCube:
     name: str
     cube: np.ndarray
     usable: np.ndarray
-    band_count: int
+    bands: tuple  # the raster's band numbers used (its default selection resolved)
     description: str
-    bands: tuple = ()  # the raster's band numbers used (the default selection resolved)
+
+    @property
+    def band_count(self):
+        return len(self.bands)
 
     @property
     def usable_pixels(self):
@@ -94,7 +97,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     cube[:, ~usable] = scaling.fill.astype(np.float32)[:, None]
     excluded = f", {int((~usable).sum())} px excluded (nodata or mask)" if not usable.all() else ""
     description = f"{name}: {reader.width}x{reader.height} px, {mapping.description}{excluded}"
-    return BackgroundCube(name, cube, usable, reader.band_count, description, tuple(reader.bands))
+    return BackgroundCube(name, cube, usable, tuple(reader.bands), description)
 
 
 def _named(error, name):

@@ -88,7 +88,7 @@ def test_window_fractions_match_brute_force():
 def marked_cube(usable):
     """A cube whose every band is 1 on usable pixels and 0 elsewhere, to see what patches contain."""
     cube = np.repeat(usable[None].astype(np.float32), 3, axis=0)
-    return BackgroundCube("marked", cube, usable, 3, "marked")
+    return BackgroundCube("marked", cube, usable, (1, 2, 3), "marked")
 
 
 def test_patch_sampler_honours_masks_and_nodata():
@@ -106,8 +106,8 @@ def test_patch_sampler_honours_masks_and_nodata():
 
 def test_patch_draws_depend_only_on_seed_stage_and_epoch():
     rng = np.random.default_rng(1)
-    cube = BackgroundCube("random", rng.standard_normal((2, 30, 30)).astype(np.float32), np.ones((30, 30), bool), 2,
-                          "random")
+    cube = BackgroundCube("random", rng.standard_normal((2, 30, 30)).astype(np.float32), np.ones((30, 30), bool),
+                          (1, 2), "random")
     sampler = PatchSampler([cube], 8)
     first = sampler.epoch_batches(seed=5, stage=1, epoch=3, batch_size=4, patches=8)
     again = sampler.epoch_batches(seed=5, stage=1, epoch=3, batch_size=4, patches=8)
@@ -209,7 +209,7 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path):
     from fers.fers_core.training.loop import LoopSettings, ResumeFile, restore, run_stage
 
     cube = BackgroundCube("random", np.random.default_rng(3).standard_normal((2, 12, 12)).astype(np.float32),
-                          np.ones((12, 12), bool), 2, "random")
+                          np.ones((12, 12), bool), (1, 2), "random")
     sampler = PatchSampler([cube], 4)
     settings = LoopSettings(epochs=3, batch_size=2, patches_per_epoch=4, seed=7)
     whole = TinyTrainer()
