@@ -169,7 +169,7 @@ def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_
     """(executor, source, state) of a run over a raster: `executor` (None: one in this process), its RxSource and
     this process's open state of it, attached to the executor; closed with `stack`. `report_bands`: log the bad
     bands left out (io.bad_bands). A run that finds no valid pixel names the bands without any valid value."""
-    stack.enter_context(explain_no_valid_pixels(input_path, bands))
+    stack.enter_context(explain_no_valid_pixels(input_path, bands, feedback))
     executor = run_executor(executor, feedback, stack)
     source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
     state = stack.enter_context(source.open())

@@ -48,11 +48,14 @@ def report_band_selection(reader, feedback, name=None) -> None:
                          "metadata marks bad (bbl = 0): noisy bands can weaken the results.")
 
 
-def bands_without_data(path, bands) -> list:
-    """The 1-based numbers of the selected bands of `path` in which no pixel is valid (one pass, by blocks)."""
+def bands_without_data(path, bands, feedback=None) -> list:
+    """The 1-based numbers of the selected bands of `path` in which no pixel is valid (one pass, by blocks; a
+    `feedback` that is cancelled stops it)."""
     with RasterReader(path, bands) as reader:
         has_data = np.zeros(reader.band_count, dtype=bool)
         for window in reader.windows():
+            if feedback is not None:
+                feedback.check_cancelled()
             has_data |= reader.band_validity(window)
             if has_data.all():
                 return []
@@ -60,15 +63,15 @@ def bands_without_data(path, bands) -> list:
 
 
 @contextmanager
-def explain_no_valid_pixels(path, bands):
+def explain_no_valid_pixels(path, bands, feedback=None):
     """Re-raise a NoValidPixels error of the body as one naming the bands without any valid value, if some (not
-    all) are."""
+    all) are; the extra pass this takes stops when `feedback` is cancelled."""
     try:
         yield
     except NoValidPixels:
         with RasterReader(path, bands) as reader:
             used, name = list(reader.bands), os.path.basename(reader.path)
-        empty = bands_without_data(path, used)
+        empty = bands_without_data(path, used, feedback)
         if not empty:
             raise
         keep = [band for band in used if band not in set(empty)]

@@ -83,7 +83,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback)
     windows = strips(reader.width, reader.height, STRIP_ROWS)
     try:
-        with explain_no_valid_pixels(raster.path, raster.bands):
+        with explain_no_valid_pixels(raster.path, raster.bands, feedback):
             scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
     except InputError as error:
         raise _named(error, name) from None

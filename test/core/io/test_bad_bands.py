@@ -199,3 +199,16 @@ def test_training_rasters_keep_their_resolved_bands(tmp_path):
     cube = load_background(TrainingRaster(path), 5, feedback=log)
     assert cube.bands == (1, 3, 4, 5, 7, 8) and cube.band_count == 6
     assert log.infos[0].startswith("Bands 2 and 6 are marked bad in e.tif's metadata")
+
+
+def test_the_extra_pass_stops_when_the_run_is_cancelled(tmp_path):
+    from fers.fers_core.errors import Cancelled
+
+    class CancelledLog(Log):
+        def is_cancelled(self):
+            return True
+
+    path = with_empty_bands(tmp_path, [3])
+    with pytest.raises(Cancelled):
+        with explain_no_valid_pixels(path, None, CancelledLog()):
+            raise NoValidPixels("No valid pixels.")
