@@ -120,7 +120,7 @@ def _input_path(definition, value, context):
         layer = QgsProcessingUtils.mapLayerFromString(value, context, False)  # a layer id or name, never loaded
         if layer is not None:
             source = layer.source().split("|")[0]
-            return source if os.path.exists(source) else None
+            return source if os.path.exists(source) or is_raster_source(source) else None
     return None
 
 

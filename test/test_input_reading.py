@@ -118,6 +118,21 @@ def test_band_lists_through_qgis_process_and_fers_train(run_alg, tmp_path):
                                "OUTPUT_MODEL": str(tmp_path / "m.pt")})
 
 
+@pytest.mark.parametrize("algorithm", ["fers:rx", "fers:detect"])
+def test_a_raster_inside_a_zip_runs_as_the_file_itself(run_alg, tmp_path, model_file, algorithm):
+    import zipfile
+
+    source = write_cube(tmp_path / "cube.tif", cube())
+    with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as zipped:
+        zipped.write(source, "cube.tif")
+    extra = {"MODEL": model_file} if algorithm == "fers:detect" else {}
+    direct = run_alg(algorithm, {"INPUT": source, "OUTPUT": str(tmp_path / "direct.tif"), **extra})
+    zipped = run_alg(algorithm, {"INPUT": f"/vsizip/{tmp_path}/scenes.zip/cube.tif",
+                                 "OUTPUT": str(tmp_path / "zipped.tif"), **extra})
+    np.testing.assert_array_equal(read(zipped["OUTPUT"])[0], read(direct["OUTPUT"])[0])
+    assert aux_files(tmp_path) == []
+
+
 def test_a_netcdf_of_subdatasets_names_them_and_a_subdataset_runs(run_alg, tmp_path):
     path = two_variable_netcdf(tmp_path / "scene.nc")
     with pytest.raises(QgsProcessingException, match=r"'scene.nc' has no bands of its own but 2 subdatasets.*"

@@ -65,8 +65,27 @@ def _file_list(name, vector=False):
 
 
 def _subdataset_files(name):
-    """The files of a GDAL subdataset name (the container file, as GDAL lists it), with their companions."""
-    return [found for file in _file_list(name) if os.path.isfile(file) for found in input_files(file)]
+    """The files of a GDAL subdataset name or virtual file path (the container file: as GDAL lists it, or the archive
+    a /vsizip/, /vsitar/ or /vsigzip/ path reads), with their companions."""
+    files = [file for file in _file_list(name) if os.path.isfile(file)] or _vsi_archive(name)
+    return [found for file in files for found in input_files(file)]
+
+
+def _vsi_archive(name):
+    """[the local file a GDAL virtual path such as /vsizip//data/scenes.zip/scene.tif reads], or [] (a remote or
+    in-memory source)."""
+    parts = str(name).split("/")
+    if len(parts) < 3 or not parts[1].startswith("vsi"):
+        return []
+    rest = "/".join(parts[2:]).replace("{", "").replace("}", "")
+    while rest.startswith("vsi") or rest.startswith("/vsi"):  # chained, e.g. /vsitar//vsigzip//data/a.tar.gz
+        rest = rest.lstrip("/").split("/", 1)[1] if "/" in rest.lstrip("/") else ""
+    pieces = rest.split("/")
+    for end in range(len(pieces), 0, -1):  # the longest leading part that is a file: the archive
+        candidate = "/".join(pieces[:end])
+        if candidate and os.path.isfile(candidate):
+            return [candidate]
+    return []
 
 
 def _gdal_files(path):

@@ -25,7 +25,8 @@ _SUBDATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:")
 
 
 def is_raster_source(value) -> bool:
-    """True for an existing file, or a GDAL subdataset name GDAL opens (e.g. NETCDF:"scene.nc":radiance).
+    """True for an existing file, or a GDAL subdataset name or virtual file path GDAL opens (e.g.
+    NETCDF:"scene.nc":radiance, /vsizip//data/scenes.zip/scene.tif).
 
     The algorithms take such values as given, without loading them as QGIS layers (loading computes a
     histogram that GDAL saves as '<input>.aux.xml' beside the input).
@@ -34,7 +35,8 @@ def is_raster_source(value) -> bool:
         return False
     if os.path.isfile(value):
         return True
-    if not _SUBDATASET_NAME.match(value) or os.path.splitdrive(value)[0]:  # a Windows drive is not a driver
+    virtual = value.startswith("/vsi")
+    if not virtual and (not _SUBDATASET_NAME.match(value) or os.path.splitdrive(value)[0]):  # a drive is no driver
         return False
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:

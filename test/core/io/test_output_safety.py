@@ -21,6 +21,7 @@ from fers.fers_core.io.writer import RasterWriter
 from fers.fers_core.runtime.run_guard import Interrupted, RunGuard
 
 from ...conftest import read_only_folder
+from ...rasters import write_cube
 
 ROOT = str(Path(__file__).resolve().parents[3])
 
@@ -44,6 +45,23 @@ def test_output_on_an_input_is_refused_however_it_is_spelled(tmp_path):
         with pytest.raises(OutputError, match=r"OUTPUT '.*' is the same file as INPUT .*would destroy the input"):
             check_outputs([("OUTPUT", str(spelling))], [("INPUT", str(scene))])
     check_outputs([("OUTPUT", str(tmp_path / "out" / "scene.tif"))], [("INPUT", str(scene))])
+
+
+def test_a_gdal_virtual_path_protects_the_archive_it_reads(tmp_path):
+    import zipfile
+
+    from fers.fers_core.io.output_safety import input_files
+
+    scene = write_cube(tmp_path / "scene.tif", np.ones((2, 3, 4), np.float32))
+    for archive in (tmp_path / "scenes.zip", tmp_path / "scenes.tif"):  # any name, given in braces
+        with zipfile.ZipFile(archive, "w") as zipped:
+            zipped.write(scene, "inner/scene.tif")
+    for virtual, archive in ((f"/vsizip/{tmp_path}/scenes.zip/inner/scene.tif", "scenes.zip"),
+                             (f"/vsizip/{{{tmp_path}/scenes.tif}}/inner/scene.tif", "scenes.tif")):
+        assert input_files(virtual) == [str(tmp_path / archive)]
+        with pytest.raises(OutputError, match=rf"is the same file as INPUT '/vsizip/.*' \(its file '{archive}'\)"):
+            check_outputs([("OUTPUT", str(tmp_path / "x" / ".." / archive))], [("INPUT", virtual)])
+    assert input_files("/vsicurl/https://example.org/scene.tif") == []  # remote: nothing local to protect
 
 
 def test_companion_files_count(tmp_path):
