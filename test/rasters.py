@@ -59,3 +59,20 @@ def rx_reference(pixels, background=None):
 def leftovers(folder, keep):
     """Files in folder other than those named in keep (e.g. partial outputs)."""
     return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def write_polygons(path, rings, epsg=32632):
+    """A GeoPackage of polygons, one per ring of (x, y) map coordinates."""
+    from osgeo import ogr
+
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    layer = source.CreateLayer("targets", srs, ogr.wkbPolygon)
+    for ring in rings:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            "POLYGON ((" + ", ".join(f"{x} {y}" for x, y in list(ring) + [ring[0]]) + "))"))
+        layer.CreateFeature(feature)
+    source = None
+    return str(path)

@@ -12,6 +12,7 @@ Decisions checked here (see README "Bad inputs"):
 
 import os
 import pickle
+import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from osgeo import gdal
 from qgis.core import QgsProcessingException
 
 from .conftest import ROOT, TEST_MODEL_BANDS, CancelAt, Recorder, read_only_folder
-from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube
+from .rasters import leftovers, read, rx_reference, utm_wkt, write_cube, write_polygons
 
 RX, DETECT = "fers:rx", "fers:detect"
 BOTH = [RX, DETECT]
@@ -221,6 +222,23 @@ def test_mask_of_another_size(run_alg, tmp_path, model_file, algorithm):
     mask = write_cube(tmp_path / "mask.tif", np.zeros((18, 21), np.uint8))
     refused(run_alg, algorithm, source, tmp_path, model_file, r"The mask is 21x18 pixels but the input is 22x18",
             {"cube.tif", "mask.tif"}, MASK=mask)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_a_vector_mask_is_refused_with_the_command_that_rasterises_it(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube(5))  # 22x18 px of 10 m from (500000, 4100000)
+    polygons = write_polygons(tmp_path / "targets.gpkg", [[(500050, 4099950), (500090, 4099950), (500090, 4099910),
+                                                           (500050, 4099910)]])
+    command = ("gdal_rasterize -burn 1 -init 0 -ot Byte -ts 22 18 -te 500000 4099820 500220 4100000 'targets.gpkg' "
+               "mask.tif")
+    refused(run_alg, algorithm, source, tmp_path, model_file,
+            rf"^The mask 'targets.gpkg' is a vector file, but the mask must be a raster on the input's grid: .*"
+            rf"{re.escape(command)}, or with QGIS's Rasterize", {"cube.tif", "targets.gpkg"}, MASK=polygons)
+    subprocess.run(command.replace("'", "").split(), cwd=tmp_path, check=True, capture_output=True)
+    mask = read(tmp_path / "mask.tif")[0]
+    assert mask.sum() == 16 and mask[5:9, 5:9].all()  # the 4x4 px polygon, on the input's grid
+    assert np.all(scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file,
+                                MASK=str(tmp_path / "mask.tif"))) >= 0)
 
 
 @pytest.mark.parametrize("algorithm", BOTH)

@@ -7,7 +7,7 @@ import pytest
 from qgis.core import QgsProcessingException
 
 from .conftest import require_scenes
-from .rasters import read, write_cube
+from .rasters import read, write_cube, write_polygons
 
 NODATA = -9999.0
 
@@ -99,6 +99,20 @@ def test_sizes_must_match(run_alg, tmp_path):
         run_evaluate(run_alg, tmp_path, score_path, small)
     with pytest.raises(QgsProcessingException, match="mask 'small.tif' is 100x50"):
         run_evaluate(run_alg, tmp_path, score_path, truth_path, MASK=small)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_a_vector_ground_truth_or_mask_is_refused_with_how_to_rasterise_it(run_alg, tmp_path):
+    score_path, truth_path, _, _ = hand_made(tmp_path)  # 100x100 px of 10 m from (500000, 4100000)
+    polygons = write_polygons(tmp_path / "targets.gpkg", [[(500100, 4099900), (500200, 4099900), (500200, 4099800),
+                                                           (500100, 4099800)]])
+    with pytest.raises(QgsProcessingException, match=r"^The ground truth 'targets.gpkg' is a vector file, but the "
+                                                     r"ground truth must be a raster on the score raster's grid: .*"
+                                                     r"-ts 100 100 -te 500000 4099000 501000 4100000 'targets.gpkg'"):
+        run_evaluate(run_alg, tmp_path, score_path, polygons)
+    with pytest.raises(QgsProcessingException, match=r"^The mask 'targets.gpkg' is a vector file, .* on the ground "
+                                                     r"truth's grid"):
+        run_evaluate(run_alg, tmp_path, score_path, truth_path, MASK=polygons)
     assert not (tmp_path / "report.html").exists()
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
-from ..io.grid import check_same_grid
+from ..io.grid import check_not_vector, check_same_grid
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
 from ..io.windows import Window
@@ -87,13 +87,22 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
                                                                   ("the mask", mask_path)])
     names = list(names) if names else [os.path.splitext(os.path.basename(p))[0] for p in score_paths]
     progress = ProgressRange(feedback, 0, 100)
-    truth, truth_values, truth_valid = _read_whole(truth_path)
+    try:
+        truth, truth_values, truth_valid = _read_whole(truth_path)
+    except InputError:
+        with RasterReader(score_paths[0], [1]) as scores:
+            check_not_vector(truth_path, scores, "ground truth", "score raster")
+        raise
     for path in score_paths:  # every grid first, before any long work
         with RasterReader(path, [1]) as reader:
             _same_grid(reader, truth, "score raster")
     area = truth_valid
     if mask_path:
-        mask, mask_values, mask_valid = _read_whole(mask_path)
+        try:
+            mask, mask_values, mask_valid = _read_whole(mask_path)
+        except InputError:
+            check_not_vector(mask_path, truth, "mask", "ground truth")
+            raise
         _same_grid(mask, truth, "mask")
         area = area & ~(mask_valid & (mask_values != 0))
     anomaly = truth_values != 0

@@ -5,6 +5,8 @@ pixel with the wrong one without a word: such rasters are refused with the gdalw
 tool, that put them on the reference's grid.
 """
 
+import os
+
 import numpy as np
 from osgeo import gdal, osr
 
@@ -17,14 +19,48 @@ GRID_TOLERANCE_PX = 0.01  # how far (in pixels) two grids' corners may be apart 
 
 
 def read_mask(path, like, what="mask", like_what="input"):
-    """Open a mask raster that must be on the grid of `like` (a RasterReader); returns a RasterReader."""
-    mask = RasterReader(path, bands=[1])
+    """Open a mask raster that must be on the grid of `like` (a RasterReader); returns a RasterReader.
+
+    A vector file (target polygons, say) is refused with how to rasterise it onto the grid."""
+    try:
+        mask = RasterReader(path, bands=[1])
+    except InputError:
+        check_not_vector(path, like, what, like_what)
+        raise
     try:
         check_same_grid(mask, like, what, like_what)
     except InputError:
         mask.close()
         raise
     return mask
+
+
+def _is_vector(path):
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY) is not None
+    except RuntimeError:
+        return False
+    finally:
+        gdal.PopErrorHandler()
+
+
+def check_not_vector(path, like, what="mask", like_what="input"):
+    """InputError saying how to rasterise it onto `like`'s grid when `path` is a vector file (polygons given where a
+    raster on that grid is needed); nothing otherwise."""
+    if not _is_vector(path):
+        return
+    name = os.path.basename(str(path))
+    extent = ""
+    if like.geotransform is not None and like.geotransform[2] == like.geotransform[4] == 0:
+        x0, dx, _, y0, _, dy = like.geotransform
+        xs, ys = sorted((x0, x0 + dx * like.width)), sorted((y0, y0 + dy * like.height))
+        extent = f" -te {xs[0]:.10g} {ys[0]:.10g} {xs[1]:.10g} {ys[1]:.10g}"
+    raise InputError(
+        f"The {what} '{name}' is a vector file, but the {what} must be a raster on the {like_what}'s grid: rasterise "
+        f"it first (1 inside the polygons, 0 elsewhere), e.g. gdal_rasterize -burn 1 -init 0 -ot Byte "
+        f"-ts {like.width} {like.height}{extent} '{name}' {what.replace(' ', '_')}.tif, or with QGIS's Rasterize "
+        f"(vector to raster) on the {like_what}'s extent and size.")
 
 
 def check_same_grid(reader, like, what="mask", like_what="input"):
