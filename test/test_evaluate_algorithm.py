@@ -123,6 +123,14 @@ def test_truth_without_anomalies_is_a_clear_error(run_alg, tmp_path):
         run_evaluate(run_alg, tmp_path, score_path, empty)
 
 
+def test_truth_without_background_is_a_clear_error(run_alg, tmp_path):
+    score_path, _, _, _ = hand_made(tmp_path)
+    full = write_cube(tmp_path / "full.tif", np.full((100, 100), 255, np.uint8))
+    with pytest.raises(QgsProcessingException, match=r"^The ground truth has no background \(zero\) pixel .* 0 must "
+                                                     r"mark the background"):
+        run_evaluate(run_alg, tmp_path, score_path, full)
+
+
 @pytest.mark.slow
 def test_real_scenes_auc_equals_a_direct_computation(run_alg, tmp_path):
     scenes = require_scenes()

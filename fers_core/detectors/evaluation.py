@@ -111,6 +111,12 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
             "The ground truth has no anomaly (non-zero) pixel inside the evaluated area: check the ground-truth "
             "raster and the mask."
         )
+    if not (area & ~anomaly).any():
+        raise InputError(
+            "The ground truth has no background (zero) pixel inside the evaluated area: every pixel is non-zero. "
+            "0 must mark the background and non-zero the anomalies; convert a truth that marks them otherwise "
+            "(e.g. background 255) first, e.g. with QGIS's Raster calculator."
+        )
     evaluations = []
     for index, (path, name) in enumerate(zip(score_paths, names)):
         _, values, valid = _read_whole(path)  # its grid was checked above
