@@ -37,6 +37,9 @@ def report_band_selection(reader, feedback, name=None) -> None:
     (warning); `name` names the raster (training reads several)."""
     skipped, selected = reader.skipped_bad_bands, reader.selected_bad_bands
     whose = f"{name}'s" if name else "the raster's"
+    if reader.bad_band_problem:
+        feedback.warning(f"The bad-band list (bbl) in {whose} ENVI header {reader.bad_band_problem}: it is ignored "
+                         "and no band is left out; list the bands to use in BANDS.")
     if skipped:
         several = len(skipped) > 1
         feedback.info(f"Band{'s' if several else ''} {band_ranges(skipped)} {'are' if several else 'is'} marked bad "

@@ -117,7 +117,8 @@ class RasterReader:
     `bands` are 1-based band numbers (None = every band not marked bad: `read_bad_band_flags`). A pixel is
     valid when every selected band is finite and differs from that band's nodata value, and the dataset mask
     (if any) is set. `skipped_bad_bands`: the marked bands a default selection left out; `selected_bad_bands`:
-    the marked bands an explicit selection includes.
+    the marked bands an explicit selection includes; `bad_band_problem`: why the ENVI header's bad-band list was
+    ignored ("has 3 values for 4 bands"), or None.
     """
 
     def __init__(self, path: str, bands: list = None, direct_io: bool = False):
@@ -139,7 +140,7 @@ class RasterReader:
         total = ds.RasterCount
         if total == 0:
             raise InputError(_no_bands_message(self.path, ds.GetSubDatasets()))
-        marked = read_bad_band_flags(ds)
+        marked, self.bad_band_problem = read_bad_band_flags(ds)
         self.skipped_bad_bands, self.selected_bad_bands = [], []
         if bands is None or len(bands) == 0:
             bands = [b for b in range(1, total + 1) if not marked[b - 1]]
@@ -300,11 +301,12 @@ def _stored_nodata(nodata, dtype):
     return nodata
 
 
-def read_bad_band_flags(dataset) -> list:
-    """For every band of `dataset`, True when its metadata marks it bad: ENVI's bad-band list ``bbl`` (0 = bad).
+def read_bad_band_flags(dataset) -> tuple:
+    """(for every band of `dataset`, True when its metadata marks it bad, why a list was ignored or None).
 
-    Read from the band's ``bbl`` metadata item (default or ENVI domain, as GDAL and EnMAP-Box write it), else from
-    the dataset's ENVI header list; a value that is not a number, or a list of the wrong length, marks nothing.
+    The mark is ENVI's bad-band list ``bbl`` (0 = bad): the band's ``bbl`` metadata item (default or ENVI domain, as
+    GDAL and EnMAP-Box write it), else the dataset's ENVI header list. A value that is not a number marks nothing;
+    a header list of the wrong length marks nothing and is reported.
     """
     total = dataset.RasterCount
     flags = []
@@ -313,13 +315,14 @@ def read_bad_band_flags(dataset) -> list:
         value = band.GetMetadataItem("bbl") or band.GetMetadataItem("bbl", "ENVI")
         flags.append(_is_bad_flag(value))
     if any(flags):
-        return flags
+        return flags, None
     listed = (dataset.GetMetadata("ENVI") or {}).get("bbl")
     if listed:
         values = listed.strip("{} ").split(",")
         if len(values) == total:
-            return [_is_bad_flag(value) for value in values]
-    return [False] * total
+            return [_is_bad_flag(value) for value in values], None
+        return [False] * total, f"has {len(values)} values for {total} bands"
+    return [False] * total, None
 
 
 def _is_bad_flag(value):

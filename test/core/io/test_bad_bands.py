@@ -212,3 +212,19 @@ def test_the_extra_pass_stops_when_the_run_is_cancelled(tmp_path):
     with pytest.raises(Cancelled):
         with explain_no_valid_pixels(path, None, CancelledLog()):
             raise NoValidPixels("No valid pixels.")
+
+
+def test_an_envi_bad_band_list_of_the_wrong_length_is_ignored_and_reported(tmp_path):
+    path = tmp_path / "c.img"
+    dataset = gdal.GetDriverByName("ENVI").Create(str(path), 6, 5, 4, gdal.GDT_Float32)
+    for number in range(1, 5):
+        dataset.GetRasterBand(number).WriteArray(cube(1, 5, 6, seed=number)[0])
+    dataset = None
+    header = tmp_path / "c.hdr"
+    header.write_text(header.read_text() + "bbl = {1, 0, 1}\n")
+    log = Log()
+    with RasterReader(path) as reader:
+        assert reader.bands == [1, 2, 3, 4] and reader.skipped_bad_bands == []
+        report_band_selection(reader, log)
+    assert log.warnings == ["The bad-band list (bbl) in the raster's ENVI header has 3 values for 4 bands: it is "
+                            "ignored and no band is left out; list the bands to use in BANDS."]
