@@ -47,14 +47,20 @@ def test_an_explicit_selection_keeps_marked_bands_and_names_them(tmp_path):
         assert reader.selected_bad_bands == [3] and reader.skipped_bad_bands == []
 
 
-def test_the_envi_header_bad_band_list_is_read(tmp_path):
+def envi_cube(tmp_path, header_line):
+    """A 4-band ENVI cube c.img whose header ends with `header_line`."""
     path = tmp_path / "c.img"
     dataset = gdal.GetDriverByName("ENVI").Create(str(path), 6, 5, 4, gdal.GDT_Float32)
     for number in range(1, 5):
         dataset.GetRasterBand(number).WriteArray(cube(1, 5, 6, seed=number)[0])
     dataset = None
     header = tmp_path / "c.hdr"
-    header.write_text(header.read_text() + "bbl = {1, 0, 1, 1}\n")
+    header.write_text(header.read_text() + header_line + "\n")
+    return path
+
+
+def test_the_envi_header_bad_band_list_is_read(tmp_path):
+    path = envi_cube(tmp_path, "bbl = {1, 0, 1, 1}")
     with RasterReader(path) as reader:
         assert reader.bands == [1, 3, 4] and reader.skipped_bad_bands == [2]
 
@@ -215,13 +221,7 @@ def test_the_extra_pass_stops_when_the_run_is_cancelled(tmp_path):
 
 
 def test_an_envi_bad_band_list_of_the_wrong_length_is_ignored_and_reported(tmp_path):
-    path = tmp_path / "c.img"
-    dataset = gdal.GetDriverByName("ENVI").Create(str(path), 6, 5, 4, gdal.GDT_Float32)
-    for number in range(1, 5):
-        dataset.GetRasterBand(number).WriteArray(cube(1, 5, 6, seed=number)[0])
-    dataset = None
-    header = tmp_path / "c.hdr"
-    header.write_text(header.read_text() + "bbl = {1, 0, 1}\n")
+    path = envi_cube(tmp_path, "bbl = {1, 0, 1}")
     log = Log()
     with RasterReader(path) as reader:
         assert reader.bands == [1, 2, 3, 4] and reader.skipped_bad_bands == []
