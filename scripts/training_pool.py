@@ -55,7 +55,7 @@ def wavelength_kept(wavelengths):
     for value in wavelengths:
         keep = RANGE_NM[0] <= value <= RANGE_NM[1] and value > highest and \
             not any(low <= value <= high for low, high in WATER_WINDOWS_NM)
-        highest = max(highest, value) if keep else highest
+        highest = value if keep else highest  # a kept band is above every one before it
         kept.append(keep)
     return kept
 
@@ -64,10 +64,10 @@ def stored_wavelengths(path):
     """Every band's wavelength (nm) of ``path``, or None when it stores none."""
     from osgeo import gdal
 
-    from fers_core.io.reader import RasterReader
+    from fers_core.io.reader import read_wavelengths_nm
 
-    with RasterReader(path, list(range(1, gdal.Open(str(path)).RasterCount + 1))) as reader:
-        return reader.wavelengths_nm
+    dataset = gdal.Open(str(path))
+    return read_wavelengths_nm(dataset, range(1, dataset.RasterCount + 1))
 
 
 def band_list_vrt(source, bands, vrt):

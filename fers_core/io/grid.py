@@ -11,7 +11,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ..errors import InputError
-from .reader import RasterReader
+from .reader import RasterReader, quiet_open
 
 gdal.UseExceptions()
 
@@ -35,20 +35,10 @@ def read_mask(path, like, what="mask", like_what="input"):
     return mask
 
 
-def _is_vector(path):
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        return gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY) is not None
-    except RuntimeError:
-        return False
-    finally:
-        gdal.PopErrorHandler()
-
-
 def check_not_vector(path, like, what="mask", like_what="input"):
     """InputError saying how to rasterise it onto `like`'s grid when `path` is a vector file (polygons given where a
     raster on that grid is needed); nothing otherwise."""
-    if not _is_vector(path):
+    if quiet_open(path, gdal.OF_VECTOR) is None:
         return
     name = os.path.basename(str(path))
     extent = ""

@@ -9,6 +9,7 @@ files its writer creates beside it.
 """
 
 import os
+import re
 
 from ..errors import OutputError, capitalised
 
@@ -53,15 +54,10 @@ def _file_list(name, vector=False):
     """The files GDAL lists for the dataset `name` (quietly), [] when GDAL does not open it."""
     from osgeo import gdal
 
-    flags = gdal.OF_RASTER | gdal.OF_READONLY | (gdal.OF_VECTOR if vector else 0)
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        dataset = gdal.OpenEx(name, flags)
-        return (dataset.GetFileList() or []) if dataset is not None else []
-    except RuntimeError:
-        return []
-    finally:
-        gdal.PopErrorHandler()
+    from .reader import quiet_open
+
+    dataset = quiet_open(name, gdal.OF_RASTER | (gdal.OF_VECTOR if vector else 0))
+    return (dataset.GetFileList() or []) if dataset is not None else []
 
 
 def _subdataset_files(name):
@@ -71,16 +67,16 @@ def _subdataset_files(name):
     return [found for file in files for found in input_files(file)]
 
 
+_VSI_PREFIXES = re.compile(r"^(/vsi\w+/)+")
+
+
 def _vsi_archive(name):
     """[the local file a GDAL virtual path such as /vsizip//data/scenes.zip/scene.tif reads], or [] (a remote or
     in-memory source)."""
-    parts = str(name).split("/")
-    if len(parts) < 3 or not parts[1].startswith("vsi"):
+    rest = _VSI_PREFIXES.sub("", str(name))  # every prefix, as in chains: /vsitar//vsigzip//data/a.tar.gz/x.tif
+    if rest == str(name):
         return []
-    rest = "/".join(parts[2:]).replace("{", "").replace("}", "")
-    while rest.startswith("vsi") or rest.startswith("/vsi"):  # chained, e.g. /vsitar//vsigzip//data/a.tar.gz
-        rest = rest.lstrip("/").split("/", 1)[1] if "/" in rest.lstrip("/") else ""
-    pieces = rest.split("/")
+    pieces = rest.replace("{", "").replace("}", "").split("/")
     for end in range(len(pieces), 0, -1):  # the longest leading part that is a file: the archive
         candidate = "/".join(pieces[:end])
         if candidate and os.path.isfile(candidate):

@@ -38,11 +38,16 @@ def is_raster_source(value) -> bool:
     virtual = value.startswith("/vsi")
     if not virtual and (not _SUBDATASET_NAME.match(value) or os.path.splitdrive(value)[0]):  # a drive is no driver
         return False
+    return quiet_open(value) is not None
+
+
+def quiet_open(name, flags=gdal.OF_RASTER):
+    """The GDAL dataset `name` opens as (read-only, `flags` such as gdal.OF_VECTOR), or None; GDAL says nothing."""
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
-        return gdal.OpenEx(value, gdal.OF_RASTER | gdal.OF_READONLY) is not None
+        return gdal.OpenEx(str(name), flags | gdal.OF_READONLY)
     except RuntimeError:
-        return False
+        return None
     finally:
         gdal.PopErrorHandler()
 
