@@ -122,7 +122,9 @@ class DetectAlgorithm(FersAlgorithm):
             "authors' checkpoint folder (convh.pt, enc.pt, pc.pt, optionally spa_fen.pt; type or paste the "
             "folder path). Empty = the bundled default: the ensemble of fers_default.pt (the branches asked under "
             "Branches) and fers_spectral100.pt and fers_spectral200.pt (trained spectral networks at 100 and 200 "
-            "model bands), fused by rank.")
+            "model bands), fused by rank. A bundled member with more than twice the raster's bands is left out "
+            "(under 100 bands the 200-band one, under 50 both spectral ones): it would interpolate most of its "
+            "bands.")
         self.add_parameter(advanced(QgsProcessingParameterMultipleLayers(
             self.MODELS, self.tr("Further models to fuse with the model (ensemble)"),
             QgsProcessing.SourceType.TypeFile, optional=True)),
@@ -225,13 +227,14 @@ class DetectAlgorithm(FersAlgorithm):
 
         cluster = scheduler.value(self, parameters, context)
         chosen = self.parameterAsFile(parameters, self.MODEL, context)
-        model_paths = ([chosen] if chosen else [str(path) for path in default_model_paths()]) + \
+        bundled = [] if chosen else [str(path) for path in default_model_paths()]  # left out where they don't fit
+        model_paths = ([chosen] if chosen else bundled) + \
             [path for path in self.parameterAsFileList(parameters, self.MODELS, context) if path]
         model_path = model_paths[0]
         # kept for the session's next run while the files are unchanged
         models = [detection_model(path) for path in model_paths]
         model = models[0]
-        members = [Member(m, p) for m, p in zip(models, model_paths)]
+        members = [Member(m, p, band_aware=i < len(bundled)) for i, (m, p) in enumerate(zip(models, model_paths))]
         if self.parameterAsBool(parameters, self.FUSE_RX, context):
             members.append(Member())
         fusion = ENSEMBLE_FUSION_CHOICES[self.parameterAsEnum(parameters, self.ENSEMBLE_FUSION, context)]

@@ -106,7 +106,8 @@ def default_members(model_path, model):
     if Path(model_path).resolve() != DEFAULT_MODEL_FILE.resolve():
         return []
     first, *others = default_model_paths()
-    return [Member(model, first.name)] + [Member(load_model(path), path.name) for path in others]
+    return [Member(model, first.name, band_aware=True)] + [Member(load_model(path), path.name, band_aware=True)
+                                                          for path in others]
 
 
 def evaluate(model_path, spatial_tile=None, progress=print, baselines=True):

@@ -74,26 +74,76 @@ def test_an_ensemble_reports_the_bands_marked_bad_once(run_alg, tmp_path, scene,
         "BANDS includes band 7, which the raster's metadata marks bad (bbl = 0): noisy bands can weaken the results."]
 
 
+def bundled_scene(folder, bands):
+    from fers.fers_core.synthetic import write_scene
+
+    return write_scene(folder / f"scene{bands}.tif", folder / f"truth{bands}.tif", rows=40, cols=40, bands=bands,
+                       seed=bands)[0]
+
+
 @pytest.mark.slow
-def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path, scene):
+def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path):
     from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILES, DEFAULT_MODEL_FILE
 
     assert len(DEFAULT_MEMBER_FILES) == 2
+    source = bundled_scene(tmp_path, 120)  # at least half of every member's bands: all three are fused
     feedback = Recorder()
-    default = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")},
+    default = run_alg("fers:detect", {"INPUT": source, "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")},
                       feedback)
-    # the 24-band scene has fewer than half the bands of every member: one warning for the ensemble, not one each
-    assert [line for line in feedback.warnings if "far fewer" in line] == [
-        "The raster has 24 bands, far fewer than every model's 50, 100 and 200: bands are interpolated, which adds "
-        "no information; results may be weaker than plain RX."]
-    explicit = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),
+    assert not [line for line in feedback.infos + feedback.warnings if "left out" in line or "far fewer" in line]
+    explicit = run_alg("fers:detect", {"INPUT": source, "MODEL": str(DEFAULT_MODEL_FILE),
                                        "MODELS": [str(path) for path in DEFAULT_MEMBER_FILES],
                                        "OUTPUT": str(tmp_path / "three.tif")})
     scores = read(default["OUTPUT"])[0]
     valid = scores != -9999
     assert 0 < scores[valid].min() and scores[valid].max() < 1  # a rank mean, not one model's RX scores
     np.testing.assert_array_equal(scores, read(explicit["OUTPUT"])[0])
-    assert leftovers(tmp_path, {"default.tif", "three.tif"}) == []
+    assert leftovers(tmp_path, {"default.tif", "three.tif", "scene120.tif", "truth120.tif"}) == []
+
+
+@pytest.mark.slow
+def test_the_default_leaves_out_bundled_members_with_more_than_twice_the_bands(run_alg, tmp_path):
+    from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILES, DEFAULT_MODEL_FILE
+
+    source = bundled_scene(tmp_path, 60)  # fewer than half of fers_spectral200.pt's bands
+    feedback = Recorder()
+    default = run_alg("fers:detect", {"INPUT": source, "OUTPUT": str(tmp_path / "default.tif")}, feedback)
+    assert [line for line in feedback.infos if "left out" in line] == [
+        "The raster has 60 bands, fewer than half of fers_spectral200.pt (200 bands): that bundled member is left "
+        "out (interpolating most of a model's bands adds no information): 2 members are fused."]
+    two = run_alg("fers:detect", {"INPUT": source, "MODEL": str(DEFAULT_MODEL_FILE),
+                                  "MODELS": [str(DEFAULT_MEMBER_FILES[0])], "OUTPUT": str(tmp_path / "two.tif")})
+    np.testing.assert_array_equal(read(default["OUTPUT"])[0], read(two["OUTPUT"])[0])
+    # a model the analyst lists is never left out: with all three listed, the 200-band one is fused too
+    feedback = Recorder()
+    three = run_alg("fers:detect", {"INPUT": source, "MODEL": str(DEFAULT_MODEL_FILE),
+                                    "MODELS": [str(path) for path in DEFAULT_MEMBER_FILES],
+                                    "OUTPUT": str(tmp_path / "three.tif")}, feedback)
+    assert not [line for line in feedback.infos if "left out" in line]
+    assert not np.array_equal(read(three["OUTPUT"])[0], read(two["OUTPUT"])[0])
+
+
+@pytest.mark.slow
+def test_on_far_fewer_bands_the_default_keeps_its_50_band_model_alone(run_alg, tmp_path, scene):
+    from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
+
+    feedback = Recorder()
+    default = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")},
+                      feedback)
+    assert [line for line in feedback.infos if "left out" in line] == [
+        "The raster has 24 bands, fewer than half of fers_spectral100.pt (100 bands) and fers_spectral200.pt (200 "
+        "bands): those bundled members are left out (interpolating most of a model's bands adds no information): 1 "
+        "member is fused."]
+    assert [line for line in feedback.warnings if "far fewer" in line] == [
+        "The raster has 24 bands, far fewer than the model's 50: bands are interpolated, which adds no information; "
+        "results may be weaker than plain RX."]
+    single = read(run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),
+                                          "OUTPUT": str(tmp_path / "single.tif")})["OUTPUT"])[0]
+    scores = read(default["OUTPUT"])[0]
+    valid = single != -9999
+    np.testing.assert_array_equal(scores != -9999, valid)
+    np.testing.assert_allclose(scores[valid], mid_rank_cdf(single[valid]), atol=1e-6)  # the output is still a rank
+    assert leftovers(tmp_path, {"default.tif", "single.tif"}) == []
 
 
 def test_an_incomplete_bundled_ensemble_is_refused_clearly(run_alg, tmp_path, scene, monkeypatch):

@@ -10,7 +10,13 @@ from fers.fers_core.enhance.model_file import random_init_model
 from fers.fers_core.errors import InputError, OutputError
 from fers.fers_core.io.writer import SCORE_NODATA
 from fers.fers_core.pipeline.detect import run_fers_detection
-from fers.fers_core.pipeline.ensemble import CdfSketch, Member, fuse_score_rasters, run_ensemble_detection
+from fers.fers_core.pipeline.ensemble import (
+    CdfSketch,
+    Member,
+    fuse_score_rasters,
+    members_for_raster,
+    run_ensemble_detection,
+)
 from fers.fers_core.pipeline.options import DetectOptions
 
 from ...rasters import leftovers, read, write_cube
@@ -77,6 +83,41 @@ def test_sketch_cdf_is_exact_for_ties_and_monotone():
     np.testing.assert_allclose(sketch.cdf(values), mid_rank_cdf(values))
     grid = np.linspace(0.5, 6, 40)
     assert np.all(np.diff(sketch.cdf(np.clip(grid, 1, 5))) >= 0)
+
+
+class Bands:
+    """A stand-in model for the band-count rule, which reads only ``bands``."""
+
+    def __init__(self, bands):
+        self.bands = bands
+
+
+def kept_labels(raster_bands, members):
+    log = Log()
+    return [m.label for m in members_for_raster(raster_bands, members, log)], log.infos
+
+
+def test_band_aware_members_with_more_than_twice_the_raster_bands_are_left_out():
+    bundled = [Member(Bands(b), f"m{b}.pt", band_aware=True) for b in (50, 100, 200)]
+    assert kept_labels(120, bundled) == (["m50.pt", "m100.pt", "m200.pt"], [])
+    assert kept_labels(100, bundled)[0] == ["m50.pt", "m100.pt", "m200.pt"]  # exactly half: kept
+    labels, infos = kept_labels(99, bundled)
+    assert labels == ["m50.pt", "m100.pt"]
+    assert infos == ["The raster has 99 bands, fewer than half of m200.pt (200 bands): that bundled member is left "
+                     "out (interpolating most of a model's bands adds no information): 2 members are fused."]
+    assert kept_labels(49, bundled)[0] == ["m50.pt"]
+    assert kept_labels(10, bundled)[0] == ["m50.pt"]  # every model interpolates: the one with the fewest bands stays
+    with_rx = bundled + [Member()]
+    assert kept_labels(10, with_rx)[0] == ["m50.pt", "plain global RX"]  # plain RX alone is not enough
+    assert kept_labels(60, with_rx)[0] == ["m50.pt", "m100.pt", "plain global RX"]
+
+
+def test_models_the_analyst_chose_are_never_left_out():
+    chosen = [Member(Bands(50), "a.pt"), Member(Bands(200), "b.pt"),
+              Member(Bands(200), "bundled.pt", band_aware=True)]
+    assert kept_labels(20, chosen) == (["a.pt", "b.pt"], [
+        "The raster has 20 bands, fewer than half of bundled.pt (200 bands): that bundled member is left out "
+        "(interpolating most of a model's bands adds no information): 2 members are fused."])
 
 
 @pytest.fixture(scope="module")
