@@ -161,6 +161,56 @@ def test_nan_and_infinite_values_become_nodata(run_alg, tmp_path, model_file, al
     assert np.isfinite(scores).all() and np.all(scores[~invalid] >= 0)
 
 
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_values_of_fill_magnitude_are_nodata_and_named(run_alg, tmp_path, model_file, algorithm):
+    data = cube(5)
+    data[:, 0, 3] = np.finfo(np.float32).max  # float32's maximum, a common undeclared fill
+    data[2, 9, 9] = -1e30
+    feedback = Recorder()
+    scores = scores_of(run(run_alg, algorithm, write_cube(tmp_path / "fill.tif", data), tmp_path / "s.tif", model_file,
+                           feedback))
+    assert [line for line in feedback.warnings if "magnitude" in line] == [
+        "2 sampled pixels of 'fill.tif' hold values of magnitude 1e+30 or more (e.g. 3.40282e+38 in band 1): such "
+        "values are fill, not measurements, and are treated as nodata."]  # a raster this small is sampled whole
+    as_nan = data.copy()
+    as_nan[:, 0, 3] = as_nan[2, 9, 9] = np.nan  # the same run with those pixels NaN: the same scores everywhere
+    expected = scores_of(run(run_alg, algorithm, write_cube(tmp_path / "nan.tif", as_nan), tmp_path / "n.tif",
+                             model_file))
+    assert scores[0, 3] == scores[9, 9] == -9999
+    np.testing.assert_array_equal(scores, expected)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_an_undeclared_fill_collar_is_named_with_the_way_to_declare_it(run_alg, tmp_path, model_file, algorithm):
+    data = cube(6, rows=30, cols=40)
+    data[:, :, :4] = 0  # a collar of zeros in every band, as around an orthorectified swath
+    data[:, -3:, :] = 0
+    feedback = Recorder()
+    run(run_alg, algorithm, write_cube(tmp_path / "collar.tif", data), tmp_path / "s.tif", model_file, feedback)
+    warning = [line for line in feedback.warnings if "in every band" in line]
+    assert len(warning) == 1 and re.fullmatch(
+        r"\d+ of \d+ sampled pixels of 'collar.tif' \(\d+%\) hold 0 in every band, and the raster declares no "
+        r"nodata value: if 0 marks missing data, give the raster that nodata value \(QGIS: Raster > Conversion > "
+        r"Translate, 'Assign a specified nodata value' 0; or gdal_translate -a_nodata 0 input output\) and run on "
+        r"the result\. As it is, these pixels are scored as data and weaken the background statistics\.", warning[0])
+    declared = str(tmp_path / "declared.tif")
+    gdal.Translate(declared, str(tmp_path / "collar.tif"), noData=0)  # what the warning says to do
+    feedback = Recorder()
+    scores = scores_of(run(run_alg, algorithm, declared, tmp_path / "d.tif", model_file, feedback))
+    assert not [line for line in feedback.warnings if "in every band" in line]
+    collar = np.all(data == 0, axis=0)
+    assert np.all(scores[collar] == -9999) and np.all(scores[~collar] >= 0)
+
+
+def test_flat_spectra_of_real_data_raise_no_fill_warning(run_alg, tmp_path, model_file):
+    data = cube(6, rows=30, cols=40)
+    data[:, 5:7, 5:7] = 100.0  # four flat pixels: under 1% of the sample, no warning
+    data[0, :, :4] = 0  # zeros in one band only: not a fill value
+    feedback = Recorder()
+    run(run_alg, RX, write_cube(tmp_path / "flat.tif", data), tmp_path / "s.tif", None, feedback)
+    assert not [line for line in feedback.warnings if "in every band" in line or "magnitude" in line]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
 def test_constant_and_duplicate_bands_are_scored(run_alg, tmp_path, model_file, algorithm):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from ..feedback import Feedback, ProgressRange
 from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
+from ..io.fill_values import report_fill_values
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.grid import read_mask
 from ..io.output_formats import check_raster_outputs
@@ -176,6 +177,7 @@ def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_
     source = replace(source, bands=tuple(state.reader.bands))  # every process reads the bands resolved here
     if report_bands:
         report_band_selection(state.reader, feedback)
+        report_fill_values(state.reader, feedback)
     executor.attach(source, state)
     return executor, source, state
 

@@ -116,14 +116,19 @@ def _no_bands_message(path, subdatasets, listed=8):
             f"offers them; in qgis_process, INPUT='{subdatasets[0][0]}'). Its subdatasets: {'; '.join(names)}{more}.")
 
 
+FILL_MAGNITUDE = 1e30
+"""Values at least this large in magnitude are fill, never measurements (float32's maximum 3.4e38, netCDF's default
+fill 9.97e36, 1e30): invalid like NaN, so one such pixel cannot swamp the statistics of every other."""
+
+
 class RasterReader:
     """Reads selected bands of a raster block by block, with a validity mask per block.
 
     `bands` are 1-based band numbers (None = every band not marked bad: `read_bad_band_flags`). A pixel is
-    valid when every selected band is finite and differs from that band's nodata value, and the dataset mask
-    (if any) is set. `skipped_bad_bands`: the marked bands a default selection left out; `selected_bad_bands`:
-    the marked bands an explicit selection includes; `bad_band_problem`: why the ENVI header's bad-band list was
-    ignored ("has 3 values for 4 bands"), or None.
+    valid when every selected band is finite, below FILL_MAGNITUDE in magnitude and differs from that band's
+    nodata value, and the dataset mask (if any) is set. `skipped_bad_bands`: the marked bands a default selection
+    left out; `selected_bad_bands`: the marked bands an explicit selection includes; `bad_band_problem`: why the
+    ENVI header's bad-band list was ignored ("has 3 values for 4 bands"), or None.
     """
 
     def __init__(self, path: str, bands: list = None, direct_io: bool = False):
@@ -187,12 +192,18 @@ class RasterReader:
     def pixel_count(self) -> int:
         return self.width * self.height
 
+    @property
+    def block_shape(self) -> tuple:
+        """(rows, cols) of the raster's GDAL blocks (of its first selected band)."""
+        cols, rows = self._dataset.GetRasterBand(self.bands[0]).GetBlockSize()
+        return rows, cols
+
     def windows(self, budget_mb: float = DEFAULT_BLOCK_MB, bytes_per_value: int = 8) -> list:
         """Windows covering the raster, each holding at most budget_mb of data, aligned to GDAL blocks
         (windows.block_windows: full-width strips when a whole row of blocks fits in the budget, else
         block-aligned tiles)."""
-        block_size = self._dataset.GetRasterBand(self.bands[0]).GetBlockSize()
-        return block_windows(self.width, self.height, block_size, self.band_count * bytes_per_value,
+        rows, cols = self.block_shape
+        return block_windows(self.width, self.height, (cols, rows), self.band_count * bytes_per_value,
                              budget_mb * 2**20)
 
 
@@ -218,8 +229,8 @@ class RasterReader:
         if self._scaled:
             data = data * np.asarray(self.scales, dtype)[:, None, None] + np.asarray(self.offsets, dtype)[:, None, None]
         if data.dtype.kind in "fc" and (self._scaled or raw.dtype.kind in "fc"):  # integers are always finite
-            for band in data:
-                valid &= np.isfinite(band)
+            for band in data:  # NaN and inf compare False: both tests at once
+                valid &= (band < FILL_MAGNITUDE) & (band > -FILL_MAGNITUDE)
         if self._dataset_mask:
             mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
             with self._read_errors(window):
@@ -228,12 +239,14 @@ class RasterReader:
         return data, valid
 
     def band_validity(self, window: Window) -> np.ndarray:
-        """Per selected band, whether any pixel of `window` holds a valid value in it (finite, not its nodata)."""
+        """Per selected band, whether any pixel of `window` holds a valid value in it (finite, not fill, not its
+        nodata)."""
         raw = self._read_raw(window, window.rows, window.cols, False)
         found = np.zeros(self.band_count, dtype=bool)
         for index, nodata in enumerate(self.nodata):
             plane = raw[index]
-            usable = np.isfinite(plane) if plane.dtype.kind in "fc" else np.ones(plane.shape, dtype=bool)
+            usable = (plane < FILL_MAGNITUDE) & (plane > -FILL_MAGNITUDE) if plane.dtype.kind in "fc" \
+                else np.ones(plane.shape, dtype=bool)
             nodata = _stored_nodata(nodata, raw.dtype)
             if nodata is not None:
                 usable &= plane != nodata

@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import Temporary
 from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
+from ..io.fill_values import report_fill_values
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.grid import read_mask
 from ..io.output_formats import check_raster_outputs
@@ -105,6 +106,7 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
     reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
     if options.report_bands:
         report_band_selection(reader, feedback)
+        report_fill_values(reader, feedback)
     mask = read_mask(options.mask_path, reader) if options.mask_path else None
     mapping = BandMapping.for_model(reader, model, feedback if options.report_bands else None)
     strips = FeatureStrips(reader, partial(scale_window, reader, mapping), model, options, device)

@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..feedback import Feedback, ProgressRange, StageFeedback
 from ..io.atomic import Temporary
 from ..io.bad_bands import report_band_selection
+from ..io.fill_values import report_fill_values
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
@@ -263,6 +264,7 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
     check_outputs([("the score output", output_path)], [("the input", input_path), ("the mask", options.mask_path)])
     with RasterReader(input_path, options.bands) as reader:
         report_band_selection(reader, feedback)
+        report_fill_values(reader, feedback)
         options = replace(options, bands=list(reader.bands))  # every member uses these bands
         for member in members:  # band-count and wavelength-coverage errors before any member spends time
             if member.model is not None:

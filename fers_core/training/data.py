@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
+from ..io.fill_values import report_fill_values
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
 from ..io.windows import strips
@@ -68,6 +69,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     name = os.path.basename(str(raster.path))
     reader = RasterReader(raster.path, raster.bands)
     report_band_selection(reader, feedback, name)
+    report_fill_values(reader, feedback, name)
     try:
         mask = read_mask(raster.mask_path, reader) if raster.mask_path else None
     except InputError as error:

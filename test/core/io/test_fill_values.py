@@ -1,0 +1,83 @@
+"""Undeclared fill values: the reader's fill magnitude and io.fill_values' bounded sample and warnings."""
+
+import numpy as np
+from osgeo import gdal
+
+from fers.fers_core.io.fill_values import SAMPLE_PIXELS, FillSurvey, report_fill_values
+from fers.fers_core.io.reader import RasterReader
+from fers.fers_core.io.windows import Window
+from fers.fers_core.training.data import TrainingRaster, load_background
+
+from ...rasters import write_cube
+from .. import Log
+
+
+def cube(bands=6, rows=40, cols=50, seed=0):
+    return np.random.default_rng(seed).normal(100, 5, (bands, rows, cols)).astype(np.float32)
+
+
+def tiled(path, data, tile=128):
+    """A tiled, pixel-interleaved GeoTIFF: GDAL blocks of tile x tile pixels."""
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
+                                                   gdal.GDT_Float32, ["TILED=YES", f"BLOCKXSIZE={tile}",
+                                                                      f"BLOCKYSIZE={tile}"])
+    for index, plane in enumerate(data):
+        dataset.GetRasterBand(index + 1).WriteArray(plane)
+    dataset = None
+    return str(path)
+
+
+def test_values_of_fill_magnitude_are_invalid_in_every_read(tmp_path):
+    data = cube()
+    data[0, 1, 2], data[3, 4, 5], data[1, 6, 7] = 3.4e38, -1e30, 9.5e29  # the last is a value, not fill
+    with RasterReader(write_cube(tmp_path / "f.tif", data)) as reader:
+        _, valid = reader.read(Window.whole(reader.height, reader.width))
+        assert not valid[1, 2] and not valid[4, 5] and valid[6, 7]
+        assert valid.sum() == valid.size - 2
+        huge = np.full_like(data, 3.4e38)
+    with RasterReader(write_cube(tmp_path / "all.tif", np.concatenate([data, huge[:1]]))) as reader:
+        assert list(reader.band_validity(Window.whole(reader.height, reader.width))) == [True] * 6 + [False]
+
+
+def test_the_sample_is_a_few_blocks_and_reaches_the_corners(tmp_path):
+    data = cube(rows=768, cols=896)
+    data[:, -128:, -128:] = 0  # fill in the bottom-right corner block only
+    path = tiled(tmp_path / "tiled.tif", data)
+    with RasterReader(path) as reader:
+        survey = FillSurvey(reader)
+        assert reader.block_shape == (128, 128)
+        assert survey.sampled == 9 * SAMPLE_PIXELS  # nine of the 42 blocks, each read at 32 x 128 pixels
+        assert survey.flat_fill() == (0, SAMPLE_PIXELS)
+
+
+def test_the_warning_says_what_the_raster_declares(tmp_path):
+    data = cube()
+    data[:, :, :5] = 0
+    data[:, 0, 10] = -9999
+    log = Log()
+    with RasterReader(write_cube(tmp_path / "nd.tif", data, nodata=-9999)) as reader:
+        report_fill_values(reader, log)
+    assert len(log.warnings) == 1
+    assert "sampled pixels of 'nd.tif' (10%) hold 0 in every band, and the raster declares nodata -9999: if 0 " \
+        "marks missing data, give the raster that nodata value" in log.warnings[0]
+
+
+def test_two_bands_or_a_few_flat_pixels_are_no_sign_of_fill(tmp_path):
+    data = cube(bands=2)
+    data[:, :, :5] = 0
+    few = cube()
+    few[:, 3:5, 3:5] = 7  # 4 of 2000 pixels
+    log = Log()
+    for name, values in (("two.tif", data), ("few.tif", few)):
+        with RasterReader(write_cube(tmp_path / name, values)) as reader:
+            report_fill_values(reader, log)
+    assert log.warnings == []
+
+
+def test_training_names_the_raster_with_the_fill(tmp_path):
+    data = cube(bands=8, rows=48, cols=48)
+    data[:, :6, :] = -9999
+    log = Log()
+    load_background(TrainingRaster(write_cube(tmp_path / "bg.tif", data)), 8, feedback=log)
+    assert len(log.warnings) == 1
+    assert "sampled pixels of 'bg.tif' (" in log.warnings[0] and "hold -9999 in every band" in log.warnings[0]
