@@ -59,6 +59,36 @@ BAD_BANDS_HELP = ("Empty = every band the raster's metadata does not mark bad (E
                   "value is named in the error, with the band list that leaves it out.")
 
 
+INPUT_NODATA = "INPUT_NODATA"
+INPUT_NODATA_HELP = ("A value that marks missing pixels in the input (e.g. a collar of 0 or -9999 around the swath "
+                     "that the file does not declare), compared with the stored values. Pixels holding it in any used "
+                     "band are left out and written as nodata, besides the raster's own nodata and any additional "
+                     "nodata value set in the layer's properties (Transparency), which is honoured too. Empty = none.")
+
+
+def input_nodata_parameter(description="Input nodata value (besides the raster's own)"):
+    """The optional, advanced INPUT_NODATA parameter (an extra nodata value for every band of the input)."""
+    from qgis.core import QgsProcessingParameterNumber
+
+    return advanced(QgsProcessingParameterNumber(INPUT_NODATA, description,
+                                                 QgsProcessingParameterNumber.Type.Double, optional=True))
+
+
+def layer_nodata(layer, feedback=None):
+    """The single-value additional nodata values a QGIS raster layer's properties set (Transparency), sorted;
+    ranges cannot be honoured and are named in a warning."""
+    provider = layer.dataProvider()
+    values, ranges = set(), set()
+    for band in range(1, provider.bandCount() + 1):
+        for item in provider.userNoDataValues(band):
+            (values if item.min() == item.max() else ranges).add((item.min(), item.max()))
+    if ranges and feedback is not None:
+        listed = ", ".join(f"{low:g} to {high:g}" for low, high in sorted(ranges))
+        feedback.warning(f"The layer's additional nodata range{'s' if len(ranges) > 1 else ''} {listed} "
+                         "cannot be honoured (only single values are): set the input nodata value instead.")
+    return sorted(low for low, _ in values)
+
+
 def widget_value(value):
     """A parameter value as Python sees it: None for a null QVariant, else the value itself.
 
@@ -353,6 +383,24 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         if layer is None:
             return None
         return layer.source().split("|")[0]
+
+    def input_nodata(self, parameters, context, feedback=None, name="INPUT"):
+        """Extra nodata values of the raster parameter `name`: INPUT_NODATA and, for a project layer, the
+        single-value additional nodata values of its properties (a file path is not loaded as a layer; `name` None:
+        INPUT_NODATA only)."""
+        values = []
+        if parameters.get(INPUT_NODATA) not in (None, ""):
+            value = self.parameterAsDouble(parameters, INPUT_NODATA, context)
+            values.append(value)
+        if name and not is_raster_source(widget_value(parameters.get(name))):
+            layer = self.parameterAsRasterLayer(parameters, name, context)
+            if layer is not None:
+                extra = layer_nodata(layer, feedback)
+                if extra and feedback is not None:
+                    feedback.info(f"Additional nodata from the layer's properties: "
+                                  f"{', '.join(f'{v:g}' for v in extra)}.")
+                values += extra
+        return tuple(dict.fromkeys(float(v) for v in values))
 
     def optional_output(self, parameters, name, context):
         """Destination path of an optional output, or None when the user skipped it."""

@@ -26,7 +26,15 @@ from ..fers_core.io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.requests import check_detect_request, check_spatial_tiles
 from . import outputs, scheduler, styles
-from .base import BAD_BANDS_HELP, FersAlgorithm, RasterLayerParameter, advanced, widget_value
+from .base import (
+    BAD_BANDS_HELP,
+    INPUT_NODATA_HELP,
+    FersAlgorithm,
+    RasterLayerParameter,
+    advanced,
+    input_nodata_parameter,
+    widget_value,
+)
 
 BRANCH_LABELS = {("spectral", "spatial"): "Spectral + spatial", ("spectral",): "Spectral only",
                  ("spatial",): "Spatial only"}
@@ -142,6 +150,7 @@ class DetectAlgorithm(FersAlgorithm):
             self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True),
             "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the RX "
             "background statistics but still scored.")
+        self.add_parameter(input_nodata_parameter(), INPUT_NODATA_HELP)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.BRANCHES, self.tr("Branches"), BRANCH_OPTIONS, defaultValue=0)),
             "Spectral + spatial (default), spectral only or spatial only. A model without a branch uses what it "
@@ -243,6 +252,7 @@ class DetectAlgorithm(FersAlgorithm):
         options = DetectOptions(
             bands=self.band_list(parameters, self.BANDS, context),
             mask_path=self.raster_source(parameters, self.MASK, context),
+            nodata=self.input_nodata(parameters, context, feedback),
             branches=BRANCH_CHOICES[self.parameterAsEnum(parameters, self.BRANCHES, context)],
             fusion=FUSION_CHOICES[self.parameterAsEnum(parameters, self.FUSION, context)],
             device=DEVICE_VALUES[self.parameterAsEnum(parameters, self.DEVICE, context)],

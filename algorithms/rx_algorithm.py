@@ -14,7 +14,14 @@ from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.memory_guard import check_rx_run
 from ..fers_core.pipeline.requests import check_rx_request
 from . import outputs, scheduler
-from .base import BAD_BANDS_HELP, FersAlgorithm, RasterLayerParameter, advanced
+from .base import (
+    BAD_BANDS_HELP,
+    INPUT_NODATA_HELP,
+    FersAlgorithm,
+    RasterLayerParameter,
+    advanced,
+    input_nodata_parameter,
+)
 
 
 class RxAlgorithm(FersAlgorithm):
@@ -58,6 +65,7 @@ class RxAlgorithm(FersAlgorithm):
             self.MASK, self.tr("Background exclusion mask (non-zero = exclude)"), optional=True,
         ), "Optional raster on the same grid; its non-zero pixels (known targets, clouds) are left out of the "
            "background statistics but still scored.")
+        self.add_parameter(input_nodata_parameter(), INPUT_NODATA_HELP)
         self.add_parameter(QgsProcessingParameterEnum(
             self.MODE, self.tr("Background"), [self.tr(option) for option in self.MODE_OPTIONS],
             defaultValue=self.GLOBAL,
@@ -121,6 +129,7 @@ class RxAlgorithm(FersAlgorithm):
             mask_path=self.raster_source(parameters, self.MASK, context),
             feedback=outputs.detector_feedback(parameters, feedback),
             block_mb=self.parameterAsInt(parameters, self.MEMORY_MB, context),
+            nodata=self.input_nodata(parameters, context, feedback),
         )
         source = self.raster_source(parameters, self.INPUT, context)
         cluster = scheduler.value(self, parameters, context)

@@ -15,7 +15,7 @@ from qgis.core import (
 
 from ..fers_core.training import defaults
 from ..fers_core.training.output_path import default_model_output
-from .base import FersAlgorithm, RasterListParameter, advanced, widget_value
+from .base import FersAlgorithm, RasterListParameter, advanced, input_nodata_parameter, widget_value
 from .detect_algorithm import DEVICE_OPTIONS, DEVICE_VALUES, ModelPathParameter
 
 STAGE_LABELS = {defaults.STAGES_BOTH: "Both (spectral, then spatial)", defaults.STAGES_SPECTRAL: "Spectral only",
@@ -62,6 +62,10 @@ class TrainAlgorithm(FersAlgorithm):
             optional=True),
             "Optional rasters on the inputs' grids; non-zero pixels (e.g. known targets) are left out of the "
             "training patches, as are nodata pixels.")
+        self.add_parameter(input_nodata_parameter("Input nodata value for every input (besides each raster's own)"),
+                           "A value that marks missing pixels in the inputs (e.g. a collar of 0 or -9999 that a file "
+                           "does not declare), compared with the stored values: pixels holding it in any used band "
+                           "are left out of the training patches, besides each raster's own nodata. Empty = none.")
         self.add_parameter(QgsProcessingParameterString(
             self.BANDS, self.tr("Bands to use, e.g. 1-100, 120 (default: all not marked bad)"), optional=True),
             "Band numbers and ranges applied to every input, e.g. '1-100, 120-150'. Empty = all bands, less those "
@@ -148,6 +152,7 @@ class TrainAlgorithm(FersAlgorithm):
             inputs=inputs,
             masks=self.layer_sources(parameters, self.MASKS, context) or None,
             bands=parse_band_list(self.parameterAsString(parameters, self.BANDS, context)),
+            nodata=self.input_nodata(parameters, context, name=None),
             model_bands=self.parameterAsInt(parameters, self.MODEL_BANDS, context),
             wavelengths_nm=parse_wavelengths(self.parameterAsString(parameters, self.WAVELENGTHS, context)),
             stages=self.parameterAsEnum(parameters, self.STAGES, context),

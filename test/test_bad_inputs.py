@@ -38,7 +38,8 @@ def cube(bands=8, rows=18, cols=22, seed=0, dtype=np.float32):
 
 
 def run(run_alg, algorithm, source, output, model, feedback=None, **extra):
-    parameters = {"INPUT": str(source), "OUTPUT": str(output), **extra}
+    parameters = {"INPUT": str(source) if isinstance(source, (str, Path)) else source, "OUTPUT": str(output),
+                  **extra}  # a path, or a project layer
     if algorithm == DETECT:
         parameters.setdefault("MODEL", model)
     return run_alg(algorithm, parameters, feedback)
@@ -190,16 +191,66 @@ def test_an_undeclared_fill_collar_is_named_with_the_way_to_declare_it(run_alg, 
     warning = [line for line in feedback.warnings if "in every band" in line]
     assert len(warning) == 1 and re.fullmatch(
         r"\d+ of \d+ sampled pixels of 'collar.tif' \(\d+%\) hold 0 in every band, and the raster declares no "
-        r"nodata value: if 0 marks missing data, give the raster that nodata value \(QGIS: Raster > Conversion > "
-        r"Translate, 'Assign a specified nodata value' 0; or gdal_translate -a_nodata 0 input output\) and run on "
-        r"the result\. As it is, these pixels are scored as data and weaken the background statistics\.", warning[0])
+        r"nodata value: if 0 marks missing data, run again with the input nodata value INPUT_NODATA 0 \(or declare "
+        r"it in the file: gdal_translate -a_nodata 0 input output\)\. As it is, these pixels are scored as data and "
+        r"weaken the background statistics\.", warning[0])
     declared = str(tmp_path / "declared.tif")
-    gdal.Translate(declared, str(tmp_path / "collar.tif"), noData=0)  # what the warning says to do
+    gdal.Translate(declared, str(tmp_path / "collar.tif"), noData=0)  # what the warning says to do in the file
     feedback = Recorder()
     scores = scores_of(run(run_alg, algorithm, declared, tmp_path / "d.tif", model_file, feedback))
     assert not [line for line in feedback.warnings if "in every band" in line]
     collar = np.all(data == 0, axis=0)
     assert np.all(scores[collar] == -9999) and np.all(scores[~collar] >= 0)
+
+
+def collar_cube():
+    data = cube(6, rows=30, cols=40)
+    data[:, :, :4] = 0
+    data[:, -3:, :] = 0
+    return data
+
+
+def collar_and_declared_scores(run_alg, tmp_path, algorithm, model_file):
+    """The collar raster without a nodata value, and the scores of a copy that declares 0 as nodata."""
+    source = write_cube(tmp_path / "collar.tif", collar_cube())
+    declared = str(tmp_path / "declared.tif")
+    gdal.Translate(declared, source, noData=0)
+    return source, scores_of(run(run_alg, algorithm, declared, tmp_path / "d.tif", model_file))
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_input_nodata_declares_a_fill_value_for_the_run(run_alg, tmp_path, model_file, algorithm):
+    source, expected = collar_and_declared_scores(run_alg, tmp_path, algorithm, model_file)
+    feedback = Recorder()
+    scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file, feedback, INPUT_NODATA=0))
+    np.testing.assert_array_equal(scores, expected)  # as if the file declared it
+    assert not [line for line in feedback.warnings if "in every band" in line]
+    with_own = write_cube(tmp_path / "own.tif", collar_cube(), nodata=-5)  # besides the raster's own nodata
+    np.testing.assert_array_equal(scores_of(run(run_alg, algorithm, with_own, tmp_path / "o.tif", model_file,
+                                                INPUT_NODATA=0)), expected)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_a_layers_additional_nodata_value_is_honoured(run_alg, tmp_path, model_file, algorithm):
+    from qgis.core import QgsProject, QgsRasterLayer, QgsRasterRange
+
+    source, expected = collar_and_declared_scores(run_alg, tmp_path, algorithm, model_file)
+    layer = QgsRasterLayer(source, "collar")
+    for band in range(1, layer.bandCount() + 1):  # what Layer Properties > Transparency sets
+        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
+    QgsProject.instance().addMapLayer(layer)  # picked in the dialog's layer combo box
+    try:
+        feedback = Recorder()
+        scores = scores_of(run(run_alg, algorithm, layer, tmp_path / "s.tif", model_file, feedback))
+        layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 0), QgsRasterRange(1, 5)])
+        ranged = Recorder()
+        run(run_alg, algorithm, layer, tmp_path / "r.tif", model_file, ranged)
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+    np.testing.assert_array_equal(scores, expected)
+    assert "Additional nodata from the layer's properties: 0." in feedback.infos
+    assert "The layer's additional nodata range 1 to 5 cannot be honoured (only single values are): set the input " \
+        "nodata value instead." in ranged.warnings
 
 
 def test_flat_spectra_of_real_data_raise_no_fill_warning(run_alg, tmp_path, model_file):

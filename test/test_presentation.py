@@ -19,10 +19,11 @@ from .rasters import read
 
 ADVANCED = {  # parameters the dialog shows under Advanced; everything else is in the main section
     "fers:detect": {"BRANCHES", "FUSION", "DEVICE", "DETECTOR", "WINDOW_INNER", "WINDOW_OUTER", "PRECISION",
-                    "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN", "SCHEDULER", "MODELS", "ENSEMBLE_FUSION", "FUSE_RX"},
-    "fers:train": {"STAGES", "MODEL_BANDS", "WAVELENGTHS", "EPOCHS", "PATCH_SIZE", "BATCH_SIZE", "LEARNING_RATE",
-                   "SEED", "TEACHER", "DEVICE"},
-    "fers:rx": {"WINDOW_INNER", "WINDOW_OUTER", "COMPONENTS", "MEMORY_MB", "SCHEDULER"},
+                    "MEMORY_MB", "TILE_SIZE", "TILE_MARGIN", "SCHEDULER", "MODELS", "ENSEMBLE_FUSION", "FUSE_RX",
+                    "INPUT_NODATA"},
+    "fers:train": {"INPUT_NODATA", "STAGES", "MODEL_BANDS", "WAVELENGTHS", "EPOCHS", "PATCH_SIZE", "BATCH_SIZE",
+                   "LEARNING_RATE", "SEED", "TEACHER", "DEVICE"},
+    "fers:rx": {"WINDOW_INNER", "WINDOW_OUTER", "COMPONENTS", "MEMORY_MB", "SCHEDULER", "INPUT_NODATA"},
     "fers:evaluate": set(),
     "fers:import_checkpoint": set(),
 }

@@ -12,7 +12,7 @@ import pytest
 import torch
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from .conftest import ROOT
+from .conftest import ROOT, Recorder
 from .rasters import read, write_cube
 
 TINY = {"MODEL_BANDS": 16, "EPOCHS": 1, "PATCH_SIZE": 16, "BATCH_SIZE": 4, "SEED": 3, "DEVICE": 1}
@@ -164,3 +164,23 @@ def test_qgis_process_runs_train(scenes, tmp_path):
     assert completed.returncode == 0, completed.stderr + completed.stdout
     assert output.exists()
     assert "spectral stage, epoch 1/1" in completed.stdout + completed.stderr
+
+
+@pytest.mark.slow
+def test_input_nodata_trains_as_on_a_raster_that_declares_it(run_alg, tmp_path):
+    from osgeo import gdal
+
+    data = np.random.default_rng(4).normal(100, 5, (12, 30, 32)).astype(np.float32)
+    data[:, :, :5] = 0  # an undeclared collar
+    source = write_cube(tmp_path / "collar.tif", data)
+    declared = str(tmp_path / "declared.tif")
+    gdal.Translate(declared, source, noData=0)
+    train(run_alg, tmp_path / "declared.pt", [declared])
+    feedback = Recorder()
+    train(run_alg, tmp_path / "given.pt", [source], feedback, INPUT_NODATA=0)
+    assert_same_weights(tmp_path / "declared.pt", tmp_path / "given.pt")
+    assert not [line for line in feedback.warnings if "in every band" in line]
+    train(run_alg, tmp_path / "plain.pt", [source])  # without it the collar is trained on
+    assert weights(tmp_path / "plain.pt").keys() == weights(tmp_path / "given.pt").keys()
+    assert any(not torch.equal(a, b) for a, b in zip(weights(tmp_path / "plain.pt").values(),
+                                                    weights(tmp_path / "given.pt").values()))

@@ -91,10 +91,11 @@ class RxSource:
     input_path: str
     bands: tuple = None
     mask_path: str = None
+    nodata: tuple = ()  # extra nodata values (RasterReader's)
 
     @contextmanager
     def open(self):
-        with RasterReader(self.input_path, self.bands, direct_io=True) as reader:
+        with RasterReader(self.input_path, self.bands, direct_io=True, nodata=self.nodata) as reader:
             mask = read_mask(self.mask_path, reader) if self.mask_path else None
             try:
                 yield RxState(reader, mask)
@@ -166,13 +167,15 @@ def rx_score(state, plan, window):
     return rx_block_scores(state.reader, plan.model, window, state.take(window))
 
 
-def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands=True):
+def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands=True, nodata=()):
     """(executor, source, state) of a run over a raster: `executor` (None: one in this process), its RxSource and
     this process's open state of it, attached to the executor; closed with `stack`. `report_bands`: log the bad
-    bands left out (io.bad_bands). A run that finds no valid pixel names the bands without any valid value."""
-    stack.enter_context(explain_no_valid_pixels(input_path, bands, feedback))
+    bands left out (io.bad_bands) and undeclared fill values (io.fill_values). `nodata`: extra nodata values. A run
+    that finds no valid pixel names the bands without any valid value."""
+    nodata = tuple(float(value) for value in nodata or ())
+    stack.enter_context(explain_no_valid_pixels(input_path, bands, feedback, nodata))
     executor = run_executor(executor, feedback, stack)
-    source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None)
+    source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None, nodata)
     state = stack.enter_context(source.open())
     source = replace(source, bands=tuple(state.reader.bands))  # every process reads the bands resolved here
     if report_bands:
@@ -199,21 +202,24 @@ def write_rx_scores(reader, output_path, blocks, n_blocks, progress):
 
 
 def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = None, feedback: Feedback = None,
-                  block_mb: float = DEFAULT_BLOCK_MB, executor=None, report_bands: bool = True) -> RxRunSummary:
+                  block_mb: float = DEFAULT_BLOCK_MB, executor=None, report_bands: bool = True,
+                  nodata: tuple = ()) -> RxRunSummary:
     """Score every valid pixel of `input_path` with global RX and write a float32 raster.
 
     `bands`: 1-based band numbers (None = every band not marked bad). `mask_path`: raster whose non-zero pixels are
     left out of the background statistics (they are still scored). Invalid pixels (nodata,
     NaN, inf in any used band) are nodata in the output and never enter the statistics.
     `executor`: who runs the block tasks (runtime.executor; None = this process). `report_bands`: log the bad
-    bands a default selection leaves out (an ensemble member does not).
+    bands a default selection leaves out (an ensemble member does not). `nodata`: values that are nodata in every
+    band besides the raster's own (compared with the stored values).
     """
     feedback = feedback or Feedback()
     check_outputs([("the output", output_path)], [("the input", input_path), ("the mask", mask_path)])
     check_raster_outputs([("the output", output_path, 1)])
     started = time.perf_counter()
     with ExitStack() as stack:
-        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands,
+                                              nodata)
         reader = state.reader
         windows = reader.windows(block_mb)
         feedback.info(

@@ -280,13 +280,13 @@ def on_cluster(scheduler: str, feedback: Feedback, run):
 
 
 def global_rx(scheduler: str, input_path: str, output_path: str, bands: list = None, mask_path: str = None,
-              feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB):
+              feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB, nodata: tuple = ()):
     """Global RX in this process (scheduler empty) or on a Dask cluster ('local' or an address)."""
     from ..detectors.global_rx import run_global_rx
 
     return on_cluster(scheduler, feedback, lambda executor: run_global_rx(
         input_path, output_path, bands=bands, mask_path=mask_path, feedback=feedback, block_mb=block_mb,
-        executor=executor))
+        executor=executor, nodata=nodata))
 
 
 def local_rx(scheduler: str, input_path: str, output_path: str, **settings):

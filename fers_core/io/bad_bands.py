@@ -51,10 +51,10 @@ def report_band_selection(reader, feedback, name=None) -> None:
                          "metadata marks bad (bbl = 0): noisy bands can weaken the results.")
 
 
-def bands_without_data(path, bands, feedback=None) -> list:
+def bands_without_data(path, bands, feedback=None, nodata=()) -> list:
     """The 1-based numbers of the selected bands of `path` in which no pixel is valid (one pass, by blocks; a
-    `feedback` that is cancelled stops it)."""
-    with RasterReader(path, bands) as reader:
+    `feedback` that is cancelled stops it; `nodata`: the reader's extra nodata values)."""
+    with RasterReader(path, bands, nodata=nodata) as reader:
         has_data = np.zeros(reader.band_count, dtype=bool)
         for window in reader.windows():
             if feedback is not None:
@@ -66,15 +66,15 @@ def bands_without_data(path, bands, feedback=None) -> list:
 
 
 @contextmanager
-def explain_no_valid_pixels(path, bands, feedback=None):
+def explain_no_valid_pixels(path, bands, feedback=None, nodata=()):
     """Re-raise a NoValidPixels error of the body as one naming the bands without any valid value, if some (not
-    all) are; the extra pass this takes stops when `feedback` is cancelled."""
+    all) are; the extra pass this takes stops when `feedback` is cancelled. `nodata`: the run's extra nodata values."""
     try:
         yield
     except NoValidPixels:
         with RasterReader(path, bands) as reader:
             used, name = list(reader.bands), os.path.basename(reader.path)
-        empty = bands_without_data(path, used, feedback)
+        empty = bands_without_data(path, used, feedback, nodata)
         if not empty:
             raise
         keep = [band for band in used if band not in set(empty)]

@@ -89,7 +89,7 @@ def report_fill_values(reader, feedback, name=None) -> None:
         value, count = flat
         feedback.warning(
             f"{count} of {survey.sampled} sampled pixels of {raster} ({count / survey.sampled:.0%}) hold {value:g} in "
-            f"every band, and the raster {_declared(reader.nodata)}: if {value:g} marks missing data, give the "
-            f"raster that nodata value (QGIS: Raster > Conversion > Translate, 'Assign a specified nodata value' "
-            f"{value:g}; or gdal_translate -a_nodata {value:g} input output) and run on the result. As it is, these "
-            "pixels are scored as data and weaken the background statistics.")
+            f"every band, and the raster {_declared(reader.nodata)}: if {value:g} marks missing data, run again with "
+            f"the input nodata value INPUT_NODATA {value:g} (or declare it in the file: gdal_translate -a_nodata "
+            f"{value:g} input output). As it is, these pixels are scored as data and weaken the background "
+            "statistics.")

@@ -126,12 +126,13 @@ class RasterReader:
 
     `bands` are 1-based band numbers (None = every band not marked bad: `read_bad_band_flags`). A pixel is
     valid when every selected band is finite, below FILL_MAGNITUDE in magnitude and differs from that band's
-    nodata value, and the dataset mask (if any) is set. `skipped_bad_bands`: the marked bands a default selection
+    nodata value and from each of `nodata` (extra nodata values for every band: fers' INPUT_NODATA, a QGIS layer's
+    additional nodata), and the dataset mask (if any) is set. `skipped_bad_bands`: the marked bands a default selection
     left out; `selected_bad_bands`: the marked bands an explicit selection includes; `bad_band_problem`: why the
     ENVI header's bad-band list was ignored ("has 3 values for 4 bands"), or None.
     """
 
-    def __init__(self, path: str, bands: list = None, direct_io: bool = False):
+    def __init__(self, path: str, bands: list = None, direct_io: bool = False, nodata: tuple = ()):
         self.path = str(path)
         self._buffer = None
         # direct_io: uncompressed GeoTIFF blocks are read straight into the array, past GDAL's block
@@ -170,6 +171,7 @@ class RasterReader:
             self.selected_bad_bands = [b for b in self.bands if marked[b - 1]]
         gdal_bands = [ds.GetRasterBand(b) for b in self.bands]
         self.nodata = [band.GetNoDataValue() for band in gdal_bands]
+        self.extra_nodata = tuple(float(value) for value in nodata or ())
         self.scales = [band.GetScale() or 1.0 for band in gdal_bands]
         self.offsets = [band.GetOffset() or 0.0 for band in gdal_bands]
         stored = [stored_type(band, number, self.path) for band, number in zip(gdal_bands, self.bands)]
@@ -220,9 +222,8 @@ class RasterReader:
         raw = self._read_raw(window, rows, cols, reuse)
         valid = np.ones((rows, cols), dtype=bool)
         for index, nodata in enumerate(self.nodata):
-            nodata = _stored_nodata(nodata, raw.dtype)
-            if nodata is not None:
-                valid &= raw[index] != nodata
+            for value in self._nodata_values(nodata, raw.dtype):
+                valid &= raw[index] != value
         if dtype is None:
             dtype = np.float64 if self._scaled else raw.dtype
         data = raw.astype(dtype, copy=False)
@@ -247,11 +248,15 @@ class RasterReader:
             plane = raw[index]
             usable = (plane < FILL_MAGNITUDE) & (plane > -FILL_MAGNITUDE) if plane.dtype.kind in "fc" \
                 else np.ones(plane.shape, dtype=bool)
-            nodata = _stored_nodata(nodata, raw.dtype)
-            if nodata is not None:
-                usable &= plane != nodata
+            for value in self._nodata_values(nodata, raw.dtype):
+                usable &= plane != value
             found[index] = usable.any()
         return found
+
+    def _nodata_values(self, nodata, dtype):
+        """A band's nodata value and the extra nodata values, in the stored type `dtype` (those that can match)."""
+        values = (_stored_nodata(value, dtype) for value in (nodata, *self.extra_nodata))
+        return list(dict.fromkeys(value for value in values if value is not None))
 
     def _read_raw(self, window, rows, cols, reuse):
         """The window's values, as stored (self.stored_dtype), into a buffer this reader chooses.

@@ -103,7 +103,7 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
     branches = options.branches
     fusion = options.fusion.resolve(model.bands, branches)
 
-    reader = RasterReader(input_path, options.bands, direct_io=True)  # windows read past GDAL's block cache
+    reader = RasterReader(input_path, options.bands, direct_io=True, nodata=options.nodata)  # past GDAL's block cache
     if options.report_bands:
         report_band_selection(reader, feedback)
         report_fill_values(reader, feedback)
@@ -146,7 +146,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
     timings = {}
     started = time.perf_counter()
     with torch_threads(options.threads), ExitStack() as stack:
-        stack.enter_context(explain_no_valid_pixels(input_path, options.bands, feedback))
+        stack.enter_context(explain_no_valid_pixels(input_path, options.bands, feedback, options.nodata))
         executor = run_executor(executor, feedback, stack)
         setup = prepare_detection(input_path, model, options, feedback)
         stack.callback(setup.reader.close)

@@ -262,7 +262,7 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
     fusion = EnsembleFusion.parse(fusion)
     check_members(members, options)
     check_outputs([("the score output", output_path)], [("the input", input_path), ("the mask", options.mask_path)])
-    with RasterReader(input_path, options.bands) as reader:
+    with RasterReader(input_path, options.bands, nodata=options.nodata) as reader:
         report_band_selection(reader, feedback)
         report_fill_values(reader, feedback)
         options = replace(options, bands=list(reader.bands))  # every member uses these bands
@@ -281,7 +281,7 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
             feedback.info(f"Ensemble member {index + 1} of {len(members)}: {member.label}")
             if member.model is None:
                 run_global_rx(input_path, path, bands=options.bands, mask_path=options.mask_path, feedback=stage,
-                              block_mb=options.block_mb, report_bands=False)
+                              block_mb=options.block_mb, report_bands=False, nodata=options.nodata)
             else:
                 run_fers_detection(input_path, path, member.model, member_options(member, options), stage)
             paths.append(path)

@@ -20,6 +20,7 @@ class DetectOptions:
 
     bands: list = None
     mask_path: str = None
+    nodata: tuple = ()  # values that are nodata in every band besides the raster's own (RasterReader's extra nodata)
     branches: tuple = BRANCH_CHOICES[0]
     fusion: Fusion = Fusion.REFERENCE  # asked for; Fusion.resolve says what the run does
     device: str = "auto"
@@ -40,6 +41,7 @@ class DetectOptions:
         if isinstance(self.branches, str):
             raise InputError(f"Branches are a tuple of branch names, e.g. ('spectral',), not '{self.branches}'.")
         object.__setattr__(self, "branches", tuple(self.branches))
+        object.__setattr__(self, "nodata", tuple(float(value) for value in self.nodata or ()))
         object.__setattr__(self, "fusion", Fusion.parse(self.fusion))
         object.__setattr__(self, "precision", Precision.parse(self.precision))
 

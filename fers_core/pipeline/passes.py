@@ -112,7 +112,8 @@ class DetectSource:
         from .scaling import BandMapping
 
         model = detection_model(self.model_path)
-        with torch_threads(self.threads), RasterReader(self.input_path, self.options.bands, direct_io=True) as reader:
+        with torch_threads(self.threads), RasterReader(self.input_path, self.options.bands, direct_io=True,
+                                                             nodata=self.options.nodata) as reader:
             mask = read_mask(self.options.mask_path, reader) if self.options.mask_path else None
             try:
                 yield DetectState(reader, mask, BandMapping.for_model(reader, model), model, self)

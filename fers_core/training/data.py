@@ -36,11 +36,13 @@ MAX_CUBE_BYTES = 4 * 2**30
 
 @dataclass(frozen=True)
 class TrainingRaster:
-    """One training input: raster path, optional exclusion mask and optional 1-based band numbers."""
+    """One training input: raster path, optional exclusion mask, optional 1-based band numbers and extra nodata
+    values (RasterReader's)."""
 
     path: str
     mask_path: str | None = None
     bands: list[int] | None = None  # 1-based band numbers; None = every band
+    nodata: tuple = ()
 
 
 @dataclass
@@ -67,7 +69,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     """Read, resample and scale one :class:`TrainingRaster`; returns a :class:`BackgroundCube`."""
     feedback = feedback or Feedback()
     name = os.path.basename(str(raster.path))
-    reader = RasterReader(raster.path, raster.bands)
+    reader = RasterReader(raster.path, raster.bands, nodata=raster.nodata)
     report_band_selection(reader, feedback, name)
     report_fill_values(reader, feedback, name)
     try:
@@ -85,7 +87,7 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
     mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback)
     windows = strips(reader.width, reader.height, STRIP_ROWS)
     try:
-        with explain_no_valid_pixels(raster.path, raster.bands, feedback):
+        with explain_no_valid_pixels(raster.path, raster.bands, feedback, raster.nodata):
             scaling = fit_scaling(range_pass(reader, mapping, windows, progress or (lambda fraction: None)))
     except InputError as error:
         raise _named(error, name) from None

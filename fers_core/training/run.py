@@ -38,6 +38,7 @@ class TrainOptions:
     output_model: str
     masks: list = None
     bands: list = None
+    nodata: tuple = ()  # values that are nodata in every band of every input, besides each raster's own
     model_bands: int = defaults.DEFAULT_MODEL_BANDS
     wavelengths_nm: list = None
     stages: int = STAGES_BOTH
@@ -167,6 +168,7 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
     return {
         "inputs": [[file_identity(r.path), file_identity(r.mask_path), list(c.bands)] for r, c in zip(rasters, cubes)],
         "model_bands": bands,
+        "nodata": [float(value) for value in options.nodata or ()],
         "wavelengths_nm": wavelengths,
         "stages": options.stages,
         "epochs": options.epochs,
@@ -194,7 +196,8 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     masks = _check_options(options)
     device = resolve_device(options.device)
     init, bands, wavelengths = _initial_model(options, feedback)
-    rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands)
+    rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands,
+                              tuple(float(value) for value in options.nodata or ()))
                for path, mask in zip(options.inputs, masks)]
     cubes = load_backgrounds(rasters, bands, wavelengths, feedback, ProgressRange(feedback, 0, 5))
     sampler = PatchSampler(cubes, options.patch_size)

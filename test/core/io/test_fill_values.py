@@ -59,7 +59,7 @@ def test_the_warning_says_what_the_raster_declares(tmp_path):
         report_fill_values(reader, log)
     assert len(log.warnings) == 1
     assert "sampled pixels of 'nd.tif' (10%) hold 0 in every band, and the raster declares nodata -9999: if 0 " \
-        "marks missing data, give the raster that nodata value" in log.warnings[0]
+        "marks missing data, run again with the input nodata value INPUT_NODATA 0" in log.warnings[0]
 
 
 def test_two_bands_or_a_few_flat_pixels_are_no_sign_of_fill(tmp_path):
@@ -71,6 +71,21 @@ def test_two_bands_or_a_few_flat_pixels_are_no_sign_of_fill(tmp_path):
     for name, values in (("two.tif", data), ("few.tif", few)):
         with RasterReader(write_cube(tmp_path / name, values)) as reader:
             report_fill_values(reader, log)
+    assert log.warnings == []
+
+
+def test_extra_nodata_values_are_nodata_and_silence_the_warning(tmp_path):
+    data = cube()
+    data[:, :, :5] = 0
+    data[2, 7, 9] = -1  # one band at the second value: the pixel is nodata, as with the raster's own nodata
+    path = write_cube(tmp_path / "x.tif", data.astype(np.int16))
+    log = Log()
+    with RasterReader(path, nodata=(0, -1.0, 0.5)) as reader:  # 0.5 cannot be an int16 value: ignored
+        _, valid = reader.read(Window.whole(reader.height, reader.width))
+        report_fill_values(reader, log)
+    expected = ~(np.all(data == 0, axis=0))
+    expected[7, 9] = False
+    np.testing.assert_array_equal(valid, expected)
     assert log.warnings == []
 
 
