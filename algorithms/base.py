@@ -4,6 +4,7 @@ presentation (help, icons)."""
 import configparser
 import functools
 import html
+import math
 import os
 import traceback
 
@@ -75,18 +76,30 @@ def input_nodata_parameter(description="Input nodata value (besides the raster's
 
 
 def layer_nodata(layer, feedback=None):
-    """The single-value additional nodata values a QGIS raster layer's properties set (Transparency), sorted;
-    ranges cannot be honoured and are named in a warning."""
+    """The additional nodata values a QGIS raster layer's properties set (Transparency) for every band, as stored
+    values (QGIS compares them after the band's scale and offset; the reader before), sorted. What cannot be
+    honoured is named in a warning: ranges, values set for some bands only, and values on bands of different
+    scales or offsets."""
     provider = layer.dataProvider()
-    values, ranges = set(), set()
-    for band in range(1, provider.bandCount() + 1):
-        for item in provider.userNoDataValues(band):
-            (values if item.min() == item.max() else ranges).add((item.min(), item.max()))
-    if ranges and feedback is not None:
-        listed = ", ".join(f"{low:g} to {high:g}" for low, high in sorted(ranges))
-        feedback.warning(f"The layer's additional nodata range{'s' if len(ranges) > 1 else ''} {listed} "
-                         "cannot be honoured (only single values are): set the input nodata value instead.")
-    return sorted(low for low, _ in values)
+    bands = range(1, provider.bandCount() + 1)
+    per_band = [{(item.min(), item.max()) for item in provider.userNoDataValues(band)} for band in bands]
+    common = set.intersection(*per_band) if per_band else set()
+    ranges = sorted(item for item in set().union(*per_band) if item[0] != item[1])
+    partial = sorted(item for item in set().union(*per_band) - common if item[0] == item[1])
+    scaling = {(provider.bandScale(band), provider.bandOffset(band)) for band in bands}
+    problems = [f"the range{'s' if len(ranges) > 1 else ''} " + ", ".join(f"{a:g} to {b:g}" for a, b in ranges)
+                + " (only single values are)"] if ranges else []
+    if partial:
+        problems.append(", ".join(f"{a:g}" for a, _ in partial) + ", set for some bands only")
+    values = sorted(a for a, b in common if a == b)
+    if values and len(scaling) > 1:
+        problems.append(", ".join(f"{v:g}" for v in values) + ", on bands of different scales or offsets")
+        values = []
+    if problems and feedback is not None:
+        feedback.warning("Of the layer's additional nodata values (Transparency), " + "; ".join(problems) +
+                         " cannot be honoured: set the input nodata value (in the raster's stored values) instead.")
+    scale, offset = next(iter(scaling), (1.0, 0.0))
+    return [(value - offset) / (scale or 1.0) for value in values]
 
 
 def widget_value(value):
@@ -389,9 +402,10 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         single-value additional nodata values of its properties (a file path is not loaded as a layer; `name` None:
         INPUT_NODATA only)."""
         values = []
-        if parameters.get(INPUT_NODATA) not in (None, ""):
+        if widget_value(parameters.get(INPUT_NODATA)) not in (None, ""):
             value = self.parameterAsDouble(parameters, INPUT_NODATA, context)
-            values.append(value)
+            if not math.isnan(value):  # NaN is never valid anyway
+                values.append(value)
         if name and not is_raster_source(widget_value(parameters.get(name))):
             layer = self.parameterAsRasterLayer(parameters, name, context)
             if layer is not None:

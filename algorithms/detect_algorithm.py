@@ -230,7 +230,7 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.distributed.cluster import fers_detection
         from ..fers_core.enhance.default_model import default_model_paths
         from ..fers_core.enhance.model_cache import detection_model
-        from ..fers_core.pipeline.ensemble import Member, run_ensemble_detection
+        from ..fers_core.pipeline.ensemble import Member, members_for_input, run_ensemble_detection
         from ..fers_core.pipeline.memory_guard import check_detection_run
         from ..fers_core.pipeline.options import DetectOptions
 
@@ -243,7 +243,7 @@ class DetectAlgorithm(FersAlgorithm):
         # kept for the session's next run while the files are unchanged
         models = [detection_model(path) for path in model_paths]
         model = models[0]
-        members = [Member(m, p, band_aware=i < len(bundled)) for i, (m, p) in enumerate(zip(models, model_paths))]
+        members = [Member(m, p, bundled=i < len(bundled)) for i, (m, p) in enumerate(zip(models, model_paths))]
         if self.parameterAsBool(parameters, self.FUSE_RX, context):
             members.append(Member())
         fusion = ENSEMBLE_FUSION_CHOICES[self.parameterAsEnum(parameters, self.ENSEMBLE_FUSION, context)]
@@ -272,11 +272,13 @@ class DetectAlgorithm(FersAlgorithm):
                              members=len(members), false_alarm_rate=outputs.false_alarm_rate(self, parameters, context),
                              fusion=options.fusion.resolve(model.bands, available))
         source = self.raster_source(parameters, self.INPUT, context)
-        feedback.info("Model: " + " + ".join(member.label for member in members) +
+        running = members_for_input(source, options.bands, members) if bundled else members  # those that fit
+        feedback.info("Model: " + " + ".join(member.label for member in running) +
                       (f" ({fusion} fusion)" if len(members) > 1 else ""))
         if not cluster:  # on a Dask cluster the strips use the workers' memory
-            for member_model in models:
-                check_detection_run(source, member_model, options, feedback)
+            for member in running:
+                if member.model is not None:
+                    check_detection_run(source, member.model, options, feedback)
         detector_feedback = outputs.detector_feedback(parameters, feedback)
         if len(members) > 1:
             run_ensemble_detection(source, output, members, options, fusion, detector_feedback)

@@ -123,7 +123,7 @@ def band_aware(members, raster_bands):
             self.bands = bands
 
     bands = {m: MODEL_BANDS.get(m) or int(m.split("@")[0][1:].split("-")[0]) for m in members}
-    wrapped = [Member(Bands(bands[m]), m, band_aware=True) for m in members]
+    wrapped = [Member(Bands(bands[m]), m, bundled=True) for m in members]
     return tuple(m.label for m in members_for_raster(raster_bands, wrapped, Feedback()))
 
 

@@ -9,7 +9,9 @@ interleaved, two threads, fers:detect's default options (BRANCHES spectral + spa
   spectral only ("bundled"), weights/fers_spectral100.pt, weights/fers_spectral200.pt, and the untrained
   random_init_model(200, seed=0);
 - the previous default, rank(fers_default.pt + the untrained 200-band network);
-- rank(fers_default.pt + fers_spectral100.pt), and the default ensemble (default_model_paths()).
+- rank(fers_default.pt + fers_spectral100.pt), and the default ensemble (default_model_paths()), with all three
+  members and as fers:detect runs it ("as run": its bundled members, left out on rasters with fewer than half
+  their bands, e.g. --bands 60 runs two).
 Prints the medians and the ratios to the previous default (these machines are noisy: only ratios within one run
 mean much); --json writes the medians (bench/band_study.py --seconds reads them for its time budget).
 """
@@ -48,8 +50,8 @@ def configurations():
         member_options = replace(options, branches=branches) if branches else options
         return lambda scene, output: run_fers_detection(scene, output, model, member_options)
 
-    def fused(*models):
-        members = [Member(model, f"member {index}") for index, model in enumerate(models)]
+    def fused(*models, bundled=False):
+        members = [Member(model, f"member {index}", bundled=bundled) for index, model in enumerate(models)]
         return lambda scene, output: run_ensemble_detection(scene, output, members, options)
 
     def rx(scene, output):
@@ -58,7 +60,8 @@ def configurations():
     return {"rx": rx, "bundled-ss": one(bundled), "bundled": one(bundled, ("spectral",)), "t100": one(t100),
             "t200": one(t200), "rand200": one(rand200), PREVIOUS: fused(bundled, rand200),
             "rank(bundled-ss + t100)": fused(bundled, t100),
-            "default: rank(bundled-ss + t100 + t200)": fused(bundled, t100, t200)}
+            "default: rank(bundled-ss + t100 + t200)": fused(bundled, t100, t200),
+            "default as run (band-aware)": fused(bundled, t100, t200, bundled=True)}
 
 
 def main(argv=None):

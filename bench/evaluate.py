@@ -106,7 +106,7 @@ def default_members(model_path, model):
     if Path(model_path).resolve() != DEFAULT_MODEL_FILE.resolve():
         return []
     first, *others = default_model_paths()
-    return [Member(model, first.name, band_aware=True)] + [Member(load_model(path), path.name, band_aware=True)
+    return [Member(model, first.name, bundled=True)] + [Member(load_model(path), path.name, bundled=True)
                                                           for path in others]
 
 

@@ -28,11 +28,15 @@ def _auc(args):
     print(f"AUC {auc:.4f} over {int(valid.sum())} valid pixels ({int(np.count_nonzero(labels[valid]))} anomalous)")
 
 
+NODATA_HELP = "extra nodata value(s) of every band, besides each raster's own (compared with the stored values)"
+
+
 def _rx(args):
     from .detectors.global_rx import run_global_rx
     from .feedback import PrintFeedback
 
-    run_global_rx(args.input, args.output, bands=args.bands, mask_path=args.mask, feedback=PrintFeedback())
+    run_global_rx(args.input, args.output, bands=args.bands, mask_path=args.mask, feedback=PrintFeedback(),
+                  nodata=args.nodata)
 
 
 def _batch(args):
@@ -42,7 +46,8 @@ def _batch(args):
     records = run_batch(args.inputs, args.out_dir, detector=args.detector, model_path=args.model,
                         scheduler=args.scheduler, bands=args.bands, block_mb=args.block_mb, split=args.split,
                         feedback=PrintFeedback(), n_workers=args.workers, threads=args.threads,
-                        windows=(args.window_inner, args.window_outer), components=args.components)
+                        windows=(args.window_inner, args.window_outer), components=args.components,
+                        nodata=args.nodata)
     print(format_summary(records))
     if any(record.status != "ok" for record in records):
         sys.exit(1)
@@ -71,6 +76,7 @@ def main(argv=None):
     rx.add_argument("output")
     rx.add_argument("--bands", type=int, nargs="+")
     rx.add_argument("--mask")
+    rx.add_argument("--nodata", type=float, nargs="+", help=NODATA_HELP)
     rx.set_defaults(func=_rx)
 
     batch = commands.add_parser(
@@ -100,6 +106,7 @@ def main(argv=None):
                             "instead of one task per raster")
     batch.add_argument("--bands", type=int, nargs="+")
     batch.add_argument("--block-mb", type=int, default=64, help="block memory budget (MB)")
+    batch.add_argument("--nodata", type=float, nargs="+", help=NODATA_HELP)
     batch.add_argument("--threads", type=int, default=0,
                        help="BLAS and PyTorch threads per task (default: this process's counts, which keep the "
                             "outputs bit-identical to a run in this process; 1 for the most throughput on a "

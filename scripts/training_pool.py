@@ -64,7 +64,7 @@ def stored_wavelengths(path):
     """Every band's wavelength (nm) of ``path``, or None when it stores none."""
     from osgeo import gdal
 
-    from fers_core.io.reader import read_wavelengths_nm
+    from fers_core.io.band_metadata import read_wavelengths_nm
 
     dataset = gdal.Open(str(path))
     return read_wavelengths_nm(dataset, range(1, dataset.RasterCount + 1))

@@ -171,8 +171,8 @@ def test_values_of_fill_magnitude_are_nodata_and_named(run_alg, tmp_path, model_
     scores = scores_of(run(run_alg, algorithm, write_cube(tmp_path / "fill.tif", data), tmp_path / "s.tif", model_file,
                            feedback))
     assert [line for line in feedback.warnings if "magnitude" in line] == [
-        "2 sampled pixels of 'fill.tif' hold values of magnitude 1e+30 or more (e.g. 3.40282e+38 in band 1): such "
-        "values are fill, not measurements, and are treated as nodata."]  # a raster this small is sampled whole
+        "2 sampled pixels of 'fill.tif' hold values of magnitude 1e+30 or more (e.g. 3.4028235e+38 in band 1) that "
+        "no nodata value declares: such values are fill, not measurements, and are treated as nodata."]  # all sampled
     as_nan = data.copy()
     as_nan[:, 0, 3] = as_nan[2, 9, 9] = np.nan  # the same run with those pixels NaN: the same scores everywhere
     expected = scores_of(run(run_alg, algorithm, write_cube(tmp_path / "nan.tif", as_nan), tmp_path / "n.tif",
@@ -191,9 +191,9 @@ def test_an_undeclared_fill_collar_is_named_with_the_way_to_declare_it(run_alg, 
     warning = [line for line in feedback.warnings if "in every band" in line]
     assert len(warning) == 1 and re.fullmatch(
         r"\d+ of \d+ sampled pixels of 'collar.tif' \(\d+%\) hold 0 in every band, and the raster declares no "
-        r"nodata value: if 0 marks missing data, run again with the input nodata value INPUT_NODATA 0 \(or declare "
-        r"it in the file: gdal_translate -a_nodata 0 input output\)\. As it is, these pixels are scored as data and "
-        r"weaken the background statistics\.", warning[0])
+        r"nodata value: if 0 marks missing data, run again with the input nodata value 0 \(INPUT_NODATA; --nodata on "
+        r"the command line\), or declare it in the file \(gdal_translate -a_nodata 0 input output\)\. As it is, these "
+        r"pixels are scored as data and weaken the background statistics\.", warning[0])
     declared = str(tmp_path / "declared.tif")
     gdal.Translate(declared, str(tmp_path / "collar.tif"), noData=0)  # what the warning says to do in the file
     feedback = Recorder()
@@ -235,22 +235,30 @@ def test_a_layers_additional_nodata_value_is_honoured(run_alg, tmp_path, model_f
     from qgis.core import QgsProject, QgsRasterLayer, QgsRasterRange
 
     source, expected = collar_and_declared_scores(run_alg, tmp_path, algorithm, model_file)
-    layer = QgsRasterLayer(source, "collar")
-    for band in range(1, layer.bandCount() + 1):  # what Layer Properties > Transparency sets
-        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
-    QgsProject.instance().addMapLayer(layer)  # picked in the dialog's layer combo box
+    scaled = write_cube(tmp_path / "scaled.tif", collar_cube(), scale=2.0, offset=10.0)  # QGIS shows 0 as 10
+    results = {}
     try:
-        feedback = Recorder()
-        scores = scores_of(run(run_alg, algorithm, layer, tmp_path / "s.tif", model_file, feedback))
-        layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 0), QgsRasterRange(1, 5)])
-        ranged = Recorder()
-        run(run_alg, algorithm, layer, tmp_path / "r.tif", model_file, ranged)
+        for name, path, value in (("plain", source, 0), ("scaled", scaled, 10), ("ranged", source, 0)):
+            layer = QgsRasterLayer(path, name)
+            for band in range(1, layer.bandCount() + 1):  # what Layer Properties > Transparency sets
+                layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(value, value)])
+            if name == "ranged":
+                layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 0), QgsRasterRange(1, 5)])
+            QgsProject.instance().addMapLayer(layer)  # picked in the dialog's layer combo box
+            feedback = Recorder()
+            results[name] = (scores_of(run(run_alg, algorithm, layer, tmp_path / f"scores-{name}.tif", model_file,
+                                           feedback)), feedback)
     finally:
         QgsProject.instance().removeAllMapLayers()
-    np.testing.assert_array_equal(scores, expected)
-    assert "Additional nodata from the layer's properties: 0." in feedback.infos
-    assert "The layer's additional nodata range 1 to 5 cannot be honoured (only single values are): set the input " \
-        "nodata value instead." in ranged.warnings
+    np.testing.assert_array_equal(results["plain"][0], expected)
+    np.testing.assert_array_equal(results["ranged"][0], expected)
+    np.testing.assert_array_equal(results["scaled"][0] == -9999, expected == -9999)  # the collar, as stored 0
+    if algorithm == RX:  # RX is affine-invariant: the same scores up to the scale's rounding
+        np.testing.assert_allclose(results["scaled"][0], expected, rtol=1e-4)
+    assert "Additional nodata from the layer's properties: 0." in results["plain"][1].infos
+    assert "Of the layer's additional nodata values (Transparency), the range 1 to 5 (only single values are) " \
+        "cannot be honoured: set the input nodata value (in the raster's stored values) instead." \
+        in results["ranged"][1].warnings
 
 
 def test_flat_spectra_of_real_data_raise_no_fill_warning(run_alg, tmp_path, model_file):
@@ -410,8 +418,8 @@ def test_bands_without_any_valid_value_are_named_with_the_bands_to_give(run_alg,
                                                                        nodata):
     source = with_empty_bands(tmp_path / "gaps.tif", [2, 5, 6], marked=False, nodata=nodata)
     refused(run_alg, algorithm, source, tmp_path, model_file, r"^Bands 2 and 5-6 of 'gaps.tif' hold no valid value "
-            r"\(every pixel is nodata, NaN or infinite there\), so no pixel is valid in every used band: leave them "
-            r"out with BANDS '1, 3-4, 7-8'\.$", {"gaps.tif"})
+            r"\(every pixel is nodata, NaN, infinite or a fill value there\), so no pixel is valid in every used band: "
+            r"leave them out with BANDS '1, 3-4, 7-8'\.$", {"gaps.tif"})
     scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file, BANDS="1, 3-4, 7-8"))
     assert np.all(scores != -9999)
 

@@ -111,6 +111,8 @@ def test_the_default_leaves_out_bundled_members_with_more_than_twice_the_bands(r
     assert [line for line in feedback.infos if "left out" in line] == [
         "The raster has 60 bands, fewer than half of fers_spectral200.pt (200 bands): that bundled member is left "
         "out (interpolating most of a model's bands adds no information): 2 members are fused."]
+    models = [line for line in feedback.infos if line.startswith("Model: ") and "rank fusion" in line]
+    assert len(models) == 1 and "fers_spectral100.pt" in models[0] and "fers_spectral200.pt" not in models[0]
     two = run_alg("fers:detect", {"INPUT": source, "MODEL": str(DEFAULT_MODEL_FILE),
                                   "MODELS": [str(DEFAULT_MEMBER_FILES[0])], "OUTPUT": str(tmp_path / "two.tif")})
     np.testing.assert_array_equal(read(default["OUTPUT"])[0], read(two["OUTPUT"])[0])

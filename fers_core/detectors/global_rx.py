@@ -13,7 +13,7 @@ from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
 from ..io.grid import read_mask
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
-from ..io.reader import RasterReader
+from ..io.reader import RasterReader, nodata_values
 from ..io.windows import DEFAULT_BLOCK_MB
 from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.executor import run_executor
@@ -172,7 +172,7 @@ def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_
     this process's open state of it, attached to the executor; closed with `stack`. `report_bands`: log the bad
     bands left out (io.bad_bands) and undeclared fill values (io.fill_values). `nodata`: extra nodata values. A run
     that finds no valid pixel names the bands without any valid value."""
-    nodata = tuple(float(value) for value in nodata or ())
+    nodata = nodata_values(nodata)
     stack.enter_context(explain_no_valid_pixels(input_path, bands, feedback, nodata))
     executor = run_executor(executor, feedback, stack)
     source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None, nodata)

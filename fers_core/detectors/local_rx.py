@@ -257,7 +257,7 @@ def local_rx_tile(state, plan, tile):
 
 def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = None, inner: int = 5, outer: int = 21,
                  feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB, components=None,
-                 executor=None, nodata: tuple = ()) -> LocalRxRunSummary:
+                 executor=None, nodata: tuple = (), report_bands: bool = True) -> LocalRxRunSummary:
     """Score every valid pixel of `input_path` with local RX and write a float32 raster.
 
     Mirrors run_global_rx: `bands` 1-based (None = every band not marked bad); `mask_path` non-zero pixels are kept out
@@ -265,7 +265,7 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
     tiles (full-width strips, or squares when bands are many) are read with the halo their outer
     windows reach. `components` (projection.resolve_components): a first pass computes the global
     covariance and every tile is projected onto its leading principal components. `executor` runs
-    the tile tasks (runtime.executor; None = this process). `nodata`: extra nodata values, as run_global_rx's.
+    the tile tasks (runtime.executor; None = this process). `nodata`, `report_bands`: as run_global_rx's.
     """
     from .global_rx import background_statistics, open_rx_run
 
@@ -275,7 +275,8 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
     started = time.perf_counter()
     inner, outer = validate_windows(inner, outer)
     with ExitStack() as stack:
-        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, nodata=nodata)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands,
+                                              nodata)
         reader = state.reader
         choice = resolve_components(components, reader.band_count)
         height, width = reader.height, reader.width

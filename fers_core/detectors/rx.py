@@ -226,6 +226,8 @@ def fit_rx(accumulator: CovarianceAccumulator) -> RxModel:
     if accumulator.count < 2:
         raise InputError("Only one valid pixel: RX needs at least two valid background pixels.")
     covariance = accumulator.covariance
+    # defensive: RasterReader already makes stored values of magnitude FILL_MAGNITUDE (1e30) or more nodata, so only
+    # data given to the engine directly (or scaled past 1e150) reaches this
     if not (np.all(np.isfinite(covariance)) and np.all(np.isfinite(accumulator.mean))):
         raise InputError(
             "The pixel values are too large for the RX statistics (their squares overflow double precision): "

@@ -272,13 +272,13 @@ def rx_variant_tile(state, plan, tile):
 
 def run_rx_variant(input_path, output_path, variant: str, window: int = None, guard: int = 0, bands: list = None,
                    mask_path: str = None, feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB,
-                   executor=None, nodata: tuple = ()) -> RxVariantRunSummary:
+                   executor=None, nodata: tuple = (), report_bands: bool = True) -> RxVariantRunSummary:
     """Score every valid pixel of `input_path` with RXD (global or local mean), UTD or RXD-UTD; float32 raster.
 
     `bands` 1-based (None = every band not marked bad); `mask_path` non-zero pixels stay out of the covariance and the
     local means but are scored; invalid pixels are nodata. Two streaming passes (statistics, scores).
-    `executor` runs the block and tile tasks (runtime.executor; None = this process). `nodata`: extra nodata
-    values, as run_global_rx's.
+    `executor` runs the block and tile tasks (runtime.executor; None = this process). `nodata`, `report_bands`: as
+    run_global_rx's.
     """
     from .global_rx import background_statistics, fit_rx_partial, open_rx_run
 
@@ -286,7 +286,8 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
     started = time.perf_counter()
     variant, window, guard = validate_variant(variant, window, guard)
     with ExitStack() as stack:
-        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, nodata=nodata)
+        executor, source, state = open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_bands,
+                                              nodata)
         reader = state.reader
         height, width = reader.height, reader.width
         what = describe(variant, window, guard)

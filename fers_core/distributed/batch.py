@@ -53,6 +53,7 @@ class BatchJob:
     blas: int = None  # BLAS threads (the submitting process's)
     windows: tuple = (5, 21)  # inner (guard) and outer window of local RX and of the local-mean RXD
     components: float = None  # local RX's COMPONENTS (projection.resolve_components)
+    nodata: tuple = ()  # extra nodata values of every band (RasterReader's)
 
 
 @dataclass
@@ -91,11 +92,11 @@ def _run_classical(job):
         from ..detectors.local_rx import run_local_rx
 
         return run_local_rx(job.input_path, job.output_path, bands=job.bands, inner=inner, outer=outer,
-                            block_mb=job.block_mb, components=job.components)
+                            block_mb=job.block_mb, components=job.components, nodata=job.nodata)
     from ..detectors.rx_variants import detector_settings, run_rx_variant
 
     return run_rx_variant(job.input_path, job.output_path, *detector_settings(job.detector, inner, outer),
-                          bands=job.bands, block_mb=job.block_mb)
+                          bands=job.bands, block_mb=job.block_mb, nodata=job.nodata)
 
 
 def check_classical_settings(detector, windows, components):
@@ -125,7 +126,8 @@ def _run_blockwise(job, feedback, executor=None):
     if job.detector == "rx":
         from ..detectors.global_rx import run_global_rx
 
-        run_global_rx(job.input_path, job.output_path, job.bands, None, feedback, job.block_mb, executor)
+        run_global_rx(job.input_path, job.output_path, job.bands, None, feedback, job.block_mb, executor,
+                      nodata=job.nodata)
     else:
         from ..pipeline.detect import run_fers_detection
 
@@ -139,11 +141,15 @@ def describe_error(error):
 
 def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str = None, bands: list = None,
                block_mb: float = DEFAULT_BLOCK_MB, options=None, threads: int = 0, windows: tuple = (5, 21),
-               components=None) -> list:
+               components=None, nodata=()) -> list:
     """One BatchJob per input, writing <out_dir>/<input name>_<detector>.tif; refuses clashing output names.
 
-    threads: BLAS (and PyTorch) threads per raster; 0 = this process's counts.
+    threads: BLAS (and PyTorch) threads per raster; 0 = this process's counts. nodata: extra nodata values of
+    every band of every input.
     """
+    from ..io.reader import nodata_values
+
+    nodata = nodata_values(nodata)
     if detector not in DETECTORS:
         raise InputError(f"Unknown detector '{detector}': use one of {', '.join(DETECTORS)}.")
     check_classical_settings(detector, windows, components)
@@ -162,7 +168,7 @@ def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str
             raise InputError(f"The model {model} does not exist; check the path.")
         options = options or DetectOptions()
         # every task at this process's thread count unless told: outputs bit-identical to a run here
-        options = dataclasses.replace(options, bands=bands, block_mb=block_mb,
+        options = dataclasses.replace(options, bands=bands, block_mb=block_mb, nodata=nodata,
                                       threads=threads or options.threads or network_threads())
     jobs, seen = [], {}
     blas = threads or blas_threads()
@@ -173,7 +179,7 @@ def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str
             raise InputError(f"{seen[output]} and {path} would both write {output}: give inputs distinct names.")
         seen[output] = path
         jobs.append(BatchJob(os.path.abspath(str(path)), output, detector, bands, block_mb, model, options, blas,
-                             tuple(windows), components))
+                             tuple(windows), components, nodata))
     from ..io.output_safety import check_outputs
 
     check_outputs([(f"the output of {os.path.basename(job.input_path)}", job.output_path) for job in jobs],
@@ -185,7 +191,7 @@ def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str
 def run_batch(inputs: list, out_dir: str, detector: str = "rx", model_path: str = None, scheduler: str = "",
               bands: list = None, block_mb: float = DEFAULT_BLOCK_MB, options=None, split: bool = False,
               feedback: Feedback = None, client=None, n_workers: int = None, threads: int = 0,
-              windows: tuple = (5, 21), components=None) -> list:
+              windows: tuple = (5, 21), components=None, nodata=()) -> list:
     """Detect anomalies in many rasters; returns one BatchRecord per input, in input order.
 
     scheduler: '' = one raster after another in this process; 'local' or an address = on that
@@ -200,7 +206,8 @@ def run_batch(inputs: list, out_dir: str, detector: str = "rx", model_path: str 
         from ..enhance.torch_support import require_torch
 
         require_torch()
-    jobs = batch_jobs(inputs, out_dir, detector, model_path, bands, block_mb, options, threads, windows, components)
+    jobs = batch_jobs(inputs, out_dir, detector, model_path, bands, block_mb, options, threads, windows, components,
+                      nodata)
     if detector == "fers":
         _model(jobs[0].model_path)  # a bad model file is one clear error, not one per raster
     scheduler = check_scheduler(scheduler)

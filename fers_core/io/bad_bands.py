@@ -82,6 +82,6 @@ def explain_no_valid_pixels(path, bands, feedback=None, nodata=()):
             raise
         several = len(empty) > 1
         raise InputError(f"Band{'s' if several else ''} {band_ranges(empty)} of '{name}' hold{'' if several else 's'} "
-                         "no valid value (every pixel is nodata, NaN or infinite there), so no pixel is valid in "
-                         f"every used band: leave {'them' if several else 'it'} out with BANDS "
+                         "no valid value (every pixel is nodata, NaN, infinite or a fill value there), so no pixel is "
+                         f"valid in every used band: leave {'them' if several else 'it'} out with BANDS "
                          f"'{band_parameter(keep)}'.") from None

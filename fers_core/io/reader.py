@@ -15,11 +15,11 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from ..errors import InputError
+from .band_metadata import read_bad_band_flags, read_wavelengths_nm
 from .windows import DEFAULT_BLOCK_MB, Window, block_windows
 
 gdal.UseExceptions()
 
-_WAVELENGTH_KEYS = ("wavelength", "WAVELENGTH", "CENTRAL_WAVELENGTH_UM", "wavelengths")
 
 _SUBDATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:")
 
@@ -116,6 +116,17 @@ def _no_bands_message(path, subdatasets, listed=8):
             f"offers them; in qgis_process, INPUT='{subdatasets[0][0]}'). Its subdatasets: {'; '.join(names)}{more}.")
 
 
+def nodata_values(values) -> tuple:
+    """Extra nodata values as a tuple of floats: None or empty = none, one number or several; NaN is dropped (it is
+    never valid anyway). A string is refused (it is no list of numbers)."""
+    if values is None:
+        return ()
+    if isinstance(values, (str, bytes)):
+        raise InputError(f"Nodata values are numbers, not the text {values!r}.")
+    items = values if isinstance(values, (list, tuple, set, np.ndarray)) else (values,)
+    return tuple(dict.fromkeys(float(value) for value in items if not np.isnan(float(value))))
+
+
 FILL_MAGNITUDE = 1e30
 """Values at least this large in magnitude are fill, never measurements (float32's maximum 3.4e38, netCDF's default
 fill 9.97e36, 1e30): invalid like NaN, so one such pixel cannot swamp the statistics of every other."""
@@ -171,7 +182,7 @@ class RasterReader:
             self.selected_bad_bands = [b for b in self.bands if marked[b - 1]]
         gdal_bands = [ds.GetRasterBand(b) for b in self.bands]
         self.nodata = [band.GetNoDataValue() for band in gdal_bands]
-        self.extra_nodata = tuple(float(value) for value in nodata or ())
+        self.extra_nodata = nodata_values(nodata)
         self.scales = [band.GetScale() or 1.0 for band in gdal_bands]
         self.offsets = [band.GetOffset() or 0.0 for band in gdal_bands]
         stored = [stored_type(band, number, self.path) for band, number in zip(gdal_bands, self.bands)]
@@ -221,37 +232,57 @@ class RasterReader:
         rows, cols = (window.rows, window.cols) if shape is None else shape
         raw = self._read_raw(window, rows, cols, reuse)
         valid = np.ones((rows, cols), dtype=bool)
-        for index, nodata in enumerate(self.nodata):
-            for value in self._nodata_values(nodata, raw.dtype):
-                valid &= raw[index] != value
+        for index, plane in enumerate(raw):
+            valid &= self.usable(index, plane)
         if dtype is None:
             dtype = np.float64 if self._scaled else raw.dtype
         data = raw.astype(dtype, copy=False)
         if self._scaled:
             data = data * np.asarray(self.scales, dtype)[:, None, None] + np.asarray(self.offsets, dtype)[:, None, None]
-        if data.dtype.kind in "fc" and (self._scaled or raw.dtype.kind in "fc"):  # integers are always finite
-            for band in data:  # NaN and inf compare False: both tests at once
-                valid &= (band < FILL_MAGNITUDE) & (band > -FILL_MAGNITUDE)
+            if data.dtype.kind in "fc":  # a huge stored value times its scale may overflow
+                for band in data:
+                    valid &= np.isfinite(band)
         if self._dataset_mask:
-            mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
-            with self._read_errors(window):
-                valid &= mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
-                                          buf_ysize=rows) > 0
+            valid &= self._mask(window, rows, cols)
         return data, valid
 
-    def band_validity(self, window: Window) -> np.ndarray:
-        """Per selected band, whether any pixel of `window` holds a valid value in it (finite, not fill, not its
-        nodata)."""
-        raw = self._read_raw(window, window.rows, window.cols, False)
-        found = np.zeros(self.band_count, dtype=bool)
+    def read_stored(self, window: Window, shape: tuple = None) -> tuple:
+        """(values as stored, of shape (bands, rows, cols); declared: where the raster's nodata values, the extra
+        nodata values or its mask mark a pixel as missing, of shape (rows, cols)); `shape` as for read. No scale,
+        offset or fill magnitude applied: what the file holds, for io.fill_values."""
+        rows, cols = (window.rows, window.cols) if shape is None else shape
+        raw = self._read_raw(window, rows, cols, False)
+        declared = np.zeros((rows, cols), dtype=bool)
         for index, nodata in enumerate(self.nodata):
-            plane = raw[index]
-            usable = (plane < FILL_MAGNITUDE) & (plane > -FILL_MAGNITUDE) if plane.dtype.kind in "fc" \
-                else np.ones(plane.shape, dtype=bool)
             for value in self._nodata_values(nodata, raw.dtype):
-                usable &= plane != value
-            found[index] = usable.any()
-        return found
+                declared |= raw[index] == value
+        if self._dataset_mask:
+            declared |= ~self._mask(window, rows, cols)
+        return raw, declared
+
+    def usable(self, index, plane) -> np.ndarray:
+        """Whether each stored value of band `index`'s `plane` is valid: not the band's nodata nor an extra nodata
+        value, and for a floating-point band finite and below FILL_MAGNITUDE in magnitude (NaN and inf compare
+        False: both tests at once)."""
+        if plane.dtype.kind in "fc":
+            usable = (plane < FILL_MAGNITUDE) & (plane > -FILL_MAGNITUDE)
+        else:
+            usable = np.ones(plane.shape, dtype=bool)
+        for value in self._nodata_values(self.nodata[index], plane.dtype):
+            usable &= plane != value
+        return usable
+
+    def _mask(self, window, rows, cols):
+        """The dataset mask of `window` at (rows, cols), True where set."""
+        mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
+        with self._read_errors(window):
+            return mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
+                                    buf_ysize=rows) > 0
+
+    def band_validity(self, window: Window) -> np.ndarray:
+        """Per selected band, whether any pixel of `window` holds a valid value in it (`usable`)."""
+        raw = self._read_raw(window, window.rows, window.cols, False)
+        return np.array([self.usable(index, plane).any() for index, plane in enumerate(raw)], dtype=bool)
 
     def _nodata_values(self, nodata, dtype):
         """A band's nodata value and the extra nodata values, in the stored type `dtype` (those that can match)."""
@@ -321,76 +352,7 @@ def _stored_nodata(nodata, dtype):
         if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
             return None
         return dtype.type(nodata)
+    if dtype.kind == "f":  # in the stored precision, as GDAL compares it (-0.005 as float32)
+        with np.errstate(over="ignore"):
+            return dtype.type(nodata)
     return nodata
-
-
-def read_bad_band_flags(dataset) -> tuple:
-    """(for every band of `dataset`, True when its metadata marks it bad, why a list was ignored or None).
-
-    The mark is ENVI's bad-band list ``bbl`` (0 = bad): the band's ``bbl`` metadata item (default or ENVI domain, as
-    GDAL and EnMAP-Box write it), else the dataset's ENVI header list. A value that is not a number marks nothing;
-    a header list of the wrong length marks nothing and is reported.
-    """
-    total = dataset.RasterCount
-    flags = []
-    for number in range(1, total + 1):
-        band = dataset.GetRasterBand(number)
-        value = band.GetMetadataItem("bbl") or band.GetMetadataItem("bbl", "ENVI")
-        flags.append(_is_bad_flag(value))
-    if any(flags):
-        return flags, None
-    listed = (dataset.GetMetadata("ENVI") or {}).get("bbl")
-    if listed:
-        values = listed.strip("{} ").split(",")
-        if len(values) == total:
-            return [_is_bad_flag(value) for value in values], None
-        return [False] * total, f"has {len(values)} values for {total} bands"
-    return [False] * total, None
-
-
-def _is_bad_flag(value):
-    try:
-        return value is not None and float(str(value).strip()) == 0.0
-    except ValueError:
-        return False
-
-
-def read_wavelengths_nm(dataset, bands: list) -> list:
-    """Band centre wavelengths in nanometres from GDAL band metadata (the default domain, or the IMAGERY domain's
-    CENTRAL_WAVELENGTH_UM that GDAL 3.10 and later write) or an ENVI header, else None."""
-    values = []
-    for band_number in bands:
-        band = dataset.GetRasterBand(band_number)
-        metadata = band.GetMetadata() or {}
-        if not any(k in metadata for k in _WAVELENGTH_KEYS):
-            metadata = band.GetMetadata("IMAGERY") or {}
-        value = next((metadata[k] for k in _WAVELENGTH_KEYS if k in metadata), None)
-        if value is None:
-            values = None
-            break
-        try:
-            number = float(str(value).split()[0])
-        except ValueError:
-            values = None
-            break
-        units = (metadata.get("wavelength_units") or metadata.get("WAVELENGTH_UNITS") or "").lower()
-        values.append(_to_nanometres(number, units, "_UM" in "".join(k for k in _WAVELENGTH_KEYS if k in metadata)))
-    if values:
-        return values
-    envi = dataset.GetMetadata("ENVI") or {}
-    if "wavelength" in envi:
-        try:
-            parsed = [float(v) for v in envi["wavelength"].strip("{} ").split(",")]
-        except ValueError:
-            return None
-        units = envi.get("wavelength_units", "").lower()
-        parsed = [_to_nanometres(v, units, False) for v in parsed]
-        if len(parsed) >= max(bands):
-            return [parsed[b - 1] for b in bands]
-    return None
-
-
-def _to_nanometres(value, units, micrometres_key):
-    if micrometres_key or units.startswith("micro") or units in ("um", "µm") or (not units and value < 30):
-        return value * 1000.0
-    return value

@@ -46,13 +46,13 @@ PLAIN_RX = "plain global RX"
 class Member:
     """One member: a FersModel, or None for plain global RX on the raster (its BANDS, its MASK).
 
-    ``band_aware``: a member of the bundled default, left out of a run on a raster with fewer than half its model
+    ``bundled``: a member of the bundled default, left out of a run on a raster with fewer than half its model
     bands (``members_for_raster``); a model the user chose is never left out.
     """
 
     model: object = None
     label: str = PLAIN_RX
-    band_aware: bool = False
+    bundled: bool = False
 
 
 def empirical_cdf(scores):
@@ -210,14 +210,15 @@ def member_options(member, options):
 def members_for_raster(raster_bands, members, feedback):
     """The members to run on a raster of ``raster_bands`` bands: without the band-aware members that would
     interpolate most of their model bands (fewer raster bands than half theirs; ``interpolates_sparsely``). When
-    that would leave no model at all, the band-aware models with the fewest bands stay. On development scenes cut to
-    54-75 bands this keeps the mean AUC and halves the worst loss against plain RX (bench/SPECTRAL_RANGE.md)."""
+    that would leave no model at all, the bundled models with the fewest bands stay. On development scenes cut to
+    49-75 bands this keeps the mean AUC and halves the worst loss against plain RX (bench/BAND_VARIANTS.md).
+    `feedback` None: quiet (a caller that only needs to know which members run)."""
     sparse = {index for index, m in enumerate(members)
-              if m.band_aware and m.model is not None and interpolates_sparsely(raster_bands, m.model.bands)}
+              if m.bundled and m.model is not None and interpolates_sparsely(raster_bands, m.model.bands)}
     if sparse and all(members[i].model is None for i in range(len(members)) if i not in sparse):
         fewest = min(members[i].model.bands for i in sparse)
         sparse = {i for i in sparse if members[i].model.bands != fewest}
-    if sparse:
+    if sparse and feedback is not None:
         names = _listed(f"{os.path.basename(str(members[i].label))} ({members[i].model.bands} bands)"
                         for i in sorted(sparse))
         kept = len(members) - len(sparse)
@@ -226,6 +227,12 @@ def members_for_raster(raster_bands, members, feedback):
                       f"(interpolating most of a model's bands adds no information): {kept} member"
                       f"{' is' if kept == 1 else 's are'} fused.")
     return [m for index, m in enumerate(members) if index not in sparse]
+
+
+def members_for_input(input_path, bands, members):
+    """The members `run_ensemble_detection` runs on `input_path` with `bands` (members_for_raster, quietly)."""
+    with RasterReader(input_path, bands) as reader:
+        return members_for_raster(reader.band_count, members, None)
 
 
 def report_band_interpolation(raster_bands, members, feedback):
@@ -287,7 +294,7 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
             paths.append(path)
         error = fuse_score_rasters(paths, output_path, fusion, StageFeedback(feedback, 90, 100))
     note = f" (CDF sketch error at most {error:.1e})" if error else ""
-    what = f"Fused {len(members)} score maps" if len(members) > 1 else "Turned the one member's score map"
+    what = f"Fused {len(members)} score maps" if len(members) > 1 else "Transformed the single member's score map"
     feedback.info(f"{what} by {fusion} fusion{note} in "
                   f"{time.perf_counter() - started:.2f} s: {os.path.basename(str(output_path))}")
     return output_path

@@ -41,10 +41,10 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
         if options.detector == "local":
             return run_local_rx(cube_path, map_path, mask_path=options.mask_path, inner=options.window_inner,
                                 outer=options.window_outer, block_mb=options.block_mb, feedback=stage,
-                                executor=on_cube)
+                                executor=on_cube, report_bands=False)  # the run's own cube: nothing to report
         settings = detector_settings(options.detector, options.window_inner, options.window_outer)
         return run_rx_variant(cube_path, map_path, *settings, mask_path=options.mask_path,
-                              block_mb=options.block_mb, feedback=stage, executor=on_cube)
+                              block_mb=options.block_mb, feedback=stage, executor=on_cube, report_bands=False)
 
     product = setup.fusion is Fusion.PRODUCT
     names = ["spatial", "spectral"] if product else ["enhanced"]

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from ..choices import BRANCH_CHOICES, Fusion, Precision
 from ..errors import InputError
+from ..io.reader import nodata_values
 from ..io.tile_settings import SPATIAL_MARGIN, SPATIAL_TILE
 from ..io.windows import DEFAULT_BLOCK_MB
 
@@ -41,7 +42,7 @@ class DetectOptions:
         if isinstance(self.branches, str):
             raise InputError(f"Branches are a tuple of branch names, e.g. ('spectral',), not '{self.branches}'.")
         object.__setattr__(self, "branches", tuple(self.branches))
-        object.__setattr__(self, "nodata", tuple(float(value) for value in self.nodata or ()))
+        object.__setattr__(self, "nodata", nodata_values(self.nodata))
         object.__setattr__(self, "fusion", Fusion.parse(self.fusion))
         object.__setattr__(self, "precision", Precision.parse(self.precision))
 

@@ -20,6 +20,7 @@ from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
 from ..io import band_list
 from ..io.output_safety import check_outputs
+from ..io.reader import nodata_values
 from . import defaults
 from .data import PatchSampler, TrainingRaster, load_backgrounds
 from .defaults import STAGES_BOTH, STAGES_SPATIAL, STAGES_SPECTRAL
@@ -168,7 +169,6 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
     return {
         "inputs": [[file_identity(r.path), file_identity(r.mask_path), list(c.bands)] for r, c in zip(rasters, cubes)],
         "model_bands": bands,
-        "nodata": [float(value) for value in options.nodata or ()],
         "wavelengths_nm": wavelengths,
         "stages": options.stages,
         "epochs": options.epochs,
@@ -180,6 +180,7 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
         "teacher": options.teacher,
         "patches_per_epoch": options.patches_per_epoch,
         "device_type": device_type,
+        **({"nodata": list(nodata_values(options.nodata))} if nodata_values(options.nodata) else {}),
     }
 
 
@@ -197,7 +198,7 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     device = resolve_device(options.device)
     init, bands, wavelengths = _initial_model(options, feedback)
     rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands,
-                              tuple(float(value) for value in options.nodata or ()))
+                              nodata_values(options.nodata))
                for path, mask in zip(options.inputs, masks)]
     cubes = load_backgrounds(rasters, bands, wavelengths, feedback, ProgressRange(feedback, 0, 5))
     sampler = PatchSampler(cubes, options.patch_size)

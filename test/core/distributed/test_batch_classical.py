@@ -67,3 +67,26 @@ def test_command_line_runs_a_local_detector_on_a_dask_cluster(tmp_path, rasters)
         run_rx_variant(source, tmp_path / "direct.tif", "rxd", 9, 3)
         np.testing.assert_allclose(read(tmp_path / "out" / f"scene{index}_rxd-local-mean.tif")[0],
                                    read(tmp_path / "direct.tif")[0], rtol=1e-6)
+
+
+def test_the_command_line_takes_input_nodata_values(tmp_path):
+    from osgeo import gdal
+
+    data = correlated_cube(5, 30, 40, seed=3).astype(np.float32)
+    data[:, :, :4] = 0  # an undeclared collar
+    source = write_cube(tmp_path / "collar.tif", data)
+    declared = str(tmp_path / "declared.tif")
+    gdal.Translate(declared, source, noData=0)
+    for detector in ("rx", "local-rx"):
+        completed = subprocess.run(
+            [sys.executable, "-m", "fers_core", "batch", "--detector", detector, "--nodata", "0", "--window-inner", "3",
+             "--window-outer", "9", "--out-dir", str(tmp_path / "out"), source],
+            capture_output=True, text=True, timeout=180, cwd=ROOT)
+        assert completed.returncode == 0, completed.stderr + completed.stdout
+        fb.run_batch([declared], tmp_path / "ref", detector=detector, windows=(3, 9))
+        np.testing.assert_array_equal(read(tmp_path / "out" / f"collar_{detector}.tif")[0],
+                                      read(tmp_path / "ref" / f"declared_{detector}.tif")[0])
+    completed = subprocess.run([sys.executable, "-m", "fers_core", "rx", source, str(tmp_path / "rx.tif"), "--nodata",
+                                "0", "-5"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    np.testing.assert_array_equal(read(tmp_path / "rx.tif")[0], read(tmp_path / "ref" / "declared_rx.tif")[0])

@@ -1,6 +1,7 @@
 """Undeclared fill values: the reader's fill magnitude and io.fill_values' bounded sample and warnings."""
 
 import numpy as np
+import pytest
 from osgeo import gdal
 
 from fers.fers_core.io.fill_values import SAMPLE_PIXELS, FillSurvey, report_fill_values
@@ -59,7 +60,7 @@ def test_the_warning_says_what_the_raster_declares(tmp_path):
         report_fill_values(reader, log)
     assert len(log.warnings) == 1
     assert "sampled pixels of 'nd.tif' (10%) hold 0 in every band, and the raster declares nodata -9999: if 0 " \
-        "marks missing data, run again with the input nodata value INPUT_NODATA 0" in log.warnings[0]
+        "marks missing data, run again with the input nodata value 0 (INPUT_NODATA;" in log.warnings[0]
 
 
 def test_two_bands_or_a_few_flat_pixels_are_no_sign_of_fill(tmp_path):
@@ -86,7 +87,8 @@ def test_extra_nodata_values_are_nodata_and_silence_the_warning(tmp_path):
     expected = ~(np.all(data == 0, axis=0))
     expected[7, 9] = False
     np.testing.assert_array_equal(valid, expected)
-    assert log.warnings == []
+    assert log.warnings == ["The input nodata value 0.5 cannot occur in 'x.tif', whose values are int16: it leaves no "
+                            "pixel out; give a value the raster can hold."]  # and no fill warning: 0 is declared
 
 
 def test_training_names_the_raster_with_the_fill(tmp_path):
@@ -96,3 +98,53 @@ def test_training_names_the_raster_with_the_fill(tmp_path):
     load_background(TrainingRaster(write_cube(tmp_path / "bg.tif", data)), 8, feedback=log)
     assert len(log.warnings) == 1
     assert "sampled pixels of 'bg.tif' (" in log.warnings[0] and "hold -9999 in every band" in log.warnings[0]
+
+
+def test_a_declared_huge_nodata_raises_no_warning(tmp_path):
+    data = cube()
+    data[:, :, :5] = np.finfo(np.float32).min  # the usual float nodata, declared
+    log = Log()
+    with RasterReader(write_cube(tmp_path / "d.tif", data, nodata=float(np.finfo(np.float32).min))) as reader:
+        report_fill_values(reader, log)
+    assert log.warnings == []
+
+
+def test_scaled_rasters_are_surveyed_in_their_stored_values(tmp_path):
+    data = np.round(cube() * 10).astype(np.int16)
+    data[:, :, :5] = -9999
+    path = write_cube(tmp_path / "scaled.tif", data, scale=1e-4)
+    dataset = gdal.Open(path, gdal.GA_Update)
+    dataset.GetRasterBand(2).SetScale(2e-4)  # another scale per band: flat only in the stored values
+    dataset = None
+    log = Log()
+    with RasterReader(path) as reader:
+        report_fill_values(reader, log)
+    assert len(log.warnings) == 1 and "hold -9999 in every band" in log.warnings[0]
+    assert "run again with the input nodata value -9999 (" in log.warnings[0]
+    with RasterReader(path, nodata=-9999) as reader:  # what the warning says: the collar is left out
+        _, valid = reader.read(Window.whole(reader.height, reader.width))
+    np.testing.assert_array_equal(valid, data[0] != -9999)
+
+
+def test_with_an_input_nodata_value_set_the_warning_points_to_the_file(tmp_path):
+    data = cube()
+    data[:, :, :5] = 0
+    data[:, -1, :] = -9999
+    log = Log()
+    with RasterReader(write_cube(tmp_path / "two.tif", data), nodata=-9999) as reader:
+        report_fill_values(reader, log)
+    assert len(log.warnings) == 1
+    assert "hold 0 in every band, and the raster declares no nodata value; the input nodata value (INPUT_NODATA) " \
+        "is -9999: if 0 marks missing data, declare it in the file (gdal_translate -a_nodata 0 input output), as " \
+        "INPUT_NODATA holds one value." in log.warnings[0]
+
+
+def test_nodata_values_takes_one_number_or_several():
+    from fers.fers_core.errors import InputError
+    from fers.fers_core.io.reader import nodata_values
+
+    assert nodata_values(None) == () and nodata_values([]) == ()
+    assert nodata_values(0) == (0.0,) and nodata_values(-9999) == (-9999.0,)
+    assert nodata_values([0, -9999, 0, float("nan")]) == (0.0, -9999.0)
+    with pytest.raises(InputError, match="numbers, not the text"):
+        nodata_values("12")

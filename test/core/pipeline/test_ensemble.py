@@ -98,7 +98,7 @@ def kept_labels(raster_bands, members):
 
 
 def test_band_aware_members_with_more_than_twice_the_raster_bands_are_left_out():
-    bundled = [Member(Bands(b), f"m{b}.pt", band_aware=True) for b in (50, 100, 200)]
+    bundled = [Member(Bands(b), f"m{b}.pt", bundled=True) for b in (50, 100, 200)]
     assert kept_labels(120, bundled) == (["m50.pt", "m100.pt", "m200.pt"], [])
     assert kept_labels(100, bundled)[0] == ["m50.pt", "m100.pt", "m200.pt"]  # exactly half: kept
     labels, infos = kept_labels(99, bundled)
@@ -114,7 +114,7 @@ def test_band_aware_members_with_more_than_twice_the_raster_bands_are_left_out()
 
 def test_models_the_analyst_chose_are_never_left_out():
     chosen = [Member(Bands(50), "a.pt"), Member(Bands(200), "b.pt"),
-              Member(Bands(200), "bundled.pt", band_aware=True)]
+              Member(Bands(200), "bundled.pt", bundled=True)]
     assert kept_labels(20, chosen) == (["a.pt", "b.pt"], [
         "The raster has 20 bands, fewer than half of bundled.pt (200 bands): that bundled member is left out "
         "(interpolating most of a model's bands adds no information): 2 members are fused."])
