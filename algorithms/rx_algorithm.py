@@ -56,7 +56,8 @@ class RxAlgorithm(FersAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(RasterLayerParameter(self.INPUT, self.tr("Hyperspectral raster")),
-                           "The raster to score, any band count; its nodata value is honoured.")
+                           "The raster to score, any band count; its nodata value, and a project layer's additional "
+                           "nodata values (Transparency), are honoured.")
         self.add_parameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands to use (default: all not marked bad)"), None, self.INPUT, optional=True,
             allowMultiple=True,
