@@ -440,22 +440,26 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return [int(b) for b in bands] or None
 
     def raster_sources(self, parameters, name, context):
-        """(path, name) of every raster of a RasterListParameter: files (and GDAL subdataset names) as given,
-        without loading them as QGIS layers; project layers and layer ids through QGIS."""
+        """(path, name) of every raster of a RasterListParameter (raster_inputs without the layers)."""
+        return [(path, label) for path, label, _ in self.raster_inputs(parameters, name, context)]
+
+    def raster_inputs(self, parameters, name, context):
+        """(path, name, layer) of every raster of a RasterListParameter: files (and GDAL subdataset names) as given,
+        without loading them as QGIS layers (layer None); project layers and layer ids through QGIS."""
         from qgis.core import QgsProcessingUtils
 
         items = _list_items(widget_value(parameters.get(name)))
         if not all(isinstance(item, str) for item in items):
-            return [(layer.source().split("|")[0], layer.name())
+            return [(layer.source().split("|")[0], layer.name(), layer)
                     for layer in self.parameterAsLayerList(parameters, name, context)]
         sources = []
         for item in items:
             if is_raster_source(item):
-                sources.append((item, os.path.splitext(os.path.basename(item))[0]))
+                sources.append((item, os.path.splitext(os.path.basename(item))[0], None))
                 continue
             layer = QgsProcessingUtils.mapLayerFromString(item, context)
             if layer is None:
                 raise InputError(f"{name}: '{item}' is neither a raster file nor a layer of the project; check "
                                  "the path.")
-            sources.append((layer.source().split("|")[0], layer.name()))
+            sources.append((layer.source().split("|")[0], layer.name(), layer))
         return sources

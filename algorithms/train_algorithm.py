@@ -15,7 +15,7 @@ from qgis.core import (
 
 from ..fers_core.training import defaults
 from ..fers_core.training.output_path import default_model_output
-from .base import FersAlgorithm, RasterListParameter, advanced, input_nodata_parameter, widget_value
+from .base import FersAlgorithm, RasterListParameter, advanced, input_nodata_parameter, layer_nodata, widget_value
 from .detect_algorithm import DEVICE_OPTIONS, DEVICE_VALUES, ModelPathParameter
 
 STAGE_LABELS = {defaults.STAGES_BOTH: "Both (spectral, then spatial)", defaults.STAGES_SPECTRAL: "Spectral only",
@@ -65,7 +65,8 @@ class TrainAlgorithm(FersAlgorithm):
         self.add_parameter(input_nodata_parameter("Input nodata value for every input (besides each raster's own)"),
                            "A value that marks missing pixels in the inputs (e.g. a collar of 0 or -9999 that a file "
                            "does not declare), compared with the stored values: pixels holding it in any used band "
-                           "are left out of the training patches, besides each raster's own nodata. Empty = none.")
+                           "are left out of the training patches, besides each raster's own nodata and an input "
+                           "layer's additional nodata values (Transparency), which are honoured too. Empty = none.")
         self.add_parameter(QgsProcessingParameterString(
             self.BANDS, self.tr("Bands to use, e.g. 1-100, 120 (default: all not marked bad)"), optional=True),
             "Band numbers and ranges applied to every input, e.g. '1-100, 120-150'. Empty = all bands, less those "
@@ -146,13 +147,16 @@ class TrainAlgorithm(FersAlgorithm):
         require_torch()
         from ..fers_core.training.run import TrainOptions, parse_band_list, parse_wavelengths, train_model
 
-        inputs = self.layer_sources(parameters, self.INPUTS, context)
+        rasters = self.raster_inputs(parameters, self.INPUTS, context)
+        inputs = [path for path, _, _ in rasters]
         output = self.model_output(parameters, context, inputs, feedback)
         options = TrainOptions(
             inputs=inputs,
             masks=self.layer_sources(parameters, self.MASKS, context) or None,
             bands=parse_band_list(self.parameterAsString(parameters, self.BANDS, context)),
             nodata=self.input_nodata(parameters, context, name=None),
+            raster_nodata=[tuple(layer_nodata(layer, feedback)) if layer is not None else ()  # Transparency nodata
+                           for _, _, layer in rasters],
             model_bands=self.parameterAsInt(parameters, self.MODEL_BANDS, context),
             wavelengths_nm=parse_wavelengths(self.parameterAsString(parameters, self.WAVELENGTHS, context)),
             stages=self.parameterAsEnum(parameters, self.STAGES, context),

@@ -167,7 +167,7 @@ def test_qgis_process_runs_train(scenes, tmp_path):
 
 
 @pytest.mark.slow
-def test_input_nodata_trains_as_on_a_raster_that_declares_it(run_alg, tmp_path):
+def test_input_nodata_and_layer_nodata_train_as_on_a_raster_that_declares_it(run_alg, tmp_path):
     from osgeo import gdal
 
     data = np.random.default_rng(4).normal(100, 5, (12, 30, 32)).astype(np.float32)
@@ -180,6 +180,17 @@ def test_input_nodata_trains_as_on_a_raster_that_declares_it(run_alg, tmp_path):
     train(run_alg, tmp_path / "given.pt", [source], feedback, INPUT_NODATA=0)
     assert_same_weights(tmp_path / "declared.pt", tmp_path / "given.pt")
     assert not [line for line in feedback.warnings if "in every band" in line]
+    from qgis.core import QgsProject, QgsRasterLayer, QgsRasterRange
+
+    layer = QgsRasterLayer(source, "collar")  # the collar set as nodata in the layer's properties (Transparency)
+    for band in range(1, layer.bandCount() + 1):
+        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(0, 0)])
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        train(run_alg, tmp_path / "layer.pt", [layer])
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+    assert_same_weights(tmp_path / "declared.pt", tmp_path / "layer.pt")
     train(run_alg, tmp_path / "plain.pt", [source])  # without it the collar is trained on
     assert weights(tmp_path / "plain.pt").keys() == weights(tmp_path / "given.pt").keys()
     assert any(not torch.equal(a, b) for a, b in zip(weights(tmp_path / "plain.pt").values(),

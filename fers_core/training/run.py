@@ -40,6 +40,7 @@ class TrainOptions:
     masks: list = None
     bands: list = None
     nodata: tuple = ()  # values that are nodata in every band of every input, besides each raster's own
+    raster_nodata: list = None  # per input, further nodata values of that raster (a QGIS layer's own); None = none
     model_bands: int = defaults.DEFAULT_MODEL_BANDS
     wavelengths_nm: list = None
     stages: int = STAGES_BOTH
@@ -93,6 +94,9 @@ def parse_band_list(text: str) -> list:
 def _check_options(options):
     if not options.inputs:
         raise InputError("No training raster was given: choose at least one background raster in INPUTS.")
+    if options.raster_nodata is not None and len(options.raster_nodata) != len(options.inputs):
+        raise InputError(f"{len(options.raster_nodata)} nodata list(s) were given for {len(options.inputs)} input "
+                         "raster(s): give one per input, in the same order.")
     masks = list(options.masks or [])
     if masks and len(masks) != len(options.inputs):
         raise InputError(
@@ -180,7 +184,8 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
         "teacher": options.teacher,
         "patches_per_epoch": options.patches_per_epoch,
         "device_type": device_type,
-        **({"nodata": list(nodata_values(options.nodata))} if nodata_values(options.nodata) else {}),
+        **({"nodata": [list(raster.nodata) for raster in rasters]} if any(raster.nodata for raster in rasters)
+           else {}),
     }
 
 
@@ -198,8 +203,8 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     device = resolve_device(options.device)
     init, bands, wavelengths = _initial_model(options, feedback)
     rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands,
-                              nodata_values(options.nodata))
-               for path, mask in zip(options.inputs, masks)]
+                              nodata_values(list(nodata_values(options.nodata)) + list(nodata_values(own))))
+               for path, mask, own in zip(options.inputs, masks, options.raster_nodata or [()] * len(options.inputs))]
     cubes = load_backgrounds(rasters, bands, wavelengths, feedback, ProgressRange(feedback, 0, 5))
     sampler = PatchSampler(cubes, options.patch_size)
     patches = int(options.patches_per_epoch or sampler.patches_per_epoch(options.batch_size))
