@@ -382,6 +382,7 @@ def test_batch_dialog_runs_two_rows_with_only_the_required_inputs(project, scene
         parameters, ok = panel.parametersForRow(row, warnOnInvalid=True)
         assert ok, f"the batch dialog refuses row {row + 2}: {dialog.messageBar().currentItem().text()}"
         assert alg.checkParameterValues(parameters, context)[0]
+        assert alg.input_nodata(parameters, context, name=None) == ()  # an empty cell is no value, not 0
     dialog.runAlgorithm()  # runs the rows one after the other, then loads the results
     assert sorted(p.name for p in outputs[0].parent.iterdir()) == ["first_scores.tif", "second_scores.tif"]
     for output in outputs:
@@ -564,3 +565,19 @@ def test_batch_dialog_runs_evaluate_train_and_import_with_only_the_required_inpu
     batch_rows(algorithm("fers:train"), [{"INPUTS": [str(s)], **TINY} for s in sites], tmp_path)
     for site in sites:  # no output typed: each row's model is a real file beside its input
         assert load_model(Path(site).parent / "site_fers_model.pt").bands == 16
+
+
+@pytest.mark.parametrize("algorithm_id, raster", [("fers:rx", "INPUT"), ("fers:detect", "INPUT"),
+                                                  ("fers:train", "INPUTS")])
+def test_the_input_nodata_value_stays_empty_unless_typed(project, scene, algorithm_id, raster):
+    """An untouched optional number must reach the run as no value, not as 0 (which would make every 0 nodata)."""
+    from qgis.core import QgsProcessingContext
+
+    alg = algorithm(algorithm_id)
+    dialog = toolbox_dialog(alg)
+    fill(dialog, {raster: scene[0] if raster == "INPUT" else [scene[0]]})
+    parameters = dialog_parameters(dialog)
+    assert alg.input_nodata(parameters, QgsProcessingContext(), name=None) == ()
+    fill(dialog, {"INPUT_NODATA": -9999})
+    parameters = dialog_parameters(dialog)
+    assert alg.input_nodata(parameters, QgsProcessingContext(), name=None) == (-9999.0,)
