@@ -4,7 +4,6 @@ presentation (help, icons)."""
 import configparser
 import functools
 import html
-import math
 import os
 import traceback
 
@@ -25,7 +24,7 @@ from ..fers_core.io.band_list import parse_band_list
 from ..fers_core.io.gdal_cache import bounded_gdal_cache
 from ..fers_core.io.output_formats import check_raster_outputs
 from ..fers_core.io.output_safety import check_outputs
-from ..fers_core.io.reader import is_raster_source
+from ..fers_core.io.reader import is_raster_source, nodata_values
 from ..fers_core.runtime.run_guard import Interrupted, RunGuard
 
 
@@ -403,9 +402,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         INPUT_NODATA only)."""
         values = []
         if widget_value(parameters.get(INPUT_NODATA)) not in (None, ""):
-            value = self.parameterAsDouble(parameters, INPUT_NODATA, context)
-            if not math.isnan(value):  # NaN is never valid anyway
-                values.append(value)
+            values.append(self.parameterAsDouble(parameters, INPUT_NODATA, context))
         if name and not is_raster_source(widget_value(parameters.get(name))):
             layer = self.parameterAsRasterLayer(parameters, name, context)
             if layer is not None:
@@ -414,7 +411,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
                     feedback.info(f"Additional nodata from the layer's properties: "
                                   f"{', '.join(f'{v:g}' for v in extra)}.")
                 values += extra
-        return tuple(dict.fromkeys(float(v) for v in values))
+        return nodata_values(values)  # NaN dropped: never valid anyway
 
     def optional_output(self, parameters, name, context):
         """Destination path of an optional output, or None when the user skipped it."""

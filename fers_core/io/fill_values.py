@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .reader import FILL_MAGNITUDE, _stored_nodata
+from .reader import FILL_MAGNITUDE, stored_nodata
 from .windows import Window
 
 SAMPLE_PIXELS = 4096
@@ -49,19 +49,20 @@ class FillSurvey:
     nodata value declares."""
 
     def __init__(self, reader):
-        self.sampled, self.huge_pixels, self.huge_example, self.dtype = 0, 0, None, reader.stored_dtype
+        self.sampled, self.huge_pixels, self.huge_example = 0, 0, None
         flat = []
         for values, declared in sample_blocks(reader):
             self.sampled += declared.size
-            self.dtype = values.dtype
+            usable = ~declared  # and, for floating-point values, finite and below the fill magnitude
             if values.dtype.kind in "fc":
-                huge = np.isfinite(values) & (np.abs(values) >= FILL_MAGNITUDE) & ~declared
+                finite = np.isfinite(values)
+                huge = finite & (np.abs(values) >= FILL_MAGNITUDE) & ~declared
                 self.huge_pixels += int(huge.any(axis=0).sum())
                 if self.huge_example is None and huge.any():
                     band, index = np.argwhere(huge)[0]
                     self.huge_example = (values[band, index], reader.bands[band])
+                usable &= finite.all(axis=0) & ~huge.any(axis=0)
             if reader.band_count >= MIN_FLAT_BANDS:
-                usable = ~declared & np.all([reader.usable(i, plane) for i, plane in enumerate(values)], axis=0)
                 flat.append(values[0][usable & np.all(values == values[:1], axis=0)])
         self.flat = np.concatenate(flat) if flat else np.zeros(0)
 
@@ -87,10 +88,10 @@ def value_text(value) -> str:
 def _declared(reader):
     """What the raster and the run declare as nodata, for the warning."""
     own = sorted({value for value in reader.nodata if value is not None and not np.isnan(value)})
-    parts = [f"declares nodata {own[0]:g}" + (" (and others)" if len(own) > 1 else "") if own
+    parts = [f"declares nodata {value_text(own[0])}" + (" (and others)" if len(own) > 1 else "") if own
              else "declares no nodata value"]
     if reader.extra_nodata:
-        parts.append("the input nodata value (INPUT_NODATA) is " + ", ".join(f"{v:g}" for v in reader.extra_nodata))
+        parts.append("the input nodata value (INPUT_NODATA) is " + ", ".join(map(value_text, reader.extra_nodata)))
     return "; ".join(parts)
 
 
@@ -99,10 +100,10 @@ def report_fill_values(reader, feedback, name=None) -> None:
     hold (see the module's docstring)."""
     survey = FillSurvey(reader)
     raster = f"'{name or os.path.basename(reader.path)}'"
-    impossible = [value for value in reader.extra_nodata if _stored_nodata(value, survey.dtype) is None]
+    impossible = [value for value in reader.extra_nodata if stored_nodata(value, reader.stored_dtype) is None]
     if impossible:
-        feedback.warning(f"The input nodata value {impossible[0]:g} cannot occur in {raster}, whose values are "
-                         f"{survey.dtype.name}: it leaves no pixel out; give a value the raster can hold.")
+        feedback.warning(f"The input nodata value {value_text(impossible[0])} cannot occur in {raster}, whose values "
+                         f"are {reader.stored_dtype.name}: it leaves no pixel out; give a value the raster can hold.")
     if survey.huge_pixels:
         value, band = value_text(survey.huge_example[0]), survey.huge_example[1]
         several = survey.huge_pixels > 1

@@ -233,7 +233,9 @@ class RasterReader:
         raw = self._read_raw(window, rows, cols, reuse)
         valid = np.ones((rows, cols), dtype=bool)
         for index, plane in enumerate(raw):
-            valid &= self.usable(index, plane)
+            usable = self._usable(index, plane)
+            if usable is not None:
+                valid &= usable
         if dtype is None:
             dtype = np.float64 if self._scaled else raw.dtype
         data = raw.astype(dtype, copy=False)
@@ -260,15 +262,18 @@ class RasterReader:
             declared |= ~self._mask(window, rows, cols)
         return raw, declared
 
-    def usable(self, index, plane) -> np.ndarray:
+    def _usable(self, index, plane):
         """Whether each stored value of band `index`'s `plane` is valid: not the band's nodata nor an extra nodata
         value, and for a floating-point band finite and below FILL_MAGNITUDE in magnitude (NaN and inf compare
-        False: both tests at once)."""
+        False: both tests at once). None when no test applies (an integer band without nodata: all valid)."""
+        values = self._nodata_values(self.nodata[index], plane.dtype)
         if plane.dtype.kind in "fc":
             usable = (plane < FILL_MAGNITUDE) & (plane > -FILL_MAGNITUDE)
+        elif values:
+            usable, values = plane != values[0], values[1:]
         else:
-            usable = np.ones(plane.shape, dtype=bool)
-        for value in self._nodata_values(self.nodata[index], plane.dtype):
+            return None
+        for value in values:
             usable &= plane != value
         return usable
 
@@ -280,13 +285,14 @@ class RasterReader:
                                     buf_ysize=rows) > 0
 
     def band_validity(self, window: Window) -> np.ndarray:
-        """Per selected band, whether any pixel of `window` holds a valid value in it (`usable`)."""
+        """Per selected band, whether any pixel of `window` holds a valid value in it (`_usable`)."""
         raw = self._read_raw(window, window.rows, window.cols, False)
-        return np.array([self.usable(index, plane).any() for index, plane in enumerate(raw)], dtype=bool)
+        usable = (self._usable(index, plane) for index, plane in enumerate(raw))
+        return np.array([found is None or bool(found.any()) for found in usable], dtype=bool)
 
     def _nodata_values(self, nodata, dtype):
         """A band's nodata value and the extra nodata values, in the stored type `dtype` (those that can match)."""
-        values = (_stored_nodata(value, dtype) for value in (nodata, *self.extra_nodata))
+        values = (stored_nodata(value, dtype) for value in (nodata, *self.extra_nodata))
         return list(dict.fromkeys(value for value in values if value is not None))
 
     def _read_raw(self, window, rows, cols, reuse):
@@ -342,7 +348,7 @@ class RasterReader:
         self.close()
 
 
-def _stored_nodata(nodata, dtype):
+def stored_nodata(nodata, dtype):
     """`nodata` in the stored type `dtype`, or None when no value can match it (none, NaN: NaN is never valid
     anyway, or a value integers of `dtype` cannot hold)."""
     if nodata is None or np.isnan(nodata):

@@ -208,7 +208,7 @@ def member_options(member, options):
 
 
 def members_for_raster(raster_bands, members, feedback):
-    """The members to run on a raster of ``raster_bands`` bands: without the band-aware members that would
+    """The members to run on a raster of ``raster_bands`` bands: without the bundled members that would
     interpolate most of their model bands (fewer raster bands than half theirs; ``interpolates_sparsely``). When
     that would leave no model at all, the bundled models with the fewest bands stay. On development scenes cut to
     49-75 bands this keeps the mean AUC and halves the worst loss against plain RX (bench/BAND_VARIANTS.md).

@@ -203,7 +203,7 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     device = resolve_device(options.device)
     init, bands, wavelengths = _initial_model(options, feedback)
     rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands,
-                              nodata_values(list(nodata_values(options.nodata)) + list(nodata_values(own))))
+                              nodata_values(nodata_values(options.nodata) + nodata_values(own)))
                for path, mask, own in zip(options.inputs, masks, options.raster_nodata or [()] * len(options.inputs))]
     cubes = load_backgrounds(rasters, bands, wavelengths, feedback, ProgressRange(feedback, 0, 5))
     sampler = PatchSampler(cubes, options.patch_size)
