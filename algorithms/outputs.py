@@ -23,7 +23,8 @@ from qgis.core import (
 )
 
 from ..fers_core.feedback import StageFeedback
-from ..fers_core.pipeline.postprocess import threshold_value, write_mask, write_polygons
+from ..fers_core.pipeline.objects import write_polygons
+from ..fers_core.pipeline.postprocess import threshold_value, write_mask
 from ..fers_core.pipeline.requests import (
     ABSOLUTE,
     DEFAULT_MIN_PIXELS,

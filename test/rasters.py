@@ -24,7 +24,8 @@ def write_cube(path, cube, nodata=None, geotransform=GEOTRANSFORM, epsg=32632, s
     options = ["PIXELTYPE=SIGNEDBYTE", "PHOTOMETRIC=MINISBLACK"] if cube.dtype == np.int8 else []
     dataset = gdal.GetDriverByName("GTiff").Create(str(path), cube.shape[2], cube.shape[1], cube.shape[0], gdal_type,
                                                    options=options)
-    dataset.SetGeoTransform(geotransform)
+    if geotransform is not None:  # None: a raster without a geotransform
+        dataset.SetGeoTransform(geotransform)
     if epsg:
         dataset.SetProjection(utm_wkt(epsg))
     for index in range(cube.shape[0]):

@@ -11,6 +11,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ..errors import InputError
+from .georeferencing import PixelToMap
 from .reader import RasterReader, quiet_open
 
 gdal.UseExceptions()
@@ -70,7 +71,8 @@ def check_same_grid(reader, like, what="mask", like_what="input"):
     if reader.projection and like.projection and not _same_crs(reader.projection, like.projection):
         raise InputError(f"The {what} has a different CRS from the {like_what}: reproject it onto the "
                          f"{like_what}'s grid first{_align_hint(like, like_what)}.")
-    difference = _grid_difference(reader.geotransform, like.geotransform, like.width, like.height)
+    difference = _grid_difference(reader.geotransform, like.geotransform, like.width, like.height) or \
+        _placement_difference(reader.georeferencing, like.georeferencing, like.width, like.height)
     if difference:
         raise InputError(f"The {what} has the {like_what}'s size but not its grid: {difference}. Its pixels would "
                          f"be paired with the wrong {like_what} pixels: resample it onto the {like_what}'s grid "
@@ -104,6 +106,23 @@ def _grid_difference(geotransform, like, width, height):
         problems.append(f"its origin is {dcol:+.3g} columns and {drow:+.3g} rows away")
     return "; ".join(problems) or "its corners are up to " \
         f"{max(max(abs(dc), abs(dr)) for dc, dr in offsets):.3g} pixels away"
+
+
+def _placement_difference(georeferencing, like, width, height):
+    """What differs between two grids when either is placed by GCPs or RPCs ('' when both place the corners within
+    GRID_TOLERANCE_PX pixels of each other, or either has no georeferencing)."""
+    if not (georeferencing.by_points or like.by_points) or georeferencing == like:
+        return ""
+    if not (georeferencing.crs and like.crs):
+        return ""  # one without georeferencing lies on the other's grid
+    if not _same_crs(georeferencing.crs, like.crs):
+        return "its GCPs or RPCs are in another CRS"
+    corners = (np.array([0, width, 0, width], dtype=float), np.array([0, 0, height, height], dtype=float))
+    back = PixelToMap(like).pixels(*PixelToMap(georeferencing).points(*corners))
+    apart = float(np.max(np.abs(np.concatenate([back[0] - corners[0], back[1] - corners[1]]))))
+    if apart <= GRID_TOLERANCE_PX:
+        return ""
+    return f"its georeferencing places its corners up to {apart:.3g} pixels away (GCPs or RPCs)"
 
 
 def _pixel_size(size):

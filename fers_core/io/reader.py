@@ -16,6 +16,7 @@ from osgeo import gdal, gdal_array
 
 from ..errors import InputError
 from .band_metadata import read_bad_band_flags, read_wavelengths_nm
+from .georeferencing import Georeferencing
 from .windows import DEFAULT_BLOCK_MB, Window, block_windows
 
 gdal.UseExceptions()
@@ -193,8 +194,9 @@ class RasterReader:
         flags = gdal_bands[0].GetMaskFlags()
         per_dataset = bool(flags & gdal.GMF_PER_DATASET)
         self._dataset_mask = per_dataset and not flags & (gdal.GMF_NODATA | gdal.GMF_ALL_VALID)
-        self.geotransform = ds.GetGeoTransform(can_return_null=True)
-        self.projection = ds.GetProjection() or ""
+        self.georeferencing = Georeferencing.of(ds)
+        self.geotransform = self.georeferencing.geotransform
+        self.projection = self.georeferencing.projection
         self.wavelengths_nm = read_wavelengths_nm(ds, self.bands)
 
     @property

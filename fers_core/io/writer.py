@@ -9,6 +9,7 @@ from osgeo import gdal
 
 from ..errors import InputError
 from .atomic import AtomicOutput, write_failure
+from .georeferencing import Georeferencing
 from .output_formats import raster_output_format
 from .windows import Window
 
@@ -38,7 +39,7 @@ class RasterWriter:
     """
 
     def __init__(self, path: str, width: int, height: int, bands: int = 1, data_type=gdal.GDT_Float32,
-                 geotransform=None, projection: str = "", nodata: float = SCORE_NODATA, band_names: list = None):
+                 georeferencing: Georeferencing = None, nodata: float = SCORE_NODATA, band_names: list = None):
         self.path = str(path)
         folder = output_folder(self.path)
         driver_name, options = raster_output_format(self.path, bands)
@@ -54,10 +55,8 @@ class RasterWriter:
             raise failure or InputError(f"Cannot create the output file in '{folder}' ({str(error).strip()}): "
                                         "choose an output location you can write to, with enough free space.") \
                 from None
-        if geotransform is not None:
-            self._dataset.SetGeoTransform(geotransform)
-        if projection:
-            self._dataset.SetProjection(projection)
+        if georeferencing is not None:
+            georeferencing.apply(self._dataset)
         for index in range(bands):
             band = self._dataset.GetRasterBand(index + 1)
             if nodata is not None:
@@ -69,9 +68,9 @@ class RasterWriter:
     @classmethod
     def like(cls, reader, path: str, bands: int = 1, data_type=gdal.GDT_Float32, nodata: float = SCORE_NODATA,
              band_names: list = None) -> "RasterWriter":
-        """A writer on the same grid (size, geotransform, CRS) as a RasterReader."""
-        return cls(path, reader.width, reader.height, bands, data_type, reader.geotransform, reader.projection,
-                   nodata, band_names)
+        """A writer on the same grid as a RasterReader: its size and georeferencing (geotransform and CRS, GCPs,
+        RPCs)."""
+        return cls(path, reader.width, reader.height, bands, data_type, reader.georeferencing, nodata, band_names)
 
     def write(self, window: Window, array) -> None:
         """Write a (rows, cols) or (bands, rows, cols) array at the window."""

@@ -8,6 +8,7 @@ from osgeo import ogr
 from scipy.stats import chi2
 
 from fers.fers_core.errors import InputError
+from fers.fers_core.pipeline.objects import write_polygons
 from fers.fers_core.pipeline.postprocess import (
     ABSOLUTE,
     FALSE_ALARM_RATE,
@@ -16,7 +17,6 @@ from fers.fers_core.pipeline.postprocess import (
     score_percentiles,
     threshold_value,
     write_mask,
-    write_polygons,
 )
 
 from ...rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube

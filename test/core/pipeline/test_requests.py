@@ -9,7 +9,8 @@ import pytest
 
 from fers.fers_core.choices import Fusion
 from fers.fers_core.errors import InputError
-from fers.fers_core.pipeline.postprocess import threshold_value, write_polygons
+from fers.fers_core.pipeline.objects import write_polygons
+from fers.fers_core.pipeline.postprocess import threshold_value
 from fers.fers_core.pipeline.requests import (
     ABSOLUTE,
     FALSE_ALARM_RATE,
