@@ -135,6 +135,27 @@ def plugin_address():
     return metadata.get("general", "repository", fallback="").strip().rstrip("/")
 
 
+_NOT_FILE_PROVIDERS = {
+    "virtualraster": "an on-the-fly raster calculator layer",
+    "wms": "a web map or tile service",
+    "wcs": "a web coverage service",
+    "arcgismapserver": "an ArcGIS map service",
+    "postgresraster": "a PostGIS raster",
+}
+
+
+def layer_file(layer):
+    """The file (or GDAL dataset name) a raster layer reads; InputError, with what to do, for a layer that QGIS
+    serves from something other than GDAL (a raster calculator's on-the-fly layer, a web service, a database)."""
+    provider = layer.providerType()
+    if provider != "gdal":
+        what = _NOT_FILE_PROVIDERS.get(provider, "not a file GDAL reads")
+        raise InputError(f"The layer '{layer.name()}' comes from QGIS's '{provider}' data provider ({what}), which "
+                         "FERS cannot open (it reads files through GDAL): save it to a file first (right-click the "
+                         "layer > Export > Save As..., as a GeoTIFF with every band) and run on that file.")
+    return layer.source().split("|")[0]
+
+
 def _destination_path(definition, value):
     """The file a destination parameter names, or None (skipped, a temporary output, a database)."""
     if isinstance(value, QgsProcessingOutputLayerDefinition):
@@ -394,7 +415,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             return None
-        return layer.source().split("|")[0]
+        return layer_file(layer)
 
     def input_nodata(self, parameters, context, feedback=None, name="INPUT"):
         """Extra nodata values of the raster parameter `name`: INPUT_NODATA and, for a project layer, the
@@ -447,7 +468,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
 
         items = _list_items(widget_value(parameters.get(name)))
         if not all(isinstance(item, str) for item in items):
-            return [(layer.source().split("|")[0], layer.name(), layer)
+            return [(layer_file(layer), layer.name(), layer)
                     for layer in self.parameterAsLayerList(parameters, name, context)]
         sources = []
         for item in items:
@@ -458,5 +479,5 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             if layer is None:
                 raise InputError(f"{name}: '{item}' is neither a raster file nor a layer of the project; check "
                                  "the path.")
-            sources.append((layer.source().split("|")[0], layer.name(), layer))
+            sources.append((layer_file(layer), layer.name(), layer))
         return sources

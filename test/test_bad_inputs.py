@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import subprocess
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -118,6 +119,33 @@ def test_a_truncated_file_is_named_in_one_sentence(run_alg, tmp_path, model_file
         assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out", set()) == []
     else:
         refused(run_alg, algorithm, tmp_path / "cut.tif", tmp_path, model_file, match, {"cut.tif"})
+
+
+@pytest.mark.parametrize("role", ["INPUT", "MASK", "INPUTS"])
+def test_a_layer_qgis_serves_without_gdal_is_refused_with_how_to_save_it(run_alg, tmp_path, model_file, role):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    formula = urllib.parse.quote('"c@1" * 2')
+    on_the_fly = QgsRasterLayer(f"?crs=EPSG:32632&extent=500000,4099820,500220,4100000&width=22&height=18"
+                                f"&formula={formula}&c:uri={source}&c:provider=gdal", "doubled", "virtualraster")
+    assert on_the_fly.isValid() and on_the_fly.providerType() == "virtualraster"
+    QgsProject.instance().addMapLayer(on_the_fly)
+    match = (r"^The layer 'doubled' comes from QGIS's 'virtualraster' data provider \(an on-the-fly raster calculator "
+             r"layer\), which FERS cannot open .*: save it to a file first \(right-click the layer > Export > Save As")
+    try:
+        if role == "INPUTS":
+            with pytest.raises(QgsProcessingException, match=match):
+                run_alg("fers:train", {"INPUTS": [on_the_fly], "MODEL_BANDS": 6, "EPOCHS": 1, "PATCH_SIZE": 16,
+                                       "BATCH_SIZE": 4, "OUTPUT_MODEL": str(tmp_path / "out" / "m.pt")})
+            assert not (tmp_path / "out").exists()
+            return
+        for algorithm in BOTH:
+            inputs = {"MASK": on_the_fly} if role == "MASK" else {}
+            refused(run_alg, algorithm, source if role == "MASK" else on_the_fly, tmp_path, model_file, match,
+                    {"cube.tif"}, **inputs)
+    finally:
+        QgsProject.instance().removeMapLayer(on_the_fly.id())
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
