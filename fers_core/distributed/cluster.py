@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -151,6 +152,7 @@ def _probe_scheduler(address, timeout):
         comm = await asyncio.wait_for(open_comm(address, timeout=timeout), timeout)
         await comm.close()
 
+    _check_listening(address, timeout)
     executor = ThreadPoolExecutor(1, thread_name_prefix="fers-scheduler-probe")
     try:
         executor.submit(asyncio.run, probe()).result(timeout + 5)
@@ -158,6 +160,27 @@ def _probe_scheduler(address, timeout):
         raise TimeoutError from None
     finally:
         executor.shutdown(wait=False)
+
+
+def _check_listening(address, timeout):
+    """OSError saying why when nothing accepts a TCP connection at the address's host and port (refused, unknown
+    host, no answer): Dask itself retries a refused connection until its timeout, which would read as a silent
+    scheduler."""
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        host, port = get_address_host_port(address)
+    except ValueError:
+        return  # not a TCP address (e.g. inproc://): Dask's own connection reports it
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror as error:
+        raise OSError(f"unknown host '{host}': {error.strerror}") from None
+    except TimeoutError:
+        raise OSError(f"no answer from {host}:{port} to a connection within {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise OSError(f"nothing accepts connections at {host}:{port}") from None
 
 
 class SchedulerWatch:
