@@ -105,6 +105,26 @@ def test_a_band_item_that_is_not_a_number_is_named(run_alg, tmp_path, model_file
     assert not (tmp_path / "out.tif").exists()
 
 
+@pytest.mark.parametrize("algorithm", ["fers:rx", "fers:detect", "fers:train"])
+def test_a_band_listed_twice_is_refused_before_the_run(run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "cube.tif", cube())
+    parameters = {"INPUT": source, "MODEL": model_file, "OUTPUT": str(tmp_path / "out.tif")}
+    if algorithm == "fers:train":
+        parameters = {**TINY_TRAINING, "INPUTS": [source], "OUTPUT_MODEL": str(tmp_path / "out.pt")}
+    with pytest.raises(QgsProcessingException, match=r"^BANDS '1-3, 3-4' lists band 3 more than once; .*list each"):
+        run_alg(algorithm, {**parameters, "BANDS": "1-3, 3-4"})
+    assert list(tmp_path.iterdir()) == [tmp_path / "cube.tif"]
+
+
+def test_the_engine_refuses_a_band_listed_twice_from_any_caller(tmp_path):
+    from fers.fers_core.detectors.global_rx import run_global_rx
+    from fers.fers_core.errors import InputError
+
+    with pytest.raises(InputError, match=r"^BANDS '2, 1, 2' lists band 2 more than once"):
+        run_global_rx(write_cube(tmp_path / "cube.tif", cube()), str(tmp_path / "out.tif"), bands=[2, 1, 2])
+    assert not (tmp_path / "out.tif").exists()
+
+
 @pytest.mark.slow
 def test_band_lists_through_qgis_process_and_fers_train(run_alg, tmp_path):
     source = write_cube(tmp_path / "cube.tif", cube())
@@ -334,3 +354,19 @@ def test_a_scheduler_that_never_answers_stops_fers_rx_with_a_sentence(run_alg, t
             connection.close()
     assert time.monotonic() - started < 20
     assert accepted and not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="dask.distributed is not installed")
+def test_a_scheduler_address_where_nothing_listens_is_named_at_once(run_alg, tmp_path, monkeypatch):
+    monkeypatch.setenv("FERS_SCHEDULER_TIMEOUT_S", "600")  # Dask would retry a refused connection this long
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    source = write_cube(tmp_path / "cube.tif", cube())
+    started = time.monotonic()
+    with pytest.raises(QgsProcessingException, match=rf"^Cannot reach the Dask scheduler at tcp://127.0.0.1:{port} "
+                                                     rf"\(nothing accepts connections at 127.0.0.1:{port}\): check "
+                                                     "the address and that 'dask scheduler' is running there"):
+        run_alg("fers:rx", {"INPUT": source, "SCHEDULER": f"tcp://127.0.0.1:{port}", "OUTPUT": str(tmp_path / "o.tif")})
+    assert time.monotonic() - started < 60 and not (tmp_path / "o.tif").exists()

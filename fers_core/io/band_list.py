@@ -4,6 +4,8 @@ QGIS's own conversion of a band parameter turns a token that is not a number int
 '1,2,x' reached the reader as band 0 ("out of range"); the algorithms parse the value here instead.
 """
 
+from collections import Counter
+
 from ..errors import InputError
 
 EXAMPLE = "'1-100, 120, 130-150'"
@@ -32,7 +34,23 @@ def parse_band_list(value, parameter="BANDS"):
             continue
         for token in str(item).replace(";", ",").split(","):
             bands.extend(_parse_token(token.strip(), value, parameter))
+    check_each_band_once(bands, value, parameter)
     return bands or None
+
+
+def check_each_band_once(bands, value=None, parameter="BANDS"):
+    """InputError naming the bands that `bands` lists more than once (`value`: the list as the user gave it)."""
+    repeated = sorted(band for band, count in Counter(bands).items() if count > 1)
+    if repeated:
+        listed = ", ".join(str(band) for band in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        shown = _shown(bands if value is None else value)
+        raise InputError(f"{parameter} '{shown}' lists band{'s' if len(repeated) > 1 else ''} {listed} more than "
+                         "once; a repeated band would be counted as two bands: list each band once, e.g. "
+                         "'1-50, 51-100' instead of '1-50, 50-100'.")
+
+
+def _shown(value):
+    return ", ".join(str(item) for item in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _parse_token(token, value, parameter):
@@ -55,6 +73,5 @@ def _is_number(text):
 
 
 def _not_a_band(token, value, parameter):
-    shown = ", ".join(str(item) for item in value) if isinstance(value, (list, tuple)) else str(value)
-    return InputError(f"{parameter} '{shown}': '{token}' is not a band number or a range of band numbers; give "
+    return InputError(f"{parameter} '{_shown(value)}': '{token}' is not a band number or a range of band numbers; give "
                       f"1-based band numbers and ranges separated by commas, such as {EXAMPLE}.")

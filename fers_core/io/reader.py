@@ -15,6 +15,7 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from ..errors import InputError
+from .band_list import check_each_band_once
 from .band_metadata import read_bad_band_flags, read_wavelengths_nm
 from .georeferencing import Georeferencing
 from .windows import DEFAULT_BLOCK_MB, Window, block_windows
@@ -179,6 +180,7 @@ class RasterReader:
                 f"Band number(s) {bad} are out of range: '{os.path.basename(self.path)}' has bands 1 to {total}."
             )
         self.bands = [int(b) for b in bands]
+        check_each_band_once(self.bands)
         if not self.skipped_bad_bands:
             self.selected_bad_bands = [b for b in self.bands if marked[b - 1]]
         gdal_bands = [ds.GetRasterBand(b) for b in self.bands]

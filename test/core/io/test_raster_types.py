@@ -266,6 +266,14 @@ def test_a_reversed_range_says_how_to_write_it():
         parse_band_list("9-3")
 
 
+@pytest.mark.parametrize("value, listed", [("1-50, 50-100", "band 50"), ([3, 1, 3, 1], "bands 1, 3"),
+                                           ("1-10, 1-10", "bands 1, 2, 3, 4, 5, ...")])
+def test_a_band_listed_twice_is_refused(value, listed):
+    with pytest.raises(InputError, match=rf"^BANDS '.*' lists {re.escape(listed)} more than once; .*: list each band "
+                                         "once, e.g. '1-50, 51-100'"):
+        parse_band_list(value)
+
+
 def test_a_checkpoint_file_instead_of_its_folder_is_explained(tmp_path):
     (tmp_path / "convh.pt").write_bytes(b"x")
     with pytest.raises(ModelFileError, match=rf"convh.pt is a file, not a checkpoint folder: .*enc.pt and pc.pt.*"
