@@ -362,6 +362,27 @@ def test_mask_of_another_size(run_alg, tmp_path, model_file, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
+def test_a_mask_that_leaves_out_every_pixel_says_so_and_how_to_invert_it(run_alg, tmp_path, model_file, algorithm):
+    data = cube(5)
+    data[:, 0, :] = -9999  # the input's own nodata row stays out of the count
+    source = write_cube(tmp_path / "cube.tif", data, nodata=-9999)
+    inverted = write_cube(tmp_path / "background.tif", np.ones((18, 22), np.uint8))
+    refused(run_alg, algorithm, source, tmp_path, model_file,
+            r"^The mask 'background.tif' leaves out all 374 valid pixels of 'cube.tif' \(non-zero or nodata = left "
+            r"out of the background\), .* invert it \(e.g. Raster calculator: \"background@1\" = 0\)\.$",
+            {"cube.tif", "background.tif"}, MASK=inverted)
+    blank = write_cube(tmp_path / "blank.tif", np.full((18, 22), 255, np.uint8), nodata=255)
+    refused(run_alg, algorithm, source, tmp_path, model_file,
+            r"^The mask 'blank.tif' is nodata at all 374 valid pixels of 'cube.tif'.*: give the mask 0 where the "
+            "background is", {"cube.tif", "background.tif", "blank.tif"}, MASK=blank)
+    nodata_row = np.zeros((18, 22), np.uint8)
+    nodata_row[1:] = 1  # only the input's nodata row is background: still no valid background pixel
+    partly = write_cube(tmp_path / "partly.tif", nodata_row)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "The mask 'partly.tif' leaves out all 374 valid",
+            {"cube.tif", "background.tif", "blank.tif", "partly.tif"}, MASK=partly)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
 def test_a_vector_mask_is_refused_with_the_command_that_rasterises_it(run_alg, tmp_path, model_file, algorithm):
     source = write_cube(tmp_path / "cube.tif", cube(5))  # 22x18 px of 10 m from (500000, 4100000)
     polygons = write_polygons(tmp_path / "targets.gpkg", [[(500050, 4099950), (500090, 4099950), (500090, 4099910),

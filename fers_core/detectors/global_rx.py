@@ -173,7 +173,7 @@ def open_rx_run(input_path, bands, mask_path, executor, feedback, stack, report_
     bands left out (io.bad_bands) and undeclared fill values (io.fill_values). `nodata`: extra nodata values. A run
     that finds no valid pixel names the bands without any valid value."""
     nodata = nodata_values(nodata)
-    stack.enter_context(explain_no_valid_pixels(input_path, bands, feedback, nodata))
+    stack.enter_context(explain_no_valid_pixels(input_path, bands, feedback, nodata, mask_path))
     executor = run_executor(executor, feedback, stack)
     source = RxSource(str(input_path), tuple(bands) if bands else None, str(mask_path) if mask_path else None, nodata)
     state = stack.enter_context(source.open())

@@ -66,9 +66,10 @@ def bands_without_data(path, bands, feedback=None, nodata=()) -> list:
 
 
 @contextmanager
-def explain_no_valid_pixels(path, bands, feedback=None, nodata=()):
+def explain_no_valid_pixels(path, bands, feedback=None, nodata=(), mask_path=None):
     """Re-raise a NoValidPixels error of the body as one naming the bands without any valid value, if some (not
-    all) are; the extra pass this takes stops when `feedback` is cancelled. `nodata`: the run's extra nodata values."""
+    all) are, or saying that the mask (`mask_path`, non-zero = exclude) leaves out every valid pixel; the extra pass
+    this takes stops when `feedback` is cancelled. `nodata`: the run's extra nodata values."""
     try:
         yield
     except NoValidPixels:
@@ -76,6 +77,8 @@ def explain_no_valid_pixels(path, bands, feedback=None, nodata=()):
             used, name = list(reader.bands), os.path.basename(reader.path)
         empty = bands_without_data(path, used, feedback, nodata)
         if not empty:
+            if mask_path:
+                _explain_mask(path, used, mask_path, feedback, nodata)
             raise
         keep = [band for band in used if band not in set(empty)]
         if not keep:  # every band is empty: the error's own advice (the nodata value) fits
@@ -85,3 +88,29 @@ def explain_no_valid_pixels(path, bands, feedback=None, nodata=()):
                          "no valid value (every pixel is nodata, NaN, infinite or a fill value there), so no pixel is "
                          f"valid in every used band: leave {'them' if several else 'it'} out with BANDS "
                          f"'{band_parameter(keep)}'.") from None
+
+
+def _explain_mask(path, bands, mask_path, feedback, nodata):
+    """InputError when the input has valid pixels but the mask leaves every one of them out; nothing otherwise."""
+    valid_pixels = unmasked = flagged = 0
+    with RasterReader(path, bands, nodata=nodata) as reader, RasterReader(mask_path, [1]) as mask:
+        for window in reader.windows():
+            if feedback is not None:
+                feedback.check_cancelled()
+            valid = reader.read(window, dtype=np.float32)[1]
+            mask_values, mask_valid = mask.read(window, dtype=np.float32)
+            valid_pixels += int(valid.sum())
+            unmasked += int((valid & (mask_values[0] == 0)).sum())
+            flagged += int((valid & mask_valid & (mask_values[0] != 0)).sum())
+    if valid_pixels == 0 or unmasked:
+        return
+    name, mask_name = os.path.basename(str(path)), os.path.basename(str(mask_path))
+    if flagged == 0:  # nodata (or NaN) wherever the input is valid
+        raise InputError(f"The mask '{mask_name}' is nodata at all {valid_pixels} valid pixels of '{name}', and a "
+                         "mask's nodata pixels are left out of the background like its non-zero ones, so no "
+                         "background is left: give the mask 0 where the background is (1 where it is to be left "
+                         "out).") from None
+    raise InputError(f"The mask '{mask_name}' leaves out all {valid_pixels} valid pixels of '{name}' (non-zero or "
+                     "nodata = left out of the background), so no background is left: a mask marks what to exclude. "
+                     f"If yours marks the background to use, invert it (e.g. Raster calculator: "
+                     f"\"{os.path.splitext(mask_name)[0]}@1\" = 0).") from None

@@ -146,7 +146,8 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
     timings = {}
     started = time.perf_counter()
     with torch_threads(options.threads), ExitStack() as stack:
-        stack.enter_context(explain_no_valid_pixels(input_path, options.bands, feedback, options.nodata))
+        stack.enter_context(explain_no_valid_pixels(input_path, options.bands, feedback, options.nodata,
+                                                    options.mask_path))
         executor = run_executor(executor, feedback, stack)
         setup = prepare_detection(input_path, model, options, feedback)
         stack.callback(setup.reader.close)

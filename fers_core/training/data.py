@@ -144,8 +144,8 @@ class PatchSampler:
         for cube in self.cubes:
             fractions = window_fractions(cube.usable, self.patch_size)
             top, left = np.nonzero(fractions >= min_usable_fraction)
+            rows, cols = cube.usable.shape
             if top.size == 0:
-                rows, cols = cube.usable.shape
                 if rows < self.patch_size or cols < self.patch_size:
                     raise InputError(
                         f"{cube.name} is {cols}x{rows} px, too small for one {self.patch_size}x{self.patch_size} "
@@ -153,8 +153,9 @@ class PatchSampler:
                     )
                 raise InputError(
                     f"{cube.name} has no {self.patch_size}x{self.patch_size} window with at least "
-                    f"{min_usable_fraction:.0%} usable pixels (too much nodata or masked area): "
-                    "lower PATCH_SIZE, shrink the mask or leave this raster out."
+                    f"{min_usable_fraction:.0%} usable pixels (too much nodata or masked area; {cube.usable_pixels} "
+                    f"of its {rows * cols} pixels are usable): lower PATCH_SIZE, shrink the mask (non-zero = left "
+                    "out; invert a mask that marks the background) or leave this raster out."
                 )
             self.positions.append(np.stack([top, left], axis=1))
         pixels = np.array([cube.usable_pixels for cube in self.cubes], dtype=np.float64)

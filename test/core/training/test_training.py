@@ -123,7 +123,8 @@ def test_patch_sampler_errors():
         PatchSampler([small], 16)
     holes = np.ones((20, 20), bool)
     holes[::2] = False
-    with pytest.raises(InputError, match="no 16x16 window with at least 90% usable pixels"):
+    with pytest.raises(InputError, match=r"no 16x16 window with at least 90% usable pixels \(too much nodata or "
+                                         r"masked area; 200 of its 400 pixels are usable\): .*invert a mask"):
         PatchSampler([marked_cube(holes)], 16)
 
 
