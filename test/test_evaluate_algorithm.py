@@ -152,3 +152,63 @@ def test_no_score_raster_is_refused(run_alg, tmp_path):
     with pytest.raises(QgsProcessingException, match="^No score raster was given: choose at least one score raster"):
         run_evaluate(run_alg, tmp_path, [], truth_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_float64_scores_are_ranked_in_their_own_precision(run_alg, tmp_path):
+    """Scores 1e7 + u: in float32 they collapse onto a few values, and the ties would give another AUC."""
+    from fers.fers_core.detectors.metrics import roc_auc
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((40, 40), np.uint8)
+    truth[10:13, 10:13] = 1
+    scores = 1e7 + rng.uniform(0, 1, (40, 40)) + 0.5 * truth
+    score_path = write_cube(tmp_path / "scores.tif", scores)
+    result = run_evaluate(run_alg, tmp_path, score_path, write_cube(tmp_path / "truth.tif", truth))
+    assert result["AUC"] == roc_auc(scores.ravel(), truth.ravel())
+    assert result["AUC"] != roc_auc(scores.astype(np.float32).ravel(), truth.ravel())
+
+
+@pytest.mark.parametrize("declared, match", [
+    (0, r"^The ground truth 'truth.tif' has no background \(zero\) pixel left to evaluate: Its nodata value is 0, so "
+        r"its 9989 pixels of that value are left out\. If 0 marks the background, unset the nodata value "
+        r"\(gdal_edit.py -unsetnodata 'truth.tif'"),
+    (1, r"^The ground truth 'truth.tif' has no anomaly \(non-zero\) pixel left to evaluate: Its nodata value is 1, "
+        r"so its 11 pixels .* If 1 marks anomalies, unset"),
+])
+def test_a_truth_whose_nodata_hides_a_class_says_so(run_alg, tmp_path, declared, match):
+    score_path, _, _, truth = hand_made(tmp_path)
+    truth_path = write_cube(tmp_path / "truth.tif", truth, nodata=declared)
+    with pytest.raises(QgsProcessingException, match=match):
+        run_evaluate(run_alg, tmp_path, score_path, truth_path)
+    blank = write_cube(tmp_path / "blank.tif", np.full((100, 100), 7, np.uint8), nodata=7)
+    with pytest.raises(QgsProcessingException, match=r"^The ground truth 'blank.tif' holds no valid pixel: .* Its "
+                                                     r"nodata value is 7; if it marks"):
+        run_evaluate(run_alg, tmp_path, score_path, blank)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_the_same_file_twice_is_refused(run_alg, tmp_path):
+    score_path, truth_path, _, _ = hand_made(tmp_path)
+    with pytest.raises(QgsProcessingException, match=r"^Score raster 1 and score raster 2 are the same file .*give "
+                                                     "each score raster once"):
+        run_evaluate(run_alg, tmp_path, [score_path, str(tmp_path / "." / "scores.tif")], truth_path)
+    with pytest.raises(QgsProcessingException, match=r"^Score raster 1 and the ground truth are the same file"):
+        run_evaluate(run_alg, tmp_path, truth_path, truth_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_score_rasters_of_one_name_get_their_folder_and_a_cube_is_named(run_alg, tmp_path):
+    from .conftest import Recorder
+
+    score_path, truth_path, scores, _ = hand_made(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = write_cube(tmp_path / "other" / "scores.tif", np.stack([scores[::-1], scores]))
+    feedback = Recorder()
+    run_alg("fers:evaluate", {"SCORES": [score_path, other], "GROUND_TRUTH": truth_path,
+                              "OUTPUT_HTML": str(tmp_path / "report.html"), "OUTPUT_CSV": str(tmp_path / "curves.csv")},
+            feedback)
+    with open(tmp_path / "curves.csv", newline="") as stream:
+        names = {row["raster"] for row in csv.DictReader(stream)}
+    assert names == {f"{tmp_path.name}/scores", "other/scores"}
+    assert feedback.warnings == ["The score raster 'scores.tif' has 2 bands: only band 1 is used (a score raster or "
+                                 "mask has one band; choose the detector's output, not its input)."]

@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
 from ..io.grid import check_not_vector, check_same_grid
-from ..io.output_safety import check_outputs
+from ..io.output_safety import check_distinct_inputs, check_outputs
 from ..io.reader import RasterReader
 from ..io.windows import Window
 from .metrics import FALSE_ALARM_RATES, RocCurve, best_f1, roc_auc, roc_curve, score_histogram
@@ -65,10 +65,15 @@ class EvaluationReport:
         return self.evaluations[0]
 
 
-def _read_whole(path):
-    """The raster's band 1 and valid pixels, and its (closed) reader for its grid."""
+def _read_whole(path, feedback, what, dtype=np.float32):
+    """The raster's band 1 and valid pixels, and its (closed) reader for its grid; a raster of several bands is
+    named in a warning (`what`: what it is in the run)."""
     with RasterReader(path, [1]) as reader:
-        data, valid = reader.read(Window.whole(reader.height, reader.width), dtype=np.float32)
+        data, valid = reader.read(Window.whole(reader.height, reader.width), dtype=dtype)
+        bands = reader.total_bands
+    if bands > 1:
+        feedback.warning(f"The {what} '{os.path.basename(str(path))}' has {bands} bands: only band 1 is used (a "
+                         "score raster or mask has one band; choose the detector's output, not its input).")
     return reader, data[0], valid
 
 
@@ -85,10 +90,13 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     check_outputs([("the HTML report", html_path), ("the CSV curves", csv_path)],
                   [("a score raster", p) for p in score_paths] + [("the ground truth", truth_path),
                                                                   ("the mask", mask_path)])
-    names = list(names) if names else [os.path.splitext(os.path.basename(p))[0] for p in score_paths]
+    check_distinct_inputs([(f"score raster {index + 1}", path) for index, path in enumerate(score_paths)]
+                          + [("the ground truth", truth_path)],
+                          "give each score raster once, and the ground truth as its own raster.")
+    names = _distinct_names(score_paths, names)
     progress = ProgressRange(feedback, 0, 100)
     try:
-        truth, truth_values, truth_valid = _read_whole(truth_path)
+        truth, truth_values, truth_valid = _read_whole(truth_path, feedback, "ground truth")
     except InputError:
         with RasterReader(score_paths[0], [1]) as scores:
             check_not_vector(truth_path, scores, "ground truth", "score raster")
@@ -99,27 +107,17 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     area = truth_valid
     if mask_path:
         try:
-            mask, mask_values, mask_valid = _read_whole(mask_path)
+            mask, mask_values, mask_valid = _read_whole(mask_path, feedback, "mask")
         except InputError:
             check_not_vector(mask_path, truth, "mask", "ground truth")
             raise
         _same_grid(mask, truth, "mask")
         area = area & ~(mask_valid & (mask_values != 0))
     anomaly = truth_values != 0
-    if not (area & anomaly).any():
-        raise InputError(
-            "The ground truth has no anomaly (non-zero) pixel inside the evaluated area: check the ground-truth "
-            "raster and the mask."
-        )
-    if not (area & ~anomaly).any():
-        raise InputError(
-            "The ground truth has no background (zero) pixel inside the evaluated area: every pixel is non-zero. "
-            "0 must mark the background and non-zero the anomalies; convert a truth that marks them otherwise "
-            "(e.g. background 255) first, e.g. with QGIS's Raster calculator."
-        )
+    _check_truth_classes(truth, truth_valid, area, anomaly)
     evaluations = []
     for index, (path, name) in enumerate(zip(score_paths, names)):
-        _, values, valid = _read_whole(path)  # its grid was checked above
+        _, values, valid = _read_whole(path, feedback, "score raster", np.float64)  # its grid was checked above
         use = area & valid
         scores, labels = values[use].astype(np.float64), anomaly[use]
         positives = int(labels.sum())
@@ -155,6 +153,43 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
         report.html_path = str(html_path)
     progress(1.0)
     return report
+
+
+def _distinct_names(paths, names=None):
+    """A name per score raster (`names`, or its file name without the extension), prefixed with its folder where
+    two would clash, and numbered if that is not enough."""
+    names = list(names) if names else [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    names = [f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{name}" if names.count(name) > 1 else name
+             for p, name in zip(paths, names)]
+    return [f"{name} ({names[:index].count(name) + 1})" if names.count(name) > 1 else name
+            for index, name in enumerate(names)]
+
+
+def _check_truth_classes(truth, truth_valid, area, anomaly):
+    """InputError when the evaluated area holds no anomaly or no background pixel of the ground truth, saying whether
+    the truth's nodata value took them out."""
+    name = os.path.basename(truth.path)
+    nodata = truth.nodata[0]
+    declared = f" Its nodata value is {nodata:g}" if nodata is not None else ""
+    if not truth_valid.any():
+        raise InputError(f"The ground truth '{name}' holds no valid pixel: every pixel is nodata, NaN or a fill "
+                         f"value.{declared}; if it marks the anomalies or the background, unset it (gdal_edit.py "
+                         "-unsetnodata) and run again.")
+    for wanted, label, value in ((anomaly, "anomaly (non-zero)", "non-zero"), (~anomaly, "background (zero)", "0")):
+        if (area & wanted).any():
+            continue
+        hidden = nodata is not None and ((nodata != 0) if value == "non-zero" else (nodata == 0))
+        if hidden and (~truth_valid).any():
+            raise InputError(f"The ground truth '{name}' has no {label} pixel left to evaluate:{declared}, so its "
+                             f"{int((~truth_valid).sum())} pixels of that value are left out. If {nodata:g} marks "
+                             f"{'anomalies' if value == 'non-zero' else 'the background'}, unset the nodata value "
+                             f"(gdal_edit.py -unsetnodata '{name}', or in the layer's properties) and run again.")
+        if value == "non-zero":
+            raise InputError("The ground truth has no anomaly (non-zero) pixel inside the evaluated area: check the "
+                             "ground-truth raster and the mask.")
+        raise InputError("The ground truth has no background (zero) pixel inside the evaluated area: every pixel is "
+                         "non-zero. 0 must mark the background and non-zero the anomalies; convert a truth that marks "
+                         "them otherwise (e.g. background 255) first, e.g. with QGIS's Raster calculator.")
 
 
 def _write_atomically(path, write, newline=None):

@@ -153,6 +153,24 @@ def check_outputs(outputs, inputs=()):
             seen_path.setdefault(_resolved(file), (name, path))
 
 
+def check_distinct_inputs(inputs, advice):
+    """InputError when two of the (parameter name, path) `inputs` are the same file (another spelling, a link);
+    `advice` says what to do instead. Empty paths are skipped."""
+    from ..errors import InputError
+
+    seen = {}
+    for name, path in inputs:
+        if not path:
+            continue
+        path = str(path)
+        key = _identity(os.path.expanduser(path)) or _resolved(path)
+        if key in seen:
+            other_name, other_path = seen[key]
+            both = f"'{path}'" if other_path == path else f"'{other_path}' and '{path}'"
+            raise InputError(capitalised(f"{other_name} and {name} are the same file ({both}): {advice}"))
+        seen[key] = (name, path)
+
+
 def check_location(name, path):
     """Refuse an output that is a folder, lies under a regular file, or in a folder that cannot be written."""
     path = os.path.abspath(os.path.expanduser(str(path)))

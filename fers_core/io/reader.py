@@ -161,7 +161,7 @@ class RasterReader:
         ds = self._dataset
         self.width = ds.RasterXSize
         self.height = ds.RasterYSize
-        total = ds.RasterCount
+        total = self.total_bands = ds.RasterCount  # every band of the raster, used or not
         if total == 0:
             raise InputError(_no_bands_message(self.path, ds.GetSubDatasets()))
         marked, self.bad_band_problem = read_bad_band_flags(ds)
