@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-import numpy as np
+from .synthetic import MIN_SCENE_SIDE
 
 
 def _demo_scene(args):
@@ -14,20 +14,36 @@ def _demo_scene(args):
 
 
 def _auc(args):
-    from .detectors.metrics import roc_auc
-    from .io.reader import RasterReader
-    from .io.windows import Window
+    from .detectors.evaluation import evaluate
+    from .feedback import Feedback
 
-    with RasterReader(args.scores, [1]) as scores, RasterReader(args.truth, [1]) as truth:
-        if (scores.width, scores.height) != (truth.width, truth.height):
-            sys.exit(f"Scores are {scores.width}x{scores.height} but the truth is {truth.width}x{truth.height}.")
-        window = Window.whole(scores.height, scores.width)
-        values, valid = scores.read(window)
-        labels = truth.read(window)[0][0]
-    auc = roc_auc(values[0][valid], labels[valid])
-    print(f"AUC {auc:.4f} over {int(valid.sum())} valid pixels ({int(np.count_nonzero(labels[valid]))} anomalous)")
+    result = evaluate([args.scores], args.truth, mask_path=args.mask, feedback=Feedback()).first  # fers:evaluate's
+    print(f"AUC {result.auc:.4f} over {result.valid_pixels} valid pixels ({result.anomaly_pixels} anomalous)")
 
 
+def _band_list(text):
+    """An argparse type: one BANDS item ('5' or '1-50'), parsed as the algorithms parse BANDS."""
+    from .errors import InputError
+    from .io.band_list import parse_band_list
+
+    try:
+        return parse_band_list(text, "--bands")
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _bands(args):
+    """The --bands items as one list of band numbers (None: all bands), each band at most once."""
+    if not args.bands:
+        return None
+    from .io.band_list import check_each_band_once
+
+    bands = [band for item in args.bands for band in item]
+    check_each_band_once(bands, parameter="--bands")
+    return bands
+
+
+BANDS_HELP = "1-based bands to use: numbers and ranges, e.g. --bands 1-50 60 (default: every band not marked bad)"
 NODATA_HELP = "extra nodata value(s) of every band, besides each raster's own (compared with the stored values)"
 
 
@@ -35,7 +51,7 @@ def _rx(args):
     from .detectors.global_rx import run_global_rx
     from .feedback import PrintFeedback
 
-    run_global_rx(args.input, args.output, bands=args.bands, mask_path=args.mask, feedback=PrintFeedback(),
+    run_global_rx(args.input, args.output, bands=_bands(args), mask_path=args.mask, feedback=PrintFeedback(),
                   nodata=args.nodata)
 
 
@@ -44,13 +60,26 @@ def _batch(args):
     from .feedback import PrintFeedback
 
     records = run_batch(args.inputs, args.out_dir, detector=args.detector, model_path=args.model,
-                        scheduler=args.scheduler, bands=args.bands, block_mb=args.block_mb, split=args.split,
+                        scheduler=args.scheduler, bands=_bands(args), block_mb=args.block_mb, split=args.split,
                         feedback=PrintFeedback(), n_workers=args.workers, threads=args.threads,
                         windows=(args.window_inner, args.window_outer), components=args.components,
                         nodata=args.nodata)
     print(format_summary(records))
     if any(record.status != "ok" for record in records):
         sys.exit(1)
+
+
+def _at_least(low):
+    """An argparse type: a whole number of at least `low`."""
+    def whole(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: at least {low}")
+        return value
+    return whole
 
 
 def main(argv=None):
@@ -60,21 +89,22 @@ def main(argv=None):
     demo = commands.add_parser("demo-scene", help="write the synthetic demo scene and its ground truth")
     demo.add_argument("scene")
     demo.add_argument("truth")
-    demo.add_argument("--rows", type=int, default=160)
-    demo.add_argument("--cols", type=int, default=200)
-    demo.add_argument("--bands", type=int, default=120)
+    demo.add_argument("--rows", type=_at_least(MIN_SCENE_SIDE), default=160)
+    demo.add_argument("--cols", type=_at_least(MIN_SCENE_SIDE), default=200)
+    demo.add_argument("--bands", type=_at_least(3), default=120)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo_scene)
 
     auc = commands.add_parser("auc", help="ROC AUC of a score raster against a ground-truth raster")
     auc.add_argument("scores")
     auc.add_argument("truth")
+    auc.add_argument("--mask", help="pixels to leave out (non-zero), as fers:evaluate's MASK")
     auc.set_defaults(func=_auc)
 
     rx = commands.add_parser("rx", help="global RX of a raster")
     rx.add_argument("input")
     rx.add_argument("output")
-    rx.add_argument("--bands", type=int, nargs="+")
+    rx.add_argument("--bands", type=_band_list, nargs="+", help=BANDS_HELP)
     rx.add_argument("--mask")
     rx.add_argument("--nodata", type=float, nargs="+", help=NODATA_HELP)
     rx.set_defaults(func=_rx)
@@ -104,7 +134,7 @@ def main(argv=None):
     batch.add_argument("--split", action="store_true",
                        help="spread each raster's blocks over the cluster (rasters too large for one machine) "
                             "instead of one task per raster")
-    batch.add_argument("--bands", type=int, nargs="+")
+    batch.add_argument("--bands", type=_band_list, nargs="+", help=BANDS_HELP)
     batch.add_argument("--block-mb", type=int, default=64, help="block memory budget (MB)")
     batch.add_argument("--nodata", type=float, nargs="+", help=NODATA_HELP)
     batch.add_argument("--threads", type=int, default=0,

@@ -11,13 +11,16 @@ import numpy as np
 from osgeo import gdal, osr
 from scipy.ndimage import gaussian_filter
 
+from .errors import InputError
 from .io.atomic import AtomicOutput
 from .io.output_safety import check_outputs
+from .io.writer import output_folder
 
 NODATA = -9999
 DEMO_EPSG = 32633
 DEMO_ORIGIN = (400000.0, 5500000.0)
 DEMO_PIXEL_SIZE = 4.0
+MIN_SCENE_SIDE = 24  # pixels: room for the 12 anomalies, each with a 3 px free border, 4 px from the edges
 
 
 def _gauss(wavelengths, centre, width):
@@ -60,6 +63,9 @@ def atmospheric_transmission(wavelengths):
 
 def make_scene(rows=160, cols=200, bands=120, seed=0, n_full=6, n_subpixel=6):
     """Return (cube float32 reflectance (bands, rows, cols), truth uint8 (rows, cols), wavelengths nm, valid)."""
+    if min(rows, cols) < MIN_SCENE_SIDE or bands < 3:
+        raise InputError(f"A demo scene needs at least {MIN_SCENE_SIDE}x{MIN_SCENE_SIDE} pixels and 3 bands (got "
+                         f"{rows}x{cols} px, {bands} bands).")
     rng = np.random.default_rng(seed)
     wavelengths = np.linspace(400.0, 2500.0, bands)
     materials = background_spectra(wavelengths) * atmospheric_transmission(wavelengths)
@@ -102,7 +108,8 @@ def _free_spot(rng, occupied, size):
         col = int(rng.integers(4, cols - size - 4))
         if not occupied[row:row + size, col:col + size].any():
             return row, col
-    raise RuntimeError("The scene is too small for the requested anomalies.")
+    raise InputError(f"The {rows}x{cols} px demo scene is too small for its 12 anomalies: give it more rows and "
+                     "columns (the default is 160x200).")
 
 
 def write_scene(path, truth_path, rows=160, cols=200, bands=120, seed=0):
@@ -114,6 +121,8 @@ def write_scene(path, truth_path, rows=160, cols=200, bands=120, seed=0):
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(DEMO_EPSG)
     check_outputs([("the scene", path), ("the ground truth", truth_path)])
+    for output in (path, truth_path):
+        output_folder(output)  # created when missing
     driver = gdal.GetDriverByName("GTiff")
     with AtomicOutput(path) as scene_output, AtomicOutput(truth_path) as truth_output:  # renamed when complete
         dataset = driver.Create(scene_output.path, cols, rows, bands, gdal.GDT_Int16,

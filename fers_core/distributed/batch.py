@@ -155,8 +155,13 @@ def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str
     check_classical_settings(detector, windows, components)
     if not inputs:
         raise InputError("No input rasters were given.")
+    if not block_mb or block_mb <= 0:
+        raise InputError(f"The block memory budget must be a positive number of MB (got {block_mb}): e.g. 64.")
+    if threads is not None and threads < 0:
+        raise InputError(f"The thread count must be 0 (this process's counts) or more (got {threads}).")
     out_dir = os.path.abspath(str(out_dir))
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError(f"The output folder '{out_dir}' is a file: give a folder (it is created when missing).")
     model = None
     if detector == "fers":
         from ..enhance.default_model import default_model_path
@@ -185,6 +190,7 @@ def batch_jobs(inputs: list, out_dir: str, detector: str = "rx", model_path: str
     check_outputs([(f"the output of {os.path.basename(job.input_path)}", job.output_path) for job in jobs],
                   [(f"input {os.path.basename(str(path))}", path) for path in inputs]
                   + ([("the model", model)] if model else []))
+    os.makedirs(out_dir, exist_ok=True)  # only once every check passed: a refused batch leaves no empty folder
     return jobs
 
 
