@@ -39,9 +39,10 @@ class ImportCheckpointAlgorithm(FersAlgorithm):
         from ..fers_core.enhance.checkpoints import import_authors_checkpoint
         from ..fers_core.enhance.model_file import save_model
 
-        model = import_authors_checkpoint(self.parameterAsFile(parameters, self.FOLDER, context))
+        folder = self.parameterAsFile(parameters, self.FOLDER, context)
+        model = import_authors_checkpoint(folder)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        save_model(model, output)
+        save_model(model, output, inputs=[("the checkpoint folder", folder)])
         summary = f"{model.bands} bands, branches: {', '.join(model.branches)}"
         feedback.info(f"Wrote {output}: {summary}.")
         return {self.OUTPUT_MODEL: output, self.SUMMARY: summary}

@@ -86,7 +86,7 @@ class TrainAlgorithm(FersAlgorithm):
             "Both (default), spectral only, or spatial only (needs an initial model with a spectral branch).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.MODEL_BANDS, self.tr("Model bands"), QgsProcessingParameterNumber.Type.Integer,
-            defaults.DEFAULT_MODEL_BANDS, minValue=defaults.MIN_MODEL_BANDS)),
+            defaults.DEFAULT_MODEL_BANDS, minValue=defaults.MIN_MODEL_BANDS, maxValue=defaults.MAX_MODEL_BANDS)),
             f"The model's band count (default {defaults.DEFAULT_MODEL_BANDS}); every raster is resampled to it. "
             "Ignored with an initial model.")
         self.add_parameter(advanced(QgsProcessingParameterString(
@@ -140,6 +140,10 @@ class TrainAlgorithm(FersAlgorithm):
         feedback.info(f"Trained model: {path} (no model file was chosen; it is kept, with its resume checkpoint "
                       "while training runs).")
         return path
+
+    def out_of_memory_message(self):
+        return ("Training ran out of memory: lower BATCH_SIZE, PATCH_SIZE or MODEL_BANDS, or close other programs, "
+                "then run again (the resume checkpoint, if any, lets the run continue where it stopped).")
 
     def compute(self, parameters, context, feedback):
         from ..fers_core.enhance.torch_support import require_torch

@@ -16,6 +16,10 @@ from .errors import InputError
 PRODUCT_FUSION_MAX_BANDS = 50
 """The reference's rule: product fusion at this many model bands or fewer, sum above."""
 
+MAX_MODEL_BANDS = 10_000
+"""The most bands a FERS model may have: model files that declare more are refused, and so is fers:train's
+MODEL_BANDS above it."""
+
 
 class _Choice(StrEnum):
     """A choice whose members are the strings the outside sees; `parse` reads what a user asked for."""

@@ -778,6 +778,25 @@ def test_memory_guard_logs_the_numbers_when_the_run_fits(run_alg, tmp_path, mode
     assert any(line.startswith("Memory: about") and "1,000 MB available" in line for line in feedback.infos)
 
 
+@pytest.mark.parametrize("extra, advice", [
+    ({"MODEL_BANDS": 2000, "BATCH_SIZE": 4, "PATCH_SIZE": 16}, r"lower MODEL_BANDS \(now 2000\)"),
+    ({"MODEL_BANDS": 200, "BATCH_SIZE": 64, "PATCH_SIZE": 64}, r"lower BATCH_SIZE \(now 64\) or PATCH_SIZE \(now 64\)"),
+])
+def test_training_memory_guard_refuses_before_any_work(run_alg, tmp_path, little_memory, monkeypatch, extra, advice):
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    output = tmp_path / "out" / "m.pt"
+    with pytest.raises(QgsProcessingException, match=rf"^Training a \d+-band model needs about [\d,]+ MB of memory but "
+                                                     rf"only 1,000 MB is available: {advice}, or close other"):
+        run_alg("fers:train", {"INPUTS": [source], "EPOCHS": 1, "OUTPUT_MODEL": str(output), **extra})
+    assert not output.parent.exists() or leftovers(output.parent, set()) == []  # no model, no resume checkpoint
+    monkeypatch.setattr(little_memory, "available_memory_bytes", lambda: 4000 * little_memory.MB)
+    feedback = Recorder()
+    run_alg("fers:train", {"INPUTS": [source], "MODEL_BANDS": 6, "EPOCHS": 1, "PATCH_SIZE": 16, "BATCH_SIZE": 4,
+                           "STAGES": 1, "OUTPUT_MODEL": str(output)}, feedback)
+    assert any(line.startswith("Memory: about") and "4,000 MB available" in line for line in feedback.infos)
+    assert output.exists()
+
+
 def test_memory_guard_can_be_skipped(run_alg, tmp_path, model_file, little_memory, monkeypatch):
     monkeypatch.setenv(little_memory.SKIP_VARIABLE, "1")
     estimate = little_memory.MemoryEstimate("A run", {"lower MEMORY_MB (now 1)": 10**12})

@@ -179,6 +179,27 @@ def test_import_checkpoint_on_a_file_says_it_is_a_file(run_alg, tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
+def test_model_outputs_must_be_pt_files_and_never_replace_a_file_of_the_inputs(run_alg, tmp_path):
+    from fers.fers_core.enhance.model_file import random_init_model
+
+    from .core.enhance.test_model_file import write_authors_folder
+
+    folder = write_authors_folder(tmp_path / "checkpoint", random_init_model(5, seed=0, branches=("spectral",)))
+    (folder / "README").write_text("notes")
+    for name in ("README", "README.txt"):
+        with pytest.raises(QgsProcessingException, match=rf"^The model file '.*{name}' does not end in \.pt"):
+            run_alg("fers:import_checkpoint", {"FOLDER": str(folder), "OUTPUT_MODEL": str(folder / name)})
+    assert (folder / "README").read_text() == "notes" and not (folder / "README.txt").exists()
+    nested = tmp_path / "models" / "imported" / "m.pt"
+    assert run_alg("fers:import_checkpoint", {"FOLDER": str(folder), "OUTPUT_MODEL": str(nested)})["SUMMARY"] \
+        .startswith("5 bands")
+    source = write_cube(tmp_path / "cube.tif", cube())
+    truth = write_cube(tmp_path / "cube_gt.tif", np.zeros((20, 24), np.uint8))
+    with pytest.raises(QgsProcessingException, match=r"^OUTPUT_MODEL '.*cube_gt.tif' does not end in \.pt"):
+        run_alg("fers:train", {**TINY_TRAINING, "INPUTS": [source], "OUTPUT_MODEL": truth})
+    assert read(truth)[0].shape == (20, 24)
+
+
 # ---------------------------------------------------------------------------------------------
 # Grids
 

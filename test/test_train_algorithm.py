@@ -5,6 +5,7 @@ patches, 1 epoch), so every run takes a few seconds on a CPU. Mid-stage resume (
 epoch numbering) is covered more cheaply in test/core/training/test_training.py.
 """
 
+import os
 import subprocess
 
 import numpy as np
@@ -95,6 +96,10 @@ class CancelAt(QgsProcessingFeedback):
         self.log.append(info)
         super().pushInfo(info)
 
+    def pushWarning(self, warning):  # noqa: N802 (QGIS API)
+        self.log.append(warning)
+        super().pushWarning(warning)
+
 
 @pytest.mark.slow
 def test_cancel_leaves_no_model_and_resume_gives_the_same_weights_as_an_uninterrupted_run(
@@ -114,6 +119,30 @@ def test_cancel_leaves_no_model_and_resume_gives_the_same_weights_as_an_uninterr
     assert any("Resuming from model.pt.resume.pt (spectral stage, epoch 1 done)" in line for line in feedback.log)
     assert not checkpoint.exists()
     assert_same_weights(output, tiny_model)
+
+
+def test_an_input_rewritten_in_place_is_not_resumed(run_alg, scenes, tmp_path):
+    """Same path, same size, other pixels: the checkpoint belongs to other data, so training starts afresh."""
+    import shutil
+
+    from osgeo import gdal
+
+    source = str(shutil.copy(scenes[0], tmp_path / "site.tif"))
+    output = tmp_path / "model.pt"
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        train(run_alg, output, [source], CancelAt(50), EPOCHS=3, STAGES=1)
+    assert (tmp_path / "model.pt.resume.pt").exists()
+    size = os.path.getsize(source)
+    dataset = gdal.Open(source, gdal.GA_Update)
+    for index in range(dataset.RasterCount):
+        band = dataset.GetRasterBand(index + 1)
+        band.WriteArray(band.ReadAsArray()[::-1])  # the same values upside down
+    dataset = None
+    assert os.path.getsize(source) == size
+    feedback = CancelAt()
+    train(run_alg, output, [source], feedback, EPOCHS=3, STAGES=1)
+    assert not any("Resuming from" in line for line in feedback.log)
+    assert any("was written with other settings or inputs; training starts afresh" in line for line in feedback.log)
 
 
 @pytest.mark.slow

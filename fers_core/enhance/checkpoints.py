@@ -11,6 +11,8 @@ The band count is read from the tensors. Key mapping to our networks:
 
 from pathlib import Path
 
+import torch
+
 from ..errors import ModelFileError
 from .model_branches import load_branch
 from .model_file import FersModel, load_model
@@ -47,6 +49,10 @@ def _state_dict_of(path):
         content = content["state_dict"]
     if not isinstance(content, dict):
         raise ModelFileError(f"{path} holds no state dict; it is not a FERS authors' checkpoint file.")
+    for key, value in content.items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelFileError(f"{path} holds '{key}' as {type(value).__name__}, not a tensor; it is not a FERS "
+                                 "authors' checkpoint file.")
     return _strip_data_parallel_prefix(content)
 
 

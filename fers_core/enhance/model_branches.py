@@ -8,12 +8,12 @@ forged file is refused with a one-sentence ModelFileError instead of allocating 
 import numpy as np
 import torch
 
+from ..choices import MAX_MODEL_BANDS
 from ..errors import ModelFileError
 from .networks.spatial import SpatialStudent
 from .networks.spectral import SpectralEnhancer
 
 BRANCH_NAMES = ("spectral", "spatial")
-MAX_MODEL_BANDS = 10_000
 """More bands than any imaging spectrometer records (ultraspectral sounders have under 9,000 channels): a
 larger declared band count is a damaged or hostile file, refused before any network is built."""
 MAX_HEAD_WIDTH = 65_536

@@ -16,15 +16,19 @@ Loading never unpickles code: ``torch.load(weights_only=True)`` refuses anything
 types above, and every problem is reported as a one-sentence :class:`ModelFileError`.
 """
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, OutputError, capitalised
+from ..io.output_safety import check_outputs
+from ..io.writer import output_folder
 from .model_branches import BRANCH_NAMES, MAX_MODEL_BANDS, branch_settings, build_branch_module, load_branch
 from .torch_file import read_torch_file, save_atomically
 
 FORMAT_NAME = "fers-model"
+MODEL_EXTENSION = ".pt"
 FORMAT_VERSION = 1
 DEFAULT_PREPROCESSING = {"band_mapping": "resample_linear", "scaling": "minmax_pm1_x0.1"}
 RANDOM_INIT_DESCRIPTION = (
@@ -61,8 +65,21 @@ class FersModel:
 # Saving and loading model files
 
 
-def save_model(model, path):
-    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+def check_model_output(path, name="the model file"):
+    """OutputError unless `path` names a .pt file (a FERS model file is a PyTorch file: another name could be a
+    raster, a report or a file of a checkpoint folder that the model would replace)."""
+    if os.path.splitext(str(path))[1].lower() != MODEL_EXTENSION:
+        stem = os.path.splitext(str(path))[0] if os.path.splitext(str(path))[1] else str(path)
+        raise OutputError(capitalised(f"{name} '{path}' does not end in {MODEL_EXTENSION}: FERS model files are "
+                                      f"PyTorch files named *{MODEL_EXTENSION}; give e.g. '{stem}{MODEL_EXTENSION}'."))
+
+
+def save_model(model, path, inputs=()):
+    """Write ``model`` to the .pt file ``path`` atomically (temporary file in the same folder, then rename), after
+    checking that it is none of `inputs` ((name, path) pairs) and creating its folder when missing."""
+    check_model_output(path)
+    check_outputs([("the model file", path)], inputs)
+    output_folder(str(path))
     save_atomically(_file_content(model), path)
 
 

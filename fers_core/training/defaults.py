@@ -1,5 +1,7 @@
 """Training defaults and choices, importable without torch (the Processing algorithm reads them)."""
 
+from ..choices import MAX_MODEL_BANDS  # noqa: F401 (MODEL_BANDS' upper bound, the same as model files')
+
 DEFAULT_MODEL_BANDS = 50
 DEFAULT_EPOCHS = 60
 DEFAULT_PATCH_SIZE = 64

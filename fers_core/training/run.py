@@ -5,16 +5,18 @@ patch size) runs before the first training step, so a mistake costs seconds, not
 """
 
 import copy
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .. import __version__
 from ..enhance.checkpoints import load_any_model
 from ..enhance.model_branches import build_branch_module
-from ..enhance.model_file import FersModel, save_model
+from ..enhance.model_file import FersModel, check_model_output, save_model
 from ..enhance.precision import resolve_device
 from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
@@ -25,6 +27,7 @@ from . import defaults
 from .data import PatchSampler, TrainingRaster, load_backgrounds
 from .defaults import STAGES_BOTH, STAGES_SPATIAL, STAGES_SPECTRAL
 from .loop import LoopSettings, ResumeFile, plain, restore, resume_path, run_stage
+from .memory import check_training_memory
 from .stage1 import SpectralStage
 from .stage2 import SpatialStage
 
@@ -122,6 +125,7 @@ def _check_options(options):
         raise InputError(f"The teacher option must be one of {', '.join(defaults.TEACHER_OPTIONS)}.")
     if not options.output_model:
         raise InputError("No OUTPUT_MODEL was given: choose where to save the trained model (.pt).")
+    check_model_output(options.output_model, "OUTPUT_MODEL")
     check_outputs([("OUTPUT_MODEL", options.output_model),
                    ("the resume checkpoint", resume_path(options.output_model))],
                   [("INPUTS", path) for path in options.inputs] + [("MASKS", path) for path in options.masks or ()]
@@ -137,8 +141,9 @@ def _initial_model(options, feedback):
     """The INIT_MODEL (or None), checked for the chosen stages; model bands and wavelengths to use."""
     if not options.init_model:
         bands = int(options.model_bands)
-        if bands < defaults.MIN_MODEL_BANDS:
-            raise InputError(f"MODEL_BANDS must be at least {defaults.MIN_MODEL_BANDS} (it is {bands}).")
+        if not defaults.MIN_MODEL_BANDS <= bands <= defaults.MAX_MODEL_BANDS:
+            raise InputError(f"MODEL_BANDS must be from {defaults.MIN_MODEL_BANDS} to {defaults.MAX_MODEL_BANDS:,} "
+                             f"(it is {bands:,}); hyperspectral sensors have up to a few hundred bands.")
         wavelengths = options.wavelengths_nm
         if wavelengths is not None and len(wavelengths) != bands:
             raise InputError(
@@ -172,6 +177,7 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
 
     return {
         "inputs": [[file_identity(r.path), file_identity(r.mask_path), list(c.bands)] for r, c in zip(rasters, cubes)],
+        "content": [_digest(c) for c in cubes],  # an input rewritten in place (same path and size) is not resumed
         "model_bands": bands,
         "wavelengths_nm": wavelengths,
         "stages": options.stages,
@@ -187,6 +193,14 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
         **({"nodata": [list(raster.nodata) for raster in rasters]} if any(raster.nodata for raster in rasters)
            else {}),
     }
+
+
+def _digest(cube):
+    """A digest of a preprocessed training cube and its usable pixels: what the networks are trained on."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (cube.cube, cube.usable):
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
 
 
 def _fresh_branch(name, bands, settings, seed):
@@ -205,6 +219,7 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands,
                               nodata_values(nodata_values(options.nodata) + nodata_values(own)))
                for path, mask, own in zip(options.inputs, masks, options.raster_nodata or [()] * len(options.inputs))]
+    check_training_memory(rasters, bands, int(options.batch_size), int(options.patch_size), feedback)
     cubes = load_backgrounds(rasters, bands, wavelengths, feedback, ProgressRange(feedback, 0, 5))
     sampler = PatchSampler(cubes, options.patch_size)
     patches = int(options.patches_per_epoch or sampler.patches_per_epoch(options.batch_size))

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 import stat
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from fers.fers_core.enhance.checkpoints import import_authors_checkpoint, load_any_model
 from fers.fers_core.enhance.model_file import FORMAT_VERSION, FersModel, load_model, random_init_model, save_model
-from fers.fers_core.errors import ModelFileError
+from fers.fers_core.errors import ModelFileError, OutputError
 
 BANDS = 5
 
@@ -359,3 +360,30 @@ def test_text_subclasses_are_refused_and_files_are_world_readable(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "good.pt").stat().st_mode) == 0o644
     assert load_model(tmp_path / "good.pt").provenance["torch"] == "2.13.0"
+
+
+@pytest.mark.parametrize("name", ["README", "scene.tif", "model.txt", "model"])
+def test_a_model_is_written_only_to_a_pt_file(tmp_path, spectral_model, name):
+    (tmp_path / name).write_bytes(b"keep me")
+    with pytest.raises(OutputError, match=rf"^The model file '.*{re.escape(name)}' does not end in \.pt: FERS model "
+                                          r"files are PyTorch files named \*\.pt; give e\.g\. '"):
+        save_model(spectral_model, tmp_path / name)
+    assert (tmp_path / name).read_bytes() == b"keep me"
+
+
+def test_saving_creates_the_folder_and_refuses_an_input(tmp_path, spectral_model):
+    save_model(spectral_model, tmp_path / "new" / "deeper" / "m.pt")
+    assert load_any_model(tmp_path / "new" / "deeper" / "m.pt").bands == BANDS
+    folder = write_authors_folder(tmp_path / "ckpt", spectral_model)
+    before = (folder / "pc.pt").read_bytes()
+    with pytest.raises(OutputError, match="is the same file as the checkpoint folder"):
+        save_model(spectral_model, folder / "pc.pt", inputs=[("the checkpoint folder", folder)])
+    assert (folder / "pc.pt").read_bytes() == before
+
+
+def test_import_names_a_value_that_is_not_a_tensor(tmp_path, spectral_model):
+    folder = write_authors_folder(tmp_path / "odd", spectral_model)
+    torch.save({"state_dict": {"conv1.weight": 3}}, folder / "pc.pt")
+    with pytest.raises(ModelFileError, match=r"pc.pt holds 'conv1.weight' as int, not a tensor; it is not a FERS "
+                                             "authors' checkpoint file"):
+        import_authors_checkpoint(folder)
