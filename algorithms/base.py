@@ -156,6 +156,46 @@ def layer_file(layer):
     return layer.source().split("|")[0]
 
 
+def rejection_reason(definition, value, context):
+    """Why QGIS refuses `value` for the parameter `definition`, in a sentence naming it ('' when unknown): a
+    missing required value, a number out of its range or not a number, a listed file that does not exist."""
+    from qgis.core import QgsProcessingParameterNumber, QgsProcessingUtils, QgsProperty
+
+    name = f"{definition.description()} ({definition.name()})"
+    if isinstance(value, QgsProperty):
+        return ""
+    if value is None or value == "" or value == []:
+        return f"{name} is required: give a value."
+    if isinstance(definition, QgsProcessingParameterNumber):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"{name}: '{value}' is not a number."
+        if number != number or number in (float("inf"), float("-inf")):
+            return f"{name} must be a finite number (got {number:g})."
+        low, high = definition.minimum(), definition.maximum()
+        if number < low:
+            return f"{name} must be at least {low:g} (got {number:g})."
+        if number > high:
+            return f"{name} must be at most {high:g} (got {number:g})."
+        if definition.dataType() == QgsProcessingParameterNumber.Type.Integer and not number.is_integer():
+            return f"{name} must be a whole number (got {number:g})."
+        return ""
+    if definition.type() in ("multilayer", "raster", "file"):
+        for item in _list_items(value) if definition.type() == "multilayer" else [value]:
+            if not isinstance(item, str) or is_raster_source(item) or os.path.exists(item):
+                continue
+            if QgsProcessingUtils.mapLayerFromString(item, context, False) is None:
+                return f"{name}: '{item}' is neither an existing file nor a layer of the project; check the path."
+    return ""
+
+
+def _allocation_failed(error):
+    """Whether a RuntimeError is PyTorch's report of memory it could not allocate (CPU or GPU)."""
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "tried to allocate" in text
+
+
 def _destination_path(definition, value):
     """The file a destination parameter names, or None (skipped, a temporary output, a database)."""
     if isinstance(value, QgsProcessingOutputLayerDefinition):
@@ -230,6 +270,14 @@ class RasterListParameter(QgsProcessingParameterMultipleLayers):
         copy.setFlags(self.flags())
         copy.setHelp(self.help())
         return copy
+
+
+def split_file_list(item):
+    """The files of one item of a file list: QGIS hands a ';'-separated string over as one item (qgis_process
+    MODELS=a.pt;b.pt); an existing path is one file, whatever it holds."""
+    if os.path.exists(item) or ";" not in item:
+        return [item]
+    return [part for part in item.split(";") if part]
 
 
 def _list_items(value):
@@ -342,11 +390,11 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         except Interrupted as error:
             raise QgsProcessingException(str(error)) from None
         except MemoryError:
-            raise QgsProcessingException(
-                "The run ran out of memory: lower the memory budget (MEMORY_MB; for fers:detect also the spatial tile "
-                "size, TILE_SIZE) or close other programs, "
-                "then run again."
-            ) from None
+            raise QgsProcessingException(self.out_of_memory_message()) from None
+        except RuntimeError as error:  # PyTorch reports a failed allocation as a RuntimeError
+            if not _allocation_failed(error):
+                raise
+            raise QgsProcessingException(self.out_of_memory_message()) from None
         except OSError as error:  # disk full, a file removed or locked while the run used it
             if feedback is not None:
                 feedback.pushDebugInfo(traceback.format_exc())
@@ -359,16 +407,33 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     def compute(self, parameters, context, feedback):
         raise NotImplementedError
 
+    def out_of_memory_message(self):
+        """What to tell a user whose run ran out of memory."""
+        return ("The run ran out of memory: lower the memory budget (MEMORY_MB; for fers:detect also the spatial tile "
+                "size, TILE_SIZE) or close other programs, then run again.")
+
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
         """QGIS's checks of each value, then `check_request`'s: a refused request never starts a run."""
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
-            return ok, message
+            return ok, self._explain_rejection(parameters, context) or message
         try:
             self.check_request(parameters, context)
         except InputError as error:
             return False, str(error)
         return True, ""
+
+    def _explain_rejection(self, parameters, context):
+        """What is wrong with the first value QGIS's own check refused, in a sentence ('' when it cannot say)."""
+        for definition in self.parameterDefinitions():
+            value = parameters.get(definition.name())
+            if definition.checkValueIsAcceptable(value, context):
+                continue
+            try:
+                return rejection_reason(definition, widget_value(value), context)
+            except Exception:  # the explanation must never hide QGIS's own refusal
+                return ""
+        return ""
 
     def check_request(self, parameters, context):
         """InputError for settings that do not go together; subclasses call the engine's request checks here."""

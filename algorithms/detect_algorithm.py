@@ -33,6 +33,7 @@ from .base import (
     RasterLayerParameter,
     advanced,
     input_nodata_parameter,
+    split_file_list,
     widget_value,
 )
 
@@ -231,7 +232,12 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.distributed.cluster import fers_detection
         from ..fers_core.enhance.default_model import default_model_paths
         from ..fers_core.enhance.model_cache import detection_model
-        from ..fers_core.pipeline.ensemble import Member, members_for_input, run_ensemble_detection
+        from ..fers_core.pipeline.ensemble import (
+            Member,
+            check_distinct_models,
+            members_for_input,
+            run_ensemble_detection,
+        )
         from ..fers_core.pipeline.memory_guard import check_detection_run
         from ..fers_core.pipeline.options import DetectOptions
 
@@ -239,8 +245,10 @@ class DetectAlgorithm(FersAlgorithm):
         chosen = self.parameterAsFile(parameters, self.MODEL, context)
         bundled = [] if chosen else [str(path) for path in default_model_paths()]  # left out where they don't fit
         model_paths = ([chosen] if chosen else bundled) + \
-            [path for path in self.parameterAsFileList(parameters, self.MODELS, context) if path]
+            [path for item in self.parameterAsFileList(parameters, self.MODELS, context) if item
+             for path in split_file_list(item)]
         model_path = model_paths[0]
+        check_distinct_models(model_paths)  # before any model is loaded
         # kept for the session's next run while the files are unchanged
         models = [detection_model(path) for path in model_paths]
         model = models[0]

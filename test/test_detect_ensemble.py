@@ -157,6 +157,14 @@ def test_an_incomplete_bundled_ensemble_is_refused_clearly(run_alg, tmp_path, sc
     assert leftovers(tmp_path, set()) == []
 
 
+def test_models_given_as_one_semicolon_separated_string_are_each_a_member(run_alg, tmp_path, scene, models):
+    listed = run_alg("fers:detect", {"INPUT": scene[0], "MODELS": [models["r12"], models["r30"]], "BRANCHES": 1,
+                                     "MODEL": models["r16ss"], "OUTPUT": str(tmp_path / "listed.tif")})
+    joined = run_alg("fers:detect", {"INPUT": scene[0], "MODELS": f"{models['r12']};{models['r30']}", "BRANCHES": 1,
+                                     "MODEL": models["r16ss"], "OUTPUT": str(tmp_path / "joined.tif")})
+    np.testing.assert_array_equal(read(listed["OUTPUT"])[0], read(joined["OUTPUT"])[0])
+
+
 def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene, models):
     base = {"INPUT": scene[0], "MODEL": models["r12"], "MODELS": [models["r30"]], "OUTPUT": str(tmp_path / "x.tif")}
     cases = [
@@ -164,6 +172,10 @@ def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene,
         ({"OUTPUT_MASK": str(tmp_path / "mask.tif"), "THRESHOLD_METHOD": 2}, "no chi-square law"),
         ({"MODELS": [str(tmp_path / "missing.pt")]}, "does not exist"),
         ({"SCHEDULER": "local"}, "runs one model"),
+        ({"MODELS": [models["r12"]]}, r"^Ensemble model 1 and ensemble model 2 are the same file .*: a model listed "
+                                      "twice would weigh twice in the fused map; list each model once"),
+        ({"MODELS": [models["r30"], models["r30"].replace("/r30", "/./r30")]},
+         "^Ensemble model 2 and ensemble model 3"),
     ]
     for extra, message in cases:
         with pytest.raises(QgsProcessingException, match=message):

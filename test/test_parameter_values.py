@@ -7,6 +7,8 @@ that knows only `str` refuses these (the empty-model bug of the dialogs). Every 
 is defined in the plugin is checked here with each kind, then real runs read the kinds back.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,29 @@ def test_evaluate_reads_score_layers_picked_in_the_project(qgis_app, scene, proj
     by_layer, _ = run("fers:evaluate", {"SCORES": [layer.id()], "GROUND_TRUTH": scene[1],
                                         "OUTPUT_HTML": str(tmp_path / "b.html")})
     assert by_layer["AUC"] == by_path["AUC"] > 0.5
+
+
+@pytest.mark.parametrize("algorithm, values, message", [
+    ("fers:train", {"EPOCHS": 0}, r"^Epochs \(EPOCHS\) must be at least 1 \(got 0\)\.$"),
+    ("fers:train", {"MODEL_BANDS": 10001}, r"^Model bands \(MODEL_BANDS\) must be at most 10000 \(got 10001\)\.$"),
+    ("fers:train", {"EPOCHS": "abc"}, r"^Epochs \(EPOCHS\): 'abc' is not a number\.$"),
+    ("fers:train", {"INPUTS": ["/no/such.tif"]}, r"^Background rasters \(INPUTS\): '/no/such.tif' is neither an "
+                                                 r"existing file nor a layer of the project; check the path\.$"),
+    ("fers:detect", {"TILE_SIZE": 8}, r"^Spatial tile size \(px\) \(TILE_SIZE\) must be at least 16 \(got 8\)\.$"),
+    ("fers:detect", {"INPUT_NODATA": float("inf")}, r"\(INPUT_NODATA\) must be a finite number \(got inf\)\.$"),
+    ("fers:rx", {"INPUT": "/no/such.tif"}, r"^Hyperspectral raster \(INPUT\): '/no/such.tif' is neither"),
+    ("fers:evaluate", {"SCORES": ["/no/such.tif"]}, r"^Score rasters \(SCORES\): '/no/such.tif' is neither"),
+])
+def test_a_value_qgis_refuses_is_named_with_why(qgis_app, scene, tmp_path, algorithm, values, message):
+    """QGIS's own check says only "Incorrect parameter value for X"; the algorithms say what is wrong with it."""
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    base = {"fers:train": {"INPUTS": [scene[0]], "OUTPUT_MODEL": str(tmp_path / "m.pt")},
+            "fers:detect": {"INPUT": scene[0], "OUTPUT": str(tmp_path / "s.tif")},
+            "fers:rx": {"INPUT": scene[0], "OUTPUT": str(tmp_path / "s.tif")},
+            "fers:evaluate": {"SCORES": [scene[0]], "GROUND_TRUTH": scene[1],
+                              "OUTPUT_HTML": str(tmp_path / "r.html")}}[algorithm]
+    alg = QgsApplication.processingRegistry().algorithmById(algorithm)
+    ok, reason = alg.checkParameterValues({**base, **values}, QgsProcessingContext())
+    assert not ok
+    assert re.search(message, reason), reason

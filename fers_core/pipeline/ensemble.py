@@ -31,7 +31,7 @@ from ..io.atomic import Temporary
 from ..io.bad_bands import report_band_selection
 from ..io.fill_values import report_fill_values
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
-from ..io.output_safety import check_outputs
+from ..io.output_safety import check_distinct_inputs, check_outputs
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA, RasterWriter
 from .scaling import BandMapping, interpolates_sparsely, sparse_bands_warning
@@ -195,9 +195,17 @@ def check_members(members, options):
     """InputError for an ensemble the engine cannot run, before any pass over the data."""
     if len(members) < 2:
         raise InputError("An ensemble needs at least two members (models, or a model and plain RX).")
+    check_distinct_models([member.label for member in members if member.model is not None])
     if options.spectral_output or options.spatial_output:
         raise InputError("The enhanced-cube outputs belong to one model: leave them empty when several models "
                          "are fused (run fers:detect with one model to write them).")
+
+
+def check_distinct_models(paths):
+    """InputError when one model file (or checkpoint folder) is listed twice: it would count twice in the fusion."""
+    check_distinct_inputs([(f"ensemble model {index + 1}", path) for index, path in enumerate(paths)
+                           if path and os.path.exists(str(path))],
+                          "a model listed twice would weigh twice in the fused map; list each model once.")
 
 
 def member_options(member, options):
