@@ -145,6 +145,14 @@ def test_an_input_rewritten_in_place_is_not_resumed(run_alg, scenes, tmp_path):
     assert any("was written with other settings or inputs; training starts afresh" in line for line in feedback.log)
 
 
+def test_a_diverging_training_says_what_to_lower_and_leaves_nothing(run_alg, scenes, tmp_path):
+    output = tmp_path / "model.pt"
+    with pytest.raises(QgsProcessingException, match=r"^The spatial training diverged \(the loss became NaN or "
+                                                     r"infinite in epoch \d+\): lower LEARNING_RATE"):
+        train(run_alg, output, scenes[:1], EPOCHS=2, LEARNING_RATE=1e6)
+    assert list(tmp_path.iterdir()) == []  # no model, and no checkpoint that would diverge again
+
+
 @pytest.mark.slow
 def test_spatial_stage_fine_tunes_an_initial_model_with_its_bands(run_alg, scenes, tiny_model, tmp_path):
     output = tmp_path / "tuned.pt"

@@ -44,7 +44,13 @@ Sigmoid)))``; the ResNet block names (conv1, bn1, conv2, bn2, downsample.0/1) ar
 
 def _state_dict_of(path):
     """The tensors of one authors' checkpoint file (``{'state_dict': ...}`` or a bare state dict)."""
-    content = read_torch_file(path)
+    try:
+        content = read_torch_file(path)
+    except ModelFileError as error:
+        if "is not a PyTorch file" not in str(error):
+            raise
+        raise ModelFileError(f"{path.name} in the checkpoint folder {path.parent} is not a PyTorch file (damaged, or "
+                             "not one of the FERS authors' files): download the checkpoint folder again.") from None
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict):

@@ -240,7 +240,9 @@ def write_failure(error, destination, needed_bytes=None, always=True, written_by
     if code == errno.EFBIG or any(word in lowered for word in _LIMIT_WORDS) or at_limit:
         reason = "the file-size limit was reached"
     elif code == errno.ENOSPC or any(word in lowered for word in _FULL_WORDS) or \
-            (free is not None and (free < 2**20 or (needed_bytes and free < needed_bytes))):
+            (code is None and free is not None and (free < 2**20 or (needed_bytes and free < needed_bytes))):
+        # the free space decides only for errors without a code (GDAL's and PyTorch's vague messages): a pseudo
+        # file system such as /proc has no free space but refuses writes for another reason
         reason = "the disk is full"
     elif code == errno.EDQUOT:
         reason = "the disk quota is used up"

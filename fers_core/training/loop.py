@@ -161,6 +161,8 @@ def run_stage(trainer, sampler, settings, feedback=None, progress=None, resume_f
                 feedback.check_cancelled()
                 terms = trainer.step(torch.from_numpy(batch).to(settings.device))
                 if not all(math.isfinite(value) for value in terms.values()):
+                    if resume_file is not None:  # these settings would diverge at the same batch again
+                        resume_file.remove()
                     raise TrainingDiverged(
                         f"The {trainer.name} training diverged (the loss became NaN or infinite in epoch {epoch + 1}): "
                         "lower LEARNING_RATE, or check the inputs for extreme values."

@@ -387,3 +387,11 @@ def test_import_names_a_value_that_is_not_a_tensor(tmp_path, spectral_model):
     with pytest.raises(ModelFileError, match=r"pc.pt holds 'conv1.weight' as int, not a tensor; it is not a FERS "
                                              "authors' checkpoint file"):
         import_authors_checkpoint(folder)
+
+
+def test_a_checkpoint_file_that_is_not_pytorch_says_to_get_the_folder_again(tmp_path, spectral_model):
+    folder = write_authors_folder(tmp_path / "damaged", spectral_model)
+    (folder / "enc.pt").write_bytes(b"\x00\x01 random bytes")
+    with pytest.raises(ModelFileError, match=r"^enc.pt in the checkpoint folder .*damaged is not a PyTorch file "
+                                             r"\(damaged, or not one of the FERS authors' files\): download"):
+        import_authors_checkpoint(folder)

@@ -315,6 +315,19 @@ def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+def test_a_refused_write_where_no_space_is_free_is_not_called_a_full_disk():
+    """/proc has no free space at all; a write there fails for another reason, which the message must give."""
+    import errno
+
+    from fers.fers_core.io.atomic import free_bytes, write_failure
+
+    assert free_bytes("/proc") == 0
+    message = str(write_failure(PermissionError(errno.EACCES, "Permission denied"), "/proc/report.html"))
+    assert "the system refused the write" in message and "Permission denied" in message
+    assert "disk is full" not in message
+    assert "disk is full" in str(write_failure(RuntimeError("write failed"), "/proc/report.html"))  # GDAL's vague one
+
+
 def test_batch_output_on_another_input_is_refused(tmp_path):
     from fers.fers_core.distributed.batch import batch_jobs
 
