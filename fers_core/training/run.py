@@ -83,6 +83,10 @@ def parse_wavelengths(text: str) -> list:
         ) from None
     if any(not value > 0 for value in values):
         raise InputError("WAVELENGTHS must all be positive numbers in nanometres.")
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise InputError(f"WAVELENGTHS lists {', '.join(f'{value:g}' for value in repeated[:5])} nm more than once: "
+                         "two model bands at one wavelength would hold the same values; give each band its own.")
     return values
 
 
