@@ -85,3 +85,19 @@ def test_polygons_of_a_raster_without_georeferencing_lie_where_qgis_draws_its_pi
     feature = next(polygon_layer(results["OUTPUT_POLYGONS"]).getFeatures())
     assert feature.geometry().boundingBox().toString(0) == "20,-12 : 23,-10"
     assert (feature["centroid_x"], feature["centroid_y"], feature["area"]) == (21.5, -11.0, 6.0)
+
+
+def test_gcps_gdal_cannot_use_give_polygons_in_pixel_coordinates_with_a_warning(run_alg, tmp_path, model_file):
+    from .conftest import Recorder
+
+    dataset = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "two.tif"), COLS, ROWS, BANDS, gdal.GDT_Float32)
+    dataset.SetGCPs([gdal.GCP(500000, 4100000, 0, 0, 0), gdal.GCP(500400, 4099700, 0, COLS, ROWS)], utm_wkt())
+    for index, plane in enumerate(scene()):
+        dataset.GetRasterBand(index + 1).WriteArray(plane)
+    dataset = None
+    feedback = Recorder()
+    results = run_alg("fers:rx", {"INPUT": str(tmp_path / "two.tif"), "OUTPUT": str(tmp_path / "scores.tif"),
+                                  "OUTPUT_POLYGONS": str(tmp_path / "objects.gpkg"), "THRESHOLD": 0.5}, feedback)
+    assert any("GCPs or RPCs cannot place its pixels" in warning for warning in feedback.warnings)
+    feature = next(polygon_layer(results["OUTPUT_POLYGONS"]).getFeatures())
+    assert feature.geometry().boundingBox().toString(0) == "20,-12 : 23,-10"

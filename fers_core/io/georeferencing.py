@@ -38,7 +38,7 @@ class Georeferencing:
         gcps = tuple((g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel, g.GCPLine) for g in dataset.GetGCPs() or ())
         return cls(geotransform=dataset.GetGeoTransform(can_return_null=True),
                    projection=dataset.GetProjection() or "",
-                   gcps=gcps, gcp_projection=dataset.GetGCPProjection() or "" if gcps else "",
+                   gcps=gcps, gcp_projection=(dataset.GetGCPProjection() or "") if gcps else "",
                    rpc=tuple(sorted((dataset.GetMetadata("RPC") or {}).items())))
 
     @property
@@ -77,18 +77,33 @@ class PixelToMap:
     def __init__(self, georeferencing: Georeferencing):
         self.georeferencing = georeferencing
         self._transformer = None
+        self.failure = ""  # why GDAL could not build the raster's GCP or RPC transformer ('' when it could)
         if georeferencing.by_points:
             self._holder = gdal.GetDriverByName("MEM").Create("", 1, 1, 1, gdal.GDT_Byte)
             georeferencing.apply(self._holder)
-            options = ["METHOD=RPC"] if georeferencing.rpc and not georeferencing.gcps else []
-            self._transformer = gdal.Transformer(self._holder, None, options)
+            options = []
+            if georeferencing.rpc and not georeferencing.gcps:  # GDAL's order: GCPs first, then RPCs
+                rpc = dict(georeferencing.rpc)
+                height = rpc.get("HEIGHT_DEFAULT", rpc.get("HEIGHT_OFF"))  # the terrain height QGIS's view uses
+                options = ["METHOD=RPC"] + ([f"RPC_HEIGHT={height.split()[0]}"] if height else [])
+            try:
+                self._transformer = gdal.Transformer(self._holder, None, options)
+            except RuntimeError as error:  # e.g. fewer than 3 GCPs: QGIS then draws the raster ungeoreferenced
+                self.failure = str(error).strip() or "GDAL could not build the transformer"
 
     @property
     def geotransform(self) -> tuple:
         """The affine map of pixel positions (None when a GCP or RPC transformer places them)."""
         if self._transformer is not None:
             return None
+        if self.failure:
+            return UNGEOREFERENCED
         return self.georeferencing.geotransform or UNGEOREFERENCED
+
+    @property
+    def crs(self) -> str:
+        """The WKT of the coordinates points() gives ('' when none, or when the GCPs or RPCs could not be used)."""
+        return "" if self.failure else self.georeferencing.crs
 
     def points(self, cols, rows) -> tuple:
         """(x, y) arrays of map coordinates of the pixel positions `cols`, `rows` (arrays of one shape)."""

@@ -109,20 +109,48 @@ def _grid_difference(geotransform, like, width, height):
 
 
 def _placement_difference(georeferencing, like, width, height):
-    """What differs between two grids when either is placed by GCPs or RPCs ('' when both place the corners within
-    GRID_TOLERANCE_PX pixels of each other, or either has no georeferencing)."""
-    if not (georeferencing.by_points or like.by_points) or georeferencing == like:
+    """What differs between two grids when either is placed by GCPs or RPCs ('' when both place a 3 x 3 lattice of
+    pixel positions within GRID_TOLERANCE_PX of `like`'s pixels of each other, or either has no georeferencing).
+    Both forward maps are compared on the map, in `like`'s pixels there: a GCP fit's inverse is not exact."""
+    if not (georeferencing.by_points or like.by_points) or _same_placement(georeferencing, like):
         return ""
-    if not (georeferencing.crs and like.crs):
-        return ""  # one without georeferencing lies on the other's grid
-    if not _same_crs(georeferencing.crs, like.crs):
+    mine, theirs = PixelToMap(georeferencing), PixelToMap(like)
+    if not (mine.crs and theirs.crs):
+        return ""  # one without (usable) georeferencing lies on the other's grid
+    if not _same_crs(mine.crs, theirs.crs):
         return "its GCPs or RPCs are in another CRS"
-    corners = (np.array([0, width, 0, width], dtype=float), np.array([0, 0, height, height], dtype=float))
-    back = PixelToMap(like).pixels(*PixelToMap(georeferencing).points(*corners))
-    apart = float(np.max(np.abs(np.concatenate([back[0] - corners[0], back[1] - corners[1]]))))
+    cols, rows = (grid.ravel() for grid in np.meshgrid([0.0, width / 2, width], [0.0, height / 2, height]))
+    here, there = np.array(mine.points(cols, rows)), np.array(theirs.points(cols, rows))
+    pixel = np.minimum(np.hypot(*(np.array(theirs.points(cols + 1, rows)) - there)),
+                       np.hypot(*(np.array(theirs.points(cols, rows + 1)) - there)))
+    apart = float(np.max(np.hypot(*(here - there)) / pixel))
     if apart <= GRID_TOLERANCE_PX:
         return ""
-    return f"its georeferencing places its corners up to {apart:.3g} pixels away (GCPs or RPCs)"
+    return f"its georeferencing places its pixels up to {apart:.3g} pixels away (GCPs or RPCs)"
+
+
+def _same_placement(georeferencing, like):
+    """Whether two georeferencings hold the same numbers (formats round GCPs and RPCs differently) in one CRS."""
+    if georeferencing == like:
+        return True
+    if (georeferencing.geotransform is None) != (like.geotransform is None) or \
+            len(georeferencing.gcps) != len(like.gcps) or dict(georeferencing.rpc).keys() != dict(like.rpc).keys():
+        return False
+    if georeferencing.gcps and not np.allclose(georeferencing.gcps, like.gcps, rtol=1e-9, atol=1e-6):
+        return False
+    for key, value in georeferencing.rpc:
+        mine, theirs = _numbers(value), _numbers(dict(like.rpc)[key])
+        if mine is None or theirs is None or len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=1e-9):
+            if value.strip() != dict(like.rpc)[key].strip():
+                return False
+    return bool(georeferencing.crs and like.crs and _same_crs(georeferencing.crs, like.crs))
+
+
+def _numbers(text):
+    try:
+        return [float(part) for part in str(text).split()]
+    except ValueError:
+        return None
 
 
 def _pixel_size(size):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from osgeo import gdal
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from .atomic import AtomicOutput, write_failure
 from .georeferencing import Georeferencing
 from .output_formats import raster_output_format
@@ -56,6 +56,10 @@ class RasterWriter:
                                         "choose an output location you can write to, with enough free space.") \
                 from None
         if georeferencing is not None:
+            if georeferencing.by_points and driver_name == "netCDF":
+                self.abort()
+                raise OutputError(f"'{self.path}': a netCDF file cannot hold the ground control points or RPCs that "
+                                  "place the input on the map: write a .tif (or .img, ENVI) instead.")
             georeferencing.apply(self._dataset)
         for index in range(bands):
             band = self._dataset.GetRasterBand(index + 1)

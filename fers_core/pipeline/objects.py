@@ -82,7 +82,10 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
         if placement.geotransform is None:  # placed by GCPs or RPCs: pixels are no longer of one area
             for row in attributes:
                 row["area"] = geometries[row["id"]].GetArea()
-        projection = georeferencing.crs
+        projection = placement.crs
+        if placement.failure:
+            feedback.warning(f"The mask's GCPs or RPCs cannot place its pixels ({placement.failure}): the polygons "
+                             "are in pixel coordinates (x = column, y = -row), where QGIS draws such a raster.")
     progress(0.8)
     _write_geopackage(polygons_path, geometries, attributes, projection)
     progress(1.0)

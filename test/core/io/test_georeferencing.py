@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from fers.fers_core.errors import InputError
+from fers.fers_core.errors import InputError, OutputError
 from fers.fers_core.io.georeferencing import Georeferencing, PixelToMap
 from fers.fers_core.io.grid import check_same_grid
 from fers.fers_core.io.reader import RasterReader
@@ -105,7 +105,7 @@ def test_a_georeferenced_or_bare_raster_writes_no_gcps(tmp_path, kind):
 
 def test_a_mask_is_on_a_gcp_raster_s_grid_only_where_its_georeferencing_places_it_there(tmp_path):
     gcps, place = rotated_gcps()
-    shifted = [gdal.GCP(g.GCPX + 5.0, g.GCPY, 0, g.GCPPixel, g.GCPLine) for g in gcps]  # 5 m east: 0.433 columns
+    shifted = [gdal.GCP(g.GCPX + 5.0, g.GCPY, 0, g.GCPPixel, g.GCPLine) for g in gcps]  # 5 m east: half a 10 m pixel
 
     def mask(name, points=None, geotransform=None):
         dataset = gdal.GetDriverByName("GTiff").Create(str(tmp_path / name), 40, 30, 1, gdal.GDT_Byte)
@@ -123,7 +123,68 @@ def test_a_mask_is_on_a_gcp_raster_s_grid_only_where_its_georeferencing_places_i
         check_same_grid(mask("same.tif", gcps), scene)
         check_same_grid(mask("bare.tif"), scene)  # no georeferencing: taken as on the scene's grid
         check_same_grid(mask("affine.tif", geotransform=(x0, x1 - x0, x2 - x0, y0, y1 - y0, y2 - y0)), scene)
-        with pytest.raises(InputError, match=r"places its corners up to 0\.433 pixels away \(GCPs or RPCs\)"):
+        with pytest.raises(InputError, match=r"places its pixels up to 0\.5 pixels away \(GCPs or RPCs\)"):
             check_same_grid(mask("shifted.tif", shifted), scene)
-        with pytest.raises(InputError, match="places its corners"):
+        with pytest.raises(InputError, match="places its pixels"):
             check_same_grid(mask("north-up.tif", geotransform=GEOTRANSFORM), scene)
+
+
+def noisy_gcp_raster(path, wkt=None):
+    """16 GCPs that no affine map fits exactly: GDAL fits a polynomial of order 2 or more."""
+    rng = np.random.default_rng(1)
+    points = [gdal.GCP(500000 + 10 * c + rng.normal(0, 3), 4100000 - 10 * r + rng.normal(0, 3), 0, c, r)
+              for r in np.linspace(0, 30, 4) for c in np.linspace(0, 40, 4)]
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 40, 30, 1, gdal.GDT_Float32)
+    dataset.SetGCPs(points, wkt or utm_wkt())
+    dataset = None
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["mask.tif", "mask.bsq", "mask.img"])
+def test_an_output_of_a_gcp_raster_is_on_its_grid_in_every_format(tmp_path, name):
+    with RasterReader(noisy_gcp_raster(tmp_path / "swath.tif")) as scene:
+        with RasterWriter.like(scene, tmp_path / name, data_type=gdal.GDT_Byte) as writer:
+            writer.commit()
+        with RasterReader(str(tmp_path / name)) as mask:
+            check_same_grid(mask, scene)  # the .aux.xml rounds the GCPs: still the same placement
+    renamed = utm_wkt().replace("WGS 84 / UTM zone 32N", "UTM 32 North")
+    with RasterReader(noisy_gcp_raster(tmp_path / "renamed.tif", renamed)) as other, \
+            RasterReader(str(tmp_path / "swath.tif")) as scene:
+        check_same_grid(other, scene)
+
+
+def test_rpcs_place_pixels_at_the_height_qgis_uses(tmp_path):
+    metadata = rpc_metadata()
+    metadata.update(HEIGHT_OFF="1500", HEIGHT_SCALE="500",
+                    SAMP_NUM_COEFF=" ".join(["0", "1", "0", "0.01"] + ["0"] * 16))  # sample moves with height
+    path = write_cube(tmp_path / "rpc.tif", np.ones((1, 100, 100), np.float32), geotransform=None, epsg=None)
+    dataset = gdal.Open(path, gdal.GA_Update)
+    dataset.SetMetadata(metadata, "RPC")
+    dataset = None
+    with RasterReader(path) as reader:
+        xs, ys = PixelToMap(reader.georeferencing).points([10.0, 80.0], [20.0, 70.0])
+    source = gdal.Open(path)
+    at_offset = gdal.Transformer(source, None, ["METHOD=RPC", "RPC_HEIGHT=1500"])
+    at_zero = gdal.Transformer(source, None, ["METHOD=RPC"])
+    expected = [at_offset.TransformPoint(False, c, r)[1][:2] for c, r in [(10, 20), (80, 70)]]
+    assert np.allclose(np.column_stack([xs, ys]), expected, atol=1e-9)
+    assert not np.allclose(expected, [at_zero.TransformPoint(False, c, r)[1][:2] for c, r in [(10, 20), (80, 70)]])
+
+
+def test_gcps_gdal_cannot_use_leave_pixel_coordinates_as_qgis_draws_them(tmp_path):
+    dataset = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "two.tif"), 40, 30, 1, gdal.GDT_Float32)
+    dataset.SetGCPs([gdal.GCP(500000, 4100000, 0, 0, 0), gdal.GCP(500400, 4099700, 0, 40, 30)], utm_wkt())
+    dataset = None
+    with RasterReader(str(tmp_path / "two.tif")) as reader:
+        placement = PixelToMap(reader.georeferencing)
+    assert "GCP" in placement.failure or "points" in placement.failure.lower()
+    assert placement.crs == "" and placement.geotransform == (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    assert [list(v) for v in placement.points([3.0], [4.0])] == [[3.0], [-4.0]]
+
+
+def test_a_netcdf_output_of_a_gcp_raster_is_refused(tmp_path):
+    with RasterReader(gcp_raster(tmp_path / "gcp.tif", bands=1)) as reader:
+        with pytest.raises(OutputError, match=r"a netCDF file cannot hold the ground control points or RPCs .* write "
+                                              r"a \.tif"):
+            RasterWriter.like(reader, tmp_path / "scores.nc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gcp.tif"]
