@@ -1,5 +1,7 @@
 """fers:detect: FERS anomaly detection (learned background features + global RX)."""
 
+from pathlib import Path
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingParameterBand,
@@ -248,7 +250,9 @@ class DetectAlgorithm(FersAlgorithm):
             [path for item in self.parameterAsFileList(parameters, self.MODELS, context) if item
              for path in split_file_list(item)]
         model_path = model_paths[0]
-        check_distinct_models(model_paths)  # before any model is loaded
+        leading = ["MODEL"] if chosen else [f"the bundled model {Path(path).name}" for path in bundled]
+        check_distinct_models(model_paths, leading + [f"MODELS item {index + 1}"
+                                                      for index in range(len(model_paths) - len(leading))])
         # kept for the session's next run while the files are unchanged
         models = [detection_model(path) for path in model_paths]
         model = models[0]

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from .synthetic import MIN_SCENE_SIDE
+MIN_SCENE_SIDE = 24  # fers_core.synthetic.MIN_SCENE_SIDE (checked there too), without importing GDAL for --help
 
 
 def _demo_scene(args):
@@ -15,9 +15,13 @@ def _demo_scene(args):
 
 def _auc(args):
     from .detectors.evaluation import evaluate
-    from .feedback import Feedback
+    from .feedback import PrintFeedback
 
-    result = evaluate([args.scores], args.truth, mask_path=args.mask, feedback=Feedback()).first  # fers:evaluate's
+    class WarningsOnly(PrintFeedback):  # the AUC line is the output; evaluate's warnings still reach stderr
+        def info(self, message):
+            pass
+
+    result = evaluate([args.scores], args.truth, mask_path=args.mask, feedback=WarningsOnly()).first
     print(f"AUC {result.auc:.4f} over {result.valid_pixels} valid pixels ({result.anomaly_pixels} anomalous)")
 
 
@@ -27,9 +31,12 @@ def _band_list(text):
     from .io.band_list import parse_band_list
 
     try:
-        return parse_band_list(text, "--bands")
+        bands = parse_band_list(text, "--bands")
     except InputError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if not bands:
+        raise argparse.ArgumentTypeError("an empty band item: leave --bands out to use every band")
+    return bands
 
 
 def _bands(args):

@@ -20,7 +20,7 @@ NODATA = -9999
 DEMO_EPSG = 32633
 DEMO_ORIGIN = (400000.0, 5500000.0)
 DEMO_PIXEL_SIZE = 4.0
-MIN_SCENE_SIDE = 24  # pixels: room for the 12 anomalies, each with a 3 px free border, 4 px from the edges
+MIN_SCENE_SIDE = 24  # pixels: no smaller scene holds its anomalies; up to about 28 px some seeds do not (refused)
 
 
 def _gauss(wavelengths, centre, width):
@@ -108,8 +108,8 @@ def _free_spot(rng, occupied, size):
         col = int(rng.integers(4, cols - size - 4))
         if not occupied[row:row + size, col:col + size].any():
             return row, col
-    raise InputError(f"The {rows}x{cols} px demo scene is too small for its 12 anomalies: give it more rows and "
-                     "columns (the default is 160x200).")
+    raise InputError(f"The {rows}x{cols} px demo scene is too small for its anomalies: give it more rows and "
+                     "columns (32x32 always fits; the default is 160x200).")
 
 
 def write_scene(path, truth_path, rows=160, cols=200, bands=120, seed=0):

@@ -172,10 +172,10 @@ def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene,
         ({"OUTPUT_MASK": str(tmp_path / "mask.tif"), "THRESHOLD_METHOD": 2}, "no chi-square law"),
         ({"MODELS": [str(tmp_path / "missing.pt")]}, "does not exist"),
         ({"SCHEDULER": "local"}, "runs one model"),
-        ({"MODELS": [models["r12"]]}, r"^Ensemble model 1 and ensemble model 2 are the same file .*: a model listed "
+        ({"MODELS": [models["r12"]]}, r"^MODEL and MODELS item 1 are the same file .*: a model listed "
                                       "twice would weigh twice in the fused map; list each model once"),
         ({"MODELS": [models["r30"], models["r30"].replace("/r30", "/./r30")]},
-         "^Ensemble model 2 and ensemble model 3"),
+         "^MODELS item 1 and MODELS item 2 are the same file"),
     ]
     for extra, message in cases:
         with pytest.raises(QgsProcessingException, match=message):

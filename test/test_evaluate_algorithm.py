@@ -169,10 +169,10 @@ def test_float64_scores_are_ranked_in_their_own_precision(run_alg, tmp_path):
 
 
 @pytest.mark.parametrize("declared, match", [
-    (0, r"^The ground truth 'truth.tif' has no background \(zero\) pixel left to evaluate: Its nodata value is 0, so "
+    (0, r"^The ground truth 'truth.tif' has no background \(zero\) pixel left to evaluate: its nodata value is 0, so "
         r"its 9989 pixels of that value are left out\. If 0 marks the background, unset the nodata value "
         r"\(gdal_edit.py -unsetnodata 'truth.tif'"),
-    (1, r"^The ground truth 'truth.tif' has no anomaly \(non-zero\) pixel left to evaluate: Its nodata value is 1, "
+    (1, r"^The ground truth 'truth.tif' has no anomaly \(non-zero\) pixel left to evaluate: its nodata value is 1, "
         r"so its 11 pixels .* If 1 marks anomalies, unset"),
 ])
 def test_a_truth_whose_nodata_hides_a_class_says_so(run_alg, tmp_path, declared, match):
@@ -181,10 +181,29 @@ def test_a_truth_whose_nodata_hides_a_class_says_so(run_alg, tmp_path, declared,
     with pytest.raises(QgsProcessingException, match=match):
         run_evaluate(run_alg, tmp_path, score_path, truth_path)
     blank = write_cube(tmp_path / "blank.tif", np.full((100, 100), 7, np.uint8), nodata=7)
-    with pytest.raises(QgsProcessingException, match=r"^The ground truth 'blank.tif' holds no valid pixel: .* Its "
-                                                     r"nodata value is 7; if it marks"):
+    with pytest.raises(QgsProcessingException, match=r"^The ground truth 'blank.tif' holds no valid pixel: its "
+                                                     r"nodata value is 7; if that value marks the anomalies or the "
+                                                     r"background, unset the nodata value \(gdal_edit.py"):
         run_evaluate(run_alg, tmp_path, score_path, blank)
+    nan = write_cube(tmp_path / "nan.tif", np.full((100, 100), np.nan, np.float32))
+    with pytest.raises(QgsProcessingException, match=r"^The ground truth 'nan.tif' holds no valid pixel: every pixel "
+                                                     r"is NaN, infinite or a fill value\.$"):
+        run_evaluate(run_alg, tmp_path, score_path, nan)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_class_the_mask_leaves_out_is_not_blamed_on_the_truth_s_nodata(run_alg, tmp_path):
+    score_path, _, _, truth = hand_made(tmp_path)
+    framed = truth.copy()
+    framed[:, :5] = 255  # outside the survey: the truth's nodata
+    framed[framed == 1] = 0
+    framed[50, 50] = 1  # the only anomaly, which the mask excludes
+    mask = np.zeros((100, 100), np.uint8)
+    mask[50, 50] = 1
+    with pytest.raises(QgsProcessingException, match=r"^The mask leaves out all 1 anomaly \(non-zero\) pixels of "
+                                                     r"the ground truth 'framed.tif', so none is left to evaluate"):
+        run_evaluate(run_alg, tmp_path, score_path, write_cube(tmp_path / "framed.tif", framed, nodata=255),
+                     MASK=write_cube(tmp_path / "mask.tif", mask))
 
 
 def test_the_same_file_twice_is_refused(run_alg, tmp_path):

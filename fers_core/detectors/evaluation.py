@@ -104,7 +104,7 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     for path in score_paths:  # every grid first, before any long work
         with RasterReader(path, [1]) as reader:
             _same_grid(reader, truth, "score raster")
-    area = truth_valid
+    kept = np.ones_like(truth_valid)  # not excluded by the mask
     if mask_path:
         try:
             mask, mask_values, mask_valid = _read_whole(mask_path, feedback, "mask")
@@ -112,14 +112,15 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
             check_not_vector(mask_path, truth, "mask", "ground truth")
             raise
         _same_grid(mask, truth, "mask")
-        area = area & ~(mask_valid & (mask_values != 0))
+        kept = ~(mask_valid & (mask_values != 0))
+    area = truth_valid & kept
     anomaly = truth_values != 0
-    _check_truth_classes(truth, truth_valid, area, anomaly)
+    _check_truth_classes(truth, truth_values, truth_valid, kept, anomaly)
     evaluations = []
     for index, (path, name) in enumerate(zip(score_paths, names)):
         _, values, valid = _read_whole(path, feedback, "score raster", np.float64)  # its grid was checked above
         use = area & valid
-        scores, labels = values[use].astype(np.float64), anomaly[use]
+        scores, labels = values[use], anomaly[use]  # float64 as read
         positives = int(labels.sum())
         if positives == 0 or positives == labels.size:
             raise InputError(
@@ -165,26 +166,33 @@ def _distinct_names(paths, names=None):
             for index, name in enumerate(names)]
 
 
-def _check_truth_classes(truth, truth_valid, area, anomaly):
-    """InputError when the evaluated area holds no anomaly or no background pixel of the ground truth, saying whether
-    the truth's nodata value took them out."""
+def _check_truth_classes(truth, values, valid, kept, anomaly):
+    """InputError when the evaluated area (`valid` truth pixels that the mask `kept`) holds no anomaly or no
+    background pixel, saying whether the truth's nodata value took them out."""
     name = os.path.basename(truth.path)
     nodata = truth.nodata[0]
-    declared = f" Its nodata value is {nodata:g}" if nodata is not None else ""
-    if not truth_valid.any():
-        raise InputError(f"The ground truth '{name}' holds no valid pixel: every pixel is nodata, NaN or a fill "
-                         f"value.{declared}; if it marks the anomalies or the background, unset it (gdal_edit.py "
-                         "-unsetnodata) and run again.")
-    for wanted, label, value in ((anomaly, "anomaly (non-zero)", "non-zero"), (~anomaly, "background (zero)", "0")):
+    unset = f"unset the nodata value (gdal_edit.py -unsetnodata '{name}', or in the layer's properties) and run again"
+    if not valid.any():
+        raise InputError(f"The ground truth '{name}' holds no valid pixel: "
+                         + (f"its nodata value is {nodata:g}; if that value marks the anomalies or the background, "
+                            f"{unset}." if nodata is not None else "every pixel is NaN, infinite or a fill value."))
+    area = valid & kept
+    for wanted, label, marks in ((anomaly, "anomaly (non-zero)", "anomalies"), (~anomaly, "background (zero)",
+                                                                                "the background")):
         if (area & wanted).any():
             continue
-        hidden = nodata is not None and ((nodata != 0) if value == "non-zero" else (nodata == 0))
-        if hidden and (~truth_valid).any():
-            raise InputError(f"The ground truth '{name}' has no {label} pixel left to evaluate:{declared}, so its "
-                             f"{int((~truth_valid).sum())} pixels of that value are left out. If {nodata:g} marks "
-                             f"{'anomalies' if value == 'non-zero' else 'the background'}, unset the nodata value "
-                             f"(gdal_edit.py -unsetnodata '{name}', or in the layer's properties) and run again.")
-        if value == "non-zero":
+        masked = int((valid & wanted & ~kept).sum())
+        if masked:
+            raise InputError(f"The mask leaves out all {masked} {label} pixels of the ground truth '{name}', so none "
+                             "is left to evaluate: the mask marks what to exclude (non-zero); shrink or invert it.")
+        hidden = 0
+        if nodata is not None and (nodata != 0) == (marks == "anomalies"):
+            hidden = int((kept & ~valid & (values == nodata)).sum())
+        if hidden:
+            raise InputError(f"The ground truth '{name}' has no {label} pixel left to evaluate: its nodata value is "
+                             f"{nodata:g}, so its {hidden} pixels of that value are left out. If {nodata:g} marks "
+                             f"{marks}, {unset}.")
+        if marks == "anomalies":
             raise InputError("The ground truth has no anomaly (non-zero) pixel inside the evaluated area: check the "
                              "ground-truth raster and the mask.")
         raise InputError("The ground truth has no background (zero) pixel inside the evaluated area: every pixel is "

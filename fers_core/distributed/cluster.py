@@ -177,7 +177,7 @@ def _check_listening(address, timeout):
             pass
     except socket.gaierror as error:
         raise OSError(f"unknown host '{host}': {error.strerror}") from None
-    except TimeoutError:
+    except (socket.timeout, TimeoutError):  # one class from Python 3.10, two before
         raise OSError(f"no answer from {host}:{port} to a connection within {timeout:g} s") from None
     except ConnectionRefusedError:
         raise OSError(f"nothing accepts connections at {host}:{port}") from None

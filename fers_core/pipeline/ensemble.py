@@ -201,10 +201,11 @@ def check_members(members, options):
                          "are fused (run fers:detect with one model to write them).")
 
 
-def check_distinct_models(paths):
-    """InputError when one model file (or checkpoint folder) is listed twice: it would count twice in the fusion."""
-    check_distinct_inputs([(f"ensemble model {index + 1}", path) for index, path in enumerate(paths)
-                           if path and os.path.exists(str(path))],
+def check_distinct_models(paths, names=None):
+    """InputError when one model file (or checkpoint folder) is listed twice: it would count twice in the fusion.
+    `names`: what each path is in the run (default 'ensemble model N')."""
+    names = names or [f"ensemble model {index + 1}" for index in range(len(paths))]
+    check_distinct_inputs([(name, path) for name, path in zip(names, paths) if path and os.path.exists(str(path))],
                           "a model listed twice would weigh twice in the fused map; list each model once.")
 
 

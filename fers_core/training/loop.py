@@ -85,6 +85,7 @@ class ResumeFile:
         self.fingerprint = plain(fingerprint)
         self.feedback = feedback or Feedback()
         self.enabled = enabled
+        self.owned = False  # whether the file on disk is this run's: loaded as matching, or saved by it
 
     def load(self, map_location="cpu"):
         """The saved checkpoint when it exists and matches the settings, else None (with a log line)."""
@@ -108,6 +109,7 @@ class ResumeFile:
                 "and will overwrite it."
             )
             return None
+        self.owned = True
         return content
 
     def save(self, stage, epochs_done, trainer, history, extra=None):
@@ -125,6 +127,7 @@ class ResumeFile:
             "extra": extra or {},
         }
         save_atomically(content, self.path, keep_on_failure=True)  # a failed or cancelled run keeps it to resume
+        self.owned = True
 
     def remove(self):
         if os.path.exists(self.path):
@@ -161,7 +164,7 @@ def run_stage(trainer, sampler, settings, feedback=None, progress=None, resume_f
                 feedback.check_cancelled()
                 terms = trainer.step(torch.from_numpy(batch).to(settings.device))
                 if not all(math.isfinite(value) for value in terms.values()):
-                    if resume_file is not None:  # these settings would diverge at the same batch again
+                    if resume_file is not None and resume_file.owned:  # it would diverge at the same batch again
                         resume_file.remove()
                     raise TrainingDiverged(
                         f"The {trainer.name} training diverged (the loss became NaN or infinite in epoch {epoch + 1}): "

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,7 +84,7 @@ def parse_wavelengths(text: str) -> list:
         ) from None
     if any(not value > 0 for value in values):
         raise InputError("WAVELENGTHS must all be positive numbers in nanometres.")
-    repeated = sorted({value for value in values if values.count(value) > 1})
+    repeated = sorted(value for value, count in Counter(values).items() if count > 1)
     if repeated:
         raise InputError(f"WAVELENGTHS lists {', '.join(f'{value:g}' for value in repeated[:5])} nm more than once: "
                          "two model bands at one wavelength would hold the same values; give each band its own.")
@@ -181,7 +182,8 @@ def _fingerprint(options, rasters, cubes, bands, wavelengths, device_type):
 
     return {
         "inputs": [[file_identity(r.path), file_identity(r.mask_path), list(c.bands)] for r, c in zip(rasters, cubes)],
-        "content": [_digest(c) for c in cubes],  # an input rewritten in place (same path and size) is not resumed
+        # an input rewritten in place (same path and size) is not resumed; no digest when nothing is resumed
+        "content": [_digest(c) for c in cubes] if options.resume else None,
         "model_bands": bands,
         "wavelengths_nm": wavelengths,
         "stages": options.stages,
@@ -223,7 +225,7 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     rasters = [TrainingRaster(str(path), str(mask) if mask else None, options.bands,
                               nodata_values(nodata_values(options.nodata) + nodata_values(own)))
                for path, mask, own in zip(options.inputs, masks, options.raster_nodata or [()] * len(options.inputs))]
-    check_training_memory(rasters, bands, int(options.batch_size), int(options.patch_size), feedback)
+    check_training_memory(rasters, bands, int(options.batch_size), int(options.patch_size), feedback, device)
     cubes = load_backgrounds(rasters, bands, wavelengths, feedback, ProgressRange(feedback, 0, 5))
     sampler = PatchSampler(cubes, options.patch_size)
     patches = int(options.patches_per_epoch or sampler.patches_per_epoch(options.batch_size))

@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fers.fers_core.training.data import TrainingRaster
 from fers.fers_core.training.memory import estimate_training
 
 from ...conftest import ROOT
+from ...rasters import write_cube
 
 PEAK_SCRIPT = """
 import json, resource, sys
@@ -35,3 +37,14 @@ def test_the_estimate_covers_the_measured_peak_of_both_stages(tmp_path):
     estimate = estimate_training([TrainingRaster(measured["scene"])], bands, 8, 32).bytes
     grown = measured["peak"] - measured["before"]
     assert grown <= estimate <= 3 * measured["peak"], (grown, estimate)
+
+
+def test_the_cubes_count_once_plus_the_largest_and_a_gpu_holds_the_networks(tmp_path):
+    small = write_cube(tmp_path / "small.tif", np.ones((3, 10, 20), np.float32))
+    large = write_cube(tmp_path / "large.tif", np.ones((3, 30, 40), np.float32))
+    rasters = [TrainingRaster(small), TrainingRaster(large)]
+    on_cpu = estimate_training(rasters, 50, 16, 64)
+    assert on_cpu.parts["train on smaller background areas"] == 4 * 50 * (200 + 1200 + 1200)
+    assert on_cpu.parts["lower BATCH_SIZE (now 16) or PATCH_SIZE (now 64)"] == 140 * 50 * 16 * 64 ** 2
+    on_gpu = estimate_training(rasters, 50, 16, 64, device="cuda")
+    assert list(on_gpu.parts) == ["train on smaller background areas"] and on_gpu.bytes < on_cpu.bytes
