@@ -285,7 +285,7 @@ def _list_items(value):
     if isinstance(value, (list, tuple)):
         return [widget_value(item) for item in value]
     if isinstance(value, str) and value:
-        return value.split(";") if not is_raster_source(value) else [value]
+        return [value] if is_raster_source(value) else split_file_list(value)
     return []
 
 

@@ -12,7 +12,7 @@ Definitions (a pixel is flagged when its score is >= the threshold):
   detection rate at a false-alarm rate a = the highest detection rate among thresholds whose
                      false-alarm rate is <= a
   best F1          = max over thresholds of 2 TP / (2 TP + FP + FN), with its threshold.
-The rasters are read whole (about 13 bytes per pixel per score raster): this is meant for
+The rasters are read whole (about 17 bytes per pixel per score raster, scores in float64): this is meant for
 benchmark scenes and labelled subsets, not continental mosaics.
 
 The report itself is drawn by report_html (the page) and report_plots (its inline SVG plots).
