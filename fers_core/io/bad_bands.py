@@ -49,6 +49,16 @@ def report_band_selection(reader, feedback, name=None) -> None:
         several = len(selected) > 1
         feedback.warning(f"BANDS includes band{'s' if several else ''} {band_ranges(selected)}, which {whose} "
                          "metadata marks bad (bbl = 0): noisy bands can weaken the results.")
+    if reader.wavelength_problem:
+        feedback.info(f"The wavelengths of {whose} bands are not used: "
+                      f"{reader.wavelength_problem}. A model with wavelengths is then mapped by band index.")
+    alpha = reader.alpha_band
+    if alpha is not None and alpha in reader.bands:
+        feedback.warning(f"BANDS includes band {alpha}, {whose} alpha (transparency) band: it is scored as a spectral "
+                         "band; its 0 pixels are nodata all the same.")
+    elif alpha is not None:
+        feedback.info(f"Band {alpha} is {whose} alpha (transparency) band: it is left out of the bands, and the "
+                      "pixels it makes transparent (0) are nodata.")
 
 
 def bands_without_data(path, bands, feedback=None, nodata=()) -> list:

@@ -16,7 +16,7 @@ from osgeo import gdal, gdal_array
 
 from ..errors import InputError
 from .band_list import check_each_band_once
-from .band_metadata import read_bad_band_flags, read_wavelengths_nm
+from .band_metadata import read_bad_band_flags, read_wavelengths
 from .georeferencing import Georeferencing
 from .windows import DEFAULT_BLOCK_MB, Window, block_windows
 
@@ -166,9 +166,11 @@ class RasterReader:
             raise InputError(_no_bands_message(self.path, ds.GetSubDatasets()))
         marked, self.bad_band_problem = read_bad_band_flags(ds)
         self.skipped_bad_bands, self.selected_bad_bands = [], []
+        alpha = [b for b in range(1, total + 1) if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand]
+        self.alpha_band = alpha[0] if alpha else None  # transparency (gdalwarp -dstalpha): 0 = no data, never data
         if bands is None or len(bands) == 0:
-            bands = [b for b in range(1, total + 1) if not marked[b - 1]]
-            self.skipped_bad_bands = [b for b in range(1, total + 1) if marked[b - 1]]
+            bands = [b for b in range(1, total + 1) if not marked[b - 1] and b not in alpha]
+            self.skipped_bad_bands = [b for b in range(1, total + 1) if marked[b - 1] and b not in alpha]
             if not bands:
                 raise InputError(
                     f"Every band of '{os.path.basename(self.path)}' is marked bad in its metadata (bbl = 0): "
@@ -196,10 +198,12 @@ class RasterReader:
         flags = gdal_bands[0].GetMaskFlags()
         per_dataset = bool(flags & gdal.GMF_PER_DATASET)
         self._dataset_mask = per_dataset and not flags & (gdal.GMF_NODATA | gdal.GMF_ALL_VALID)
+        if self._dataset_mask and flags & gdal.GMF_ALPHA:
+            self.alpha_band = None  # GDAL's own mask is the alpha band already (rasters of 2 or 4 bands)
         self.georeferencing = Georeferencing.of(ds)
         self.geotransform = self.georeferencing.geotransform
         self.projection = self.georeferencing.projection
-        self.wavelengths_nm = read_wavelengths_nm(ds, self.bands)
+        self.wavelengths_nm, self.wavelength_problem = read_wavelengths(ds, self.bands)  # problem: why not used
 
     @property
     def band_count(self) -> int:
@@ -250,6 +254,8 @@ class RasterReader:
                     valid &= np.isfinite(band)
         if self._dataset_mask:
             valid &= self._mask(window, rows, cols)
+        if self.alpha_band is not None:
+            valid &= self._alpha_shown(window, rows, cols)
         return data, valid
 
     def read_stored(self, window: Window, shape: tuple = None) -> tuple:
@@ -264,6 +270,8 @@ class RasterReader:
                 declared |= raw[index] == value
         if self._dataset_mask:
             declared |= ~self._mask(window, rows, cols)
+        if self.alpha_band is not None:
+            declared |= ~self._alpha_shown(window, rows, cols)
         return raw, declared
 
     def _usable(self, index, plane):
@@ -286,6 +294,13 @@ class RasterReader:
         mask = self._dataset.GetRasterBand(self.bands[0]).GetMaskBand()
         with self._read_errors(window):
             return mask.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
+                                    buf_ysize=rows) > 0
+
+    def _alpha_shown(self, window, rows, cols):
+        """Where the alpha band of `window` at (rows, cols) shows the pixel (alpha > 0)."""
+        band = self._dataset.GetRasterBand(self.alpha_band)
+        with self._read_errors(window):
+            return band.ReadAsArray(window.col, window.row, window.cols, window.rows, buf_xsize=cols,
                                     buf_ysize=rows) > 0
 
     def band_validity(self, window: Window) -> np.ndarray:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from fers.fers_core.io.bad_bands import report_band_selection
 from fers.fers_core.io.fill_values import SAMPLE_PIXELS, FillSurvey, report_fill_values
 from fers.fers_core.io.reader import RasterReader
 from fers.fers_core.io.windows import Window
@@ -148,3 +149,25 @@ def test_nodata_values_takes_one_number_or_several():
     assert nodata_values([0, -9999, 0, float("nan")]) == (0.0, -9999.0)
     with pytest.raises(InputError, match="numbers, not the text"):
         nodata_values("12")
+
+
+def test_an_alpha_band_is_left_out_and_masks_the_transparent_pixels(tmp_path):
+    """gdalwarp -dstalpha adds an alpha band: GDAL uses it as the mask only for 2 or 4 bands."""
+    source = write_cube(tmp_path / "swath.tif", cube(bands=16, rows=30, cols=30))
+    warped = gdal.Warp(str(tmp_path / "warped.tif"), source, dstAlpha=True, dstSRS="EPSG:32633")
+    assert warped.RasterCount == 17 and warped.GetRasterBand(17).GetColorInterpretation() == gdal.GCI_AlphaBand
+    alpha = warped.GetRasterBand(17).ReadAsArray()
+    warped = None
+    assert (alpha == 0).any() and (alpha > 0).any()
+    log = Log()
+    with RasterReader(str(tmp_path / "warped.tif")) as reader:
+        assert reader.bands == list(range(1, 17)) and reader.alpha_band == 17
+        _, valid = reader.read(Window.whole(reader.height, reader.width))
+        assert np.array_equal(valid, alpha > 0)
+        report_fill_values(reader, log)
+        report_band_selection(reader, log)
+    assert not log.warnings  # the transparent collar is declared: no undeclared-fill warning
+    assert any("Band 17 is the raster's alpha (transparency) band: it is left out" in line for line in log.infos)
+    with RasterReader(str(tmp_path / "warped.tif"), bands=list(range(1, 18))) as chosen:
+        assert chosen.bands[-1] == 17
+        assert np.array_equal(chosen.read(Window.whole(chosen.height, chosen.width))[1], alpha > 0)
