@@ -95,12 +95,18 @@ def test_singular_covariance_uses_pseudo_inverse(run_alg, tmp_path):
 
 
 def test_fewer_pixels_than_bands(run_alg, tmp_path):
+    """12 pixels in 20 bands: the pseudo-inverse gives every pixel (n - 1)^2 / n, so the run is refused."""
     cube = np.random.default_rng(3).standard_normal((20, 3, 4)).astype(np.float32)
+    expected = rx_reference(cube.reshape(20, -1).T.astype(np.float64))
+    np.testing.assert_allclose(expected, 11 ** 2 / 12)  # what the scores would all be
     source = write_cube(tmp_path / "tiny.tif", cube)
-    scores = read(run_alg("fers:rx", {"INPUT": source, "OUTPUT": str(tmp_path / "rx.tif")})["OUTPUT"])[0]
-    assert np.isfinite(scores).all()
-    expected = rx_reference(cube.reshape(20, -1).T.astype(np.float64)).reshape(3, 4)
-    np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(QgsProcessingException, match=r"^Only 12 valid background pixels for 20 features"):
+        run_alg("fers:rx", {"INPUT": source, "OUTPUT": str(tmp_path / "rx.tif")})
+    assert leftovers(tmp_path, {"tiny.tif"}) == []
+    scores = read(run_alg("fers:rx", {"INPUT": source, "BANDS": "1-10", "OUTPUT": str(tmp_path / "rx.tif")})
+                  ["OUTPUT"])[0]
+    reference = rx_reference(cube[:10].reshape(10, -1).T.astype(np.float64)).reshape(3, 4)
+    np.testing.assert_allclose(scores, reference, rtol=1e-3, atol=1e-3)
 
 
 def test_all_nodata_gets_a_clear_error_and_no_output(run_alg, tmp_path):

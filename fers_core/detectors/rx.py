@@ -225,6 +225,13 @@ def fit_rx(accumulator: CovarianceAccumulator) -> RxModel:
         )
     if accumulator.count < 2:
         raise InputError("Only one valid pixel: RX needs at least two valid background pixels.")
+    if accumulator.count <= accumulator.n_features + 1:  # n points span at most n - 1 dimensions: equal distances
+        raise InputError(
+            f"Only {accumulator.count} valid background pixels for {accumulator.n_features} features (bands): with "
+            "no more pixels than features plus one, every pixel gets the same RX score, so none can stand out. "
+            f"Use at most {accumulator.count - 2} features (fewer BANDS, or a model with fewer bands), or leave fewer "
+            "pixels out (nodata, mask)."
+        )
     covariance = accumulator.covariance
     # defensive: RasterReader already makes stored values of magnitude FILL_MAGNITUDE (1e30) or more nodata, so only
     # data given to the engine directly (or scaled past 1e150) reaches this
