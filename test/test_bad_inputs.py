@@ -247,6 +247,24 @@ def collar_and_declared_scores(run_alg, tmp_path, algorithm, model_file):
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
+def test_an_alpha_band_from_gdalwarp_is_no_spectral_band_and_its_transparent_pixels_are_nodata(
+        run_alg, tmp_path, model_file, algorithm):
+    source = write_cube(tmp_path / "swath.tif", cube(TEST_MODEL_BANDS, rows=30, cols=30))
+    warped = gdal.Warp(str(tmp_path / "warped.tif"), source, dstAlpha=True, dstSRS="EPSG:32633")
+    warped = None  # written when closed
+    warped = gdal.Open(str(tmp_path / "warped.tif"))
+    alpha = warped.GetRasterBand(TEST_MODEL_BANDS + 1).ReadAsArray()
+    warped = None
+    feedback = Recorder()
+    result = run(run_alg, algorithm, str(tmp_path / "warped.tif"), tmp_path / "s.tif", model_file, feedback)
+    scores = scores_of(result)
+    assert np.array_equal(scores == -9999, alpha == 0)
+    assert gdal.Open(result["OUTPUT"]).GetMetadataItem("fers_bands") in (None, ",".join(map(str, range(1, 17))))
+    assert any("alpha (transparency) band: it is left out" in line for line in feedback.infos)
+    assert not feedback.warnings  # no undeclared-fill warning for the transparent collar
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
 def test_input_nodata_declares_a_fill_value_for_the_run(run_alg, tmp_path, model_file, algorithm):
     source, expected = collar_and_declared_scores(run_alg, tmp_path, algorithm, model_file)
     feedback = Recorder()
@@ -329,15 +347,21 @@ def test_constant_raster_is_refused(run_alg, tmp_path, model_file, algorithm):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", BOTH)
-def test_fewer_valid_pixels_than_bands(run_alg, tmp_path, model_file, algorithm):
+def test_fewer_valid_pixels_than_bands_is_refused_with_how_many_bands_fit(run_alg, tmp_path, model_file, algorithm):
+    """6 points span at most 5 dimensions: in 12 bands (16 model bands) every one is equally far from their mean."""
     data = cube(12, rows=10, cols=10).round().astype(np.int16)
     valid = np.zeros((10, 10), bool)
-    valid.flat[[3, 17, 42, 55, 71, 98]] = True  # 6 valid pixels, 12 bands (16 model bands)
+    valid.flat[[3, 17, 42, 55, 71, 98]] = True
     data[:, ~valid] = -1
     source = write_cube(tmp_path / "sparse.tif", data, nodata=-1)
-    scores = scores_of(run(run_alg, algorithm, source, tmp_path / "s.tif", model_file))
-    assert np.all(scores[~valid] == -9999)
-    assert np.isfinite(scores[valid]).all() and np.all(scores[valid] >= 0)
+    features = 12 if algorithm == RX else TEST_MODEL_BANDS
+    refused(run_alg, algorithm, source, tmp_path, model_file,
+            rf"^Only 6 valid background pixels for {features} features \(bands\): with no more pixels than features "
+            r"plus one, every pixel gets the same RX score.* Use at most 4 features", {"sparse.tif"})
+    few = write_cube(tmp_path / "few.tif", data[:3], nodata=-1)  # 3 bands: scored
+    if algorithm == RX:
+        scores = scores_of(run(run_alg, algorithm, few, tmp_path / "s.tif", model_file))
+        assert np.all(scores[~valid] == -9999) and np.isfinite(scores[valid]).all() and len(set(scores[valid])) > 1
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
@@ -560,6 +584,15 @@ def test_model_wavelength_range_not_covered_is_refused(run_alg, tmp_path, wavele
     source = write_wavelengths(tmp_path / "vnir.tif", cube(10), np.linspace(400, 1000, 10))
     refused(run_alg, DETECT, source, tmp_path, wavelength_model, r"cover only 29% of the model's range",
             {"vnir.tif"})
+
+
+def test_two_bands_of_one_wavelength_are_named_with_the_bands_to_use(run_alg, tmp_path, wavelength_model):
+    wavelengths = np.linspace(420, 2300, 20)
+    wavelengths[7] = wavelengths[8] = 1100
+    source = write_wavelengths(tmp_path / "twice.tif", cube(20), wavelengths)
+    refused(run_alg, DETECT, source, tmp_path, wavelength_model,
+            r"^Bands 8 and 9 of the raster both list 1100 nm: .* leave one out, e.g. BANDS "
+            r"'1-8, 10-20'\.$", {"twice.tif"})
 
 
 @pytest.mark.slow

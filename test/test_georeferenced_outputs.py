@@ -82,7 +82,9 @@ def test_polygons_of_a_raster_without_georeferencing_lie_where_qgis_draws_its_pi
     scores = QgsRasterLayer(results["OUTPUT"], "scores")
     assert scores.extent().toString(3) == QgsRasterLayer(path, "bare").extent().toString(3)
     assert scores.extent().toString(0) == "0,-30 : 40,0"  # QGIS: x = column, y = -row
-    feature = next(polygon_layer(results["OUTPUT_POLYGONS"]).getFeatures())
+    objects = polygon_layer(results["OUTPUT_POLYGONS"])
+    assert objects.crs().description() == "Undefined Cartesian SRS"  # not GDAL's default, "Undefined geographic"
+    feature = next(objects.getFeatures())
     assert feature.geometry().boundingBox().toString(0) == "20,-12 : 23,-10"
     assert (feature["centroid_x"], feature["centroid_y"], feature["area"]) == (21.5, -11.0, 6.0)
 

@@ -215,6 +215,10 @@ def _write_geopackage(path, geometries, attributes, projection):
             feature.SetGeometry(geometries[row["id"]])
             layer.CreateFeature(feature)
         layer.CommitTransaction()
+        if srs is None:  # GDAL writes srs_id 0, "Undefined geographic SRS": coordinates here are not degrees
+            for table in ("gpkg_geometry_columns", "gpkg_contents"):
+                name = layer.GetName().replace("'", "''")
+                dataset.ExecuteSQL(f"UPDATE {table} SET srs_id = -1 WHERE table_name = '{name}'")
         dataset = None
         output.commit()
     except (RuntimeError, OSError) as error:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, NoValidPixels
+from ..io.bad_bands import band_parameter
 from ..runtime.reduction import TreeReducer
 from .preprocess import (
     RangeAccumulator,
@@ -41,7 +42,7 @@ class BandMapping:
     """
 
     def __init__(self, raster_bands: int, model_bands: int, raster_wavelengths=None, model_wavelengths=None,
-                 feedback=None):
+                 feedback=None, band_numbers=None):
         n_in, n_out = int(raster_bands), int(model_bands)
         if n_in < MIN_INPUT_BANDS:
             raise InputError(
@@ -51,6 +52,7 @@ class BandMapping:
             )
         use_wavelengths = raster_wavelengths is not None and model_wavelengths is not None
         if use_wavelengths:
+            _check_distinct_wavelengths(raster_wavelengths, band_numbers or list(range(1, n_in + 1)))
             coverage = wavelength_coverage(raster_wavelengths, model_wavelengths)
             if coverage < MIN_WAVELENGTH_COVERAGE:
                 raise InputError(
@@ -71,10 +73,24 @@ class BandMapping:
     @classmethod
     def for_model(cls, reader, model, feedback=None) -> "BandMapping":
         """The mapping of `reader`'s selected bands onto `model`'s (its `bands` and `wavelengths_nm`)."""
-        return cls(reader.band_count, model.bands, reader.wavelengths_nm, model.wavelengths_nm, feedback)
+        return cls(reader.band_count, model.bands, reader.wavelengths_nm, model.wavelengths_nm, feedback,
+                   list(reader.bands))
 
     def __call__(self, data: np.ndarray) -> np.ndarray:
         return apply_band_matrix(self.matrix, data)
+
+
+def _check_distinct_wavelengths(wavelengths, band_numbers):
+    """InputError naming two bands of one wavelength (`band_numbers`: the raster's numbers of the selected bands)
+    and the BANDS value that leaves the second out: bands are mapped by wavelength, so each needs its own."""
+    first = {}
+    for band, wavelength in zip(band_numbers, wavelengths):
+        if wavelength in first:
+            keep = [number for number in band_numbers if number != band]
+            raise InputError(f"Bands {first[wavelength]} and {band} of the raster both list {wavelength:g} nm: the "
+                             "bands are mapped onto the model's by wavelength, so leave one out, e.g. BANDS "
+                             f"'{band_parameter(keep)}'.")
+        first[wavelength] = band
 
 
 @dataclass

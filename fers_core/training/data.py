@@ -84,7 +84,8 @@ def load_background(raster: TrainingRaster, model_bands: int, wavelengths_nm: li
             f"model bands, more than the {MAX_CUBE_BYTES // 2**30} GiB allowed per training raster: clip it to "
             "smaller background areas first."
         )
-    mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback)
+    mapping = BandMapping(reader.band_count, model_bands, reader.wavelengths_nm, wavelengths_nm, feedback,
+                          list(reader.bands))
     windows = strips(reader.width, reader.height, STRIP_ROWS)
     try:
         with explain_no_valid_pixels(raster.path, raster.bands, feedback, raster.nodata):

@@ -54,3 +54,29 @@ def test_an_envi_header_list_follows_the_band_selection(tmp_path):
     header.write_text(header.read_text() + "wavelength units = Micrometers\nwavelength = {0.4, 0.5, 0.6, 0.7}\n")
     with RasterReader(path, [2, 4]) as reader:
         assert reader.wavelengths_nm == pytest.approx([500.0, 700.0])
+
+
+def envi_cube(tmp_path, header_lines, bands=4):
+    """An ENVI cube of `bands` bands whose header gets `header_lines` appended (GDAL's header, then ours)."""
+    path = tmp_path / "cube.img"
+    dataset = gdal.GetDriverByName("ENVI").Create(str(path), 5, 4, bands, gdal.GDT_Float32)
+    dataset.GetRasterBand(1).Fill(1)
+    dataset = None
+    with open(tmp_path / "cube.hdr", "a") as header:
+        header.write("".join(line + "\n" for line in header_lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("lines, expected, problem", [
+    (["wavelength units = Index", "wavelength = {1, 2, 3, 4}"], None, "units are 'Index', not a length"),
+    (["wavelength units = Unknown", "wavelength = {1, 2, 3, 4}"], None, "units are 'Unknown'"),
+    (["wavelength units = \u03bcm", "wavelength = {0.4, 0.5, 0.6, 0.7}"], [400, 500, 600, 700], ""),
+    (["wavelength units = Millimeters", "wavelength = {0.0004, 0.0005, 0.0006, 0.0007}"], [400, 500, 600, 700], ""),
+    (["wavelength = {25, 29, 31, 35}"], [25, 29, 31, 35], ""),  # one rule for the list, not value by value
+    (["wavelength = {0.4, 0.5, 0.6, 0.7}"], [400, 500, 600, 700], ""),
+    (["wavelength units = Nanometers", "wavelength = {400, 500, 600}"], None, "lists 3 wavelengths for 4"),
+])
+def test_envi_wavelength_units_and_lists(tmp_path, lines, expected, problem):
+    with RasterReader(envi_cube(tmp_path, lines)) as reader:
+        assert reader.wavelengths_nm == (pytest.approx(expected) if expected else None)
+        assert problem in reader.wavelength_problem and bool(reader.wavelength_problem) == bool(problem)
