@@ -417,11 +417,32 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, self._explain_rejection(parameters, context) or message
+        rounded = self._rounded_whole_number(parameters)
+        if rounded:
+            return False, rounded
         try:
             self.check_request(parameters, context)
         except InputError as error:
             return False, str(error)
         return True, ""
+
+    def _rounded_whole_number(self, parameters):
+        """The refusal of a fraction given for a whole-number parameter, which QGIS would round without a word
+        (EPOCHS 1.5 ran 2 epochs); '' when there is none."""
+        from qgis.core import QgsProcessingParameterNumber
+
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterNumber) or \
+                    definition.dataType() != QgsProcessingParameterNumber.Type.Integer:
+                continue
+            value = widget_value(parameters.get(definition.name()))
+            try:
+                number = float(value) if isinstance(value, (int, float, str)) and value != "" else None
+            except ValueError:
+                continue
+            if number is not None and number == number and abs(number) != float("inf") and not number.is_integer():
+                return f"{definition.description()} ({definition.name()}) must be a whole number (got {number:g})."
+        return ""
 
     def _explain_rejection(self, parameters, context):
         """What is wrong with the first value QGIS's own check refused, in a sentence ('' when it cannot say)."""
