@@ -20,11 +20,21 @@ def read_bad_band_flags(dataset) -> tuple:
         return flags, None
     listed = (dataset.GetMetadata("ENVI") or {}).get("bbl")
     if listed:
-        values = listed.strip("{} ").split(",")
-        if len(values) == total:
-            return [_is_bad_flag(value) for value in values], None
-        return [False] * total, f"has {len(values)} values for {total} bands"
+        values = [value.strip() for value in listed.strip("{} ").split(",")]
+        if len(values) != total:
+            return [False] * total, f"has {len(values)} values for {total} bands"
+        odd = sorted({value for value in values if not _is_flag(value)})
+        if odd:
+            return [False] * total, f"holds {', '.join(odd[:3])} besides 0 (bad) and 1 (good)"
+        return [_is_bad_flag(value) for value in values], None
     return [False] * total, None
+
+
+def _is_flag(value):
+    try:
+        return float(value) in (0.0, 1.0)
+    except ValueError:
+        return False
 
 
 def _is_bad_flag(value):

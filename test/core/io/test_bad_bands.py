@@ -228,3 +228,13 @@ def test_an_envi_bad_band_list_of_the_wrong_length_is_ignored_and_reported(tmp_p
         report_band_selection(reader, log)
     assert log.warnings == ["The bad-band list (bbl) in the raster's ENVI header has 3 values for 4 bands: it is "
                             "ignored and no band is left out; list the bands to use in BANDS."]
+
+
+def test_an_envi_bad_band_list_with_values_besides_0_and_1_is_ignored_and_reported(tmp_path):
+    path = envi_cube(tmp_path, "bbl = {1, 0, 2, 1}")
+    log = Log()
+    with RasterReader(path) as reader:
+        assert reader.bands == [1, 2, 3, 4]
+        report_band_selection(reader, log)
+    assert log.warnings == ["The bad-band list (bbl) in the raster's ENVI header holds 2 besides 0 (bad) and 1 "
+                            "(good): it is ignored and no band is left out; list the bands to use in BANDS."]
