@@ -157,8 +157,9 @@ class DetectAlgorithm(FersAlgorithm):
         self.add_parameter(input_nodata_parameter(), INPUT_NODATA_HELP)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.BRANCHES, self.tr("Branches"), BRANCH_OPTIONS, defaultValue=0)),
-            "Spectral + spatial (default), spectral only or spatial only. A model without a branch uses what it "
-            "has and says so in the log.")
+            "Spectral + spatial (default), spectral only or spatial only. With both, a model that has one uses "
+            "it and says so in the log; a model without the one chosen is refused, and an ensemble member "
+            "without it uses its own, with a warning.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0)),
             "How the two branches' features are combined. As the reference: RX of x + F_spe + F_spa above 50 model "
@@ -234,6 +235,7 @@ class DetectAlgorithm(FersAlgorithm):
         from ..fers_core.distributed.cluster import fers_detection
         from ..fers_core.enhance.default_model import default_model_paths
         from ..fers_core.enhance.model_cache import detection_model
+        from ..fers_core.pipeline.detect import check_model_branches
         from ..fers_core.pipeline.ensemble import (
             Member,
             check_distinct_models,
@@ -280,6 +282,8 @@ class DetectAlgorithm(FersAlgorithm):
             precision=PRECISION_CHOICES[self.parameterAsEnum(parameters, self.PRECISION, context)],
             threads=self.thread_count(),
         )
+        if len(members) == 1:
+            check_model_branches(model, options.branches)  # before the fusion's checks, which assume one it has
         available = tuple(b for b in options.branches if model.has_branch(b))
         check_detect_request(options.detector, (inner, outer), scheduler=cluster,
                              members=len(members), false_alarm_rate=outputs.false_alarm_rate(self, parameters, context),
@@ -293,11 +297,13 @@ class DetectAlgorithm(FersAlgorithm):
                 if member.model is not None:
                     check_detection_run(source, member.model, options, feedback)
         detector_feedback = outputs.detector_feedback(parameters, feedback)
+        features = model.bands  # the chi-square law's degrees of freedom, unless the run found a lower rank
         if len(members) > 1:
             run_ensemble_detection(source, output, members, options, fusion, detector_feedback)
         else:
-            fers_detection(cluster, source, output, model_path, options, detector_feedback, model)
-        results = outputs.score_results(self, parameters, context, feedback, output, model.bands)
+            features = fers_detection(cluster, source, output, model_path, options, detector_feedback, model).rank \
+                or model.bands
+        results = outputs.score_results(self, parameters, context, feedback, output, features)
         for key, path in ((self.OUTPUT_SPECTRAL, options.spectral_output),
                           (self.OUTPUT_SPATIAL, options.spatial_output)):
             if path:

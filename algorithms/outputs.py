@@ -180,6 +180,12 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
     try:
         mask = write_mask(score_path, mask_path or temporary_mask, threshold.value,
                           StageFeedback(feedback, start + span / 3, start + span * 2 / 3))
+        if method == ABSOLUTE and mask.anomaly_pixels + mask.background_pixels and \
+                not (mask.anomaly_pixels and mask.background_pixels):
+            low, high = mask.score_range
+            feedback.warning(f"{'No' if not mask.anomaly_pixels else 'Every'} valid pixel reaches the absolute "
+                             f"threshold {threshold.value:.6g}; the scores range from {low:.6g} to {high:.6g}. "
+                             "Choose a threshold inside that range, or the top-percent method.")
         results = {THRESHOLD_VALUE: threshold.value, ANOMALY_PIXELS: mask.anomaly_pixels}
         if mask_path:
             results[OUTPUT_MASK] = mask_path

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import InputError, NoValidPixels
 from ..feedback import Feedback, ProgressRange
+from ..io.bad_bands import check_mask_leaves_background
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
 from ..io.windows import DEFAULT_BLOCK_MB, halo_tile_shape, halo_tiles
@@ -255,6 +256,18 @@ def local_rx_tile(state, plan, tile):
     return scores, tile_valid, small, empty
 
 
+def check_window_fits(outer, height, width):
+    """InputError when the outer window is larger than the raster: near the edges it is shifted inside the image so
+    the ring keeps its size, which a window larger than the image cannot do."""
+    side = min(height, width)
+    if outer > side:
+        largest = side if side % 2 else side - 1
+        advice = (f"use an odd WINDOW_OUTER of at most {largest} (with a smaller inner window)" if largest >= 3 else
+                  "use global RX, which needs no window")
+        raise InputError(f"The outer window ({outer} px) is larger than the {width}x{height} px raster, so its ring "
+                         f"cannot keep its size: {advice}.")
+
+
 def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = None, inner: int = 5, outer: int = 21,
                  feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB, components=None,
                  executor=None, nodata: tuple = (), report_bands: bool = True) -> LocalRxRunSummary:
@@ -280,6 +293,9 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
         reader = state.reader
         choice = resolve_components(components, reader.band_count)
         height, width = reader.height, reader.width
+        check_window_fits(outer, height, width)
+        if mask_path:  # the rings would find no background: refused as global RX refuses it
+            check_mask_leaves_background(input_path, reader.bands, mask_path, feedback, nodata)
         projection, score_start = None, 0
         if choice is not None:
             partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 10))

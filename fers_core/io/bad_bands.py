@@ -88,7 +88,7 @@ def explain_no_valid_pixels(path, bands, feedback=None, nodata=(), mask_path=Non
         empty = bands_without_data(path, used, feedback, nodata)
         if not empty:
             if mask_path:
-                _explain_mask(path, used, mask_path, feedback, nodata)
+                check_mask_leaves_background(path, used, mask_path, feedback, nodata)
             raise
         keep = [band for band in used if band not in set(empty)]
         if not keep:  # every band is empty: the error's own advice (the nodata value) fits
@@ -100,8 +100,9 @@ def explain_no_valid_pixels(path, bands, feedback=None, nodata=(), mask_path=Non
                          f"'{band_parameter(keep)}'.") from None
 
 
-def _explain_mask(path, bands, mask_path, feedback, nodata):
-    """InputError when the input has valid pixels but the mask leaves every one of them out; nothing otherwise."""
+def check_mask_leaves_background(path, bands, mask_path, feedback=None, nodata=()):
+    """InputError when the input has valid pixels but the mask leaves every one of them out; nothing otherwise
+    (one pass over the input and the mask)."""
     valid_pixels = unmasked = flagged = 0
     with RasterReader(path, bands, nodata=nodata) as reader, RasterReader(mask_path, [1]) as mask:
         for window in reader.windows():

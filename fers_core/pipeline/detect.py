@@ -25,6 +25,7 @@ from functools import partial
 
 from ..choices import Fusion, Precision
 from ..detectors.catalog import check_detector
+from ..detectors.local_rx import check_window_fits
 from ..enhance.feature_strips import FeatureStrips, network_threads
 from ..enhance.precision import mixed_precision_checked, resolve_device, resolve_precision, torch_threads
 from ..errors import InputError
@@ -71,17 +72,23 @@ class DetectionSetup:
     options: DetectOptions  # the run's resolved copy: the model's branches, the precision it uses
 
 
+def check_model_branches(model, requested) -> tuple:
+    """The `requested` branches the model has; InputError naming the ones it has when it has none of them."""
+    branches = tuple(b for b in requested if model.has_branch(b))
+    if not branches:
+        raise InputError(f"The model has no {' or '.join(requested)} branch: choose BRANCHES it has "
+                         f"({', '.join(model.branches)}).")
+    return branches
+
+
 def resolve_options(model, options: DetectOptions, device: str, feedback) -> DetectOptions:
     """A copy of `options` with the branches the model has and the precision the run uses (never AUTO).
 
     Resolved once per run, here, so every window (and every Dask worker) uses the submitting
     machine's choice; the caller's options are left as they are.
     """
-    branches = tuple(b for b in options.branches if model.has_branch(b))
+    branches = check_model_branches(model, options.branches)
     missing = [b for b in options.branches if b not in branches]
-    if not branches:
-        raise InputError(f"The model has no {' or '.join(options.branches)} branch: choose BRANCHES it has "
-                         f"({', '.join(model.branches)}).")
     if missing:
         feedback.warning(f"The model has no {', '.join(missing)} branch; using {', '.join(branches)} only.")
     precision = resolve_precision(options.precision, device, model)
@@ -151,6 +158,8 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         executor = run_executor(executor, feedback, stack)
         setup = prepare_detection(input_path, model, options, feedback)
         stack.callback(setup.reader.close)
+        if options.detector == "local":  # before the networks run, not on their cube
+            check_window_fits(options.window_outer, setup.reader.height, setup.reader.width)
         windows = setup.strips.windows
         threads = options.threads or executor.threads or network_threads()
         source = DetectSource(str(input_path), model_path and str(model_path),  # workers read the bands resolved here
@@ -187,14 +196,15 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
                                 extra, model.bands, feedback)
         timings["score pass"] = time.perf_counter() - started - sum(timings.values())
-    return _summary(output_path, setup, valid_pixels, timings, feedback)
+    return _summary(output_path, setup, valid_pixels, timings, feedback,
+                    rx_models[0].rank if len(rx_models) == 1 else None)
 
 
-def _summary(output_path, setup, valid_pixels, timings, feedback):
+def _summary(output_path, setup, valid_pixels, timings, feedback, rank=None):
     """Log each stage's seconds; the run's DetectSummary."""
     for stage, seconds in timings.items():
         feedback.info(f"{stage}: {seconds:.2f} s")
-    return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings)
+    return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings, rank)
 
 
 def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_path, extra, model_bands, feedback):

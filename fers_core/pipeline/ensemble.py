@@ -295,6 +295,9 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
             path = stack.enter_context(Temporary(output_path, f"member{index + 1}", ".tif")).path
             stage = StageFeedback(feedback, index * share, (index + 1) * share)
             feedback.info(f"Ensemble member {index + 1} of {len(members)}: {member.label}")
+            if member.model is not None and not any(member.model.has_branch(b) for b in options.branches):
+                feedback.warning(f"Ensemble member {index + 1} has no {' or '.join(options.branches)} branch: it "
+                                 f"uses its {', '.join(member.model.branches)} branch instead.")
             if member.model is None:
                 run_global_rx(input_path, path, bands=options.bands, mask_path=options.mask_path, feedback=stage,
                               block_mb=options.block_mb, report_bands=False, nodata=options.nodata)

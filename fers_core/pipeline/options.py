@@ -55,6 +55,7 @@ class DetectSummary:
     device: str
     valid_pixels: int
     seconds: dict = field(default_factory=dict)
+    rank: int = None  # global RX on one enhanced cube: its covariance's rank, the chi-square law's degrees of freedom
 
 
 FUSION_NAMES = {Fusion.REFERENCE: "As the reference", Fusion.SUM: "Sum", Fusion.PRODUCT: "Product"}
