@@ -136,6 +136,9 @@ class RxAlgorithm(FersAlgorithm):
         cluster = scheduler.value(self, parameters, context)
         mode, variant, (inner, outer) = self.rx_request(parameters, context)
         components = self.parameterAsDouble(parameters, self.COMPONENTS, context) or None
+        if components and mode != self.LOCAL:
+            feedback.warning("COMPONENTS applies to local RX (MODE 1) only: it is ignored in this mode.")
+            components = None
         if not cluster:  # on a Dask cluster the blocks use the workers' memory
             check_rx_run(source, common["bands"], common["block_mb"], mode == self.LOCAL, inner,
                          (variant[1] or 1) if variant else outer, feedback, variant=variant is not None,

@@ -9,7 +9,7 @@ from qgis.core import QgsProcessingException
 from scipy.stats import chi2
 
 from .conftest import TEST_MODEL_BANDS, Recorder
-from .rasters import leftovers, write_cube
+from .rasters import leftovers, read, write_cube
 
 
 @pytest.fixture
@@ -103,3 +103,19 @@ def test_a_netcdf_rank_map_is_known_as_one(tmp_path):
         writer.set_metadata({"fers_fusion": "rank"})
         writer.commit()
     assert is_rank_map(tmp_path / "rank.nc")
+
+
+def test_a_local_mean_kernel_larger_than_the_raster_is_refused(run_alg, tmp_path, scene):
+    with pytest.raises(QgsProcessingException, match=r"^The outer window \(41 px\) is larger than the 36x30 px raster"):
+        run_alg("fers:rx", {"INPUT": scene, "MODE": 2, "WINDOW_INNER": 0, "WINDOW_OUTER": 41,
+                            "OUTPUT": str(tmp_path / "s.tif")})
+    assert leftovers(tmp_path, {"scene.tif"}) == []
+
+
+def test_components_outside_local_rx_are_named_as_ignored(run_alg, tmp_path, scene):
+    feedback = Recorder()
+    with_components = run_alg("fers:rx", {"INPUT": scene, "COMPONENTS": 5, "OUTPUT": str(tmp_path / "a.tif")},
+                              feedback)
+    assert "COMPONENTS applies to local RX (MODE 1) only: it is ignored in this mode." in feedback.warnings
+    plain = run_alg("fers:rx", {"INPUT": scene, "OUTPUT": str(tmp_path / "b.tif")})
+    np.testing.assert_array_equal(read(with_components["OUTPUT"])[0], read(plain["OUTPUT"])[0])

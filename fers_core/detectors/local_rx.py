@@ -53,7 +53,7 @@ from ..feedback import Feedback, ProgressRange
 from ..io.bad_bands import check_mask_leaves_background
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
-from ..io.windows import DEFAULT_BLOCK_MB, halo_tile_shape, halo_tiles
+from ..io.windows import DEFAULT_BLOCK_MB, check_window_fits, halo_tile_shape, halo_tiles
 from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.threads import blas_threads_set
 from .projection import PrincipalProjection, resolve_components
@@ -254,18 +254,6 @@ def local_rx_tile(state, plan, tile):
     out = tile.output
     tile_valid = int(valid[out.within(block)].sum())
     return scores, tile_valid, small, empty
-
-
-def check_window_fits(outer, height, width):
-    """InputError when the outer window is larger than the raster: near the edges it is shifted inside the image so
-    the ring keeps its size, which a window larger than the image cannot do."""
-    side = min(height, width)
-    if outer > side:
-        largest = side if side % 2 else side - 1
-        advice = (f"use an odd WINDOW_OUTER of at most {largest} (with a smaller inner window)" if largest >= 3 else
-                  "use global RX, which needs no window")
-        raise InputError(f"The outer window ({outer} px) is larger than the {width}x{height} px raster, so its ring "
-                         f"cannot keep its size: {advice}.")
 
 
 def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = None, inner: int = 5, outer: int = 21,

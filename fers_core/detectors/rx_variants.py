@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
-from ..io.windows import DEFAULT_BLOCK_MB, even_step, halo_tile_shape, halo_tiles
+from ..io.windows import DEFAULT_BLOCK_MB, check_window_fits, even_step, halo_tile_shape, halo_tiles
 from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.blas import strmm
 from .rx import CovarianceAccumulator, fit_rx
@@ -290,6 +290,8 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
                                               nodata)
         reader = state.reader
         height, width = reader.height, reader.width
+        if window:  # the local mean's kernel is shifted inside the image as local RX's outer window
+            check_window_fits(window, height, width)
         what = describe(variant, window, guard)
         scaled = any(s != 1.0 for s in reader.scales) or any(o != 0.0 for o in reader.offsets)  # read as float64
         value_bytes = 8 if scaled or np.dtype(reader.stored_dtype).kind == "c" else \

@@ -16,6 +16,7 @@ are merged block by block), so every cut is planned here, in one place, from nam
 
 from dataclasses import dataclass
 
+from ..errors import InputError
 from .tile_settings import SPECTRAL_CORE
 
 DEFAULT_BLOCK_MB = 64
@@ -257,3 +258,15 @@ class HaloTile:
 def halo_tiles(height: int, width: int, outer: int, rows: int, cols: int) -> list:
     """HaloTiles of (rows, cols) output pixels covering the image once, row by row."""
     return [HaloTile(window, height, width, outer) for window in grid(width, height, rows, cols)]
+
+
+def check_window_fits(outer, height, width):
+    """InputError when the outer window is larger than the raster: near the edges it is shifted inside the image so
+    the ring keeps its size, which a window larger than the image cannot do."""
+    side = min(height, width)
+    if outer > side:
+        largest = side if side % 2 else side - 1
+        advice = (f"use an odd WINDOW_OUTER of at most {largest} (with a smaller inner window)" if largest >= 3 else
+                  "use global RX, which needs no window")
+        raise InputError(f"The outer window ({outer} px) is larger than the {width}x{height} px raster, so its ring "
+                         f"cannot keep its size: {advice}.")

@@ -25,7 +25,6 @@ from functools import partial
 
 from ..choices import Fusion, Precision
 from ..detectors.catalog import check_detector
-from ..detectors.local_rx import check_window_fits
 from ..enhance.feature_strips import FeatureStrips, network_threads
 from ..enhance.precision import mixed_precision_checked, resolve_device, resolve_precision, torch_threads
 from ..errors import InputError
@@ -38,6 +37,7 @@ from ..io.grid import read_mask
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
 from ..io.reader import RasterReader
+from ..io.windows import check_window_fits
 from ..io.writer import RasterWriter
 from ..runtime.executor import run_executor
 from .fusion import combine_maps, open_cube_writers
