@@ -158,7 +158,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         executor = run_executor(executor, feedback, stack)
         setup = prepare_detection(input_path, model, options, feedback)
         stack.callback(setup.reader.close)
-        if options.detector == "local":  # before the networks run, not on their cube
+        if options.detector in ("local", "rxd-local-mean"):  # windows checked before the networks run
             check_window_fits(options.window_outer, setup.reader.height, setup.reader.width)
         windows = setup.strips.windows
         threads = options.threads or executor.threads or network_threads()
