@@ -586,6 +586,18 @@ def test_model_wavelength_range_not_covered_is_refused(run_alg, tmp_path, wavele
             {"vnir.tif"})
 
 
+@pytest.mark.parametrize("detector", [0, 1])
+def test_an_enhanced_cube_carries_the_model_s_wavelengths(run_alg, tmp_path, wavelength_model, detector):
+    from fers.fers_core.io.reader import RasterReader
+
+    source = write_wavelengths(tmp_path / "swir.tif", cube(20), np.linspace(420, 2300, 20))
+    result = run(run_alg, DETECT, source, tmp_path / "s.tif", wavelength_model, DETECTOR=detector,
+                 WINDOW_INNER=3, WINDOW_OUTER=9, OUTPUT_SPECTRAL=str(tmp_path / "cube.tif"))
+    with RasterReader(result["OUTPUT_SPECTRAL"]) as enhanced:
+        assert enhanced.wavelengths_nm == pytest.approx(list(np.linspace(400, 2500, MODEL_BANDS)), abs=1e-3)
+    assert gdal.Open(result["OUTPUT_SPECTRAL"]).GetRasterBand(1).GetDescription() == "model band 1 (400.0 nm)"
+
+
 def test_two_bands_of_one_wavelength_are_named_with_the_bands_to_use(run_alg, tmp_path, wavelength_model):
     wavelengths = np.linspace(420, 2300, 20)
     wavelengths[7] = wavelengths[8] = 1100

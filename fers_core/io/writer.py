@@ -87,6 +87,13 @@ class RasterWriter:
         except (RuntimeError, OSError) as error:  # GDAL's write errors (a full disk, a file-size limit)
             self._fail(error)
 
+    def set_band_wavelengths(self, wavelengths_nm) -> None:
+        """Each band's centre wavelength (nm) in its metadata, as GDAL, QGIS and the reader read it."""
+        for index, wavelength in enumerate(wavelengths_nm):
+            band = self._dataset.GetRasterBand(index + 1)
+            band.SetMetadataItem("wavelength", f"{float(wavelength):g}")
+            band.SetMetadataItem("wavelength_units", "Nanometers")
+
     def set_metadata(self, metadata: dict) -> None:
         self._dataset.SetMetadata({str(k): str(v) for k, v in metadata.items()})
 

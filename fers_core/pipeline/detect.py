@@ -174,7 +174,8 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         plan, valid_pixels = replace(plan, scaling=fit_scaling(ranges)), ranges.count
         timings["range pass"] = time.perf_counter() - started
         if options.detector != "global":
-            run_local_detector(setup, options, output_path, model.bands, feedback, executor, plan)
+            run_local_detector(setup, options, output_path, model.bands, feedback, executor, plan,
+                               model.wavelengths_nm)
             timings[options.detector] = time.perf_counter() - started - sum(timings.values())
             return _summary(output_path, setup, valid_pixels, timings, feedback)
 
@@ -194,7 +195,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
         blocks = executor.ordered(detect_score, replace(plan, rx_models=tuple(rx_models)), windows)
         write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
-                                extra, model.bands, feedback)
+                                extra, model.bands, feedback, model.wavelengths_nm)
         timings["score pass"] = time.perf_counter() - started - sum(timings.values())
     return _summary(output_path, setup, valid_pixels, timings, feedback,
                     rx_models[0].rank if len(rx_models) == 1 else None)
@@ -207,8 +208,10 @@ def _summary(output_path, setup, valid_pixels, timings, feedback, rank=None):
     return DetectSummary(str(output_path), setup.branches, setup.fusion, setup.device, valid_pixels, timings, rank)
 
 
-def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_path, extra, model_bands, feedback):
-    """Write (window, ScoreBlock) pairs, in any order: the score raster and the enhanced cubes in `extra`.
+def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_path, extra, model_bands, feedback,
+                            wavelengths_nm=None):
+    """Write (window, ScoreBlock) pairs, in any order: the score raster and the enhanced cubes in `extra` (their
+    bands carry the model's `wavelengths_nm` when it has them).
 
     The only writer of these files (the Dask path sends it the blocks); every file is committed
     only at the end.
@@ -216,7 +219,7 @@ def write_detection_outputs(reader, blocks, n_blocks, n_maps, fusion, output_pat
     product = fusion is Fusion.PRODUCT
     written_bands = (2 if product else 1) + model_bands * len(extra)
     with bounded_gdal_cache(write_cache_mb(reader.width, written_bands)), ExitStack() as stack:
-        writers = open_cube_writers(stack, reader, extra, model_bands)
+        writers = open_cube_writers(stack, reader, extra, model_bands, wavelengths_nm)
         if product:
             maps_path = stack.enter_context(Temporary(output_path, "rx-maps", ".tif")).path
             target = stack.enter_context(RasterWriter.like(reader, maps_path, 2))

@@ -28,11 +28,17 @@ def enhanced_cubes(x, features, fusion):
     return [total]
 
 
-def open_cube_writers(stack, reader, paths, model_bands):
-    """{branch: RasterWriter} of the enhanced-cube outputs `paths` ({branch: path}) on `stack`, bands "model band N"."""
-    band_names = [f"model band {i + 1}" for i in range(model_bands)]
-    return {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
-            for name, path in paths.items()}
+def open_cube_writers(stack, reader, paths, model_bands, wavelengths_nm=None):
+    """{branch: RasterWriter} of the enhanced-cube outputs `paths` ({branch: path}) on `stack`, bands "model band N",
+    with the model's wavelengths (nm) in each band's metadata when it has them."""
+    band_names = [f"model band {i + 1}" + (f" ({wavelengths_nm[i]:.1f} nm)" if wavelengths_nm else "")
+                  for i in range(model_bands)]
+    writers = {name: stack.enter_context(RasterWriter.like(reader, path, model_bands, band_names=band_names))
+               for name, path in paths.items()}
+    if wavelengths_nm:
+        for writer in writers.values():
+            writer.set_band_wavelengths(wavelengths_nm)
+    return writers
 
 
 def score_range(path):

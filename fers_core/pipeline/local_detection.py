@@ -23,7 +23,7 @@ def detect_cubes(state, plan, window):
     return cubes, extras
 
 
-def run_local_detector(setup, options, output_path, model_bands, feedback, executor, plan):
+def run_local_detector(setup, options, output_path, model_bands, feedback, executor, plan, wavelengths_nm=None):
     """Local RX or an RX variant (rx_variants.DETECTOR_VARIANTS) on the enhanced cube(s), spilled to temporary rasters.
 
     These detectors need each pixel's neighbourhood of the enhanced cube (or, for the variants,
@@ -31,6 +31,7 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
     score pass would) and the detector streams it with its own halo. `executor` computes the cubes
     and runs the detector's tiles; the detector runs here instead when the executor's workers may not
     see the temporary rasters (a cluster of other machines). `plan`: the run's DetectPlan, scaling fitted.
+    `wavelengths_nm`: the model's, for the enhanced-cube outputs' bands.
     """
     from ..detectors.local_rx import run_local_rx
     from ..detectors.rx_variants import describe, detector_settings, run_rx_variant
@@ -59,7 +60,7 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
                       "run ends).")
         writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
         extras = open_cube_writers(stack, setup.reader, extra_outputs(options, setup.strips.networks, feedback),
-                                   model_bands)
+                                   model_bands, wavelengths_nm)
         progress = ProgressRange(feedback, 10, 40)
         windows = setup.strips.windows
         results = executor.ordered(detect_cubes, replace(plan, extra_names=tuple(extras)), windows)
