@@ -282,8 +282,6 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
         choice = resolve_components(components, reader.band_count)
         height, width = reader.height, reader.width
         check_window_fits(outer, height, width)
-        if mask_path:  # the rings would find no background: refused as global RX refuses it
-            check_mask_leaves_background(input_path, reader.bands, mask_path, feedback, nodata)
         projection, score_start = None, 0
         if choice is not None:
             partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 10))
@@ -332,6 +330,8 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
                     "No valid pixels: every pixel is nodata, NaN or infinite in some band. "
                     "Check the input's nodata value and the band selection."
                 )
+            if mask_path and scored == 0:  # no ring found background: when the mask is why, refused as global RX is
+                check_mask_leaves_background(input_path, reader.bands, mask_path, feedback, nodata)
             metadata = {"fers_detector": "local RX", "fers_bands": ",".join(map(str, reader.bands)),
                         "fers_inner_window": inner, "fers_outer_window": outer}
             if projection is not None:
