@@ -24,7 +24,7 @@ from qgis.core import (
 
 from ..fers_core.feedback import StageFeedback
 from ..fers_core.pipeline.objects import write_polygons
-from ..fers_core.pipeline.postprocess import threshold_value, write_mask
+from ..fers_core.pipeline.postprocess import score_percentiles, threshold_value, write_mask
 from ..fers_core.pipeline.requests import (
     ABSOLUTE,
     DEFAULT_MIN_PIXELS,
@@ -182,7 +182,7 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
                           StageFeedback(feedback, start + span / 3, start + span * 2 / 3))
         if method == ABSOLUTE and mask.anomaly_pixels + mask.background_pixels and \
                 not (mask.anomaly_pixels and mask.background_pixels):
-            low, high = mask.score_range
+            low, high = score_percentiles(score_path, [0, 100])  # a sample's, on this warning's path only
             feedback.warning(f"{'No' if not mask.anomaly_pixels else 'Every'} valid pixel reaches the absolute "
                              f"threshold {threshold.value:.6g}; the scores range from {low:.6g} to {high:.6g}. "
                              "Choose a threshold inside that range, or the top-percent method.")

@@ -65,7 +65,6 @@ class MaskSummary:
     anomaly_pixels: int
     background_pixels: int
     nodata_pixels: int
-    score_range: tuple = None  # (lowest, highest) valid score
 
 
 def score_reader(path):
@@ -162,7 +161,6 @@ def write_mask(score_path, mask_path, value, feedback=None, block_mb=DEFAULT_BLO
     feedback = feedback or Feedback()
     progress = ProgressRange(feedback, 0, 100)
     anomalies = background = nodata = 0
-    low, high = np.inf, -np.inf
     with score_reader(score_path) as reader:
         windows = reader.windows(block_mb)
         with RasterWriter.like(reader, mask_path, data_type=gdal.GDT_Byte, nodata=MASK_NODATA,
@@ -170,8 +168,6 @@ def write_mask(score_path, mask_path, value, feedback=None, block_mb=DEFAULT_BLO
             for index, window in enumerate(windows):
                 data, valid = reader.read(window)
                 flagged = valid & (data[0] >= value)
-                if valid.any():
-                    low, high = min(low, float(data[0][valid].min())), max(high, float(data[0][valid].max()))
                 block = np.where(valid, flagged, MASK_NODATA).astype(np.uint8)
                 writer.write(window, block)
                 flagged_count = int(flagged.sum())
@@ -182,7 +178,7 @@ def write_mask(score_path, mask_path, value, feedback=None, block_mb=DEFAULT_BLO
             writer.set_metadata({"fers_threshold": repr(float(value))})
             writer.commit()
     feedback.info(f"Mask: {anomalies} anomaly pixel(s), {background} background, {nodata} nodata.")
-    return MaskSummary(str(mask_path), float(value), anomalies, background, nodata, (low, high))
+    return MaskSummary(str(mask_path), float(value), anomalies, background, nodata)
 
 
 def score_percentiles(score_path, percents, max_samples=1_000_000):
