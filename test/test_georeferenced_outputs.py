@@ -71,6 +71,7 @@ def test_outputs_of_a_gcp_raster_keep_its_gcps_and_polygons_lie_on_its_pixels(ru
     assert np.allclose([box.xMinimum(), box.xMaximum(), box.yMinimum(), box.yMaximum()],
                        [min(xs), max(xs), min(ys), max(ys)], atol=1e-6)
     assert feature["area"] == pytest.approx(6 * 100.0)  # six 10 m pixels, turned
+    assert feature["area_m2"] == pytest.approx(6 * 100.0, rel=2e-3)  # on the ellipsoid: UTM's scale differs
     assert (feature["centroid_x"], feature["centroid_y"]) == pytest.approx(place(21.5, 11.0))
 
 

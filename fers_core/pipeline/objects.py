@@ -23,12 +23,13 @@ from ..io.georeferencing import PIXEL_LINE, PixelToMap
 from ..io.reader import RasterReader
 from ..io.windows import DEFAULT_BLOCK_MB, Window
 from ..io.writer import output_folder
+from .ground_area import ground_areas
 from .postprocess import score_reader
 from .requests import check_polygons_path
 
 ogr.UseExceptions()
 
-POLYGON_FIELDS = ("id", "pixels", "area", "max_score", "mean_score", "centroid_x", "centroid_y")
+POLYGON_FIELDS = ("id", "pixels", "area", "area_m2", "max_score", "mean_score", "centroid_x", "centroid_y")
 
 
 @dataclass
@@ -42,8 +43,9 @@ class PolygonSummary:
 def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=None, block_mb=DEFAULT_BLOCK_MB):
     """Write the connected anomalies of a mask as a GeoPackage of (Multi)Polygons with attributes; a PolygonSummary.
 
-    Fields: id, pixels, area (map units squared), max_score, mean_score (over the object's valid
-    scores), centroid_x, centroid_y (mean of the pixel centres, in map coordinates).
+    Fields: id, pixels, area (map units squared), area_m2 (ground area on the CRS's ellipsoid, square metres;
+    empty without a CRS), max_score, mean_score (over the object's valid scores), centroid_x, centroid_y (mean
+    of the pixel centres, in map coordinates).
     """
     feedback = feedback or Feedback()
     min_pixels = int(min_pixels)
@@ -83,6 +85,9 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
             for row in attributes:
                 row["area"] = geometries[row["id"]].GetArea()
         projection = placement.crs
+        ground = ground_areas(geometries, projection) or {}
+        for row in attributes:
+            row["area_m2"] = ground.get(row["id"])
         if placement.failure:
             feedback.warning(f"The mask's GCPs or RPCs cannot place its pixels ({placement.failure}): the polygons "
                              "are in pixel coordinates (x = column, y = -row), where QGIS draws such a raster.")

@@ -126,7 +126,7 @@ def read_polygons(path):
     features = []
     for feature in layer:
         row = {name: feature.GetField(name) for name in
-               ("id", "pixels", "area", "max_score", "mean_score", "centroid_x", "centroid_y")}
+               ("id", "pixels", "area", "area_m2", "max_score", "mean_score", "centroid_x", "centroid_y")}
         geometry = feature.GetGeometryRef()
         row.update(fid=feature.GetFID(), geometry_area=geometry.GetArea(), valid=geometry.IsValid(),
                    geometry_type=geometry.GetGeometryName(), parts=geometry.GetGeometryCount())

@@ -1,0 +1,75 @@
+"""The polygons' area_m2: ground area on the CRS's ellipsoid, in any CRS, against closed-form areas."""
+
+import math
+
+import numpy as np
+import pytest
+from osgeo import ogr, osr
+
+from fers.fers_core.pipeline.ground_area import ground_areas
+from fers.fers_core.pipeline.objects import write_polygons
+
+from ...rasters import write_cube
+
+WGS84_A, WGS84_F = 6378137.0, 1 / 298.257223563
+
+
+def cell_area(west, east, south, north, a=WGS84_A, f=WGS84_F):
+    """Exact area of a longitude-latitude box on an ellipsoid (square metres), through the authalic latitude."""
+    b, e = a * (1 - f), math.sqrt(f * (2 - f))
+
+    def q(latitude):
+        s = math.sin(math.radians(latitude))
+        return s / (2 * (1 - e * e * s * s)) + math.log((1 + e * s) / (1 - e * s)) / (4 * e)
+
+    return 2 * math.pi * b * b * (q(north) - q(south)) * (east - west) / 360
+
+
+def objects_of(tmp_path, geotransform, epsg):
+    """Polygons of a 20x20 mask with a 2x3-pixel object and a 1-pixel one, in `epsg` (None: no CRS)."""
+    mask = np.zeros((20, 20), dtype=np.uint8)
+    mask[4:6, 7:10] = 1
+    mask[15, 2] = 1
+    write_cube(tmp_path / "mask.tif", mask, geotransform=geotransform, epsg=epsg)
+    write_cube(tmp_path / "scores.tif", mask.astype(np.float32), geotransform=geotransform, epsg=epsg)
+    write_polygons(tmp_path / "mask.tif", tmp_path / "scores.tif", tmp_path / "objects.gpkg")
+    dataset = ogr.Open(str(tmp_path / "objects.gpkg"))
+    return [(f["pixels"], f["area"], f["area_m2"]) for f in dataset.GetLayer(0)]
+
+
+def test_geographic_polygons_get_their_ellipsoidal_area(tmp_path):
+    step = 0.001  # degrees, about 56 x 111 m at 60 degrees north
+    found = objects_of(tmp_path, (10.0, step, 0.0, 60.02, 0.0, -step), 4326)
+    (six, six_degrees, six_m2), (one, _, one_m2) = found
+    assert (six, one) == (6, 1)
+    assert six_degrees == pytest.approx(6 * step * step)  # map units: square degrees
+    north = 60.02 - 4 * step
+    assert six_m2 == pytest.approx(cell_area(10.007, 10.010, north - 2 * step, north), rel=1e-9)
+    north = 60.02 - 15 * step
+    assert one_m2 == pytest.approx(cell_area(10.002, 10.003, north - step, north), rel=1e-9)
+
+
+def test_projected_polygons_get_their_ground_area_not_the_map_area(tmp_path):
+    # UTM 32N at its central meridian: map distances are 0.9996 of ground distances
+    ((_, utm_area, utm_m2), _) = objects_of(tmp_path, (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0), 32632)
+    assert utm_area == pytest.approx(600.0)
+    assert utm_m2 == pytest.approx(600.0 / 0.9996 ** 2, rel=2e-5)
+    # Web Mercator at 60 degrees north inflates areas by about 1 / cos(60)^2 = 4
+    y = 6378137.0 * math.log(math.tan(math.pi / 4 + math.radians(60) / 2))
+    ((_, mercator_area, mercator_m2), _) = objects_of(tmp_path, (0.0, 40.0, 0.0, y, 0.0, -40.0), 3857)
+    assert mercator_area == pytest.approx(6 * 1600.0)
+    assert mercator_m2 == pytest.approx(mercator_area * math.cos(math.radians(60)) ** 2, rel=1e-2)
+
+
+def test_polygons_without_a_crs_have_no_ground_area(tmp_path):
+    found = objects_of(tmp_path, None, None)
+    assert [(pixels, area, m2) for pixels, area, m2 in found] == [(6, 6.0, None), (1, 1.0, None)]
+
+
+def test_local_and_missing_crs_give_none():
+    square = {1: ogr.CreateGeometryFromWkt("POLYGON((0 0,1 0,1 1,0 1,0 0))")}
+    local = osr.SpatialReference()
+    local.SetLocalCS("lab bench")
+    assert ground_areas(square, local.ExportToWkt()) is None
+    assert ground_areas(square, "") is None
+    assert ground_areas({}, local.ExportToWkt()) is None
