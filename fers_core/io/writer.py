@@ -55,6 +55,8 @@ class RasterWriter:
             raise failure or InputError(f"Cannot create the output file in '{folder}' ({str(error).strip()}): "
                                         "choose an output location you can write to, with enough free space.") \
                 from None
+        if driver_name == "ENVI":  # its header's description is the dataset's: the final name, not the temporary
+            self._dataset.SetDescription(self.path)
         if georeferencing is not None:
             if georeferencing.by_points and driver_name == "netCDF":
                 self.abort()

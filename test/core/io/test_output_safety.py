@@ -139,6 +139,15 @@ def test_temporary_names_are_unique_to_the_run_and_built_from_the_file_name(tmp_
         assert os.path.basename(name).startswith(".scores.features.partial-") and name.endswith(".bin")
 
 
+def test_an_envi_header_names_the_output_not_its_temporary(tmp_path):
+    with RasterWriter(tmp_path / "scores.bsq", 4, 3) as writer:
+        writer.write(Window(0, 0, 3, 4), np.ones((1, 3, 4), dtype=np.float32))
+        writer.commit()
+    assert sorted(os.listdir(tmp_path)) == ["scores.bsq", "scores.bsq.aux.xml", "scores.hdr"]
+    header = (tmp_path / "scores.hdr").read_text()
+    assert f"description = {{\n{tmp_path / 'scores.bsq'}}}" in header and "partial" not in header
+
+
 def test_feature_spill_lives_beside_the_output_under_a_folder_named_like_a_raster(tmp_path):
     from fers.fers_core.feedback import Feedback
     from fers.fers_core.pipeline.spill import FeatureSpill
