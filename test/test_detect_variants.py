@@ -34,6 +34,19 @@ def test_local_mean_with_product_fusion_and_objects(run_alg, tmp_path, scene, mo
     assert leftovers(tmp_path, {"lp.tif", "mask.tif"}) == []
 
 
+@pytest.mark.slow
+def test_the_log_of_a_local_detector_names_no_temporary_file(run_alg, tmp_path, scene, model_file):  # noqa: F811
+    from .conftest import Recorder
+
+    log = Recorder()
+    run_alg("fers:detect", {"INPUT": scene[0], "MODEL": model_file, "DETECTOR": 2, "WINDOW_INNER": 3,
+                            "WINDOW_OUTER": 9, "OUTPUT": str(tmp_path / "v.tif")}, feedback=log)
+    lines = log.infos + log.warnings
+    assert any(line.startswith("Wrote an intermediate raster in ") for line in lines)
+    assert any(line.startswith("RXD with a local mean: ") for line in lines)  # the stage's time, not 'rxd-local-mean'
+    assert not [line for line in lines if ".partial-" in line]
+
+
 @pytest.mark.parametrize("parameters, message", [
     ({"DETECTOR": 2, "WINDOW_OUTER": 8}, "local mean kernel must be an odd number"),
     ({"DETECTOR": 2, "WINDOW_INNER": 9, "WINDOW_OUTER": 9}, "must be smaller than the local mean kernel"),

@@ -5,6 +5,10 @@ from ..errors import InputError
 DETECTORS = ("global", "local", "rxd-local-mean", "utd", "rxd-utd")
 """Global RX, local (dual-window) RX, and ENVI's variants (rx_variants.DETECTOR_VARIANTS)."""
 
+LABELS = {"global": "global RX", "local": "local RX", "rxd-local-mean": "RXD with a local mean", "utd": "UTD",
+          "rxd-utd": "RXD-UTD"}
+"""How the log names each detector."""
+
 
 def check_detector(detector, inner, outer):
     """InputError for an unknown detector or windows it cannot use, before any pass over the data."""

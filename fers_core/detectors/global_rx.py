@@ -7,6 +7,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 from ..feedback import Feedback, ProgressRange
+from ..io.atomic import shown_name
 from ..io.bad_bands import explain_no_valid_pixels, report_band_selection
 from ..io.fill_values import report_fill_values
 from ..io.gdal_cache import bounded_gdal_cache, write_cache_mb
@@ -235,6 +236,6 @@ def run_global_rx(input_path, output_path, bands: list = None, mask_path: str = 
         blocks = executor.ordered(rx_score, RxPlan(source, model), order)
         write_rx_scores(reader, output_path, blocks, len(windows), ProgressRange(feedback, 50, 100))
     seconds = time.perf_counter() - started
-    feedback.info(f"Wrote {output_path} in {seconds:.2f} s.")
+    feedback.info(f"Wrote {shown_name(output_path)} in {seconds:.2f} s.")
     return RxRunSummary(str(output_path), partial.valid_pixels, model.pixel_count, reader.band_count, model.rank,
                         seconds)

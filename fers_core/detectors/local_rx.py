@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import InputError, NoValidPixels
 from ..feedback import Feedback, ProgressRange
+from ..io.atomic import shown_name
 from ..io.bad_bands import check_mask_leaves_background
 from ..io.output_formats import check_raster_outputs
 from ..io.output_safety import check_outputs
@@ -347,7 +348,8 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
     if no_background:
         feedback.warning(f"{no_background} valid pixel(s) had no usable background in their ring and are nodata.")
     seconds = time.perf_counter() - started
-    feedback.info(f"Wrote {output_path} in {seconds:.2f} s ({valid_pixels / max(seconds, 1e-9):,.0f} pixels/s).")
+    feedback.info(f"Wrote {shown_name(output_path)} in {seconds:.2f} s "
+                  f"({valid_pixels / max(seconds, 1e-9):,.0f} pixels/s).")
     return LocalRxRunSummary(str(output_path), valid_pixels, scored, undersampled, no_background, band_count,
                              inner, outer, seconds)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..feedback import Feedback, ProgressRange
+from ..io.atomic import shown_name
 from ..io.windows import DEFAULT_BLOCK_MB, check_window_fits, even_step, halo_tile_shape, halo_tiles
 from ..io.writer import SCORE_NODATA, RasterWriter
 from ..runtime.blas import strmm
@@ -325,7 +326,7 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
         feedback.warning(f"{no_background} valid pixel(s) had no usable pixel in their local mean kernel and are "
                          "nodata.")
     seconds = time.perf_counter() - started
-    feedback.info(f"Wrote {output_path} in {seconds:.2f} s ({partial.valid_pixels / max(seconds, 1e-9):,.0f} "
-                  "pixels/s).")
+    feedback.info(f"Wrote {shown_name(output_path)} in {seconds:.2f} s "
+                  f"({partial.valid_pixels / max(seconds, 1e-9):,.0f} pixels/s).")
     return RxVariantRunSummary(str(output_path), partial.valid_pixels, no_background, reader.band_count, model.rank,
                                seconds)

@@ -45,6 +45,12 @@ def owner(path):
     return (match.group(1), int(match.group(2))) if match else None
 
 
+def shown_name(path):
+    """How the log names a raster written by a run: its path, or "an intermediate raster" when the path is one of
+    this module's temporaries (a member's or a branch's scratch file, whose name means nothing to the user)."""
+    return "an intermediate raster" if owner(path) else str(path)
+
+
 def process_alive(pid):
     try:
         os.kill(pid, 0)

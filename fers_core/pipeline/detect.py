@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from ..choices import Fusion, Precision
-from ..detectors.catalog import check_detector
+from ..detectors.catalog import LABELS, check_detector
 from ..enhance.feature_strips import FeatureStrips, network_threads
 from ..enhance.precision import mixed_precision_checked, resolve_device, resolve_precision, torch_threads
 from ..errors import InputError
@@ -176,7 +176,7 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
         if options.detector != "global":
             run_local_detector(setup, options, output_path, model.bands, feedback, executor, plan,
                                model.wavelengths_nm)
-            timings[options.detector] = time.perf_counter() - started - sum(timings.values())
+            timings[LABELS[options.detector]] = time.perf_counter() - started - sum(timings.values())
             return _summary(output_path, setup, valid_pixels, timings, feedback)
 
         extra = extra_outputs(options, setup.strips.networks, feedback)

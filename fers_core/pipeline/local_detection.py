@@ -55,9 +55,9 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
 
         cube_paths = [scratch(f"{name}-cube") for name in names]
         map_paths = [scratch(f"{name}-local-rx") for name in names] if product else [output_path]
-        feedback.info(f"The enhanced cube(s) for local RX are kept in {', '.join(cube_paths)} (up to "
-                      f"{setup.reader.pixel_count * model_bands * 4 * len(names) / 2**20:,.0f} MB; deleted when the "
-                      "run ends).")
+        feedback.info(f"The enhanced cube(s) for local RX are written beside the output (up to "
+                      f"{setup.reader.pixel_count * model_bands * 4 * len(names) / 2**20:,.0f} MB) and deleted when "
+                      "the run ends.")
         writers = [stack.enter_context(RasterWriter.like(setup.reader, path, model_bands)) for path in cube_paths]
         extras = open_cube_writers(stack, setup.reader, extra_outputs(options, setup.strips.networks, feedback),
                                    model_bands, wavelengths_nm)
