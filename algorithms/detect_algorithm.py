@@ -293,9 +293,7 @@ class DetectAlgorithm(FersAlgorithm):
         feedback.info("Model: " + " + ".join(member.label for member in running) +
                       (f" ({fusion} fusion)" if len(members) > 1 else ""))
         if not cluster:  # on a Dask cluster the strips use the workers' memory
-            for member in running:
-                if member.model is not None:
-                    check_detection_run(source, member.model, options, feedback)
+            check_detection_run(source, [m.model for m in running if m.model is not None], options, feedback)
         detector_feedback = outputs.detector_feedback(parameters, feedback)
         features = model.bands  # the chi-square law's degrees of freedom, unless the run found a lower rank
         if len(members) > 1:

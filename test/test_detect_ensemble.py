@@ -90,7 +90,10 @@ def test_empty_model_runs_the_bundled_default_ensemble(run_alg, tmp_path):
     feedback = Recorder()
     default = run_alg("fers:detect", {"INPUT": source, "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")},
                       feedback)
-    assert not [line for line in feedback.infos + feedback.warnings if "left out" in line or "far fewer" in line]
+    log = feedback.infos + feedback.warnings
+    assert not [line for line in log if "left out" in line or "far fewer" in line]
+    assert len([line for line in log if line.startswith("Memory: about")]) == 1  # the largest member's need
+    assert not [line for line in log if ".partial-" in line]  # no temporary file names in the log
     explicit = run_alg("fers:detect", {"INPUT": source, "MODEL": str(DEFAULT_MODEL_FILE),
                                        "MODELS": [str(path) for path in DEFAULT_MEMBER_FILES],
                                        "OUTPUT": str(tmp_path / "three.tif")})

@@ -312,13 +312,19 @@ def check_rx_run(input_path, bands=None, block_mb=DEFAULT_BLOCK_MB, local=False,
     check_memory(estimate, feedback)
 
 
-def check_detection_run(input_path, model, options, feedback=None):
-    """The memory check of fers:detect for a loaded model and its DetectOptions."""
+def check_detection_run(input_path, models, options, feedback=None):
+    """The memory check of fers:detect for its loaded models (an ensemble's members run one after another: the
+    largest need counts) and its DetectOptions."""
+    estimates = [_detection_estimate(input_path, model, options) for model in models]
+    if estimates:
+        check_memory(max(estimates, key=lambda estimate: estimate.bytes), feedback)
+
+
+def _detection_estimate(input_path, model, options):
     branches = tuple(b for b in options.branches if model.has_branch(b)) or tuple(model.branches)
     product = options.fusion.resolve(model.bands, branches) is Fusion.PRODUCT
     extra = sum(1 for name, path in (("spectral", options.spectral_output), ("spatial", options.spatial_output))
                 if path and name in branches)
     with RasterReader(input_path, options.bands) as reader:
-        estimate = estimate_detection(reader, model.bands, options.block_mb, branches, options.spatial_tile,
-                                      2 if product else 1, extra, options.device != "cuda", options.spatial_margin)
-    check_memory(estimate, feedback)
+        return estimate_detection(reader, model.bands, options.block_mb, branches, options.spatial_tile,
+                                  2 if product else 1, extra, options.device != "cuda", options.spatial_margin)

@@ -46,8 +46,8 @@ class FeatureSpill:
             open(spill.path, "wb").close()
         except OSError as error:
             spill._fail(error)
-        feedback.info(f"The features are kept between passes in {spill.path} (up to {needed / 2**20:,.0f} MB; "
-                      "deleted when the run ends).")
+        feedback.info(f"The features are kept between passes in a temporary file in {folder} (up to "
+                      f"{needed / 2**20:,.0f} MB; deleted when the run ends).")
         return spill
 
     def put(self, window, arrays, valid):
