@@ -5,7 +5,9 @@ points with their CRS (GCPs: scenes in sensor geometry, georeferenced by tie poi
 coefficients (the RPC metadata domain of satellite level-1 products). QGIS draws a raster without a
 geotransform but with GCPs or RPCs through a warped view of it, and a raster without any georeferencing with
 x = column and y = -row. Outputs copy all three, so each draws where its input draws; `PixelToMap` gives the
-coordinates of pixel positions where QGIS draws them, for polygons and centroids.
+coordinates of pixel positions where QGIS draws them, for polygons and centroids. Geolocation arrays (the
+GEOLOCATION domain: a longitude and a latitude raster per pixel, as in swath products) are copied to the
+outputs too, for `gdalwarp -geoloc`; QGIS 3.22 does not draw by them, so polygons do not use them.
 """
 
 from dataclasses import dataclass
@@ -24,13 +26,15 @@ PIXEL_LINE = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # GDAL's pixel/line coordinates
 @dataclass(frozen=True)
 class Georeferencing:
     """What places a raster on the map: `geotransform` (None when absent) and `projection` (WKT, '' when none),
-    or `gcps` ((x, y, z, pixel, line) each) in `gcp_projection`, or `rpc` (the RPC domain's items)."""
+    or `gcps` ((x, y, z, pixel, line) each) in `gcp_projection`, or `rpc` (the RPC domain's items); and
+    `geolocation` (the GEOLOCATION domain's items, naming the longitude and latitude rasters)."""
 
     geotransform: tuple = None
     projection: str = ""
     gcps: tuple = ()
     gcp_projection: str = ""
     rpc: tuple = ()
+    geolocation: tuple = ()
 
     @classmethod
     def of(cls, dataset) -> "Georeferencing":
@@ -39,7 +43,8 @@ class Georeferencing:
         return cls(geotransform=dataset.GetGeoTransform(can_return_null=True),
                    projection=dataset.GetProjection() or "",
                    gcps=gcps, gcp_projection=(dataset.GetGCPProjection() or "") if gcps else "",
-                   rpc=tuple(sorted((dataset.GetMetadata("RPC") or {}).items())))
+                   rpc=tuple(sorted((dataset.GetMetadata("RPC") or {}).items())),
+                   geolocation=tuple(sorted((dataset.GetMetadata("GEOLOCATION") or {}).items())))
 
     @property
     def by_points(self) -> bool:
@@ -67,6 +72,8 @@ class Georeferencing:
             dataset.SetGCPs([gdal.GCP(*point) for point in self.gcps], self.gcp_projection)
         if self.rpc:
             dataset.SetMetadata(dict(self.rpc), "RPC")
+        if self.geolocation:
+            dataset.SetMetadata(dict(self.geolocation), "GEOLOCATION")
 
 
 class PixelToMap:

@@ -188,3 +188,33 @@ def test_a_netcdf_output_of_a_gcp_raster_is_refused(tmp_path):
                                               r"a \.tif"):
             RasterWriter.like(reader, tmp_path / "scores.nc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gcp.tif"]
+
+
+def geolocated_raster(folder, rows=30, cols=40):
+    """A cube placed by geolocation arrays: longitude 8 + 1e-3 column, latitude 45 - 1e-3 row (pixel centres)."""
+    rows_grid, cols_grid = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    for name, values in (("lon.tif", 8 + 1e-3 * (cols_grid + 0.5)), ("lat.tif", 45 - 1e-3 * (rows_grid + 0.5))):
+        write_cube(folder / name, values, geotransform=None, epsg=None)
+    dataset = gdal.GetDriverByName("GTiff").Create(str(folder / "swath.tif"), cols, rows, 2, gdal.GDT_Float32)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    dataset.SetMetadata({"X_DATASET": str(folder / "lon.tif"), "X_BAND": "1", "Y_DATASET": str(folder / "lat.tif"),
+                         "Y_BAND": "1", "PIXEL_OFFSET": "0", "LINE_OFFSET": "0", "PIXEL_STEP": "1", "LINE_STEP": "1",
+                         "SRS": srs.ExportToWkt()}, "GEOLOCATION")
+    dataset = None
+    return str(folder / "swath.tif")
+
+
+def test_geolocation_arrays_are_carried_so_gdalwarp_places_outputs_like_the_input(tmp_path):
+    with RasterReader(geolocated_raster(tmp_path)) as reader:
+        assert reader.georeferencing.geolocation and not reader.georeferencing.by_points
+        with RasterWriter.like(reader, tmp_path / "scores.tif") as writer:
+            writer.write(Window.whole(30, 40), np.ones((30, 40), np.float32))
+            writer.commit()
+        assert Georeferencing.of(gdal.Open(str(tmp_path / "scores.tif"))).geolocation == \
+            reader.georeferencing.geolocation
+    warped = gdal.Warp(str(tmp_path / "warped.tif"), str(tmp_path / "scores.tif"), geoloc=True, dstSRS="EPSG:4326")
+    west, step, _, north, _, _ = warped.GetGeoTransform()
+    east, south = west + step * warped.RasterXSize, north + warped.GetGeoTransform()[5] * warped.RasterYSize
+    warped = None
+    assert np.allclose([west, east, south, north], [8.0, 8.04, 44.97, 45.0], atol=2e-3)
