@@ -61,10 +61,12 @@ class ProgressRange:
 
 
 class StageFeedback(Feedback):
-    """Feedback for one stage of a run: its 0-100 progress becomes start..stop of the whole run."""
+    """Feedback for one stage of a run: its 0-100 progress becomes start..stop of the whole run; its messages start
+    with `label` when given (e.g. which branch's cube they are about)."""
 
-    def __init__(self, feedback, start, stop):
+    def __init__(self, feedback, start, stop, label=""):
         self._feedback, self._start, self._stop = feedback, start, stop
+        self._prefix = f"{label}: " if label else ""
 
     def set_progress(self, percent):
         self._feedback.set_progress(self._start + (self._stop - self._start) * percent / 100.0)
@@ -73,7 +75,7 @@ class StageFeedback(Feedback):
         return self._feedback.is_cancelled()
 
     def info(self, message):
-        self._feedback.info(message)
+        self._feedback.info(self._prefix + message)
 
     def warning(self, message):
-        self._feedback.warning(message)
+        self._feedback.warning(self._prefix + message)

@@ -1,7 +1,10 @@
 """fers:detect's RX variants on the enhanced cube (DETECTOR 2-4) through processing.run."""
 
+import re
+
 import numpy as np
 import pytest
+from osgeo import gdal
 from qgis.core import QgsProcessingException
 
 from .rasters import leftovers, read
@@ -42,9 +45,14 @@ def test_the_log_of_a_local_detector_names_no_temporary_file(run_alg, tmp_path, 
     run_alg("fers:detect", {"INPUT": scene[0], "MODEL": model_file, "DETECTOR": 2, "WINDOW_INNER": 3,
                             "WINDOW_OUTER": 9, "OUTPUT": str(tmp_path / "v.tif")}, feedback=log)
     lines = log.infos + log.warnings
-    assert any(line.startswith("Wrote an intermediate raster in ") for line in lines)
+    assert any(line.startswith("Spatial branch: Wrote an intermediate raster in ") for line in lines)
     assert any(line.startswith("RXD with a local mean: ") for line in lines)  # the stage's time, not 'rxd-local-mean'
     assert not [line for line in lines if ".partial-" in line]
+    assert [line for line in lines if line.startswith("Spatial branch: RXD")] and \
+        [line for line in lines if line.startswith("Spectral branch: RXD")]  # product fusion: which cube is which
+    dataset = gdal.Open(scene[0])
+    for cols, rows in re.findall(r"tile\(s\) of up to (\d+)x(\d+) pixels", "\n".join(lines)):
+        assert int(cols) <= dataset.RasterXSize and int(rows) <= dataset.RasterYSize
 
 
 @pytest.mark.parametrize("parameters, message", [

@@ -301,7 +301,8 @@ def run_local_rx(input_path, output_path, bands: list = None, mask_path: str = N
         ring = outer * outer - inner * inner
         feedback.info(
             f"Local RX on {width}x{height} pixels x {band_count} bands, windows {inner}/{outer} "
-            f"({ring} background pixels each), in {len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} "
+            f"({ring} background pixels each), in {len(tiles)} tile(s) of up to "
+            f"{min(tile_cols, width)}x{min(tile_rows, height)} "
             f"pixels{executor.where}."
         )
         if ring < band_count + 1:

@@ -302,7 +302,8 @@ def run_rx_variant(input_path, output_path, variant: str, window: int = None, gu
         tile_rows, tile_cols = even_step(height, tile_rows), even_step(width, tile_cols)
         tiles = halo_tiles(height, width, window or 1, tile_rows, tile_cols)
         feedback.info(f"{what} on {width}x{height} pixels x {reader.band_count} bands, global covariance, in "
-                      f"{len(tiles)} tile(s) of up to {tile_rows}x{min(tile_cols, width)} pixels{executor.where}.")
+                      f"{len(tiles)} tile(s) of up to {min(tile_cols, width)}x{min(tile_rows, height)} pixels"
+                      f"{executor.where}.")
         partial = background_statistics(executor, source, reader.windows(block_mb), ProgressRange(feedback, 0, 40))
         model = executor.fit(fit_rx_partial, partial, feedback)
         scores_plan = RxVariantPlan(source, variant, window, guard, _Whitening(model))

@@ -74,7 +74,8 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
             writer.commit()
         span = 55 / len(names)
         for index, (cube_path, map_path) in enumerate(zip(cube_paths, map_paths)):
-            detector(cube_path, map_path, StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span))
+            label = f"{names[index].capitalize()} branch" if product else ""  # two cubes: say which one
+            detector(cube_path, map_path, StageFeedback(feedback, 40 + index * span, 40 + (index + 1) * span, label))
         if product:
             ranges = [score_range(path) for path in map_paths]
             name = "local RX" if options.detector == "local" else \
