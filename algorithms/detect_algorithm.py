@@ -290,8 +290,9 @@ class DetectAlgorithm(FersAlgorithm):
                              fusion=options.fusion.resolve(model.bands, available))
         source = self.raster_source(parameters, self.INPUT, context)
         running = members_for_input(source, options.bands, members) if bundled else members  # those that fit
+        alone = f" (alone; its scores mapped as {fusion} fusion maps the ensemble's)" if len(members) > 1 else ""
         feedback.info("Model: " + " + ".join(member.label for member in running) +
-                      (f" ({fusion} fusion)" if len(members) > 1 else ""))
+                      (f" ({fusion} fusion)" if len(running) > 1 else alone))
         if not cluster:  # on a Dask cluster the strips use the workers' memory
             check_detection_run(source, [m.model for m in running if m.model is not None], options, feedback)
         detector_feedback = outputs.detector_feedback(parameters, feedback)

@@ -137,8 +137,10 @@ def test_on_far_fewer_bands_the_default_keeps_its_50_band_model_alone(run_alg, t
                       feedback)
     assert [line for line in feedback.infos if "left out" in line] == [
         "The raster has 24 bands, fewer than half of fers_spectral100.pt (100 bands) and fers_spectral200.pt (200 "
-        "bands): those bundled members are left out (interpolating most of a model's bands adds no information): 1 "
-        "member is fused."]
+        "bands): those bundled members are left out (interpolating most of a model's bands adds no information): the "
+        "other runs alone."]
+    assert [line for line in feedback.infos if line.startswith("Model: /")] == [
+        f"Model: {DEFAULT_MODEL_FILE} (alone; its scores mapped as rank fusion maps the ensemble's)"]
     assert [line for line in feedback.warnings if "far fewer" in line] == [
         "The raster has 24 bands, far fewer than the model's 50: bands are interpolated, which adds no information; "
         "results may be weaker than plain RX."]

@@ -233,8 +233,8 @@ def members_for_raster(raster_bands, members, feedback):
         kept = len(members) - len(sparse)
         feedback.info(f"The raster has {raster_bands} bands, fewer than half of {names}: "
                       f"{'that bundled member is' if len(sparse) == 1 else 'those bundled members are'} left out "
-                      f"(interpolating most of a model's bands adds no information): {kept} member"
-                      f"{' is' if kept == 1 else 's are'} fused.")
+                      "(interpolating most of a model's bands adds no information): "
+                      + ("the other runs alone." if kept == 1 else f"{kept} members are fused."))
     return [m for index, m in enumerate(members) if index not in sparse]
 
 
