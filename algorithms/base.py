@@ -2,6 +2,7 @@
 presentation (help, icons)."""
 
 import configparser
+import difflib
 import functools
 import html
 import os
@@ -376,6 +377,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         engine_feedback = QgisFeedback(feedback)
+        self._warn_unknown_parameters(parameters, engine_feedback)
         try:
             outputs, inputs = self.run_paths(parameters, context)
             check_outputs(outputs, inputs)  # before any pass: no output on an input, another output, a folder
@@ -406,6 +408,15 @@ class FersAlgorithm(QgsProcessingAlgorithm):
 
     def compute(self, parameters, context, feedback):
         raise NotImplementedError
+
+    def _warn_unknown_parameters(self, parameters, feedback):
+        """A warning for each parameter name the algorithm does not have (a typo on the command line or in a script
+        would otherwise be dropped without a word), with the closest names it has."""
+        known = [definition.name() for definition in self.parameterDefinitions()]
+        for name in sorted(set(parameters) - set(known)):
+            close = difflib.get_close_matches(str(name).upper(), known, n=2, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; its parameters are {', '.join(known)}."
+            feedback.warning(f"'{name}' is not a parameter of {self.id()}, so it was ignored{hint}")
 
     def out_of_memory_message(self):
         """What to tell a user whose run ran out of memory."""

@@ -165,3 +165,19 @@ def test_a_value_qgis_refuses_is_named_with_why(qgis_app, scene, tmp_path, algor
     ok, reason = alg.checkParameterValues({**base, **values}, QgsProcessingContext())
     assert not ok
     assert re.search(message, reason), reason
+
+
+def test_a_parameter_name_the_algorithm_lacks_is_named_with_the_closest_ones(qgis_app, scene, tmp_path):
+    import processing
+
+    from .conftest import Recorder
+
+    log = Recorder()
+    result = processing.run("fers:rx", {"INPUT": scene[0], "OUTPUT": str(tmp_path / "s.tif"), "THRESHHOLD": 5,
+                                        "colour": 1}, feedback=log)
+    assert read(result["OUTPUT"])[0].shape == (30, 36)  # the run goes on: QGIS drops the names it does not know
+    assert log.warnings[:2] == [
+        "'THRESHHOLD' is not a parameter of fers:rx, so it was ignored; did you mean THRESHOLD or THRESHOLD_METHOD?",
+        "'colour' is not a parameter of fers:rx, so it was ignored; its parameters are INPUT, BANDS, MASK, "
+        "INPUT_NODATA, MODE, WINDOW_INNER, WINDOW_OUTER, COMPONENTS, THRESHOLD_METHOD, THRESHOLD, MIN_PIXELS, "
+        "MEMORY_MB, SCHEDULER, OUTPUT, OUTPUT_MASK, OUTPUT_POLYGONS."]
