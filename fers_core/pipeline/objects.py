@@ -181,7 +181,9 @@ def _polygonize(labels, objects, placement):
 
 
 def _placed(polygon, placement):
-    """A polygon in pixel/line coordinates moved onto the map, vertex by vertex, by a GCP or RPC transformer."""
+    """A polygon in pixel/line coordinates moved onto the map, vertex by vertex, by a GCP or RPC transformer; edges
+    are first cut at every pixel corner, so they follow a transform that is not affine instead of cutting chords."""
+    polygon.Segmentize(1.0)
     for index in range(polygon.GetGeometryCount()):
         ring = polygon.GetGeometryRef(index)
         cols, rows = np.asarray(ring.GetPoints(), dtype=np.float64)[:, :2].T

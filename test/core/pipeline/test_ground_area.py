@@ -1,4 +1,5 @@
-"""The polygons' area_m2: ground area on the CRS's ellipsoid, in any CRS, against closed-form areas."""
+"""Polygons on the ground: area_m2 (the ellipsoidal area, in any CRS, against closed-form areas) and edges that
+follow a curved GCP placement."""
 
 import math
 
@@ -73,3 +74,38 @@ def test_local_and_missing_crs_give_none():
     assert ground_areas(square, local.ExportToWkt()) is None
     assert ground_areas(square, "") is None
     assert ground_areas({}, local.ExportToWkt()) is None
+
+
+def test_polygon_edges_follow_a_curved_gcp_placement(tmp_path):
+    """Ten GCPs of a bent swath: GDAL fits a second-order polynomial, so a long edge must not be a straight chord."""
+    from osgeo import gdal
+
+    from fers.fers_core.io.georeferencing import Georeferencing, PixelToMap
+
+    def place(col, row):
+        return 500000 + 10 * col + 0.05 * row * row, 4100000 - 10 * row + 0.02 * col * col
+
+    gcps = [gdal.GCP(*place(c, r), 0, c, r) for r in (0, 20, 40) for c in (0, 20, 40)] + \
+        [gdal.GCP(*place(10, 30), 0, 10, 30)]
+    mask = np.zeros((40, 40), dtype=np.uint8)
+    mask[10, 5:35] = 1  # a 30-pixel strip
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    for name, values in (("mask.tif", mask), ("scores.tif", mask.astype(np.float32))):
+        dataset = gdal.GetDriverByName("GTiff").Create(str(tmp_path / name), 40, 40, 1,
+                                                       gdal.GDT_Byte if name == "mask.tif" else gdal.GDT_Float32)
+        dataset.SetGCPs(gcps, srs.ExportToWkt())
+        dataset.GetRasterBand(1).WriteArray(values)
+        dataset = None
+    write_polygons(tmp_path / "mask.tif", tmp_path / "scores.tif", tmp_path / "objects.gpkg")
+    dataset = ogr.Open(str(tmp_path / "objects.gpkg"))
+    layer = dataset.GetLayer(0)
+    feature = layer.GetNextFeature()
+    geometry = feature.GetGeometryRef().Clone()
+    vertices = np.array(geometry.GetGeometryRef(0).GetGeometryRef(0).GetPoints())[:, :2]
+    placement = PixelToMap(Georeferencing.of(gdal.Open(str(tmp_path / "mask.tif"))))
+    cols = np.arange(5, 36, dtype=np.float64)
+    for row in (10.0, 11.0):  # every pixel corner of both long edges is a vertex, where the transformer puts it
+        xs, ys = placement.points(cols, np.full_like(cols, row))
+        distance = np.hypot(vertices[:, None, 0] - xs[None], vertices[:, None, 1] - ys[None]).min(axis=0)
+        assert distance.max() < 1e-6, (row, distance.max())
