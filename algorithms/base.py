@@ -393,10 +393,15 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(error)) from None
         except MemoryError:
             raise QgsProcessingException(self.out_of_memory_message()) from None
-        except RuntimeError as error:  # PyTorch reports a failed allocation as a RuntimeError
-            if not _allocation_failed(error):
-                raise
-            raise QgsProcessingException(self.out_of_memory_message()) from None
+        except RuntimeError as error:  # PyTorch reports a failed allocation as a RuntimeError, GDAL every failure
+            if _allocation_failed(error):
+                raise QgsProcessingException(self.out_of_memory_message()) from None
+            if feedback is not None:
+                feedback.pushDebugInfo(traceback.format_exc())
+            raise QgsProcessingException(
+                f"The run failed: {str(error).strip() or type(error).__name__}. Check the inputs and the output "
+                "locations this names; if it is not about them, please report it with this log."
+            ) from None
         except OSError as error:  # disk full, a file removed or locked while the run used it
             if feedback is not None:
                 feedback.pushDebugInfo(traceback.format_exc())

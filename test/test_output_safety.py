@@ -5,6 +5,7 @@ a killed run leaves (removed by the next run)."""
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -241,6 +242,48 @@ def test_a_run_that_fails_late_leaves_none_of_its_outputs(tmp_path):
     assert code != 0 and "Mask: " in log, log  # the mask was written before the polygons failed
     assert "Writing '" + str(out / "objects.gpkg") + "' failed: the file-size limit was reached" in log, log
     assert os.listdir(out) == []
+
+
+def test_a_rerun_cancelled_late_leaves_the_earlier_outputs_as_they_were(run_alg, tmp_path):
+    """The scores and the mask of the re-run are in place when the cancel comes: the earlier run's files return,
+    and the overviews QGIS built for the earlier scores never attach to new ones."""
+    from qgis.core import QgsProcessingFeedback
+
+    first, second = write_cube(tmp_path / "a.tif", cube(6, 60, 60)), write_cube(tmp_path / "b.tif", cube(6, 90, 90, 1))
+    out = tmp_path / "out"
+    names = {"OUTPUT": "s.tif", "OUTPUT_MASK": "m.tif", "OUTPUT_POLYGONS": "p.gpkg"}
+    outputs = {key: str(out / name) for key, name in names.items()}
+    run_alg("fers:rx", {"INPUT": first, **outputs})
+    overviews = gdal.Open(outputs["OUTPUT"])
+    overviews.BuildOverviews("NEAREST", [2])
+    overviews = None
+    before = digest(out)
+    assert "s.tif.ovr" in before
+
+    class CancelAfterTheMask(QgsProcessingFeedback):
+        def pushInfo(self, text):  # noqa: N802 (QGIS API)
+            if text.startswith("Mask: "):
+                self.cancel()
+
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run_alg("fers:rx", {"INPUT": second, **outputs}, CancelAfterTheMask())
+    assert digest(out) == before
+    run_alg("fers:rx", {"INPUT": second, **outputs})
+    assert sorted(os.listdir(out)) == ["m.tif", "p.gpkg", "s.tif"]  # the old overviews went with the old scores
+    scores = gdal.Open(outputs["OUTPUT"])
+    assert scores.GetRasterBand(1).GetOverviewCount() == 0
+
+
+@pytest.mark.parametrize("output", ["OUTPUT", "OUTPUT_POLYGONS"])
+def test_an_output_the_system_will_not_create_is_refused_in_a_sentence(run_alg, scene, output):
+    """/proc takes no new files (for root too): no traceback, and no talk of a full disk (it has no size)."""
+    parameters = {"INPUT": scene["scene"], "OUTPUT": scene["scene"].replace(".tif", "_s.tif"),
+                  output: "/proc/fers-test" + (".gpkg" if output == "OUTPUT_POLYGONS" else ".tif")}
+    with pytest.raises(QgsProcessingException) as refused:
+        run_alg("fers:rx", parameters)
+    message = str(refused.value)
+    assert re.match(r"^Cannot (create the (output|polygons) file|write to the folder)", message), message
+    assert "Traceback" not in message and "disk is full" not in message
 
 
 def test_full_disk(run_alg, tmp_path, large_scene):

@@ -3,11 +3,14 @@
 A temporary is named ``.<stem>[.<purpose>].partial-<host>-<pid>-<token><ext>`` in the destination's folder
 (same disk, so the final rename is atomic): the owner's host and process id make it unique to its run and
 let a later run recognise what a killed run left (``remove_stale``); the random token keeps two temporaries
-of one process apart. Names are built from the file name only, never by editing the whole path.
+of one process apart. Names are built from the file name only, never by editing the whole path, and from at most
+its first STEM_CHARACTERS characters, so that a long legal name (and a temporary of a temporary) stays legal.
 
 Every live temporary is in a registry, so a signal handler (``run_guard``) can delete them all, and the
 run that created one can delete what it left when it fails. ``AtomicOutput.commit`` moves the finished file
-and the files GDAL wrote beside it (``.hdr``, ``.aux.xml``, ``-wal`` ...) to the destination's name.
+and the files GDAL wrote beside it (``.hdr``, ``.aux.xml``, ``-wal`` ...) to the destination's name, after
+moving aside what the destination held (``.<stem>.previous.partial-...``), which the run guard puts back when
+the run fails later.
 """
 
 import contextlib
@@ -25,6 +28,7 @@ from ..errors import OutputError
 
 HOST = f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')) & 0xFFFFFF:06x}"
 _NAME = re.compile(r"^\..*\.partial-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}")
+STEM_CHARACTERS = 40
 _lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while its own thread holds it
 _live = {}  # id(temporary) -> Temporary
 _listeners = []  # callables(event, temporary, files) of run scopes: "created", "removed", "committed"
@@ -34,6 +38,7 @@ def temporary_path(destination, purpose="", extension=None):
     """A new temporary name beside `destination`; `extension` replaces the destination's (None: keep it)."""
     folder, name = os.path.split(os.path.abspath(str(destination)))
     stem, own_extension = os.path.splitext(name)
+    stem = stem[:STEM_CHARACTERS]
     extension = own_extension if extension is None else extension
     tag = f".{purpose}" if purpose else ""
     return os.path.join(folder, f".{stem}{tag}.partial-{HOST}-{os.getpid()}-{secrets.token_hex(4)}{extension}")
@@ -107,11 +112,14 @@ def remove_listener(listener):
             _listeners.remove(listener)
 
 
-def _notify(event, temporary, files=()):
+def _notify(event, temporary, files=(), previous=()):
+    """Tell the listeners; whether one of them took charge of `previous` (the replaced files' backups)."""
     with _lock:
         listeners = list(_listeners)
+    taken = False
     for listener in listeners:
-        listener(event, temporary, files)
+        taken = bool(listener(event, temporary, files, previous)) or taken
+    return taken
 
 
 class Temporary:
@@ -176,18 +184,42 @@ class AtomicOutput(Temporary):
         self.committed = False
 
     def commit(self):
-        """Move the file and its sidecars to the destination's name (the main file last); the paths written."""
+        """Move the file and its sidecars to the destination's name (the main file last); the paths written.
+
+        What the destination held (the file, its sidecars, and GDAL's sidecars of an earlier file that this one
+        does not have, which GDAL would otherwise read with it: overviews, statistics, masks) is moved aside
+        first. A run guard that takes charge puts it back if the run fails later and deletes it otherwise;
+        without one it is deleted at once.
+        """
+        if os.path.exists(self.destination) and not os.path.isfile(self.destination):
+            self.remove()
+            raise OutputError(f"'{self.destination}' is not a regular file (a device, pipe or socket): an output "
+                              "would replace it. Give the output a file name.")
         destination_base = os.path.splitext(self.destination)[0] if os.path.splitext(self.destination)[1] \
             else self.destination
         moves = [(path, destination_base + path[len(self._base):]) for path in self.files()]
         moves.sort(key=lambda move: move[1] == self.destination)
-        written = []
-        for source, target in moves:
-            os.replace(source, target)
-            written.append(target)
+        targets = {target for _, target in moves}
+        stale = [self.destination + suffix for suffix in STALE_SIDECARS]
+        replaced = [path for path in dict.fromkeys(sorted(targets) + stale)
+                    if os.path.lexists(path) and (path in targets or os.path.isfile(path))]
+        previous_base = temporary_path(self.destination, "previous", "")
+        previous, written = [], []
+        try:
+            for original in replaced:
+                backup = previous_base + original[len(destination_base):]
+                os.replace(original, backup)
+                previous.append((backup, original))
+            for source, target in moves:
+                os.replace(source, target)
+                written.append(target)
+        except OSError:
+            restore_previous(previous, written)
+            raise
         self.committed = True
         self._forget()
-        _notify("committed", self, written)
+        if not _notify("committed", self, written, previous):
+            restore_previous(previous, (), restore=False)
         return written
 
     def __exit__(self, exc_type, exc, traceback):
@@ -195,12 +227,31 @@ class AtomicOutput(Temporary):
             self.remove()
 
 
+STALE_SIDECARS = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")
+"""Files GDAL and SQLite read beside a file of the same name: an earlier output's must not outlive it."""
+
+
+def restore_previous(previous, written=(), restore=True):
+    """Undo a commit: delete the `written` files and put the (backup, original) pairs of `previous` back (or, with
+    `restore` false, only delete the backups). Errors are ignored: this runs while a run is failing."""
+    for path in written:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    for backup, original in reversed(list(previous)):
+        with contextlib.suppress(OSError):
+            if restore:
+                os.replace(backup, original)
+            else:
+                os.remove(backup)
+
+
 def megabytes(count):
     return f"{count / 2**20:,.1f} MB" if count < 10 * 2**20 else f"{count / 2**20:,.0f} MB"
 
 
 def free_bytes(path):
-    """Free bytes on the disk holding `path` (or its nearest existing folder), None when unknown."""
+    """Free bytes on the disk holding `path` (or its nearest existing folder), None when unknown or when the file
+    system has no size (a pseudo file system such as /proc or /sys: its 0 free bytes say nothing)."""
     folder = os.path.abspath(str(path))
     while folder and not os.path.isdir(folder):
         parent = os.path.dirname(folder)
@@ -208,9 +259,10 @@ def free_bytes(path):
             break
         folder = parent
     try:
-        return shutil.disk_usage(folder).free
+        usage = shutil.disk_usage(folder)
     except OSError:
         return None
+    return usage.free if usage.total > 0 else None
 
 
 _FULL_WORDS = ("no space left", "disk is full", "database or disk is full", "not enough space")

@@ -88,7 +88,10 @@ def _gdal_files(path):
     """The files GDAL reads for a dataset (a VRT's sources, a header), [] when GDAL does not open it."""
     if not os.path.isfile(path) or os.path.splitext(path)[1].lower() in _NOT_DATASETS:
         return []
-    return [os.path.abspath(os.path.join(os.path.dirname(path), file)) for file in _file_list(path, vector=True)]
+    found = []
+    for file in _file_list(path, vector=True):  # a relative name is relative to the working folder (a VRT's
+        found += [os.path.abspath(file), os.path.abspath(os.path.join(os.path.dirname(path), file))]  # or its own)
+    return list(dict.fromkeys(found))
 
 
 def output_files(path):
@@ -133,6 +136,8 @@ def check_outputs(outputs, inputs=()):
                     f"{name} '{path}'{written} is the same file as {what}: writing it would destroy the input. "
                     "Choose another output file name."
                 ))
+    for name, path in outputs:
+        _check_envi_header(name, path)
     seen_identity, seen_path = {}, {}
     for name, path in outputs:
         files = output_files(path)
@@ -177,6 +182,15 @@ def check_location(name, path):
     if os.path.isdir(path):
         raise OutputError(capitalised(f"{name} '{path}' is an existing folder: give a file name, e.g. "
                                     f"'{os.path.join(path, 'output' + _example_extension(name))}'."))
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OutputError(capitalised(f"{name} '{path}' is not a regular file (a device, pipe or socket): outputs "
+                                    "are written under a temporary name and renamed into place, which would replace "
+                                    "it. Give a file name (to discard an optional output, leave it empty)."))
+    length = len(os.fsencode(os.path.basename(path)))
+    if length > MAX_NAME_BYTES:
+        raise OutputError(capitalised(f"{name}: the file name is {length} bytes long; use at most {MAX_NAME_BYTES} "
+                                    "(file systems hold 255, and GDAL and FERS add suffixes such as .aux.xml beside "
+                                    "the file)."))
     folder = os.path.dirname(path)
     existing = folder
     while not os.path.exists(existing):
@@ -192,6 +206,23 @@ def check_location(name, path):
         raise OutputError(f"Cannot write to the {where} '{existing}' of {name}: choose an output location you "
                           "can write to.")
 
+
+
+MAX_NAME_BYTES = 240  # 255, less the longest suffix written beside an output (".aux.xml", ".resume.pt")
+
+
+def _check_envi_header(name, path):
+    """Refuse an ENVI output whose header name (<stem>.hdr) is the header of another file's data (cube.bsq beside
+    cube.dat and cube.hdr): writing it would rewrite that file's band count, wavelengths and the rest."""
+    stem, extension = os.path.splitext(path)
+    if extension.lower() not in _ENVI_EXTENSIONS or os.path.exists(path) or not os.path.isfile(stem + ".hdr"):
+        return
+    others = [file for file in [stem] + [stem + ext for ext in sorted(_ENVI_EXTENSIONS) + [".img", ".raw"]]
+              if os.path.isfile(file)]
+    if others:
+        raise OutputError(capitalised(f"{name} '{path}' would be written with the header '{stem}.hdr', which "
+                                    f"describes '{os.path.basename(others[0])}': writing it would change that file. "
+                                    "Choose another output name."))
 
 
 def _example_extension(name):

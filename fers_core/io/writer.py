@@ -47,6 +47,7 @@ class RasterWriter:
         self._output = AtomicOutput(self.path)  # unique to this run; deleted on abort, signals and failures
         self.temp_path = self._output.path
         self.needed_bytes = width * height * bands * gdal.GetDataTypeSize(data_type) // 8
+        self._dataset = None  # abort() may run before the dataset exists
         try:
             self._dataset = driver.Create(self.temp_path, width, height, bands, data_type, options=options)
         except RuntimeError as error:

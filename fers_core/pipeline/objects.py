@@ -16,7 +16,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from scipy import ndimage
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
 from ..io.georeferencing import PIXEL_LINE, PixelToMap
@@ -206,6 +206,11 @@ def _write_geopackage(path, geometries, attributes, projection):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     try:
         dataset = ogr.GetDriverByName("GPKG").CreateDataSource(temp_path)
+    except RuntimeError as error:  # a full disk or a file-size limit, else a location SQLite cannot write
+        failure = output.fail(error, path, always=False)
+        raise failure or OutputError(f"Cannot create the polygons file '{path}' ({str(error).strip()}): choose an "
+                                     "output location you can write to.") from None
+    try:
         layer = dataset.CreateLayer(stem or "objects", srs=srs, geom_type=ogr.wkbMultiPolygon,
                                     options=["FID=fid", "GEOMETRY_NAME=geom"])
         types = {"id": ogr.OFTInteger, "pixels": ogr.OFTInteger64}

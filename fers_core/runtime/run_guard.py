@@ -5,7 +5,8 @@ Every front end (the QGIS algorithms, ``python -m fers_core``) runs the engine i
 - on entry it deletes the temporaries that killed runs left in the output folders (``atomic.remove_stale``:
   our names only, and only when their owner process is gone), saying so in the log;
 - on exit it deletes the temporaries this run still has, and when the run failed (an error, a cancel,
-  Ctrl+C) the outputs it had already committed, so a failed run leaves none of its outputs;
+  Ctrl+C) the outputs it had already committed, putting back the files they replaced, so a failed run leaves
+  none of its outputs and an earlier run's outputs as they were (after a success, those are deleted);
 - while it runs in the main thread, SIGINT (Ctrl+C) stops the run with ``Interrupted`` (the cleanup above
   then runs as the exception unwinds), and SIGTERM deletes the run's temporaries and outputs, then lets the
   previous handling terminate the process. The previous handlers are put back afterwards, including one
@@ -51,6 +52,7 @@ class RunGuard:
         self.thread = threading.get_ident()
         self.temporaries = {}
         self.written = []
+        self.previous = []  # (backup, original) of what the committed outputs replaced
         self._lock = threading.RLock()
 
     def __enter__(self):
@@ -70,9 +72,10 @@ class RunGuard:
                                + ", ".join(removed))
         return removed
 
-    def _on_event(self, event, temporary, files):
+    def _on_event(self, event, temporary, files, previous=()):
+        """Track this thread's temporaries and committed outputs; True when it takes charge of `previous`."""
         if temporary.thread != self.thread:
-            return
+            return False
         with self._lock:
             if event == "created":
                 self.temporaries[id(temporary)] = temporary
@@ -80,19 +83,23 @@ class RunGuard:
                 self.temporaries.pop(id(temporary), None)
                 if event == "committed" and not temporary.keep_on_failure:
                     self.written.extend(files)
+                    self.previous.extend(previous)
+                    return True
+        return False
 
     def cleanup(self, failed):
-        """Delete the run's live temporaries and, when it failed, the outputs it committed."""
+        """Delete the run's live temporaries and, when it failed, the outputs it committed, putting back the files
+        they replaced (an earlier run's outputs); when it succeeded, delete those."""
+        undo = failed and not self.keep_outputs
         with self._lock:
             temporaries = list(self.temporaries.values())
-            written = list(self.written) if failed and not self.keep_outputs else []
+            written = list(self.written) if undo else []
+            previous, self.previous = list(self.previous), []
+            if undo:
+                self.written = []
         for temporary in temporaries:
             temporary.remove()
-        for path in written:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
+        atomic.restore_previous(previous, written, restore=undo)
 
     def __exit__(self, exc_type, exc, traceback):
         try:

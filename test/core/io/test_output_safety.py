@@ -4,6 +4,7 @@ turned into sentences."""
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -216,6 +217,83 @@ def test_a_failed_run_leaves_none_of_its_outputs_but_keeps_a_resume_checkpoint(t
     assert (tmp_path / "b.tif").exists()
 
 
+def written_output(destination, content):
+    output = atomic.AtomicOutput(destination)
+    Path(output.path).write_bytes(content)
+    return output
+
+
+def test_a_failed_rerun_puts_back_the_outputs_it_replaced_and_a_successful_one_drops_their_stale_sidecars(tmp_path):
+    old = {"a.tif": b"old scores", "a.tif.aux.xml": b"old statistics", "a.tif.ovr": b"old overviews",
+           "b.gpkg": b"old polygons", "b.gpkg-wal": b"old journal"}
+    for name, content in old.items():
+        touch(tmp_path / name, content)
+    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")]):
+        written_output(tmp_path / "a.tif", b"new scores").commit()
+        assert (tmp_path / "a.tif").read_bytes() == b"new scores" and not (tmp_path / "a.tif.ovr").exists()
+        raise RuntimeError("the polygons failed")  # before b.gpkg was committed
+    assert {name: (tmp_path / name).read_bytes() for name in sorted(os.listdir(tmp_path))} == old  # as it was
+    with RunGuard([str(tmp_path / "a.tif")]):
+        written_output(tmp_path / "a.tif", b"new scores").commit()
+        written_output(tmp_path / "b.gpkg", b"new polygons").commit()
+    assert {name: (tmp_path / name).read_bytes() for name in sorted(os.listdir(tmp_path))} == {
+        "a.tif": b"new scores", "b.gpkg": b"new polygons"}  # no overviews or journal of the old files, no backups
+    written_output(tmp_path / "a.tif", b"outside a run").commit()  # without a guard: replaced at once
+    assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.gpkg"]
+
+
+def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path):
+    pipe = tmp_path / "roc.csv"
+    os.mkfifo(pipe)
+    with pytest.raises(OutputError, match=r"^OUTPUT_CSV '.*roc.csv' is not a regular file \(a device, pipe or "):
+        check_outputs([("OUTPUT_CSV", str(pipe))])
+    output = written_output(pipe, b"scores")
+    with pytest.raises(OutputError, match="is not a regular file"):
+        output.commit()  # the engine's own last line of defence
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and os.listdir(tmp_path) == ["roc.csv"]
+
+
+def test_names_too_long_for_the_sidecars_are_refused_before_the_run(tmp_path):
+    with pytest.raises(OutputError, match=r"^OUTPUT: the file name is 241 bytes long; use at most 240"):
+        check_outputs([("OUTPUT", str(tmp_path / ("y" * 237 + ".tif")))])
+    check_outputs([("OUTPUT", str(tmp_path / ("y" * 236 + ".tif")))])
+    with RunGuard([str(tmp_path / "x.tif")]):  # temporaries of a legal long name stay legal, nested too
+        member = atomic.Temporary(tmp_path / ("y" * 236 + ".tif"), "member1")
+        spill = atomic.Temporary(member.path, "features", ".bin")
+        for temporary in (member, spill):
+            assert len(os.path.basename(temporary.path)) < 120
+            Path(temporary.path).write_bytes(b"")
+            assert atomic.owner(temporary.path) == (atomic.HOST, os.getpid())
+
+
+def test_an_envi_output_may_not_rewrite_the_header_of_another_file(tmp_path):
+    touch(tmp_path / "cube.dat", b"30 bands")
+    touch(tmp_path / "cube.hdr", b"ENVI")
+    with pytest.raises(OutputError, match=r"with the header '.*cube.hdr', which describes 'cube.dat'"):
+        check_outputs([("OUTPUT", str(tmp_path / "cube.bsq"))])
+    touch(tmp_path / "alone.hdr", b"ENVI")  # a header whose data file is gone: nothing to protect
+    check_outputs([("OUTPUT", str(tmp_path / "alone.bsq"))])
+
+
+def test_a_vrt_source_relative_to_the_working_folder_is_protected(tmp_path, monkeypatch):
+    source = write_cube(tmp_path / "src" / "a.tif", np.ones((2, 4, 4), np.float32)) if (tmp_path / "src").mkdir() \
+        is None else None
+    bands = "".join(f'''<VRTRasterBand dataType="Float32" band="{band}"><SimpleSource>
+        <SourceFilename relativeToVRT="0">a.tif</SourceFilename><SourceBand>{band}</SourceBand>
+        </SimpleSource></VRTRasterBand>''' for band in (1, 2))
+    (tmp_path / "cwd.vrt").write_text(f'<VRTDataset rasterXSize="4" rasterYSize="4">{bands}</VRTDataset>')
+    monkeypatch.chdir(tmp_path / "src")  # GDAL reads a.tif from the working folder, not from the VRT's
+    with pytest.raises(OutputError, match=r"is the same file as INPUT .*cwd.vrt' \(its file 'a.tif'\)"):
+        check_outputs([("OUTPUT", source)], [("INPUT", str(tmp_path / "cwd.vrt"))])
+
+
+def test_a_writer_that_cannot_create_its_file_says_so_without_a_traceback():
+    from fers.fers_core.errors import InputError
+
+    with pytest.raises(InputError, match=r"^Cannot (create the output file in|write to folder) '/proc'"):
+        RasterWriter("/proc/fers-test.tif", 4, 4)
+
+
 @pytest.fixture
 def interruptible():
     """Ctrl+C delivered as KeyboardInterrupt during the test, even when the suite was started in the background
@@ -325,16 +403,18 @@ def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
 
 
 def test_a_refused_write_where_no_space_is_free_is_not_called_a_full_disk():
-    """/proc has no free space at all; a write there fails for another reason, which the message must give."""
+    """/proc has no size at all (so no free space); a write there fails for another reason, which the message must
+    give, even when the error itself is vague."""
     import errno
 
     from fers.fers_core.io.atomic import free_bytes, write_failure
 
-    assert free_bytes("/proc") == 0
+    assert free_bytes("/proc") is None  # a pseudo file system: its 0 free bytes say nothing
     message = str(write_failure(PermissionError(errno.EACCES, "Permission denied"), "/proc/report.html"))
     assert "the system refused the write" in message and "Permission denied" in message
     assert "disk is full" not in message
-    assert "disk is full" in str(write_failure(RuntimeError("write failed"), "/proc/report.html"))  # GDAL's vague one
+    vague = str(write_failure(RuntimeError("write failed"), "/proc/report.html"))  # GDAL's kind of message
+    assert "disk is full" not in vague and "the system refused the write (write failed)" in vague
 
 
 def test_batch_output_on_another_input_is_refused(tmp_path):
