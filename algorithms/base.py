@@ -378,6 +378,9 @@ class FersAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         engine_feedback = QgisFeedback(feedback)
         self._warn_unknown_parameters(parameters, engine_feedback)
+        ok, refusal = self.checkParameterValues(parameters, context)  # QGIS 3.22's batch dialog and models skip it
+        if not ok:
+            raise QgsProcessingException(refusal)
         try:
             outputs, inputs = self.run_paths(parameters, context)
             check_outputs(outputs, inputs)  # before any pass: no output on an input, another output, a folder
@@ -537,8 +540,11 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return nodata_values(values)  # NaN dropped: never valid anyway
 
     def optional_output(self, parameters, name, context):
-        """Destination path of an optional output, or None when the user skipped it."""
+        """Destination path of an optional output, or None when the user skipped it (the batch dialog hands a
+        skipped output over as a definition with an empty sink)."""
         value = parameters.get(name)
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
         if value is None or value == "" or str(value).lower() == "skip":
             return None
         return self.parameterAsOutputLayer(parameters, name, context) or None

@@ -384,6 +384,7 @@ def test_batch_dialog_runs_two_rows_with_only_the_required_inputs(project, scene
         assert alg.checkParameterValues(parameters, context)[0]
         assert alg.input_nodata(parameters, context, name=None) == ()  # an empty cell is no value, not 0
     dialog.runAlgorithm()  # runs the rows one after the other, then loads the results
+    assert "not correctly generated" not in dialog_log(dialog)  # skipped outputs are not layers to load
     assert sorted(p.name for p in outputs[0].parent.iterdir()) == ["first_scores.tif", "second_scores.tif"]
     for output in outputs:
         assert read(output)[0].shape == (64, 72)
@@ -497,6 +498,13 @@ def test_without_pytorch_the_detect_dialog_reaches_the_install_message(scene, tm
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert "MODEL" in result["collected"]
     assert "need PyTorch, which is not installed" in result["error"], result["error"]
+
+
+def dialog_log(dialog):
+    """The text of a processing dialog's log panel."""
+    from qgis.PyQt.QtWidgets import QTextEdit
+
+    return "\n".join(widget.toPlainText() for widget in dialog.findChildren(QTextEdit))
 
 
 def batch_rows(alg, rows, tmp_path):

@@ -181,3 +181,29 @@ def test_a_parameter_name_the_algorithm_lacks_is_named_with_the_closest_ones(qgi
         "'colour' is not a parameter of fers:rx, so it was ignored; its parameters are INPUT, BANDS, MASK, "
         "INPUT_NODATA, MODE, WINDOW_INNER, WINDOW_OUTER, COMPONENTS, THRESHOLD_METHOD, THRESHOLD, MIN_PIXELS, "
         "MEMORY_MB, SCHEDULER, OUTPUT, OUTPUT_MASK, OUTPUT_POLYGONS."]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"INPUT": "/no/such.tif"}, "is neither an existing file nor a layer of the project"),
+    ({"OUTPUT_POLYGONS": "objects.shp"}, "give the output a .gpkg name"),
+])
+def test_a_run_without_qgis_parameter_check_refuses_as_the_dialog_does(qgis_app, scene, tmp_path, values, message):
+    """QGIS 3.22's batch dialog and models call the algorithm's run() without its parameter check: the algorithm
+    makes the same check itself, before any work, with the same message."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+
+    class Errors(QgsProcessingFeedback):
+        errors = []
+
+        def reportError(self, text, fatalError=False):  # noqa: N802, N803 (QGIS API)
+            self.errors.append(text)
+
+    parameters = {"INPUT": scene[0], "OUTPUT": str(tmp_path / "out" / "s.tif"), **values}
+    if "OUTPUT_POLYGONS" in values:
+        parameters["OUTPUT_POLYGONS"] = str(tmp_path / "out" / values["OUTPUT_POLYGONS"])
+    alg = QgsApplication.processingRegistry().createAlgorithmById("fers:rx")
+    log = Errors()
+    results, ok = alg.run(parameters, QgsProcessingContext(), log)
+    assert not ok and not results
+    assert any(message in line for line in log.errors), log.errors
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []  # nothing was computed
