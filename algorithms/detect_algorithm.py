@@ -207,11 +207,13 @@ class DetectAlgorithm(FersAlgorithm):
         self.add_parameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SPECTRAL, self.tr("Spectrally enhanced cube (x + F_spe)"), optional=True,
             createByDefault=False),
-            "Optional: the input in model bands plus the spectral features, for any other detector.")
+            "Optional: the input in model bands plus the spectral features, for any other detector. It belongs to one "
+            "model: choose one under Model (the bundled default fuses several).")
         self.add_parameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_SPATIAL, self.tr("Spatially enhanced cube (x + F_spa)"), optional=True,
             createByDefault=False),
-            "Optional: the input in model bands plus the spatial features, for any other detector.")
+            "Optional: the input in model bands plus the spatial features, for any other detector. It belongs to one "
+            "model: choose one under Model (the bundled default fuses several).")
         outputs.add_object_destinations(self)
 
     def check_request(self, parameters, context):

@@ -170,6 +170,18 @@ def test_models_given_as_one_semicolon_separated_string_are_each_a_member(run_al
     np.testing.assert_array_equal(read(listed["OUTPUT"])[0], read(joined["OUTPUT"])[0])
 
 
+def test_enhanced_cubes_of_the_bundled_default_name_the_model_to_choose(run_alg, tmp_path, scene):
+    from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
+
+    with pytest.raises(QgsProcessingException, match=r"the bundled default fuses several: choose one under Model "
+                                                     r"\(for example '.*fers_default.pt'"):
+        run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "x.tif"),
+                                "OUTPUT_SPECTRAL": str(tmp_path / "spe.tif")})
+    result = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),
+                                     "OUTPUT": str(tmp_path / "x.tif"), "OUTPUT_SPECTRAL": str(tmp_path / "spe.tif")})
+    assert read(result["OUTPUT_SPECTRAL"])[0].shape == read(result["OUTPUT"])[0].shape  # the advice works
+
+
 def test_bad_ensembles_are_refused_with_clear_messages(run_alg, tmp_path, scene, models):
     base = {"INPUT": scene[0], "MODEL": models["r12"], "MODELS": [models["r30"]], "OUTPUT": str(tmp_path / "x.tif")}
     cases = [

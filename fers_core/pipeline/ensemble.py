@@ -197,6 +197,12 @@ def check_members(members, options):
         raise InputError("An ensemble needs at least two members (models, or a model and plain RX).")
     check_distinct_models([member.label for member in members if member.model is not None])
     if options.spectral_output or options.spatial_output:
+        if all(member.bundled for member in members if member.model is not None):
+            from ..enhance.default_model import DEFAULT_MODEL_FILE
+
+            raise InputError("The enhanced-cube outputs belong to one model, and the bundled default fuses several: "
+                             f"choose one under Model (for example '{DEFAULT_MODEL_FILE}', the default's model with "
+                             "both branches) to write them, or leave them empty.")
         raise InputError("The enhanced-cube outputs belong to one model: leave them empty when several models "
                          "are fused (run fers:detect with one model to write them).")
 
