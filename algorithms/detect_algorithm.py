@@ -54,9 +54,8 @@ DETECTOR_VALUES = list(DETECTORS)
 DETECTOR_OPTIONS = [DETECTOR_LABELS[detector] for detector in DETECTOR_VALUES]
 PRECISION_LABELS = {
     Precision.FLOAT32: "float32 everywhere",
-    Precision.BFLOAT16: "bfloat16 everywhere (fastest; changes the scores more than auto: see the README)",
-    Precision.AUTO: "auto: network trunks in bfloat16 where the CPU/GPU has it natively and the model was checked "
-                    "under it, else float32",
+    Precision.BFLOAT16: "bfloat16 everywhere (fastest, least exact)",
+    Precision.AUTO: "auto (bfloat16 where native and checked)",
 }
 PRECISION_OPTIONS = [PRECISION_LABELS[precision] for precision in PRECISION_CHOICES]
 PRECISION_DEFAULT = PRECISION_CHOICES.index(Precision.AUTO)
@@ -186,8 +185,9 @@ class DetectAlgorithm(FersAlgorithm):
         outputs.add_threshold_parameters(self)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS, defaultValue=PRECISION_DEFAULT)),
-            "Number format of the networks. Auto (default) uses bfloat16 where the CPU or GPU has it natively and "
-            "the model's AUC was checked under it, else float32.")
+            "Number format of the networks. Auto (default) runs the network trunks in bfloat16 where the CPU or GPU "
+            "has it natively and the model's AUC was checked under it, else float32. bfloat16 everywhere is the "
+            "fastest and changes the scores more than auto (see the README).")
         for key, label, default, minimum, text in (
             (self.MEMORY_MB, "Window memory budget (MB)", DEFAULT_BLOCK_MB, 1,
              "Memory for one window of the raster; the scores do not depend on it."),

@@ -94,7 +94,7 @@ def resolve_options(model, options: DetectOptions, device: str, feedback) -> Det
     precision = resolve_precision(options.precision, device, model)
     if options.precision is Precision.AUTO and precision is Precision.MIXED:
         feedback.info("Network arithmetic: spectral encoder and spatial trunk in bfloat16 (this model's AUC was "
-                      "checked under it); PRECISION float32 forces float32.")
+                      "checked under it); 'float32 everywhere' under Network arithmetic (PRECISION) forces float32.")
     elif options.precision is Precision.AUTO and not mixed_precision_checked(model):
         feedback.info("Network arithmetic: float32 (bfloat16 is used only for models whose AUC was checked under it).")
     return replace(options, branches=branches, precision=precision)
