@@ -23,7 +23,7 @@ from ..fers_core.errors import FersError, InputError
 from ..fers_core.feedback import Feedback
 from ..fers_core.io.band_list import parse_band_list
 from ..fers_core.io.gdal_cache import bounded_gdal_cache
-from ..fers_core.io.output_formats import check_raster_outputs
+from ..fers_core.io.output_formats import check_outputs_keep_placement, check_raster_outputs
 from ..fers_core.io.output_safety import check_outputs
 from ..fers_core.io.reader import is_raster_source, nodata_values
 from ..fers_core.runtime.run_guard import Interrupted, RunGuard
@@ -384,8 +384,10 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         try:
             outputs, inputs = self.run_paths(parameters, context)
             check_outputs(outputs, inputs)  # before any pass: no output on an input, another output, a folder
-            check_raster_outputs([(name, path, 1) for name, path in outputs  # and formats FERS can write
-                                  if self.parameterDefinition(name).type() == "rasterDestination"])
+            rasters = [(name, path) for name, path in outputs if self.parameterDefinition(name).type() ==
+                       "rasterDestination"]
+            check_raster_outputs([(name, path, 1) for name, path in rasters])  # and formats FERS can write
+            check_outputs_keep_placement(rasters, dict(inputs).get("INPUT"))  # and that hold the input's GCPs
             # the guard: stale temporaries of killed runs removed, this run's removed however it ends (and its
             # outputs when it fails), Ctrl+C and SIGTERM handled when the run is in the main thread (qgis_process)
             with bounded_gdal_cache(), RunGuard([path for _, path in outputs], engine_feedback):

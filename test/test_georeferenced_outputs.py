@@ -104,3 +104,18 @@ def test_gcps_gdal_cannot_use_give_polygons_in_pixel_coordinates_with_a_warning(
     assert any("GCPs or RPCs cannot place its pixels" in warning for warning in feedback.warnings)
     feature = next(polygon_layer(results["OUTPUT_POLYGONS"]).getFeatures())
     assert feature.geometry().boundingBox().toString(0) == "20,-12 : 23,-10"
+
+
+@pytest.mark.parametrize("algorithm", ["fers:rx", "fers:detect"])
+def test_a_netcdf_output_of_a_gcp_raster_is_refused_before_the_first_pass(run_alg, tmp_path, model_file, algorithm):
+    from qgis.core import QgsProcessingException
+
+    from .conftest import Recorder
+
+    path, _ = gcp_scene(tmp_path / "swath.tif")
+    log = Recorder()
+    with pytest.raises(QgsProcessingException, match=r"^OUTPUT '.*scores.nc': the input is placed by ground control "
+                                                     r"points or RPCs, and a netCDF file cannot hold"):
+        run_alg(algorithm, {"INPUT": path, "MODEL": model_file, "OUTPUT": str(tmp_path / "scores.nc")}
+                if algorithm == "fers:detect" else {"INPUT": path, "OUTPUT": str(tmp_path / "scores.nc")}, log)
+    assert not [line for line in log.infos if line.startswith(("Global RX on", "Device:", "Model:"))]  # no pass ran

@@ -53,6 +53,26 @@ def check_raster_outputs(outputs):
             raster_output_format(path, bands, name)
 
 
+PLACEMENT_LOST = {".nc": "a netCDF file cannot hold the ground control points or RPCs that place it on the map"}
+
+
+def check_outputs_keep_placement(outputs, source):
+    """OutputError for a (name, path) raster output in a format that cannot hold the GCPs or RPCs that place the
+    raster `source` (a path; None or an unreadable one: nothing to check), before the run's first pass."""
+    from .georeferencing import Georeferencing
+    from .reader import quiet_open
+
+    lossy = [(name, path) for name, path in outputs
+             if path and os.path.splitext(str(path))[1].lower() in PLACEMENT_LOST]
+    dataset = quiet_open(str(source), gdal.OF_RASTER) if lossy and source else None
+    if dataset is None or not Georeferencing.of(dataset).by_points:
+        return
+    name, path = lossy[0]
+    raise OutputError(f"{capitalised(name)} '{path}': the input is placed by ground control points or RPCs, and "
+                      f"{PLACEMENT_LOST[os.path.splitext(str(path))[1].lower()]}: write a .tif (or .img, ENVI) "
+                      "instead.")
+
+
 def _unsupported_format(extension):
     """Why FERS cannot write a raster with this extension, and what to do instead (a sentence or two)."""
     supported = f"use one of {SUPPORTED_OUTPUTS}"
