@@ -1,6 +1,7 @@
 """Crash-safe GDAL raster writing: a temporary file beside the destination, renamed into place when complete,
 so a crash or a cancel never leaves a half-written output."""
 
+import errno
 import os
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..errors import InputError, OutputError
-from .atomic import AtomicOutput, write_failure
+from .atomic import AtomicOutput, free_bytes, write_failure
 from .georeferencing import Georeferencing
 from .output_formats import raster_output_format
 from .windows import Window
@@ -31,6 +32,9 @@ def output_folder(path: str) -> str:
     return folder
 
 
+UNCOMPRESSED_DRIVERS = {"HFA", "ENVI"}  # formats whose file holds every pixel: the room needed is known up front
+
+
 class RasterWriter:
     """Writes a raster under a temporary name; `commit()` renames it into place.
 
@@ -48,6 +52,11 @@ class RasterWriter:
         self.temp_path = self._output.path
         self.needed_bytes = width * height * bands * gdal.GetDataTypeSize(data_type) // 8
         self._dataset = None  # abort() may run before the dataset exists
+        free = free_bytes(folder)
+        if driver_name in UNCOMPRESSED_DRIVERS and free is not None and free < self.needed_bytes:
+            # these write every byte, and Erdas Imagine does not report a write the full disk refused
+            self._output.remove()
+            raise write_failure(OSError(errno.ENOSPC, "No space left on device"), self.path, self.needed_bytes)
         try:
             self._dataset = driver.Create(self.temp_path, width, height, bands, data_type, options=options)
         except RuntimeError as error:

@@ -390,6 +390,22 @@ def small_file_system(tmp_path, size="1m"):
     return folder
 
 
+@pytest.mark.parametrize("name", ["scores.img", "scores.bsq"])
+def test_an_uncompressed_output_larger_than_the_free_space_is_refused_before_it_is_written(tmp_path, name):
+    """Erdas Imagine does not report the writes a full disk refuses: its file came out silently corrupt."""
+    folder = small_file_system(tmp_path, "200k")
+    try:
+        with pytest.raises(OutputError, match=r"failed: the disk is full \(the file needs up to about 0.2 MB"):
+            RasterWriter(folder / name, 256, 256)
+        assert os.listdir(folder) == []
+        with RasterWriter(folder / name, 64, 64) as writer:  # one that fits is written
+            writer.write(Window(0, 0, 64, 64), np.ones((64, 64), np.float32))
+            writer.commit()
+        assert name in os.listdir(folder)
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
 def test_full_disk_is_a_sentence_and_leaves_nothing(tmp_path):
     folder = small_file_system(tmp_path)
     try:
