@@ -23,6 +23,7 @@ from qgis.core import (
 )
 
 from ..fers_core.feedback import StageFeedback
+from ..fers_core.io.windows import DEFAULT_BLOCK_MB
 from ..fers_core.pipeline.objects import write_polygons
 from ..fers_core.pipeline.postprocess import score_percentiles, threshold_value, write_mask
 from ..fers_core.pipeline.requests import (
@@ -171,16 +172,19 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
     method = algorithm.parameterAsEnum(parameters, THRESHOLD_METHOD, context)
     value = algorithm.parameterAsDouble(parameters, THRESHOLD, context)
     min_pixels = algorithm.parameterAsInt(parameters, MIN_PIXELS, context)
+    block_mb = algorithm.parameterAsInt(parameters, "MEMORY_MB", context) \
+        if algorithm.parameterDefinition("MEMORY_MB") else DEFAULT_BLOCK_MB
     start = OBJECTS_START
     span = 100 - start
-    threshold = threshold_value(score_path, method, value, n_features, StageFeedback(feedback, start, start + span / 3))
+    threshold = threshold_value(score_path, method, value, n_features, StageFeedback(feedback, start, start + span / 3),
+                                block_mb)
     feedback.info(f"Threshold: {threshold.describe()}.")
     temporary_mask = None
     if not mask_path:
         temporary_mask = os.path.join(QgsProcessingUtils.tempFolder(), f"fers_mask_{uuid.uuid4().hex[:8]}.tif")
     try:
         mask = write_mask(score_path, mask_path or temporary_mask, threshold.value,
-                          StageFeedback(feedback, start + span / 3, start + span * 2 / 3))
+                          StageFeedback(feedback, start + span / 3, start + span * 2 / 3), block_mb)
         if method == ABSOLUTE and mask.anomaly_pixels + mask.background_pixels and \
                 not (mask.anomaly_pixels and mask.background_pixels):
             low, high = score_percentiles(score_path, [0, 100])  # a sample's, on this warning's path only
@@ -193,7 +197,7 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
             styles.style_mask(context, mask_path, score_path)
         if polygons_path:
             objects = write_polygons(mask.path, score_path, polygons_path, min_pixels,
-                                     StageFeedback(feedback, start + span * 2 / 3, 100))
+                                     StageFeedback(feedback, start + span * 2 / 3, 100), block_mb)
             results[OUTPUT_POLYGONS] = polygons_path
             results[OBJECT_COUNT] = objects.objects
             styles.style_polygons(context, polygons_path, score_path)

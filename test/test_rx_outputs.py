@@ -59,6 +59,19 @@ def test_mask_pixel_counts_for_each_threshold_method(run_alg, tmp_path, cube_pat
     assert nodata == 255 and geotransform == GEOTRANSFORM
 
 
+def test_the_mask_stage_works_within_the_memory_budget(run_alg, tmp_path):
+    """MEMORY_MB also governs the threshold and mask passes: 1 MB, in tiles of the tiled score raster, gives the
+    threshold and the mask of the default budget."""
+    source = write_cube(tmp_path / "wide.tif", gaussian_cube(rows=600, cols=1400, bands=3, seed=2))
+    outputs = {}
+    for budget in (64, 1):
+        outputs[budget] = run_rx(run_alg, tmp_path, source, OUTPUT=str(tmp_path / f"rx{budget}.tif"),
+                                 OUTPUT_MASK=str(tmp_path / f"mask{budget}.tif"), MEMORY_MB=budget, THRESHOLD=0.5)
+    assert outputs[1]["THRESHOLD_VALUE"] == outputs[64]["THRESHOLD_VALUE"]
+    np.testing.assert_array_equal(read(outputs[1]["OUTPUT_MASK"])[0], read(outputs[64]["OUTPUT_MASK"])[0])
+    assert outputs[1]["ANOMALY_PIXELS"] == math.ceil(600 * 1400 * 0.5 / 100)
+
+
 def targets_scene(tmp_path):
     """Gaussian background with three strong targets, masked out of the statistics."""
     cube = gaussian_cube(rows=30, cols=30, bands=4, seed=2)

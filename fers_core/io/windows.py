@@ -113,6 +113,7 @@ def block_windows(width: int, height: int, block_size: tuple, pixel_bytes: int, 
     band-interleaved file would re-read each block many times).
     """
     block_cols, block_rows = min(block_size[0], width), min(block_size[1], height)
+    budget_bytes = int(budget_bytes)  # a fractional budget (MEMORY_MB is a real number) gives whole windows
     if width * block_rows * pixel_bytes <= budget_bytes or block_cols >= width:
         rows = max(1, budget_bytes // (width * pixel_bytes))
         if rows >= block_rows:

@@ -36,6 +36,7 @@ from .requests import ABSOLUTE, FALSE_ALARM_RATE, TOP_PERCENT, check_threshold
 
 MASK_NODATA = 255
 MAX_IN_MEMORY = 2**22  # candidate scores held at once by the exact top-percent selection
+SCORE_PASS_BYTES = 48  # bytes a score pixel of a block costs in these passes (the read, its copies, bin indexes)
 _HISTOGRAM_BINS = 65536
 
 
@@ -111,7 +112,7 @@ def _valid_scores(reader, windows, progress):
 
 
 def _top_percent(reader, percent, feedback, block_mb, max_in_memory):
-    windows = reader.windows(block_mb)
+    windows = reader.windows(block_mb, SCORE_PASS_BYTES)
     progress = ProgressRange(feedback, 0, 100)
     collect = reader.pixel_count <= max_in_memory
     total, lo, hi, kept = 0, np.inf, -np.inf, []
@@ -162,7 +163,7 @@ def write_mask(score_path, mask_path, value, feedback=None, block_mb=DEFAULT_BLO
     progress = ProgressRange(feedback, 0, 100)
     anomalies = background = nodata = 0
     with score_reader(score_path) as reader:
-        windows = reader.windows(block_mb)
+        windows = reader.windows(block_mb, SCORE_PASS_BYTES)
         with RasterWriter.like(reader, mask_path, data_type=gdal.GDT_Byte, nodata=MASK_NODATA,
                                band_names=["anomaly mask (1 = anomaly)"]) as writer:
             for index, window in enumerate(windows):
