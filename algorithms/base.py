@@ -438,7 +438,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, self._explain_rejection(parameters, context) or message
-        rounded = self._rounded_whole_number(parameters)
+        rounded = self._number_problem(parameters)
         if rounded:
             return False, rounded
         try:
@@ -447,21 +447,22 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             return False, str(error)
         return True, ""
 
-    def _rounded_whole_number(self, parameters):
-        """The refusal of a fraction given for a whole-number parameter, which QGIS would round without a word
-        (EPOCHS 1.5 ran 2 epochs); '' when there is none."""
+    def _number_problem(self, parameters):
+        """The refusal of a number parameter's value QGIS would take without a word: text that is not a number for
+        an optional one (INPUT_NODATA=abc ran without it), a fraction for a whole number (EPOCHS 1.5 ran 2
+        epochs); '' when there is none."""
         from qgis.core import QgsProcessingParameterNumber
 
         for definition in self.parameterDefinitions():
-            if not isinstance(definition, QgsProcessingParameterNumber) or \
-                    definition.dataType() != QgsProcessingParameterNumber.Type.Integer:
+            if not isinstance(definition, QgsProcessingParameterNumber):
                 continue
             value = widget_value(parameters.get(definition.name()))
             try:
-                number = float(value) if isinstance(value, (int, float, str)) and value != "" else None
+                number = float(value) if isinstance(value, (int, float, str)) and str(value).strip() != "" else None
             except ValueError:
-                continue
-            if number is not None and number == number and abs(number) != float("inf") and not number.is_integer():
+                return f"{definition.description()} ({definition.name()}): '{value}' is not a number."
+            if definition.dataType() == QgsProcessingParameterNumber.Type.Integer and number is not None and \
+                    number == number and abs(number) != float("inf") and not number.is_integer():
                 return f"{definition.description()} ({definition.name()}) must be a whole number (got {number:g})."
         return ""
 

@@ -151,6 +151,8 @@ def test_evaluate_reads_score_layers_picked_in_the_project(qgis_app, scene, proj
     ("fers:evaluate", {"SCORES": ["/no/such.tif"]}, r"^Score rasters \(SCORES\): '/no/such.tif' is neither"),
     ("fers:train", {"EPOCHS": 1.5}, r"^Epochs \(EPOCHS\) must be a whole number \(got 1.5\)\.$"),
     ("fers:detect", {"TILE_SIZE": "64.5"}, r"\(TILE_SIZE\) must be a whole number \(got 64.5\)\.$"),
+    ("fers:rx", {"INPUT_NODATA": "abc"}, r"\(INPUT_NODATA\): 'abc' is not a number\.$"),
+    ("fers:train", {"INPUT_NODATA": "-9999x"}, r"\(INPUT_NODATA\): '-9999x' is not a number\.$"),
 ])
 def test_a_value_qgis_refuses_is_named_with_why(qgis_app, scene, tmp_path, algorithm, values, message):
     """QGIS's own check says only "Incorrect parameter value for X"; the algorithms say what is wrong with it."""
