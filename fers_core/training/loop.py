@@ -133,6 +133,24 @@ class ResumeFile:
         if os.path.exists(self.path):
             os.remove(self.path)
 
+    @contextmanager
+    def named_when_stopped(self):
+        """A cancel or Ctrl+C inside the block says that this run's checkpoint is kept, and how to use it (the
+        generic message says no output was written, while the checkpoint of the finished epochs stays)."""
+        from ..errors import Cancelled
+        from ..runtime.run_guard import Interrupted
+
+        try:
+            yield
+        except (Cancelled, Interrupted) as stop:
+            if not (self.owned and os.path.exists(self.path)):
+                raise
+            kept = (f"no model was written. The checkpoint of the finished epochs is kept in '{self.path}': run "
+                    "again with the same settings and RESUME on to continue from it, or delete it.")
+            if isinstance(stop, Cancelled):
+                raise Cancelled(f"Cancelled by the user; {kept}") from None
+            raise Interrupted(f"Interrupted (Ctrl+C): the run stopped; {kept}") from None
+
 
 def restore(trainer, checkpoint):
     """Load a checkpoint's state dicts and optimizer state into a freshly built trainer."""

@@ -254,35 +254,37 @@ def train_model(options: TrainOptions, feedback: Feedback = None) -> TrainSummar
     ranges = {name: ProgressRange(feedback, bounds[index], bounds[index + 1]) for index, name in enumerate(stage_names)}
     spatial_checkpoint = checkpoint if checkpoint is not None and checkpoint["stage"] == "spatial" else None
 
-    if "spectral" in stage_names and spatial_checkpoint is None:
-        torch.manual_seed(options.seed)
-        trainer = SpectralStage(spectral, options.teacher, options.learning_rate, device)
-        start, history = 0, []
-        if checkpoint is not None:
-            restore(trainer, checkpoint)
-            start, history = checkpoint["epochs_done"], checkpoint["history"]
-        histories["spectral"] = run_stage(trainer, sampler, settings, feedback, ranges["spectral"], resume_file,
-                                          start, history)
-        epochs_run["spectral"] = options.epochs - start
-        spectral = trainer.result()
+    with resume_file.named_when_stopped():
+        if "spectral" in stage_names and spatial_checkpoint is None:
+            torch.manual_seed(options.seed)
+            trainer = SpectralStage(spectral, options.teacher, options.learning_rate, device)
+            start, history = 0, []
+            if checkpoint is not None:
+                restore(trainer, checkpoint)
+                start, history = checkpoint["epochs_done"], checkpoint["history"]
+            histories["spectral"] = run_stage(trainer, sampler, settings, feedback, ranges["spectral"], resume_file,
+                                              start, history)
+            epochs_run["spectral"] = options.epochs - start
+            spectral = trainer.result()
 
-    spatial = None
-    if "spatial" in stage_names:
-        initial_spatial = (copy.deepcopy(init.branches["spatial"]) if init is not None and init.has_branch("spatial")
-                           else _fresh_branch("spatial", bands, {}, options.seed))
-        torch.manual_seed(options.seed)
-        trainer = SpatialStage(spectral, initial_spatial, options.learning_rate, device)
-        start, history = 0, []
-        if spatial_checkpoint is not None:
-            restore(trainer, spatial_checkpoint)
-            start, history = spatial_checkpoint["epochs_done"], spatial_checkpoint["history"]
-            histories["spectral"] = (spatial_checkpoint.get("extra") or {}).get("spectral_history", [])
-        extra = {"spectral_history": histories.get("spectral", [])}
-        histories["spatial"] = run_stage(trainer, sampler, settings, feedback, ranges["spatial"], resume_file,
-                                         start, history, extra)
-        epochs_run["spatial"] = options.epochs - start
-        spectral = trainer.network["spectral"].cpu().eval()
-        spatial = trainer.result()
+        spatial = None
+        if "spatial" in stage_names:
+            initial_spatial = (copy.deepcopy(init.branches["spatial"])
+                               if init is not None and init.has_branch("spatial")
+                               else _fresh_branch("spatial", bands, {}, options.seed))
+            torch.manual_seed(options.seed)
+            trainer = SpatialStage(spectral, initial_spatial, options.learning_rate, device)
+            start, history = 0, []
+            if spatial_checkpoint is not None:
+                restore(trainer, spatial_checkpoint)
+                start, history = spatial_checkpoint["epochs_done"], spatial_checkpoint["history"]
+                histories["spectral"] = (spatial_checkpoint.get("extra") or {}).get("spectral_history", [])
+            extra = {"spectral_history": histories.get("spectral", [])}
+            histories["spatial"] = run_stage(trainer, sampler, settings, feedback, ranges["spatial"], resume_file,
+                                             start, history, extra)
+            epochs_run["spatial"] = options.epochs - start
+            spectral = trainer.network["spectral"].cpu().eval()
+            spatial = trainer.result()
 
     branches = {"spectral": spectral.cpu().eval()}
     if spatial is not None:
