@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QVariant
 
@@ -271,6 +272,22 @@ class RasterListParameter(QgsProcessingParameterMultipleLayers):
         copy.setFlags(self.flags())
         copy.setHelp(self.help())
         return copy
+
+
+def _same_file_key(path):
+    return os.path.normcase(os.path.realpath(str(path)))
+
+
+def _project_layer_names(context):
+    """{file key: layer name} of the raster layers of the context's project (the first layer of a file wins)."""
+    project = context.project() if context is not None else None
+    if project is None:
+        return {}
+    names = {}
+    for layer in project.mapLayers().values():
+        if isinstance(layer, QgsRasterLayer) and layer.providerType() == "gdal":
+            names.setdefault(_same_file_key(layer.source().split("|")[0]), layer.name())
+    return names
 
 
 def split_file_list(item):
@@ -582,9 +599,11 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             return [(layer_file(layer), layer.name(), layer)
                     for layer in self.parameterAsLayerList(parameters, name, context)]
         sources = []
+        named = _project_layer_names(context)
         for item in items:
-            if is_raster_source(item):
-                sources.append((item, os.path.splitext(os.path.basename(item))[0], None))
+            if is_raster_source(item):  # a file: named as its layer in the project (the dialog hands over paths)
+                sources.append((item, named.get(_same_file_key(item)) or os.path.splitext(os.path.basename(item))[0],
+                                None))
                 continue
             layer = QgsProcessingUtils.mapLayerFromString(item, context)
             if layer is None:

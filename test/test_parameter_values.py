@@ -130,13 +130,15 @@ def test_evaluate_reads_score_layers_picked_in_the_project(qgis_app, scene, proj
     scores = run("fers:rx", {"INPUT": scene[0], "OUTPUT": str(tmp_path / "rx.tif")})[0]["OUTPUT"]
     from qgis.core import QgsProject, QgsRasterLayer
 
-    layer = QgsRasterLayer(scores, "rx")
+    layer = QgsRasterLayer(scores, "Global RX of the scene")
     QgsProject.instance().addMapLayer(layer)
-    by_path, _ = run("fers:evaluate", {"SCORES": [scores], "GROUND_TRUTH": scene[1],
-                                       "OUTPUT_HTML": str(tmp_path / "a.html")})
-    by_layer, _ = run("fers:evaluate", {"SCORES": [layer.id()], "GROUND_TRUTH": scene[1],
-                                        "OUTPUT_HTML": str(tmp_path / "b.html")})
+    by_path, path_log = run("fers:evaluate", {"SCORES": [scores], "GROUND_TRUTH": scene[1],
+                                              "OUTPUT_HTML": str(tmp_path / "a.html")})
+    by_layer, layer_log = run("fers:evaluate", {"SCORES": [layer.id()], "GROUND_TRUTH": scene[1],
+                                                "OUTPUT_HTML": str(tmp_path / "b.html")})
     assert by_layer["AUC"] == by_path["AUC"] > 0.5
+    for log, report in ((path_log, "a.html"), (layer_log, "b.html")):  # a path of a project layer: the layer's name
+        assert "Global RX of the scene: AUC" in log and "Global RX of the scene" in (tmp_path / report).read_text()
 
 
 @pytest.mark.parametrize("algorithm, values, message", [

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
 from ..io.grid import check_not_vector, check_same_grid
@@ -87,6 +87,11 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     score_paths = [str(p) for p in score_paths or []]
     if not score_paths:
         raise InputError("No score raster was given: choose at least one score raster to evaluate.")
+    for what, path, extensions in (("The HTML report", html_path, (".html", ".htm")),
+                                   ("The CSV curves", csv_path, (".csv", ".txt"))):
+        if path and os.path.splitext(str(path))[1].lower() not in extensions:
+            raise OutputError(f"{what} '{path}' must be named with {' or '.join(extensions)}: other programs "
+                              "(and QGIS) open a file by its extension.")
     check_outputs([("the HTML report", html_path), ("the CSV curves", csv_path)],
                   [("a score raster", p) for p in score_paths] + [("the ground truth", truth_path),
                                                                   ("the mask", mask_path)])

@@ -152,3 +152,26 @@ def test_best_f1_threshold_keeps_four_significant_digits():
     detector.best_f1_threshold = 0.000302159
     page = render_html(EvaluationReport([detector], "/data/truth.tif", None))
     assert "<td>0.0003022</td>" in page
+
+
+@pytest.mark.parametrize("html, csv, message", [
+    ("report.tif", None, r"^The HTML report '.*report.tif' must be named with .html or .htm"),
+    ("report", None, r"^The HTML report '.*report' must be named with .html or .htm"),
+    ("report.html", "roc.xlsx", r"^The CSV curves '.*roc.xlsx' must be named with .csv or .txt"),
+])
+def test_report_outputs_are_named_for_what_they_hold(tmp_path, html, csv, message):
+    import os
+
+    from fers.fers_core.detectors.evaluation import evaluate
+    from fers.fers_core.errors import OutputError
+
+    from ...rasters import write_cube
+
+    truth = np.zeros((6, 6), np.uint8)
+    truth[2, 2] = 1
+    truth_path = write_cube(tmp_path / "truth.tif", truth)
+    scores_path = write_cube(tmp_path / "scores.tif", truth.astype(np.float32))
+    with pytest.raises(OutputError, match=message):
+        evaluate([scores_path], truth_path, html_path=str(tmp_path / html),
+                 csv_path=str(tmp_path / csv) if csv else None)
+    assert sorted(os.listdir(tmp_path)) == ["scores.tif", "truth.tif"]
