@@ -78,6 +78,12 @@ def _unsupported_format(extension):
     supported = f"use one of {SUPPORTED_OUTPUTS}"
     if not extension:
         return f"the name has no extension, so it names no raster format: add one of {SUPPORTED_OUTPUTS}."
+    if extension == ".hdr":
+        return ("a .hdr is an ENVI header, written beside the ENVI file it describes: name the output '.bsq' (or "
+                f"'.bil', '.bip', '.dat'), and its .hdr comes with it; or {supported}.")
+    if extension in (".xml", ".ovr", ".msk", ".aux"):
+        return (f"'{extension}' names a file GDAL writes beside a raster (statistics, overviews, a mask), not a "
+                f"raster: {supported}.")
     if extension == ".vrt":
         return ("a VRT (.vrt) only describes other rasters and holds no pixels of its own, so the results cannot be "
                 f"written into one: {supported}; if you need a VRT, build it on that file afterwards (gdalbuildvrt, "

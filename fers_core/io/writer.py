@@ -1,6 +1,7 @@
 """Crash-safe GDAL raster writing: a temporary file beside the destination, renamed into place when complete,
 so a crash or a cancel never leaves a half-written output."""
 
+import contextlib
 import errno
 import os
 import sys
@@ -30,6 +31,17 @@ def output_folder(path: str) -> str:
     if not os.access(folder, os.W_OK):
         raise InputError(f"Cannot write to folder '{folder}': choose an output location you can write to.")
     return folder
+
+
+@contextlib.contextmanager
+def quiet_destructors():
+    """Inside the block, an error raised by a destructor (a GDAL dataset closed after a failed write fails again
+    as it closes, where nobody can catch it) is not printed as "Exception ignored in ..."."""
+    hook, sys.unraisablehook = sys.unraisablehook, lambda *_: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
 
 
 UNCOMPRESSED_DRIVERS = {"HFA", "ENVI"}  # formats whose file holds every pixel: the room needed is known up front
@@ -142,11 +154,8 @@ class RasterWriter:
     def _close(self):
         """Close the dataset; an error while closing (GDAL raises it where nobody can catch it) is left in
         gdal.GetLastErrorType() instead of being printed as a traceback."""
-        hook, sys.unraisablehook = sys.unraisablehook, lambda *_: None
-        try:
+        with quiet_destructors():
             self._dataset = None
-        finally:
-            sys.unraisablehook = hook
 
     def __enter__(self):
         return self

@@ -300,7 +300,8 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
         for index, member in enumerate(members):
             path = stack.enter_context(Temporary(output_path, f"member{index + 1}", ".tif")).path
             stage = StageFeedback(feedback, index * share, (index + 1) * share)
-            feedback.info(f"Ensemble member {index + 1} of {len(members)}: {member.label}")
+            if len(members) > 1:  # one left (the others left out for the band count): the Model line named it
+                feedback.info(f"Ensemble member {index + 1} of {len(members)}: {member.label}")
             if member.model is not None and not any(member.model.has_branch(b) for b in options.branches):
                 feedback.warning(f"Ensemble member {index + 1} has no {' or '.join(options.branches)} branch: it "
                                  f"uses its {', '.join(member.model.branches)} branch instead.")

@@ -22,7 +22,7 @@ from ..io.atomic import AtomicOutput
 from ..io.georeferencing import PIXEL_LINE, PixelToMap
 from ..io.reader import RasterReader
 from ..io.windows import DEFAULT_BLOCK_MB, Window
-from ..io.writer import output_folder
+from ..io.writer import output_folder, quiet_destructors
 from .ground_area import ground_areas
 from .postprocess import score_reader
 from .requests import check_polygons_path
@@ -234,12 +234,14 @@ def _write_geopackage(path, geometries, attributes, projection):
         dataset = None
         output.commit()
     except (RuntimeError, OSError) as error:
-        dataset = None
+        with quiet_destructors():  # closing a file whose write failed fails again
+            dataset = None
         failure = output.fail(error, path, always=False)
         if failure is None:
             raise
         raise failure from None
     except BaseException:
-        dataset = None
+        with quiet_destructors():
+            dataset = None
         output.remove()
         raise
