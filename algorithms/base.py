@@ -188,8 +188,23 @@ def rejection_reason(definition, value, context):
             if not isinstance(item, str) or is_raster_source(item) or os.path.exists(item):
                 continue
             if QgsProcessingUtils.mapLayerFromString(item, context, False) is None:
+                broken = _broken_project_layer(item, context)
+                if broken is not None:
+                    return (f"{name}: the project's layer '{broken.name()}' cannot be read: its source "
+                            f"'{broken.source().split('|')[0]}' is missing or unreadable. Repair it (Layer Properties "
+                            "> Source, or Repair Data Source) or choose another layer.")
                 return f"{name}: '{item}' is neither an existing file nor a layer of the project; check the path."
     return ""
+
+
+def _broken_project_layer(item, context):
+    """The project layer with the id or name `item` whose data QGIS cannot read (a moved or deleted file), or None."""
+    project = context.project() if context is not None else None
+    if project is None:
+        return None
+    layer = project.mapLayer(item)
+    candidates = [layer] if layer is not None else project.mapLayersByName(item)
+    return next((found for found in candidates if not found.isValid()), None)
 
 
 def _allocation_failed(error):

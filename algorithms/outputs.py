@@ -97,7 +97,8 @@ def add_object_destinations(algorithm):
     algorithm.add_parameter(polygons, "Optional GeoPackage (.gpkg) of polygons, one per object of 8-connected "
                             "anomaly pixels, with id, pixels, area (map units), area_m2 (ground area in square "
                             "metres), max_score, mean_score, centroid_x and "
-                            "centroid_y; objects smaller than the minimum object size are left out.")
+                            "centroid_y; objects smaller than the minimum object size are left out. An existing file "
+                            "of that name is replaced, with all its layers.")
     algorithm.addOutput(QgsProcessingOutputNumber(THRESHOLD_VALUE, algorithm.tr("Score threshold used")))
     algorithm.addOutput(QgsProcessingOutputNumber(ANOMALY_PIXELS, algorithm.tr("Anomaly pixels in the mask")))
     algorithm.addOutput(QgsProcessingOutputNumber(OBJECT_COUNT, algorithm.tr("Number of anomaly objects")))

@@ -7,6 +7,7 @@ that knows only `str` refuses these (the empty-model bug of the dialogs). Every 
 is defined in the plugin is checked here with each kind, then real runs read the kinds back.
 """
 
+import os
 import re
 
 import numpy as np
@@ -211,3 +212,26 @@ def test_a_run_without_qgis_parameter_check_refuses_as_the_dialog_does(qgis_app,
     assert not ok and not results
     assert any(message in line for line in log.errors), log.errors
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []  # nothing was computed
+
+
+def test_a_project_layer_whose_file_is_gone_is_named_with_its_source(qgis_app, scene, tmp_path):
+    import shutil
+
+    from processing.tools import dataobjects
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+
+    moved = str(shutil.copy(scene[0], tmp_path / "moved.tif"))
+    layer = QgsRasterLayer(moved, "Flight line 7")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        os.remove(moved)
+        layer.setDataSource(moved, "Flight line 7", "gdal")  # as a project opens when its file has gone
+        assert not layer.isValid()
+        alg = QgsApplication.processingRegistry().algorithmById("fers:rx")
+        ok, reason = alg.checkParameterValues({"INPUT": layer.id(), "OUTPUT": str(tmp_path / "s.tif")},
+                                              dataobjects.createContext())
+        assert not ok
+        assert re.search(r"the project's layer 'Flight line 7' cannot be read: its source '.*moved.tif' is missing",
+                         reason), reason
+    finally:
+        QgsProject.instance().removeAllMapLayers()
