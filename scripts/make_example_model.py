@@ -81,8 +81,9 @@ HELP = {
                 "default. Open the .model3 file in the Graphical Modeler to adapt it.",
     "scene": "Hyperspectral raster to search for anomalies.",
     "ground_truth": "Raster on the scene's grid, non-zero = anomaly.",
-    "detector": "Detector run on the FERS-enhanced cube: global RX (background statistics of the whole scene) or "
-                "local dual-window RX (fers:detect's default inner and outer windows).",
+    "detector": "Detector run on the FERS-enhanced cube: global RX (background statistics of the whole scene; the "
+                "FERS method), local dual-window RX, or one of ENVI's RX variants (RXD with a local mean, UTD, "
+                "RXD-UTD), with fers:detect's default windows.",
     "threshold_percent": "Percentage of the valid pixels flagged as anomalies (those with the highest scores).",
     "min_pixels": "Smallest anomaly object kept as a polygon, in pixels.",
     "detect:scores": "The FERS anomaly score of every pixel (float32 GeoTIFF).",
