@@ -35,6 +35,13 @@ class ExampleModel(QgsProcessingModelAlgorithm):
                                      Qgis.MessageLevel.Warning)
             return None
 
+    def canExecute(self):  # noqa: N802 (QGIS API)
+        """(False, how to install PyTorch) without it, as fers:detect says: the model runs fers:detect."""
+        from ..fers_core.enhance.torch_support import missing_torch_message
+
+        missing = missing_torch_message(html_link=True)
+        return (False, missing) if missing else super().canExecute()
+
     def name(self):
         return "detect_mask_polygons_report"
 

@@ -271,13 +271,14 @@ plugin = fers.classFactory(None)
 plugin.initProcessing()
 registry = QgsApplication.processingRegistry()
 states = {{name: list(registry.algorithmById(name).canExecute())
-          for name in ("fers:detect", "fers:train", "fers:import_checkpoint", "fers:rx", "fers:evaluate")}}
+          for name in ("fers:detect", "fers:train", "fers:import_checkpoint", "fers:rx", "fers:evaluate",
+                       "fers:detect_mask_polygons_report")}}
 result = processing.run("fers:rx", {{"INPUT": {str(source)!r}, "OUTPUT": {str(tmp_path / 'rx.tif')!r}}})
 print(json.dumps({{"states": states, "rx": result["OUTPUT"]}}))
 """
     seen = run_script(script, tmp_path)
     folder = profile_folder(tmp_path)
-    for name in ("fers:detect", "fers:train", "fers:import_checkpoint"):
+    for name in ("fers:detect", "fers:train", "fers:import_checkpoint", "fers:detect_mask_polygons_report"):
         ok, message = seen["states"][name]
         assert ok is False, name
         assert message.startswith("The FERS networks need PyTorch, which is not installed"), message
