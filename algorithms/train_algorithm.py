@@ -116,7 +116,8 @@ class TrainAlgorithm(FersAlgorithm):
             self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0)),
             "Where the networks train: Auto uses an NVIDIA GPU (CUDA) when PyTorch sees one, else the CPU.")
         self.add_parameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, self.tr("Trained model"), "FERS model (*.pt)", optional=True, createByDefault=True),
+            self.OUTPUT_MODEL, self.tr("Trained model (left temporary: kept beside the first raster)"),
+            "FERS model (*.pt)", optional=True, createByDefault=True),
             "The FERS model file (.pt) to write, for the FERS anomaly detector's Model parameter. Left at "
             "[Save to temporary file] (the default) or empty, the model is kept beside the first input, named after "
             "it (e.g. scene_fers_model.pt for scene.tif; in the QGIS profile's fers/models folder when that "
