@@ -13,6 +13,9 @@ from .preprocess import RangeAccumulator
 COMBINE_BLOCK_MB = 16  # blocks of the score maps that product fusion multiplies
 
 
+PRODUCT_BRANCHES = ("spatial", "spectral")  # the cubes of product fusion, in the order of its RX maps
+
+
 def branch_cubes(x, features, names):
     """{branch: x + F_branch} for the branches in `names` (the enhanced cubes of one branch each)."""
     return {name: x + features[name] for name in names}
@@ -21,7 +24,7 @@ def branch_cubes(x, features, names):
 def enhanced_cubes(x, features, fusion):
     """The cube(s) RX scores: x + sum of features, or x + each feature for product fusion."""
     if fusion is Fusion.PRODUCT:
-        return list(branch_cubes(x, features, ("spatial", "spectral")).values())
+        return list(branch_cubes(x, features, PRODUCT_BRANCHES).values())
     total = x.copy()
     for feature in features.values():
         total += feature

@@ -7,7 +7,7 @@ from ..choices import Fusion
 from ..feedback import ProgressRange, StageFeedback
 from ..io.atomic import Temporary
 from ..io.writer import SCORE_NODATA, RasterWriter
-from .fusion import branch_cubes, combine_maps, enhanced_cubes, open_cube_writers, score_range
+from .fusion import PRODUCT_BRANCHES, branch_cubes, combine_maps, enhanced_cubes, open_cube_writers, score_range
 from .options import extra_outputs
 
 
@@ -48,7 +48,7 @@ def run_local_detector(setup, options, output_path, model_bands, feedback, execu
                               block_mb=options.block_mb, feedback=stage, executor=on_cube, report_bands=False)
 
     product = setup.fusion is Fusion.PRODUCT
-    names = ["spatial", "spectral"] if product else ["enhanced"]
+    names = list(PRODUCT_BRANCHES) if product else ["enhanced"]
     with ExitStack() as stack:
         def scratch(purpose):  # a raster beside the output, unique to this run, deleted when the run ends
             return stack.enter_context(Temporary(output_path, purpose, ".tif")).path

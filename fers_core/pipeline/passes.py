@@ -14,7 +14,7 @@ from ..detectors.rx import CovarianceAccumulator, fit_rx, merged_covariance
 from ..io.grid import read_mask
 from ..io.reader import RasterReader
 from ..io.writer import SCORE_NODATA
-from .fusion import branch_cubes, enhanced_cubes
+from .fusion import PRODUCT_BRANCHES, branch_cubes, enhanced_cubes
 from .preprocess import RangeAccumulator
 from .scaling import range_partial, scale_window
 
@@ -48,10 +48,12 @@ def fit_rx_models(partial, feedback, raster_bands=None):
     """RX models of the enhanced cubes. A singular covariance is a warning, unless the raster has fewer bands
     than the cube (`raster_bands`: interpolated up to the model's bands, its rank is short by design)."""
     rx_models = [fit_rx(accumulator) for accumulator in partial]
-    for rx_model in rx_models:
+    names = [f"The {name} branch's enhanced cube" for name in PRODUCT_BRANCHES] if len(rx_models) == 2 else \
+        ["The enhanced cube"] * len(rx_models)
+    for name, rx_model in zip(names, rx_models):
         if not rx_model.regularised:
             continue
-        message = (f"The enhanced cube's covariance is singular (rank {rx_model.rank} of {rx_model.n_features}); "
+        message = (f"{name}'s covariance is singular (rank {rx_model.rank} of {rx_model.n_features}); "
                    "RX uses its pseudo-inverse")
         if raster_bands is not None and raster_bands < rx_model.n_features:
             feedback.info(f"{message}, as expected when the raster's {raster_bands} bands are interpolated up to "

@@ -33,6 +33,14 @@ def test_a_singular_cube_is_a_warning_unless_the_raster_had_fewer_bands_than_the
             assert "raster's 8 bands are interpolated up to the model's 12" in log.infos[0]
 
 
+def test_the_two_cubes_of_product_fusion_are_named_when_singular():
+    log = Log()
+    fit_rx_models([rank_deficient(rank=5), rank_deficient(rank=7)], log)
+    assert [m.split("(")[0] for m in log.warnings] == [
+        "The spatial branch's enhanced cube's covariance is singular ",
+        "The spectral branch's enhanced cube's covariance is singular "]
+
+
 def test_detection_of_a_raster_with_fewer_bands_than_the_model_does_not_warn_of_its_expected_rank(tmp_path):
     rng = np.random.default_rng(1)
     cube = rng.normal(size=(6, 24, 24)).astype(np.float32)
