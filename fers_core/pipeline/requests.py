@@ -86,9 +86,12 @@ def check_detect_request(detector: str = "global", windows: tuple = (5, 21), *, 
     if not has_chi_square_law(detector):
         raise _no_chi_square_law("UTD and RXD-UTD scores follow no chi-square law")
     if members > 1:
-        raise _no_chi_square_law("Fused ensemble scores have no chi-square law", ", or run one model (set MODEL)")
+        raise _no_chi_square_law("Fused ensemble scores have no chi-square law",
+                                 ", or run one model (set MODEL, e.g. the bundled fers_default.pt) with sum fusion "
+                                 "of its branches (FUSION) or one branch (BRANCHES)")
     if fusion == Fusion.PRODUCT:
-        raise _no_chi_square_law("Product fusion gives normalised scores with no chi-square law", ", or sum fusion")
+        raise _no_chi_square_law("Product fusion gives normalised scores with no chi-square law",
+                                 ", or sum fusion of the branches (FUSION) or one branch (BRANCHES)")
 
 
 def check_spatial_tiles(tile: int, margin: int) -> None:

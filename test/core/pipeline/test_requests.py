@@ -52,9 +52,11 @@ def test_rx_requests_that_go_together_pass(variant, settings):
     ("global", {"scheduler": "local", "members": 2}, r"runs one model: .*or set one MODEL\.$"),
     ("utd", {"false_alarm_rate": True}, f"^UTD and RXD-UTD scores follow no chi-square law, {NO_LAW}.$"),
     ("global", {"false_alarm_rate": True, "members": 3},
-     f"^Fused ensemble scores have no chi-square law, {NO_LAW}, or run one model"),
+     f"^Fused ensemble scores have no chi-square law, {NO_LAW}, or run one model \\(set MODEL, e.g. the bundled "
+     r"fers_default.pt\) with sum fusion of its branches \(FUSION\) or one branch \(BRANCHES\)\.$"),
     ("global", {"false_alarm_rate": True, "fusion": Fusion.PRODUCT},
-     f"^Product fusion gives normalised scores with no chi-square law, {NO_LAW}, or sum fusion.$"),
+     f"^Product fusion gives normalised scores with no chi-square law, {NO_LAW}, or sum fusion of the branches "
+     r"\(FUSION\) or one branch \(BRANCHES\)\.$"),
     ("rxd-local-mean", {"windows": (9, 9)}, "must be smaller than the local mean kernel"),
     ("nearest", {}, "Unknown detector 'nearest'"),
 ])
