@@ -9,7 +9,7 @@ from qgis.core import QgsProcessingException
 from scipy.stats import rankdata
 
 from .conftest import ROOT, Recorder
-from .rasters import leftovers, read
+from .rasters import leftovers, read, write_cube
 
 
 def mid_rank_cdf(values):
@@ -79,6 +79,23 @@ def bundled_scene(folder, bands):
 
     return write_scene(folder / f"scene{bands}.tif", folder / f"truth{bands}.tif", rows=40, cols=40, bands=bands,
                        seed=bands)[0]
+
+
+def test_on_a_tiny_area_the_default_leaves_out_members_its_pixels_cannot_support(run_alg, tmp_path):
+    """100 pixels of 120 bands: RX on 100 or 200 model bands has no statistics there (it needs more pixels than
+    features + 1), the 50-band model has; the run used to stop at the 100-band member with advice that did not help."""
+    from fers.fers_core.enhance.default_model import DEFAULT_MODEL_FILE
+
+    tiny = write_cube(tmp_path / "tiny.tif", np.random.default_rng(3).normal(100, 5, (120, 10, 10)).astype(np.float32))
+    feedback = Recorder()
+    default = run_alg("fers:detect", {"INPUT": tiny, "MODEL": "", "OUTPUT": str(tmp_path / "d.tif")}, feedback)
+    assert [line for line in feedback.infos if "too few for" in line] == [
+        "The raster has 100 pixels, too few for the background statistics of fers_spectral100.pt (100 bands) and "
+        "fers_spectral200.pt (200 bands): those bundled members are left out."]
+    single = run_alg("fers:detect", {"INPUT": tiny, "MODEL": str(DEFAULT_MODEL_FILE),
+                                     "OUTPUT": str(tmp_path / "s.tif")})
+    expected = mid_rank_cdf(read(single["OUTPUT"])[0].ravel()).reshape(10, 10)  # the 50-band model, as a rank
+    np.testing.assert_allclose(read(default["OUTPUT"])[0], expected, atol=1e-6)
 
 
 @pytest.mark.slow

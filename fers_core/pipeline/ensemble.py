@@ -222,12 +222,14 @@ def member_options(member, options):
     return replace(options, branches=branches, spectral_output=None, spatial_output=None, report_bands=False)
 
 
-def members_for_raster(raster_bands, members, feedback):
+def members_for_raster(raster_bands, members, feedback, raster_pixels=None):
     """The members to run on a raster of ``raster_bands`` bands: without the bundled members that would
-    interpolate most of their model bands (fewer raster bands than half theirs; ``interpolates_sparsely``). When
-    that would leave no model at all, the bundled models with the fewest bands stay. On development scenes cut to
-    49-75 bands this keeps the mean AUC and halves the worst loss against plain RX (bench/BAND_VARIANTS.md).
+    interpolate most of their model bands (fewer raster bands than half theirs; ``interpolates_sparsely``), or
+    whose band count its ``raster_pixels`` cannot support (RX needs more pixels than features + 1). When that would
+    leave no model at all, the bundled models with the fewest bands stay. On development scenes cut to 49-75 bands
+    this keeps the mean AUC and halves the worst loss against plain RX (bench/BAND_VARIANTS.md).
     `feedback` None: quiet (a caller that only needs to know which members run)."""
+    members = _members_for_pixels(raster_pixels, members, feedback)
     sparse = {index for index, m in enumerate(members)
               if m.bundled and m.model is not None and interpolates_sparsely(raster_bands, m.model.bands)}
     if sparse and all(members[i].model is None for i in range(len(members)) if i not in sparse):
@@ -244,10 +246,27 @@ def members_for_raster(raster_bands, members, feedback):
     return [m for index, m in enumerate(members) if index not in sparse]
 
 
+def _members_for_pixels(raster_pixels, members, feedback):
+    """`members` without the bundled models of more bands than a raster of `raster_pixels` pixels can give RX
+    statistics for (pixels > bands + 1), keeping the one with the fewest bands when none would be left."""
+    short = {index for index, m in enumerate(members) if raster_pixels is not None and m.bundled and
+             m.model is not None and raster_pixels <= m.model.bands + 1}
+    if not short:
+        return members
+    if all(members[i].model is None for i in range(len(members)) if i not in short):
+        short -= {min(short, key=lambda i: members[i].model.bands)}
+    if short and feedback is not None:
+        names = _listed(f"{os.path.basename(str(members[i].label))} ({members[i].model.bands} bands)"
+                        for i in sorted(short))
+        feedback.info(f"The raster has {raster_pixels} pixels, too few for the background statistics of {names}: "
+                      f"{'that bundled member is' if len(short) == 1 else 'those bundled members are'} left out.")
+    return [m for index, m in enumerate(members) if index not in short]
+
+
 def members_for_input(input_path, bands, members):
     """The members `run_ensemble_detection` runs on `input_path` with `bands` (members_for_raster, quietly)."""
     with RasterReader(input_path, bands) as reader:
-        return members_for_raster(reader.band_count, members, None)
+        return members_for_raster(reader.band_count, members, None, reader.pixel_count)
 
 
 def report_band_interpolation(raster_bands, members, feedback):
@@ -291,7 +310,7 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
         for member in members:  # band-count and wavelength-coverage errors before any member spends time
             if member.model is not None:
                 BandMapping.for_model(reader, member.model)
-        members = members_for_raster(reader.band_count, members, feedback)
+        members = members_for_raster(reader.band_count, members, feedback, reader.pixel_count)
         report_band_interpolation(reader.band_count, members, feedback)
     started = time.perf_counter()
     share = 90 / len(members)
