@@ -307,7 +307,7 @@ def remove_stale_partials(output_path):
     only, and only when their process on this machine is gone, so a concurrent run's files stay)."""
     from ..io.atomic import remove_stale
 
-    return remove_stale(os.path.dirname(os.path.abspath(output_path)))
+    return remove_stale(os.path.dirname(os.path.abspath(output_path))).removed
 
 
 def format_summary(records: list) -> str:

@@ -20,9 +20,11 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import threading
 import zlib
+from dataclasses import dataclass, field
 
 from ..errors import OutputError
 
@@ -66,28 +68,54 @@ def process_alive(pid):
     return True
 
 
-def remove_stale(folder):
-    """Delete the temporaries in `folder` that runs on this host left when they were killed; their paths.
+_PREVIOUS = re.compile(r"^\.(.*)\.previous\.partial-[0-9a-f]{6}-\d+-[0-9a-f]{8}(.*)$")
 
-    Only our names, and only when their owner process is gone: a live run's files are never touched.
+
+@dataclass
+class StaleFiles:
+    """What remove_stale did: temporaries `removed`; earlier outputs `restored` to their names (a run was killed
+    between moving one aside and putting the new file in its place); backups `kept` whose name is unknown."""
+
+    removed: list = field(default_factory=list)
+    restored: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
+
+
+def remove_stale(folder):
+    """Clean up what runs on this host left in `folder` when they were killed (a StaleFiles).
+
+    Only our names, and only when their owner process is gone: a live run's files are never touched. A backup of
+    an earlier output (``.<stem>.previous.partial-...``) is deleted only when its file is in place again; else it
+    is put back under its name, or kept (and reported) when its name was shortened beyond recovery.
     """
-    removed = []
+    stale = StaleFiles()
     try:
         names = os.listdir(folder)
     except OSError:
-        return removed
+        return stale
     for name in names:
         found = owner(name)
         if not found or found[0] != HOST or found[1] == os.getpid() or process_alive(found[1]):
             continue
         path = os.path.join(folder, name)
+        previous = _PREVIOUS.match(name)
         try:
-            if os.path.isfile(path) or os.path.islink(path):
-                os.remove(path)
-                removed.append(path)
+            if not (os.path.isfile(path) or os.path.islink(path)):
+                continue
+            if previous:
+                original = os.path.join(folder, previous.group(1) + previous.group(2))
+                if not os.path.lexists(original):
+                    if len(previous.group(1)) >= STEM_CHARACTERS:  # maybe shortened: its name is not known
+                        stale.kept.append(path)
+                        continue
+                    os.replace(path, original)
+                    stale.restored.append(original)
+                    continue
+            os.remove(path)
+            stale.removed.append(path)
         except OSError:
             pass
-    return removed
+    return stale
 
 
 def live_temporaries():
@@ -113,13 +141,14 @@ def remove_listener(listener):
 
 
 def _notify(event, temporary, files=(), previous=()):
-    """Tell the listeners; whether one of them took charge of `previous` (the replaced files' backups)."""
+    """Tell the listeners, the newest first; a commit goes to the first that takes charge of it (the innermost run
+    guard of the committing thread), which says so: whether one did."""
     with _lock:
         listeners = list(_listeners)
-    taken = False
-    for listener in listeners:
-        taken = bool(listener(event, temporary, files, previous)) or taken
-    return taken
+    for listener in reversed(listeners):
+        if listener(event, temporary, files, previous) and event == "committed":
+            return True
+    return False
 
 
 class Temporary:
@@ -205,17 +234,18 @@ class AtomicOutput(Temporary):
                     if os.path.lexists(path) and (path in targets or os.path.isfile(path))]
         previous_base = temporary_path(self.destination, "previous", "")
         previous, written = [], []
-        try:
-            for original in replaced:
-                backup = previous_base + original[len(destination_base):]
-                os.replace(original, backup)
-                previous.append((backup, original))
-            for source, target in moves:
-                os.replace(source, target)
-                written.append(target)
-        except OSError:
-            restore_previous(previous, written)
-            raise
+        with _signals_deferred():  # Ctrl+C or SIGTERM between two renames would leave the earlier file aside
+            try:
+                for original in replaced:
+                    backup = previous_base + original[len(destination_base):]
+                    os.replace(original, backup)
+                    previous.append((backup, original))
+                for source, target in moves:
+                    os.replace(source, target)
+                    written.append(target)
+            except BaseException:
+                restore_previous(previous, written)
+                raise
         self.committed = True
         self._forget()
         if not _notify("committed", self, written, previous):
@@ -225,6 +255,20 @@ class AtomicOutput(Temporary):
     def __exit__(self, exc_type, exc, traceback):
         if not self.committed:
             self.remove()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends (main thread only: signal handlers run there)."""
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 STALE_SIDECARS = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")

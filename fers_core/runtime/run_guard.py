@@ -66,10 +66,20 @@ class RunGuard:
 
     def remove_stale(self):
         folders = dict.fromkeys(os.path.dirname(os.path.abspath(path)) for path in self.outputs)
-        removed = [path for folder in folders for path in atomic.remove_stale(folder)]
-        if removed and self.feedback is not None:
-            self.feedback.info(f"Removed {len(removed)} temporary file(s) that an earlier, interrupted run left: "
-                               + ", ".join(removed))
+        found = [atomic.remove_stale(folder) for folder in folders]
+        removed = [path for stale in found for path in stale.removed]
+        restored = [path for stale in found for path in stale.restored]
+        kept = [path for stale in found for path in stale.kept]
+        if self.feedback is not None:
+            if removed:
+                self.feedback.info(f"Removed {len(removed)} temporary file(s) that an earlier, interrupted run left: "
+                                   + ", ".join(removed))
+            if restored:
+                self.feedback.warning("An earlier run was killed while it replaced an output: put back the file(s) "
+                                      "it had moved aside: " + ", ".join(restored))
+            if kept:
+                self.feedback.warning("An earlier run was killed while it replaced an output; the file(s) it had "
+                                      "moved aside are kept (rename them back if you need them): " + ", ".join(kept))
         return removed
 
     def _on_event(self, event, temporary, files, previous=()):
@@ -87,6 +97,23 @@ class RunGuard:
                     return True
         return False
 
+    def _hand_to_enclosing(self):
+        """After a success inside another guard of this thread: give it this run's outputs and the files they
+        replaced, so that its own failure can still undo them; whether there was one."""
+        with _active_lock:
+            enclosing = [guard for guard in _active[:_active.index(self)] if guard.thread == self.thread]
+        if not enclosing:
+            return False
+        with self._lock:
+            temporaries, written, previous = list(self.temporaries.values()), self.written, self.previous
+            self.written, self.previous = [], []
+        for temporary in temporaries:
+            temporary.remove()
+        with enclosing[-1]._lock:
+            enclosing[-1].written.extend(written)
+            enclosing[-1].previous.extend(previous)
+        return True
+
     def cleanup(self, failed):
         """Delete the run's live temporaries and, when it failed, the outputs it committed, putting back the files
         they replaced (an earlier run's outputs); when it succeeded, delete those."""
@@ -103,6 +130,8 @@ class RunGuard:
 
     def __exit__(self, exc_type, exc, traceback):
         try:
+            if exc_type is None and self._hand_to_enclosing():
+                return
             self.cleanup(failed=exc_type is not None)
         finally:
             atomic.remove_listener(self._on_event)

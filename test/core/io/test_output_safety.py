@@ -189,7 +189,7 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_only_those(tmp_path):
                                       "0123abcd.tif")
         not_ours = [touch(tmp_path / ".scores.partial-0123abcd.tif"), touch(tmp_path / "scores.tif"),
                     touch(tmp_path / f"partial-{atomic.HOST}-{dead}-0123abcd.tif")]
-        removed = atomic.remove_stale(str(tmp_path))
+        removed = atomic.remove_stale(str(tmp_path)).removed
         assert sorted(removed) == sorted([str(stale), str(stale_sidecar)])
         assert live.exists() and other_host.exists() and all(path.exists() for path in not_ours)
     finally:
@@ -240,6 +240,39 @@ def test_a_failed_rerun_puts_back_the_outputs_it_replaced_and_a_successful_one_d
         "a.tif": b"new scores", "b.gpkg": b"new polygons"}  # no overviews or journal of the old files, no backups
     written_output(tmp_path / "a.tif", b"outside a run").commit()  # without a guard: replaced at once
     assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.gpkg"]
+
+
+def test_nested_guards_undo_a_commit_once_and_the_outer_one_can_still_undo_an_inner_success(tmp_path):
+    touch(tmp_path / "a.tif", b"earlier")
+    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")]):
+        with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")]):
+            written_output(tmp_path / "a.tif", b"inner").commit()
+            raise RuntimeError("the inner run fails")
+        assert (tmp_path / "a.tif").read_bytes() == b"earlier"  # undone once, by the inner guard
+        raise RuntimeError("the outer run fails too")
+    assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_bytes() == b"earlier"
+    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")]):
+        with RunGuard([str(tmp_path / "a.tif")]):
+            written_output(tmp_path / "a.tif", b"inner").commit()
+        raise RuntimeError("the outer run fails after the inner one succeeded")
+    assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_bytes() == b"earlier"
+
+
+def test_a_run_killed_between_the_renames_of_a_commit_leaves_the_earlier_output_recoverable(tmp_path):
+    """The next run's clean-up puts back an earlier output that a killed run had moved aside, instead of deleting
+    it as a temporary; a backup whose file is back in place is deleted."""
+    dead = dead_pid()
+    moved = touch(tmp_path / f".a.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif", b"earlier")
+    touch(tmp_path / f".a.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif.aux.xml", b"statistics")
+    done = touch(tmp_path / f".b.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif", b"older")
+    touch(tmp_path / "b.tif", b"newer, complete")
+    long_stem = "y" * atomic.STEM_CHARACTERS
+    unknown = touch(tmp_path / f".{long_stem}.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif", b"earlier")
+    stale = atomic.remove_stale(str(tmp_path))
+    assert sorted(stale.restored) == [str(tmp_path / "a.tif"), str(tmp_path / "a.tif.aux.xml")]
+    assert stale.removed == [str(done)] and stale.kept == [str(unknown)]
+    assert (tmp_path / "a.tif").read_bytes() == b"earlier" and not moved.exists()
+    assert (tmp_path / "b.tif").read_bytes() == b"newer, complete"
 
 
 def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path):
