@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterLayer,
+    QgsProperty,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -436,8 +437,8 @@ class FersAlgorithm(QgsProcessingAlgorithm):
             if feedback is not None:
                 feedback.pushDebugInfo(traceback.format_exc())
             raise QgsProcessingException(
-                f"The run failed: {str(error).strip() or type(error).__name__}. Check the inputs and the output "
-                "locations this names; if it is not about them, please report it with this log."
+                f"The run failed: {str(error).strip().rstrip('.') or type(error).__name__}. Check the inputs and "
+                "the output locations this names; if it is not about them, please report it with this log."
             ) from None
         except OSError as error:  # disk full, a file removed or locked while the run used it
             if feedback is not None:
@@ -578,7 +579,8 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         """Destination path of an optional output, or None when the user skipped it (the batch dialog hands a
         skipped output over as a definition with an empty sink)."""
         value = parameters.get(name)
-        if isinstance(value, QgsProcessingOutputLayerDefinition):
+        if isinstance(value, QgsProcessingOutputLayerDefinition) and \
+                value.sink.propertyType() == QgsProperty.StaticProperty:  # an expression is evaluated below
             value = value.sink.staticValue()
         if value is None or value == "" or str(value).lower() == "skip":
             return None

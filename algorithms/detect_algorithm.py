@@ -292,7 +292,8 @@ class DetectAlgorithm(FersAlgorithm):
                              fusion=options.fusion.resolve(model.bands, available))
         source = self.raster_source(parameters, self.INPUT, context)
         running = members_for_input(source, options.bands, members) if bundled else members  # those that fit
-        alone = f" (alone; its scores mapped as {fusion} fusion maps the ensemble's)" if len(members) > 1 else ""
+        alone = f" (the other bundled members left out; its scores are mapped by {fusion} fusion, as the ensemble's " \
+            "are)" if len(members) > 1 else ""
         feedback.info("Model: " + " + ".join(member.label for member in running) +
                       (f" ({fusion} fusion)" if len(running) > 1 else alone))
         if not cluster:  # on a Dask cluster the strips use the workers' memory

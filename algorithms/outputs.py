@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
+    QgsProperty,
 )
 
 from ..fers_core.feedback import StageFeedback
@@ -114,8 +115,10 @@ def _raw_destination(parameters, name):
     if value is None:
         return None
     if isinstance(value, QgsProcessingOutputLayerDefinition):
+        if value.sink.propertyType() != QgsProperty.StaticProperty:
+            return "(an expression)"  # asked for: QGIS evaluates it when the output is made
         value = value.sink.staticValue()
-    return str(value) or None
+    return str(value) if value not in (None, "") else None
 
 
 def asked_for(parameters):

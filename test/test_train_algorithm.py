@@ -110,7 +110,8 @@ def test_cancel_leaves_no_model_and_resume_gives_the_same_weights_as_an_uninterr
     # stage 1 spans 5-52.5 %, stage 2 52.5-100 % in 2 batches: cancel after the first stage-2 batch
     with pytest.raises(QgsProcessingException, match=r"^Cancelled by the user; no model was written\. The checkpoint "
                                                      r"of the finished epochs is kept in '.*model\.pt\.resume\.pt': "
-                                                     r"run again with the same settings and RESUME on"):
+                                                     r"run again with the same settings and 'Resume an "
+                                                     r"interrupted training' \(RESUME\) ticked"):
         train(run_alg, output, scenes[:2], CancelAt(60))
     assert not output.exists()
     saved = torch.load(checkpoint, weights_only=True)

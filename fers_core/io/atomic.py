@@ -222,8 +222,8 @@ class AtomicOutput(Temporary):
         """
         if os.path.exists(self.destination) and not os.path.isfile(self.destination):
             self.remove()
-            raise OutputError(f"'{self.destination}' is not a regular file (a device, pipe or socket): an output "
-                              "would replace it. Give the output a file name.")
+            raise OutputError(f"'{self.destination}' is not a regular file (a folder, device, pipe or socket): an "
+                              "output would replace it. Give the output a file name.")
         destination_base = os.path.splitext(self.destination)[0] if os.path.splitext(self.destination)[1] \
             else self.destination
         moves = [(path, destination_base + path[len(self._base):]) for path in self.files()]

@@ -12,6 +12,7 @@ import os
 import re
 
 from ..errors import OutputError, capitalised
+from .atomic import STALE_SIDECARS
 
 _ENVI_EXTENSIONS = {".bsq", ".bil", ".bip", ".dat", ".envi"}  # outputs the ENVI driver writes, with a .hdr
 _GDAL_SIDECARS = (".aux.xml", ".ovr", ".msk")
@@ -88,21 +89,18 @@ def _gdal_files(path):
     """The files GDAL reads for a dataset (a VRT's sources, a header), [] when GDAL does not open it."""
     if not os.path.isfile(path) or os.path.splitext(path)[1].lower() in _NOT_DATASETS:
         return []
-    found = []
-    for file in _file_list(path, vector=True):  # a relative name is relative to the working folder (a VRT's
-        found += [os.path.abspath(file), os.path.abspath(os.path.join(os.path.dirname(path), file))]  # or its own)
-    return list(dict.fromkeys(found))
+    return [os.path.abspath(file) for file in _file_list(path, vector=True)]  # GDAL lists them from the working
+    # folder (a VRT's relativeToVRT="0" source is read from there, a relative VRT's sources joined to its path)
 
 
 def output_files(path):
-    """The files writing `path` creates: the file, an ENVI header, GDAL's .aux.xml, a GeoPackage's journals."""
+    """The files writing `path` creates or replaces: the file, an ENVI header, and the sidecars GDAL and SQLite
+    read beside it (.aux.xml, .ovr, .msk, journals), which the commit moves aside with an earlier file."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     stem, extension = os.path.splitext(path)
-    files = [path, path + ".aux.xml"]
+    files = [path] + [path + suffix for suffix in STALE_SIDECARS]
     if extension.lower() in _ENVI_EXTENSIONS:
         files.append(stem + ".hdr")
-    if extension.lower() == ".gpkg":
-        files += [path + suffix for suffix in _SQLITE_SIDECARS]
     return files
 
 

@@ -2,15 +2,15 @@
 so a crash or a cancel never leaves a half-written output."""
 
 import contextlib
-import errno
 import os
 import sys
+import threading
 
 import numpy as np
 from osgeo import gdal
 
 from ..errors import InputError, OutputError
-from .atomic import AtomicOutput, free_bytes, write_failure
+from .atomic import AtomicOutput, free_bytes, megabytes, write_failure
 from .georeferencing import Georeferencing
 from .output_formats import raster_output_format
 from .windows import Window
@@ -33,15 +33,26 @@ def output_folder(path: str) -> str:
     return folder
 
 
+_quiet = {"depth": 0, "hook": None}
+_quiet_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def quiet_destructors():
     """Inside the block, an error raised by a destructor (a GDAL dataset closed after a failed write fails again
-    as it closes, where nobody can catch it) is not printed as "Exception ignored in ..."."""
-    hook, sys.unraisablehook = sys.unraisablehook, lambda *_: None
+    as it closes, where nobody can catch it) is not printed as "Exception ignored in ...". Blocks of several threads
+    may overlap: the hook is put back when the last one ends."""
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet["hook"], sys.unraisablehook = sys.unraisablehook, lambda *_: None
+        _quiet["depth"] += 1
     try:
         yield
     finally:
-        sys.unraisablehook = hook
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                sys.unraisablehook = _quiet["hook"]
 
 
 UNCOMPRESSED_DRIVERS = {"HFA", "ENVI"}  # formats whose file holds every pixel: the room needed is known up front
@@ -68,7 +79,12 @@ class RasterWriter:
         if driver_name in UNCOMPRESSED_DRIVERS and free is not None and free < self.needed_bytes:
             # these write every byte, and Erdas Imagine does not report a write the full disk refused
             self._output.remove()
-            raise write_failure(OSError(errno.ENOSPC, "No space left on device"), self.path, self.needed_bytes)
+            need, have = megabytes(self.needed_bytes), megabytes(free)
+            if need == have:  # rounded alike: say it in kB
+                need, have = f"{self.needed_bytes / 1024:,.0f} kB", f"{free / 1024:,.0f} kB"
+            raise OutputError(f"'{self.path}' needs about {need} (uncompressed: this format holds every pixel), but "
+                              f"only {have} are free there: free some space, or choose another location or a .tif "
+                              "(compressed), then run again.")
         try:
             self._dataset = driver.Create(self.temp_path, width, height, bands, data_type, options=options)
         except RuntimeError as error:

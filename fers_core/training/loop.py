@@ -146,7 +146,8 @@ class ResumeFile:
             if not (self.owned and os.path.exists(self.path)):
                 raise
             kept = (f"no model was written. The checkpoint of the finished epochs is kept in '{self.path}': run "
-                    "again with the same settings and RESUME on to continue from it, or delete it.")
+                    "again with the same settings and 'Resume an interrupted training' (RESUME) ticked to continue "
+                    "from it, or delete it.")
             if isinstance(stop, Cancelled):
                 raise Cancelled(f"Cancelled by the user; {kept}") from None
             raise Interrupted(f"Interrupted (Ctrl+C): the run stopped; {kept}") from None

@@ -318,6 +318,15 @@ def test_a_vrt_source_relative_to_the_working_folder_is_protected(tmp_path, monk
     monkeypatch.chdir(tmp_path / "src")  # GDAL reads a.tif from the working folder, not from the VRT's
     with pytest.raises(OutputError, match=r"is the same file as INPUT .*cwd.vrt' \(its file 'a.tif'\)"):
         check_outputs([("OUTPUT", source)], [("INPUT", str(tmp_path / "cwd.vrt"))])
+    touch(tmp_path / "a.tif", b"not the VRT's source")  # beside the VRT, but GDAL reads the working folder's
+    check_outputs([("OUTPUT", str(tmp_path / "a.tif"))], [("INPUT", str(tmp_path / "cwd.vrt"))])
+
+
+def test_an_input_named_like_a_sidecar_of_an_output_is_protected(tmp_path):
+    """The commit moves an output's old .msk/.ovr/journals aside (GDAL would read them with the new file)."""
+    mask = touch(tmp_path / "scores.tif.msk", b"a mask the user gave")
+    with pytest.raises(OutputError, match=r"writing it also writes '.*scores.tif.msk'\) is the same file as MASK"):
+        check_outputs([("OUTPUT", str(tmp_path / "scores.tif"))], [("MASK", str(mask))])
 
 
 def test_a_writer_that_cannot_create_its_file_says_so_without_a_traceback():
@@ -428,7 +437,8 @@ def test_an_uncompressed_output_larger_than_the_free_space_is_refused_before_it_
     """Erdas Imagine does not report the writes a full disk refuses: its file came out silently corrupt."""
     folder = small_file_system(tmp_path, "200k")
     try:
-        with pytest.raises(OutputError, match=r"failed: the disk is full \(the file needs up to about 0.2 MB"):
+        with pytest.raises(OutputError, match=r"needs about 256 kB \(uncompressed: this format holds every pixel\), "
+                                              r"but only \d+ kB are free there"):
             RasterWriter(folder / name, 256, 256)
         assert os.listdir(folder) == []
         with RasterWriter(folder / name, 64, 64) as writer:  # one that fits is written

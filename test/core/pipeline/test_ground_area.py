@@ -76,6 +76,19 @@ def test_local_and_missing_crs_give_none():
     assert ground_areas({}, local.ExportToWkt()) is None
 
 
+def test_polygons_far_apart_each_get_their_own_area():
+    """Boxes on both sides of the antimeridian: one projection centred between them (at longitude 0) put them
+    near its antipode, 10^5 times too large."""
+    boxes = {1: (179.98, 179.99, 0.0, 0.01), 2: (-179.99, -179.98, 0.0, 0.01), 3: (10.0, 10.01, 60.0, 60.01)}
+    geometries = {ident: ogr.CreateGeometryFromWkt(f"POLYGON(({w} {s},{e} {s},{e} {n},{w} {n},{w} {s}))")
+                  for ident, (w, e, s, n) in boxes.items()}
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    areas = ground_areas(geometries, srs.ExportToWkt())
+    for ident, (w, e, s, n) in boxes.items():
+        assert areas[ident] == pytest.approx(cell_area(w, e, s, n), rel=1e-7), ident
+
+
 def test_polygon_edges_follow_a_curved_gcp_placement(tmp_path):
     """Ten GCPs of a bent swath: GDAL fits a second-order polynomial, so a long edge must not be a straight chord."""
     from osgeo import gdal
