@@ -189,6 +189,10 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
     try:
         mask = write_mask(score_path, mask_path or temporary_mask, threshold.value,
                           StageFeedback(feedback, start + span / 3, start + span * 2 / 3), block_mb)
+        ties = mask.anomaly_pixels - (threshold.target_pixels or 0)
+        if method == TOP_PERCENT and ties > 0:
+            feedback.info(f"{ties} more pixel(s) score exactly the threshold, so the mask flags "
+                          f"{mask.anomaly_pixels} (every pixel at the cut is kept).")
         if method == ABSOLUTE and mask.anomaly_pixels + mask.background_pixels and \
                 not (mask.anomaly_pixels and mask.background_pixels):
             low, high = score_percentiles(score_path, [0, 100])  # a sample's, on this warning's path only

@@ -129,7 +129,7 @@ def test_the_default_leaves_out_bundled_members_with_more_than_twice_the_bands(r
     feedback = Recorder()
     default = run_alg("fers:detect", {"INPUT": source, "OUTPUT": str(tmp_path / "default.tif")}, feedback)
     assert [line for line in feedback.infos if "left out" in line] == [
-        "The raster has 60 bands, fewer than half of fers_spectral200.pt (200 bands): that bundled member is left "
+        "The 60 raster bands used are fewer than half of fers_spectral200.pt (200 bands): that bundled member is left "
         "out (interpolating most of a model's bands adds no information): 2 members are fused."]
     models = [line for line in feedback.infos if line.startswith("Model: ") and "rank fusion" in line]
     assert len(models) == 1 and "fers_spectral100.pt" in models[0] and "fers_spectral200.pt" not in models[0]
@@ -152,15 +152,15 @@ def test_on_far_fewer_bands_the_default_keeps_its_50_band_model_alone(run_alg, t
     feedback = Recorder()
     default = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": "", "OUTPUT": str(tmp_path / "default.tif")},
                       feedback)
-    assert [line for line in feedback.infos if line.startswith("The raster has")] == [
-        "The raster has 24 bands, fewer than half of fers_spectral100.pt (100 bands) and fers_spectral200.pt (200 "
+    assert [line for line in feedback.infos if line.startswith("The 24 raster bands")] == [
+        "The 24 raster bands used are fewer than half of fers_spectral100.pt (100 bands) and fers_spectral200.pt (200 "
         "bands): those bundled members are left out (interpolating most of a model's bands adds no information): the "
         "other runs alone."]
     assert [line for line in feedback.infos if line.startswith("Model: /")] == [
         f"Model: {DEFAULT_MODEL_FILE} (the other bundled members left out; its scores are mapped by rank fusion, as "
         "the ensemble's are)"]
     assert [line for line in feedback.warnings if "far fewer" in line] == [
-        "The raster has 24 bands, far fewer than the model's 50: bands are interpolated, which adds no information; "
+        "The 24 raster bands used are far fewer than the model's 50: they are interpolated, which adds no information; "
         "results may be weaker than plain RX."]
     single = read(run_alg("fers:detect", {"INPUT": scene[0], "MODEL": str(DEFAULT_MODEL_FILE),
                                           "OUTPUT": str(tmp_path / "single.tif")})["OUTPUT"])[0]

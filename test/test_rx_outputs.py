@@ -72,6 +72,19 @@ def test_the_mask_stage_works_within_the_memory_budget(run_alg, tmp_path):
     assert outputs[1]["ANOMALY_PIXELS"] == math.ceil(600 * 1400 * 0.5 / 100)
 
 
+def test_pixels_tied_at_a_top_percent_cut_are_all_flagged_and_the_log_says_why(run_alg, tmp_path):
+    from .conftest import Recorder
+
+    cube = gaussian_cube(rows=20, cols=20, bands=3, seed=4)
+    cube[:, 5, 5:15] = np.array([80.0, 20.0, 65.0])[:, None]  # ten identical outliers: the top 1% (4 px) cuts them
+    source = write_cube(tmp_path / "ties.tif", cube)
+    log = Recorder()
+    result = run_rx(run_alg, tmp_path, source, log, OUTPUT_MASK=str(tmp_path / "mask.tif"), THRESHOLD=1.0)
+    assert result["ANOMALY_PIXELS"] == 10
+    assert "6 more pixel(s) score exactly the threshold, so the mask flags 10 (every pixel at the cut is kept)." \
+        in log.infos
+
+
 def targets_scene(tmp_path):
     """Gaussian background with three strong targets, masked out of the statistics."""
     cube = gaussian_cube(rows=30, cols=30, bands=4, seed=2)

@@ -239,7 +239,7 @@ def members_for_raster(raster_bands, members, feedback, raster_pixels=None):
         names = _listed(f"{os.path.basename(str(members[i].label))} ({members[i].model.bands} bands)"
                         for i in sorted(sparse))
         kept = len(members) - len(sparse)
-        feedback.info(f"The raster has {raster_bands} bands, fewer than half of {names}: "
+        feedback.info(f"The {raster_bands} raster bands used are fewer than half of {names}: "
                       f"{'that bundled member is' if len(sparse) == 1 else 'those bundled members are'} left out "
                       "(interpolating most of a model's bands adds no information): "
                       + ("the other runs alone." if kept == 1 else f"{kept} members are fused."))
@@ -333,6 +333,6 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
         error = fuse_score_rasters(paths, output_path, fusion, StageFeedback(feedback, 90, 100))
     note = f" (CDF sketch error at most {error:.1e})" if error else ""
     what = f"Fused {len(members)} score maps" if len(members) > 1 else "Transformed the single member's score map"
-    feedback.info(f"{what} by {fusion} fusion{note} in "
-                  f"{time.perf_counter() - started:.2f} s: {os.path.basename(str(output_path))}")
+    feedback.info(f"{what} by {fusion} fusion{note}: {os.path.basename(str(output_path))} (the ensemble took "
+                  f"{time.perf_counter() - started:.2f} s)")
     return output_path

@@ -29,7 +29,7 @@ def interpolates_sparsely(raster_bands: int, model_bands: int) -> bool:
 def sparse_bands_warning(raster_bands: int, model_bands: str, several: bool = False) -> str:
     """The warning for `raster_bands` against `model_bands` ("16"; "50, 100 and 200" for `several` models)."""
     whose = "every model's" if several else "the model's"
-    return (f"The raster has {raster_bands} bands, far fewer than {whose} {model_bands}: bands are interpolated, "
+    return (f"The {raster_bands} raster bands used are far fewer than {whose} {model_bands}: they are interpolated, "
             "which adds no information; results may be weaker than plain RX.")
 
 

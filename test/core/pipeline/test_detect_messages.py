@@ -66,9 +66,9 @@ def test_band_interpolation_is_a_warning_only_when_every_member_is_a_model_with_
             run_ensemble_detection(raster, str(tmp_path / "fused.tif"), members, options, feedback=log)
         return [m for m in log.warnings if "far fewer" in m], [m for m in log.infos if "more than twice as many" in m]
 
-    assert logged(48) == (["The raster has 20 bands, far fewer than the model's 48: bands are interpolated, which "
+    assert logged(48) == (["The 20 raster bands used are far fewer than the model's 48: they are interpolated, which "
                            "adds no information; results may be weaker than plain RX."], [])
-    assert logged(48, 64) == (["The raster has 20 bands, far fewer than every model's 48 and 64: bands are "
+    assert logged(48, 64) == (["The 20 raster bands used are far fewer than every model's 48 and 64: they are "
                                "interpolated, which adds no information; results may be weaker than plain RX."], [])
     assert logged(16, 48) == ([], ["The raster's 20 bands are interpolated up to more than twice as many in "
                                    "random48.pt (48 bands); that adds no information, and the other member, closer "

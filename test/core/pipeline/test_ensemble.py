@@ -103,7 +103,7 @@ def test_band_aware_members_with_more_than_twice_the_raster_bands_are_left_out()
     assert kept_labels(100, bundled)[0] == ["m50.pt", "m100.pt", "m200.pt"]  # exactly half: kept
     labels, infos = kept_labels(99, bundled)
     assert labels == ["m50.pt", "m100.pt"]
-    assert infos == ["The raster has 99 bands, fewer than half of m200.pt (200 bands): that bundled member is left "
+    assert infos == ["The 99 raster bands used are fewer than half of m200.pt (200 bands): that bundled member is left "
                      "out (interpolating most of a model's bands adds no information): 2 members are fused."]
     assert kept_labels(49, bundled)[0] == ["m50.pt"]
     assert kept_labels(10, bundled)[0] == ["m50.pt"]  # every model interpolates: the one with the fewest bands stays
@@ -116,7 +116,7 @@ def test_models_the_analyst_chose_are_never_left_out():
     chosen = [Member(Bands(50), "a.pt"), Member(Bands(200), "b.pt"),
               Member(Bands(200), "bundled.pt", bundled=True)]
     assert kept_labels(20, chosen) == (["a.pt", "b.pt"], [
-        "The raster has 20 bands, fewer than half of bundled.pt (200 bands): that bundled member is left out "
+        "The 20 raster bands used are fewer than half of bundled.pt (200 bands): that bundled member is left out "
         "(interpolating most of a model's bands adds no information): 2 members are fused."])
 
 
