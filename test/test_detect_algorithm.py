@@ -330,6 +330,28 @@ def test_local_detector_with_product_fusion(run_alg, tmp_path, scene, model_file
     assert leftovers(tmp_path, {"lp.tif"}) == []
 
 
+def test_an_exclusion_mask_is_reported_with_the_background_it_leaves(run_alg, tmp_path, scene, model_file):
+    from osgeo import gdal
+
+    truth, _, geotransform, projection = read(scene[1])
+    height, width = truth.shape
+    mask = str(tmp_path / "exclude.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(mask, width, height, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform(geotransform)
+    dataset.SetProjection(projection)
+    exclusion = np.zeros((height, width), np.uint8)
+    exclusion[:10, :] = 1
+    dataset.GetRasterBand(1).WriteArray(exclusion)
+    dataset = None
+    log = Recorder()
+    detect_feedback = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": model_file, "MASK": mask,
+                                              "OUTPUT": str(tmp_path / "s.tif")}, log)
+    valid = read(detect_feedback["OUTPUT"])[0] != -9999
+    lines = [line for line in log.infos if line.startswith("Statistics from ")]
+    assert lines == [f"Statistics from {int(valid[10:].sum())} background pixels ({int(valid.sum())} valid; the mask "
+                     "keeps the others out)."]
+
+
 def test_mask_and_polygon_outputs(run_alg, tmp_path, scene, model_file):
     result = detect(run_alg, tmp_path, scene[0], model_file, BRANCHES=1, THRESHOLD_METHOD=0, THRESHOLD=1.0,
                     OUTPUT_MASK=str(tmp_path / "mask.tif"), OUTPUT_POLYGONS=str(tmp_path / "objects.gpkg"))

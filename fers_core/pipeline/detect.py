@@ -193,6 +193,9 @@ def run_fers_detection(input_path, output_path, model, options: DetectOptions = 
                                                                 ProgressRange(feedback, 10, 55)), feedback,
                                  setup.reader.band_count)
         timings["statistics pass"] = time.perf_counter() - started - sum(timings.values())
+        if options.mask_path:  # say what the mask kept out, as fers:rx does
+            feedback.info(f"Statistics from {rx_models[0].pixel_count} background pixels ({valid_pixels} valid; "
+                          "the mask keeps the others out).")
         blocks = executor.ordered(detect_score, replace(plan, rx_models=tuple(rx_models)), windows)
         write_detection_outputs(setup.reader, blocks, len(windows), len(rx_models), setup.fusion, output_path,
                                 extra, model.bands, feedback, model.wavelengths_nm)
