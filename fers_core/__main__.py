@@ -134,7 +134,9 @@ def main(argv=None):
     batch.add_argument("--components", type=float,
                        help="local-rx: principal components of the global covariance to project onto (a count, or "
                             "a share of variance below 1; default: all bands)")
-    batch.add_argument("--model", help="FERS model file or authors' checkpoint folder (default: the bundled model)")
+    batch.add_argument("--model", help="FERS model file or authors' checkpoint folder (default: the bundled "
+                                       "fers_default.pt alone; fers:detect's default in QGIS also fuses two spectral "
+                                       "models)")
     batch.add_argument("--scheduler", default="",
                        help="empty: in this process; 'local': a Dask cluster on this machine; "
                             "tcp://host:8786: that Dask scheduler")

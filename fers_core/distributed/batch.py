@@ -216,6 +216,9 @@ def run_batch(inputs: list, out_dir: str, detector: str = "rx", model_path: str 
                       nodata)
     if detector == "fers":
         _model(jobs[0].model_path)  # a bad model file is one clear error, not one per raster
+        bundled = "" if model_path else (" (the bundled model alone: fers:detect's default also fuses two spectral "
+                                         "models, which this runner does not)")
+        feedback.info(f"Model: {jobs[0].model_path}{bundled}.")
     scheduler = check_scheduler(scheduler)
     split = (split or len(jobs) == 1) and detector not in WHOLE_RASTER_DETECTORS  # those run a raster per task
     if client is None and not scheduler:

@@ -69,3 +69,11 @@ def test_batch_refusals_leave_no_folder_and_name_the_problem(tmp_path):
         status, log = cli("batch", source, "--out-dir", tmp_path / "out", "--detector", "rx", option, value)
         assert status == 1 and message in log, log
         assert not (tmp_path / "out").exists()
+
+
+def test_the_batch_runner_says_which_model_its_fers_detector_runs(tmp_path):
+    scene = write_cube(tmp_path / "scene.tif", np.random.default_rng(2).normal(100, 5, (20, 30, 30)).astype("f4"))
+    code, output = cli("batch", "--detector", "fers", "--out-dir", tmp_path / "out", scene)
+    assert code == 0, output
+    assert "Model: " in output and "fers_default.pt (the bundled model alone: fers:detect's default also fuses two " \
+        "spectral models, which this runner does not)." in output
