@@ -50,9 +50,14 @@ class FillSurvey:
 
     def __init__(self, reader):
         self.sampled, self.huge_pixels, self.huge_example = 0, 0, None
+        self.partial_extra = 0  # pixels an extra nodata value leaves out although some bands hold other values
         flat = []
+        extra = [value for value in reader.extra_nodata if stored_nodata(value, reader.stored_dtype) is not None]
         for values, declared in sample_blocks(reader):
             self.sampled += declared.size
+            for value in extra:
+                held = values == stored_nodata(value, reader.stored_dtype)
+                self.partial_extra += int((held.any(axis=0) & ~held.all(axis=0)).sum())
             usable = ~declared  # and, for floating-point values, finite and below the fill magnitude
             if values.dtype.kind in "fc":
                 finite = np.isfinite(values)
@@ -111,6 +116,13 @@ def report_fill_values(reader, feedback, name=None) -> None:
                          f"{'' if several else 's'} values of magnitude {FILL_MAGNITUDE:g} or more (e.g. {value} in "
                          f"band {band}) that no nodata value declares: such values are fill, not measurements, and "
                          "are treated as nodata.")
+    if reader.band_count > 1 and survey.partial_extra >= max(MIN_FLAT_PIXELS, FLAT_SHARE * survey.sampled):
+        value = ", ".join(map(value_text, reader.extra_nodata))
+        feedback.warning(
+            f"{survey.partial_extra} of {survey.sampled} sampled pixels of {raster} "
+            f"({survey.partial_extra / survey.sampled:.0%}) hold the input nodata value {value} in some bands but not "
+            "in all: a pixel is nodata when any band it uses holds it, so these are left out as well. If the value is "
+            "a real measurement in some bands, leave INPUT_NODATA empty and exclude the collar with a mask instead.")
     flat = survey.flat_fill()
     if flat:
         value, count = value_text(flat[0]), flat[1]

@@ -171,3 +171,19 @@ def test_an_alpha_band_is_left_out_and_masks_the_transparent_pixels(tmp_path):
     with RasterReader(str(tmp_path / "warped.tif"), bands=list(range(1, 18))) as chosen:
         assert chosen.bands[-1] == 17
         assert np.array_equal(chosen.read(Window.whole(chosen.height, chosen.width))[1], alpha > 0)
+
+
+def test_an_input_nodata_value_held_in_only_some_bands_of_many_pixels_is_named(tmp_path):
+    """A collar of 0 in every band, and interior pixels where one band measures 0: INPUT_NODATA=0 leaves both out
+    (any band), which the analyst should hear about; the collar alone raises nothing."""
+    data = np.round(cube()).astype(np.int16)
+    data[:, :, :5] = 0  # the collar
+    collar_only = write_cube(tmp_path / "collar.tif", data)
+    data[3, 10:30, 20:40] = 0  # 400 interior pixels measure 0 in band 4
+    both = write_cube(tmp_path / "both.tif", data)
+    for path, expected in ((collar_only, []), (both, ["hold the input nodata value 0 in some bands but not in all"])):
+        log = Log()
+        with RasterReader(path, nodata=(0,)) as reader:
+            report_fill_values(reader, log)
+        assert [phrase for phrase in expected if any(phrase in warning for warning in log.warnings)] == expected
+        assert len(log.warnings) == len(expected), log.warnings
