@@ -67,6 +67,8 @@ class BandMapping:
         how = "over wavelength" if use_wavelengths else "over the normalised band index"
         self.description = (f"identity ({n_in} bands)" if n_in == n_out and not use_wavelengths
                             else f"{n_in} raster bands resampled linearly {how} to the model's {n_out} bands")
+        if raster_wavelengths is not None and model_wavelengths is None:
+            self.description += " (the model stores no band wavelengths, so the raster's are not used)"
         if interpolates_sparsely(n_in, n_out) and feedback is not None:
             feedback.warning(sparse_bands_warning(n_in, str(n_out)))
 

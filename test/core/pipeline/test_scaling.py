@@ -49,6 +49,8 @@ def test_band_mapping_needs_only_band_counts_and_wavelengths(raster):
                                 "bands"
     by_wavelength = BandMapping(12, 8, np.linspace(400, 900, 12), np.linspace(450, 850, 8))
     assert "over wavelength" in by_wavelength.description
+    assert BandMapping(12, 8, np.linspace(400, 900, 12), None).description == plain.description + \
+        " (the model stores no band wavelengths, so the raster's are not used)"
     with pytest.raises(InputError, match="at least 3 bands"):
         BandMapping(2, 8)
     with pytest.raises(InputError, match="cover only"):
