@@ -370,7 +370,18 @@ def test_one_valid_pixel_is_refused(run_alg, tmp_path, model_file, algorithm):
     data[:, 1:, :] = -1
     data[:, 0, 1:] = -1
     source = write_cube(tmp_path / "one.tif", data, nodata=-1)
-    refused(run_alg, algorithm, source, tmp_path, model_file, "Only one valid pixel", {"one.tif"})
+    refused(run_alg, algorithm, source, tmp_path, model_file, "Only 1 valid background pixel: RX needs at least three",
+            {"one.tif"})
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
+def test_two_valid_pixels_are_refused_without_advice_of_zero_features(run_alg, tmp_path, model_file, algorithm):
+    data = cube(4, rows=6, cols=6).round().astype(np.int16)
+    data[:, 1:, :] = -1
+    data[:, 0, 2:] = -1
+    source = write_cube(tmp_path / "two.tif", data, nodata=-1)
+    refused(run_alg, algorithm, source, tmp_path, model_file, "Only 2 valid background pixels: RX needs at least "
+            "three", {"two.tif"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -223,14 +223,18 @@ def fit_rx(accumulator: CovarianceAccumulator) -> RxModel:
             "No valid pixels for the background statistics: every pixel is nodata, NaN or masked. "
             "Check the input's nodata value, the band selection and the mask."
         )
-    if accumulator.count < 2:
-        raise InputError("Only one valid pixel: RX needs at least two valid background pixels.")
+    if accumulator.count < 3:  # even one feature needs three: two points are equally far from their mean
+        raise InputError(f"Only {accumulator.count} valid background pixel{'s' if accumulator.count > 1 else ''}: RX "
+                         "needs at least three (more than its features plus one); leave fewer pixels out (nodata, "
+                         "mask) or use a larger area.")
     if accumulator.count <= accumulator.n_features + 1:  # n points span at most n - 1 dimensions: equal distances
+        most = accumulator.count - 2
         raise InputError(
             f"Only {accumulator.count} valid background pixels for {accumulator.n_features} features (bands): with "
             "no more pixels than features plus one, every pixel gets the same RX score, so none can stand out. "
-            f"Use at most {accumulator.count - 2} features (fewer BANDS, or a model with fewer bands), or leave fewer "
-            "pixels out (nodata, mask)."
+            f"Use at most {most} feature{'s' if most > 1 else ''} (fewer BANDS for fers:rx; for fers:detect a model "
+            f"of at most {most} bands, as the networks resample the raster to their own), or leave fewer pixels "
+            "out (nodata, mask), or use a larger area."
         )
     covariance = accumulator.covariance
     # defensive: RasterReader already makes stored values of magnitude FILL_MAGNITUDE (1e30) or more nodata, so only

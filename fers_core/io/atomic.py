@@ -68,7 +68,7 @@ def process_alive(pid):
     return True
 
 
-_PREVIOUS = re.compile(r"^\.(.*)\.previous\.partial-[0-9a-f]{6}-\d+-[0-9a-f]{8}(.*)$")
+_PREVIOUS = re.compile(r"^(\.(.*)\.previous\.partial-[0-9a-f]{6}-\d+-[0-9a-f]{8})(.*)$")
 
 
 @dataclass
@@ -84,37 +84,45 @@ class StaleFiles:
 def remove_stale(folder):
     """Clean up what runs on this host left in `folder` when they were killed (a StaleFiles).
 
-    Only our names, and only when their owner process is gone: a live run's files are never touched. A backup of
-    an earlier output (``.<stem>.previous.partial-...``) is deleted only when its file is in place again; else it
-    is put back under its name, or kept (and reported) when its name was shortened beyond recovery.
+    Only our names, and only when their owner process is gone: a live run's files are never touched. Temporaries
+    are deleted. The earlier output a killed run had moved aside (``.<stem>.previous.partial-...`` with its
+    sidecars) is put back whole, replacing what the killed run had put in its place (a run that did not finish
+    leaves none of its outputs, as a failed one), or kept and reported when its name was shortened beyond recovery.
     """
     stale = StaleFiles()
     try:
         names = os.listdir(folder)
     except OSError:
         return stale
+    backups = {}  # backup base -> [(path, suffix)]
     for name in names:
         found = owner(name)
         if not found or found[0] != HOST or found[1] == os.getpid() or process_alive(found[1]):
             continue
         path = os.path.join(folder, name)
+        if not (os.path.isfile(path) or os.path.islink(path)):
+            continue
         previous = _PREVIOUS.match(name)
-        try:
-            if not (os.path.isfile(path) or os.path.islink(path)):
-                continue
-            if previous:
-                original = os.path.join(folder, previous.group(1) + previous.group(2))
-                if not os.path.lexists(original):
-                    if len(previous.group(1)) >= STEM_CHARACTERS:  # maybe shortened: its name is not known
-                        stale.kept.append(path)
-                        continue
-                    os.replace(path, original)
-                    stale.restored.append(original)
-                    continue
+        if previous:
+            backups.setdefault((previous.group(1), previous.group(2)), []).append((path, previous.group(3)))
+            continue
+        with contextlib.suppress(OSError):
             os.remove(path)
             stale.removed.append(path)
-        except OSError:
-            pass
+    for (_, stem), files in backups.items():
+        if len(stem) >= STEM_CHARACTERS:  # maybe shortened: the name to put it back under is not known
+            stale.kept += [path for path, _ in files]
+            continue
+        originals = [os.path.join(folder, stem + suffix) for _, suffix in files]
+        for original in originals:  # sidecars the killed run's file got, which would attach to the earlier one
+            for suffix in STALE_SIDECARS:
+                if original + suffix not in originals and os.path.isfile(original + suffix):
+                    with contextlib.suppress(OSError):
+                        os.remove(original + suffix)
+        for (path, _), original in sorted(zip(files, originals), key=lambda pair: len(pair[1]), reverse=True):
+            with contextlib.suppress(OSError):  # sidecars first, the file itself last
+                os.replace(path, original)
+                stale.restored.append(original)
     return stale
 
 
@@ -180,12 +188,18 @@ class Temporary:
                 os.remove(path)
         self._forget()
 
-    def fail(self, error, destination, needed_bytes=None, always=True):
-        """Delete the files; the OutputError saying why writing `destination` failed, from how far the file had
-        grown (None when `error` does not look like a write failure and `always` is false)."""
+    def largest_file(self):
+        """The size of the temporary's largest file now (None when it has none)."""
         sizes = [os.path.getsize(path) for path in self.files() if os.path.isfile(path)]
+        return max(sizes) if sizes else None
+
+    def fail(self, error, destination, needed_bytes=None, always=True, written_bytes=None):
+        """Delete the files; the OutputError saying why writing `destination` failed, from how far the file had
+        grown (`written_bytes`, measured now when None; None when `error` does not look like a write failure and
+        `always` is false)."""
+        written = self.largest_file() if written_bytes is None else written_bytes
         self.remove()
-        return write_failure(error, destination, needed_bytes, always, written_bytes=sum(sizes) if sizes else None)
+        return write_failure(error, destination, needed_bytes, always, written_bytes=written)
 
     def _forget(self):
         with _lock:
@@ -331,7 +345,8 @@ def write_failure(error, destination, needed_bytes=None, always=True, written_by
     room the run needed, or None when `error` does not look like a write failure and `always` is false.
 
     GDAL's messages seldom say why a write failed, so the file-size limit and the free space are checked
-    too; `written_bytes`: how large the temporary file had grown when the write failed.
+    too; `written_bytes`: how large the temporary's largest file had grown when the write failed (the limit is per
+    file).
     """
     code = getattr(error, "errno", None)
     text = str(error).strip()
@@ -363,7 +378,9 @@ def write_failure(error, destination, needed_bytes=None, always=True, written_by
     if free is not None:
         needs.append(f"{megabytes(free)} are free there")
     detail = f" ({'; '.join(needs)})" if needs else ""
-    advice = "raise the limit, or choose" if reason.startswith("the file-size limit") else "free some space, or choose"
+    advice = "raise the limit, or choose" if reason.startswith("the file-size limit") else \
+        "free some space, or choose" if "full" in reason or "quota" in reason else \
+        "check that the location can be written (permissions, the file system), or choose"
     return OutputError(
         f"Writing '{destination}' failed: {reason}{detail}. {advice.capitalize()} another output location, then "
         "run again; no partial or temporary file was left."

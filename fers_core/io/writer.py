@@ -152,7 +152,7 @@ class RasterWriter:
 
     def _fail(self, error):
         """Delete the temporary file and raise the OutputError that says why writing failed."""
-        written = sum(os.path.getsize(path) for path in self._output.files() if os.path.isfile(path))
+        written = max([os.path.getsize(path) for path in self._output.files() if os.path.isfile(path)], default=0)
         error.__traceback__ = None  # its frames hold GDAL band objects, which keep the dataset open
         self.abort()
         raise write_failure(error, self.path, self.needed_bytes, written_bytes=written) from None

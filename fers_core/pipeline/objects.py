@@ -234,9 +234,10 @@ def _write_geopackage(path, geometries, attributes, projection):
         dataset = None
         output.commit()
     except (RuntimeError, OSError) as error:
+        grown = output.largest_file()  # before closing, which rolls the failed transaction back
         with quiet_destructors():  # closing a file whose write failed fails again
             dataset = None
-        failure = output.fail(error, path, always=False)
+        failure = output.fail(error, path, always=False, written_bytes=grown)
         if failure is None:
             raise
         raise failure from None

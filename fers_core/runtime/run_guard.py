@@ -13,6 +13,7 @@ Every front end (the QGIS algorithms, ``python -m fers_core``) runs the engine i
   installed outside Python (qgis_process's), which is saved and restored with sigaction.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -127,6 +128,10 @@ class RunGuard:
         for temporary in temporaries:
             temporary.remove()
         atomic.restore_previous(previous, written, restore=undo)
+        if undo and previous and self.feedback is not None:
+            with contextlib.suppress(Exception):  # never let the report hide the run's own error
+                self.feedback.info("The earlier files at the outputs' names are as they were: put back "
+                                   + ", ".join(original for _, original in previous))
 
     def __exit__(self, exc_type, exc, traceback):
         try:

@@ -23,6 +23,7 @@ from fers.fers_core.runtime.run_guard import Interrupted, RunGuard
 
 from ...conftest import read_only_folder
 from ...rasters import write_cube
+from .. import Log
 
 ROOT = str(Path(__file__).resolve().parents[3])
 
@@ -228,11 +229,14 @@ def test_a_failed_rerun_puts_back_the_outputs_it_replaced_and_a_successful_one_d
            "b.gpkg": b"old polygons", "b.gpkg-wal": b"old journal"}
     for name, content in old.items():
         touch(tmp_path / name, content)
-    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")]):
+    log = Log()
+    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "a.tif")], log):
         written_output(tmp_path / "a.tif", b"new scores").commit()
         assert (tmp_path / "a.tif").read_bytes() == b"new scores" and not (tmp_path / "a.tif.ovr").exists()
         raise RuntimeError("the polygons failed")  # before b.gpkg was committed
     assert {name: (tmp_path / name).read_bytes() for name in sorted(os.listdir(tmp_path))} == old  # as it was
+    assert [line for line in log.infos if line.startswith("The earlier files at the outputs' names are as they were: "
+                                                          "put back ")]
     with RunGuard([str(tmp_path / "a.tif")]):
         written_output(tmp_path / "a.tif", b"new scores").commit()
         written_output(tmp_path / "b.gpkg", b"new polygons").commit()
@@ -258,21 +262,28 @@ def test_nested_guards_undo_a_commit_once_and_the_outer_one_can_still_undo_an_in
     assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_bytes() == b"earlier"
 
 
-def test_a_run_killed_between_the_renames_of_a_commit_leaves_the_earlier_output_recoverable(tmp_path):
-    """The next run's clean-up puts back an earlier output that a killed run had moved aside, instead of deleting
-    it as a temporary; a backup whose file is back in place is deleted."""
+def test_the_earlier_outputs_a_killed_run_had_moved_aside_come_back_whole(tmp_path):
+    """A run killed (kill -9) after it had moved earlier outputs aside never finished: the next run's clean-up puts
+    each earlier output back with its own sidecars, over what the killed run had put there, and drops the killed
+    run's sidecars of it; it deletes them as temporaries no more."""
     dead = dead_pid()
-    moved = touch(tmp_path / f".a.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif", b"earlier")
-    touch(tmp_path / f".a.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif.aux.xml", b"statistics")
-    done = touch(tmp_path / f".b.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif", b"older")
-    touch(tmp_path / "b.tif", b"newer, complete")
+    base = f"partial-{atomic.HOST}-{dead}-0123abcd"
+    touch(tmp_path / f".a.previous.{base}.tif", b"earlier")  # moved aside, nothing in its place yet
+    touch(tmp_path / f".a.previous.{base}.tif.aux.xml", b"earlier statistics")
+    touch(tmp_path / f".b.previous.{base}.tif", b"earlier b")  # moved aside and replaced by the killed run
+    touch(tmp_path / f".b.previous.{base}.tif.ovr", b"earlier overviews")
+    touch(tmp_path / "b.tif", b"the killed run's")
+    touch(tmp_path / "b.tif.msk", b"the killed run's mask")
+    touch(tmp_path / f".b.{base}.tif.aux.xml", b"a temporary")
     long_stem = "y" * atomic.STEM_CHARACTERS
-    unknown = touch(tmp_path / f".{long_stem}.previous.partial-{atomic.HOST}-{dead}-0123abcd.tif", b"earlier")
+    unknown = touch(tmp_path / f".{long_stem}.previous.{base}.tif", b"earlier")
     stale = atomic.remove_stale(str(tmp_path))
-    assert sorted(stale.restored) == [str(tmp_path / "a.tif"), str(tmp_path / "a.tif.aux.xml")]
-    assert stale.removed == [str(done)] and stale.kept == [str(unknown)]
-    assert (tmp_path / "a.tif").read_bytes() == b"earlier" and not moved.exists()
-    assert (tmp_path / "b.tif").read_bytes() == b"newer, complete"
+    assert sorted(stale.restored) == sorted(str(tmp_path / name) for name in
+                                            ("a.tif", "a.tif.aux.xml", "b.tif", "b.tif.ovr"))
+    assert stale.removed == [str(tmp_path / f".b.{base}.tif.aux.xml")] and stale.kept == [str(unknown)]
+    assert {name: (tmp_path / name).read_bytes() for name in sorted(os.listdir(tmp_path)) if name[0] != "."} == {
+        "a.tif": b"earlier", "a.tif.aux.xml": b"earlier statistics", "b.tif": b"earlier b",
+        "b.tif.ovr": b"earlier overviews"}
 
 
 def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path):
