@@ -365,23 +365,15 @@ def test_fewer_valid_pixels_than_bands_is_refused_with_how_many_bands_fit(run_al
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
-def test_one_valid_pixel_is_refused(run_alg, tmp_path, model_file, algorithm):
+@pytest.mark.parametrize("pixels, message", [(1, "Only 1 valid background pixel: RX needs at least three"),
+                                             (2, "Only 2 valid background pixels: RX needs at least three")])
+def test_one_or_two_valid_pixels_are_refused(run_alg, tmp_path, model_file, algorithm, pixels, message):
+    """Two pixels are no better than one for RX (it advised 'at most 0 features' for two)."""
     data = cube(4, rows=6, cols=6).round().astype(np.int16)
     data[:, 1:, :] = -1
-    data[:, 0, 1:] = -1
-    source = write_cube(tmp_path / "one.tif", data, nodata=-1)
-    refused(run_alg, algorithm, source, tmp_path, model_file, "Only 1 valid background pixel: RX needs at least three",
-            {"one.tif"})
-
-
-@pytest.mark.parametrize("algorithm", BOTH)
-def test_two_valid_pixels_are_refused_without_advice_of_zero_features(run_alg, tmp_path, model_file, algorithm):
-    data = cube(4, rows=6, cols=6).round().astype(np.int16)
-    data[:, 1:, :] = -1
-    data[:, 0, 2:] = -1
-    source = write_cube(tmp_path / "two.tif", data, nodata=-1)
-    refused(run_alg, algorithm, source, tmp_path, model_file, "Only 2 valid background pixels: RX needs at least "
-            "three", {"two.tif"})
+    data[:, 0, pixels:] = -1
+    source = write_cube(tmp_path / "few.tif", data, nodata=-1)
+    refused(run_alg, algorithm, source, tmp_path, model_file, message, {"few.tif"})
 
 
 # ---------------------------------------------------------------------------------------------
