@@ -175,7 +175,8 @@ def fuse_score_rasters(paths: list, output_path: str, fusion: EnsembleFusion = E
             for fitter in fitters:
                 fitter.finish()
         progress = ProgressRange(feedback, 0, 100)
-        feedback.info(f"Fusing {len(paths)} score maps ({fusion} fusion) in {len(windows)} block(s).")
+        if len(paths) > 1:
+            feedback.info(f"Fusing {len(paths)} score maps ({fusion} fusion) in {len(windows)} block(s).")
         with bounded_gdal_cache(write_cache_mb(readers[0].width)), \
                 RasterWriter.like(readers[0], output_path, band_names=[f"FERS ensemble score ({fusion} fusion)"]) \
                 as writer:

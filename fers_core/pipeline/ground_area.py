@@ -11,6 +11,8 @@ from osgeo import ogr, osr
 
 osr.UseExceptions()
 
+GEOGRAPHIC_EDGE_DEGREES = 0.05  # longest edge moved as a straight line (coarse lon/lat grids cut chords otherwise)
+
 
 def ground_areas(geometries, projection):
     """{id: area in m²} for `geometries` ({id: ogr.Geometry} in the CRS of the WKT `projection`), or None
@@ -36,6 +38,8 @@ def ground_areas(geometries, projection):
             if key not in transforms:
                 transforms[key] = osr.CoordinateTransformation(source, _equal_area_at(geographic, *key[::-1]))
             moved = geometry.Clone()
+            if source.IsGeographic():  # a long edge along a parallel is a curve in the equal-area plane
+                moved.Segmentize(GEOGRAPHIC_EDGE_DEGREES)
             if moved.Transform(transforms[key]) != ogr.OGRERR_NONE:
                 return None
             areas[ident] = moved.GetArea()

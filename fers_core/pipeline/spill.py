@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ..io.atomic import Temporary, free_bytes, write_failure
+from ..io.atomic import Temporary, free_bytes, megabytes, write_failure
 from ..io.writer import output_folder
 
 
@@ -47,7 +47,7 @@ class FeatureSpill:
         except OSError as error:
             spill._fail(error)
         feedback.info(f"The features are kept between passes in a temporary file in {folder} (up to "
-                      f"{needed / 2**20:,.0f} MB; deleted when the run ends).")
+                      f"{megabytes(needed)}; deleted when the run ends).")
         return spill
 
     def put(self, window, arrays, valid):

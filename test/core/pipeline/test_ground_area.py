@@ -89,6 +89,14 @@ def test_polygons_far_apart_each_get_their_own_area():
         assert areas[ident] == pytest.approx(cell_area(w, e, s, n), rel=1e-7), ident
 
 
+def test_a_coarse_geographic_polygon_near_the_pole_follows_its_parallels():
+    """Four corners of a 36 x 0.5 degree box at 88.5N: straight lines between them cut 6 % of its area off."""
+    box = ogr.CreateGeometryFromWkt("POLYGON((0 88.5,36 88.5,36 89,0 89,0 88.5))")
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    assert ground_areas({1: box}, srs.ExportToWkt())[1] == pytest.approx(cell_area(0, 36, 88.5, 89), rel=1e-5)
+
+
 def test_polygon_edges_follow_a_curved_gcp_placement(tmp_path):
     """Ten GCPs of a bent swath: GDAL fits a second-order polynomial, so a long edge must not be a straight chord."""
     from osgeo import gdal
