@@ -73,8 +73,8 @@ _PREVIOUS = re.compile(r"^(\.(.*)\.previous\.partial-[0-9a-f]{6}-\d+-[0-9a-f]{8}
 
 @dataclass
 class StaleFiles:
-    """What remove_stale did: temporaries `removed`; earlier outputs `restored` to their names (a run was killed
-    between moving one aside and putting the new file in its place); backups `kept` whose name is unknown."""
+    """What remove_stale did: temporaries `removed`; earlier outputs (and their sidecars) `restored` to their names
+    (a killed run had moved them aside); backups `kept` whose name is not known."""
 
     removed: list = field(default_factory=list)
     restored: list = field(default_factory=list)
@@ -94,7 +94,7 @@ def remove_stale(folder):
         names = os.listdir(folder)
     except OSError:
         return stale
-    backups = {}  # backup base -> [(path, suffix)]
+    backups = {}  # (backup base, stem) -> [(backup path, suffix after the base)]
     for name in names:
         found = owner(name)
         if not found or found[0] != HOST or found[1] == os.getpid() or process_alive(found[1]):
