@@ -92,7 +92,10 @@ class RunGuard:
                 self.temporaries[id(temporary)] = temporary
             else:
                 self.temporaries.pop(id(temporary), None)
-                if event == "committed" and not temporary.keep_on_failure:
+                if event == "committed" and temporary.keep_on_failure:  # kept whatever happens: no undo
+                    atomic.restore_previous(previous, (), restore=False)
+                    return True
+                if event == "committed":
                     self.written.extend(files)
                     self.previous.extend(previous)
                     return True

@@ -262,6 +262,18 @@ def test_nested_guards_undo_a_commit_once_and_the_outer_one_can_still_undo_an_in
     assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_bytes() == b"earlier"
 
 
+def test_a_resume_checkpoint_committed_inside_nested_guards_outlives_their_failure(tmp_path):
+    touch(tmp_path / "m.pt.resume.pt", b"an older checkpoint")
+    with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "m.pt")]):
+        with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "m.pt")]):
+            checkpoint = atomic.AtomicOutput(tmp_path / "m.pt.resume.pt", keep_on_failure=True)
+            Path(checkpoint.path).write_bytes(b"epoch 1")
+            checkpoint.commit()
+            raise RuntimeError("training fails")
+        raise RuntimeError("so does the run around it")
+    assert os.listdir(tmp_path) == ["m.pt.resume.pt"] and (tmp_path / "m.pt.resume.pt").read_bytes() == b"epoch 1"
+
+
 def test_the_earlier_outputs_a_killed_run_had_moved_aside_come_back_whole(tmp_path):
     """A run killed (kill -9) after it had moved earlier outputs aside never finished: the next run's clean-up puts
     each earlier output back with its own sidecars, over what the killed run had put there, and drops the killed
