@@ -92,10 +92,7 @@ class RunGuard:
                 self.temporaries[id(temporary)] = temporary
             else:
                 self.temporaries.pop(id(temporary), None)
-                if event == "committed" and temporary.keep_on_failure:  # kept whatever happens: no undo
-                    atomic.restore_previous(previous, (), restore=False)
-                    return True
-                if event == "committed":
+                if event == "committed" and not temporary.keep_on_failure:  # kept ones: no guard undoes them
                     self.written.extend(files)
                     self.previous.extend(previous)
                     return True
