@@ -580,7 +580,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         skipped output over as a definition with an empty sink)."""
         value = parameters.get(name)
         if isinstance(value, QgsProcessingOutputLayerDefinition) and \
-                value.sink.propertyType() == QgsProperty.StaticProperty:  # an expression is evaluated below
+                value.sink.propertyType() == QgsProperty.Type.StaticProperty:  # an expression is evaluated below
             value = value.sink.staticValue()
         if value is None or value == "" or str(value).lower() == "skip":
             return None

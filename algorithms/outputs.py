@@ -115,7 +115,7 @@ def _raw_destination(parameters, name):
     if value is None:
         return None
     if isinstance(value, QgsProcessingOutputLayerDefinition):
-        if value.sink.propertyType() != QgsProperty.StaticProperty:
+        if value.sink.propertyType() != QgsProperty.Type.StaticProperty:
             return "(an expression)"  # asked for: QGIS evaluates it when the output is made
         value = value.sink.staticValue()
     return str(value) if value not in (None, "") else None
