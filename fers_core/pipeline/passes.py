@@ -58,8 +58,9 @@ def fit_rx_models(partial, feedback, raster_bands=None):
         if raster_bands is not None and raster_bands < rx_model.n_features:
             feedback.info(f"{message}, as expected when the raster's {raster_bands} bands are interpolated up to "
                           f"the model's {rx_model.n_features}.")
-        else:
-            feedback.warning(f"{message}.")
+        else:  # what fers:rx names for a singular background, and what to do
+            feedback.warning(f"{message}: the raster may hold constant or duplicate bands (leave them out with "
+                             "BANDS), or too few valid pixels for the model's bands.")
     return rx_models
 
 

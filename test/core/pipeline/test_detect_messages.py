@@ -31,6 +31,9 @@ def test_a_singular_cube_is_a_warning_unless_the_raster_had_fewer_bands_than_the
         assert not [m for m in other if "singular" in m]
         if expected == "info":
             assert "raster's 8 bands are interpolated up to the model's 12" in log.infos[0]
+        else:  # the causes and what to do, as fers:rx says
+            assert log.warnings[0].endswith("the raster may hold constant or duplicate bands (leave them out with "
+                                            "BANDS), or too few valid pixels for the model's bands.")
 
 
 def test_the_two_cubes_of_product_fusion_are_named_when_singular():
