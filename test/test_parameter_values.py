@@ -235,3 +235,24 @@ def test_a_project_layer_whose_file_is_gone_is_named_with_its_source(qgis_app, s
                          reason), reason
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_two_project_layers_of_one_name_are_numbered_in_the_evaluation(qgis_app, scene, tmp_path):
+    """Their folders would say nothing (QGIS's temporary outputs sit in folders named by UUIDs)."""
+    import csv
+
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    paths = []
+    for folder in ("0f3c", "9ab1"):
+        (tmp_path / folder).mkdir()
+        paths.append(run("fers:rx", {"INPUT": scene[0], "OUTPUT": str(tmp_path / folder / "OUTPUT.tif")})[0]["OUTPUT"])
+    try:
+        for path in paths:
+            QgsProject.instance().addMapLayer(QgsRasterLayer(path, "RX scores"))
+        run("fers:evaluate", {"SCORES": paths, "GROUND_TRUTH": scene[1], "OUTPUT_HTML": str(tmp_path / "r.html"),
+                              "OUTPUT_CSV": str(tmp_path / "r.csv")})
+        with open(tmp_path / "r.csv", newline="") as stream:
+            assert {row["raster"] for row in csv.DictReader(stream)} == {"RX scores (1)", "RX scores (2)"}
+    finally:
+        QgsProject.instance().removeAllMapLayers()

@@ -163,10 +163,12 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
 
 def _distinct_names(paths, names=None):
     """A name per score raster (`names`, or its file name without the extension), prefixed with its folder where
-    two would clash, and numbered if that is not enough."""
-    names = list(names) if names else [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    names = [f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{name}" if names.count(name) > 1 else name
-             for p, name in zip(paths, names)]
+    two file names would clash, and numbered if that is not enough (or for clashing names of another kind, such
+    as project layers' names, whose folders may be QGIS's temporary ones)."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    names = list(names) if names else stems
+    names = [f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{name}"
+             if names.count(name) > 1 and name == stem else name for p, name, stem in zip(paths, names, stems)]
     return [f"{name} ({names[:index].count(name) + 1})" if names.count(name) > 1 else name
             for index, name in enumerate(names)]
 
