@@ -5,6 +5,7 @@ import configparser
 import difflib
 import functools
 import html
+import math
 import os
 import traceback
 
@@ -208,16 +209,33 @@ def _broken_project_layer(item, context):
     return next((found for found in candidates if not found.isValid()), None)
 
 
+def _non_finite(value):
+    """Whether `value` reads as NaN or an infinity."""
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
 def _allocation_failed(error):
     """Whether a RuntimeError is PyTorch's report of memory it could not allocate (CPU or GPU)."""
     text = str(error).lower()
     return "out of memory" in text or "can't allocate memory" in text or "tried to allocate" in text
 
 
+def static_destination(value):
+    """A destination parameter's value as given: the static sink value of a QgsProcessingOutputLayerDefinition
+    (the batch dialog hands a skipped output over as one with an empty sink), else the value itself; a definition
+    whose sink is an expression comes back unchanged (QGIS evaluates it when the output is made)."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition) and \
+            value.sink.propertyType() == QgsProperty.Type.StaticProperty:
+        return value.sink.staticValue()
+    return value
+
+
 def _destination_path(definition, value):
-    """The file a destination parameter names, or None (skipped, a temporary output, a database)."""
-    if isinstance(value, QgsProcessingOutputLayerDefinition):
-        value = value.sink.staticValue()
+    """The file a destination parameter names, or None (skipped, a temporary output, a database, an expression)."""
+    value = static_destination(value)
     if not isinstance(value, str) or not value.strip() or value == QgsProcessing.TEMPORARY_OUTPUT or \
             value.lower() == "skip" or value.startswith(("memory:", "ogr:", "postgres:", "postgis:")):
         return None
@@ -487,16 +505,12 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         from qgis.core import QgsProcessingParameterNumber
 
         for definition in self.parameterDefinitions():
-            if not isinstance(definition, QgsProcessingParameterNumber):
-                continue
             value = widget_value(parameters.get(definition.name()))
-            try:
-                number = float(value) if isinstance(value, (int, float, str)) and str(value).strip() != "" else None
-            except ValueError:
-                return f"{definition.description()} ({definition.name()}): '{value}' is not a number."
-            if definition.dataType() == QgsProcessingParameterNumber.Type.Integer and number is not None and \
-                    number == number and abs(number) != float("inf") and not number.is_integer():
-                return f"{definition.description()} ({definition.name()}) must be a whole number (got {number:g})."
+            if isinstance(definition, QgsProcessingParameterNumber) and isinstance(value, (int, float, str)) and \
+                    str(value).strip() and not _non_finite(value):  # QGIS's own check rules on those
+                reason = rejection_reason(definition, value, None)  # the sentence QGIS's own refusals get
+                if reason:
+                    return reason
         return ""
 
     def _explain_rejection(self, parameters, context):
@@ -576,12 +590,8 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return nodata_values(values)  # NaN dropped: never valid anyway
 
     def optional_output(self, parameters, name, context):
-        """Destination path of an optional output, or None when the user skipped it (the batch dialog hands a
-        skipped output over as a definition with an empty sink)."""
-        value = parameters.get(name)
-        if isinstance(value, QgsProcessingOutputLayerDefinition) and \
-                value.sink.propertyType() == QgsProperty.Type.StaticProperty:  # an expression is evaluated below
-            value = value.sink.staticValue()
+        """Destination path of an optional output, or None when the user skipped it (static_destination)."""
+        value = static_destination(parameters.get(name))
         if value is None or value == "" or str(value).lower() == "skip":
             return None
         return self.parameterAsOutputLayer(parameters, name, context) or None

@@ -20,7 +20,6 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
-    QgsProperty,
 )
 
 from ..fers_core.feedback import StageFeedback
@@ -37,6 +36,7 @@ from ..fers_core.pipeline.requests import (
     check_threshold,
 )
 from . import styles
+from .base import static_destination
 
 THRESHOLD_METHOD = "THRESHOLD_METHOD"
 THRESHOLD = "THRESHOLD"
@@ -111,13 +111,9 @@ def _raw_destination(parameters, name):
     parameterAsOutputLayer registers the layer for loading and invents a new temporary path on
     every call, so it must run once per output, in compute, never in checkParameterValues.
     """
-    value = parameters.get(name)
-    if value is None:
-        return None
+    value = static_destination(parameters.get(name))
     if isinstance(value, QgsProcessingOutputLayerDefinition):
-        if value.sink.propertyType() != QgsProperty.Type.StaticProperty:
-            return "(an expression)"  # asked for: QGIS evaluates it when the output is made
-        value = value.sink.staticValue()
+        return "(an expression)"  # asked for: QGIS evaluates it when the output is made
     return str(value) if value not in (None, "") else None
 
 
