@@ -67,10 +67,14 @@ def check_outputs_keep_placement(outputs, source):
     dataset = quiet_open(str(source), gdal.OF_RASTER) if lossy and source else None
     if dataset is None or not Georeferencing.of(dataset).by_points:
         return
-    name, path = lossy[0]
-    raise OutputError(f"{capitalised(name)} '{path}': the input is placed by ground control points or RPCs, and "
-                      f"{PLACEMENT_LOST[os.path.splitext(str(path))[1].lower()]}: write a .tif (or .img, ENVI) "
-                      "instead.")
+    raise placement_lost(*lossy[0])
+
+
+def placement_lost(name, path):
+    """The OutputError for an output `path` whose format cannot hold the GCPs or RPCs that place its input."""
+    return OutputError(f"{capitalised(name)} '{path}': the input is placed by ground control points or RPCs, and "
+                       f"{PLACEMENT_LOST[os.path.splitext(str(path))[1].lower()]}: write a .tif (or .img, ENVI) "
+                       "instead.")
 
 
 def _unsupported_format(extension):

@@ -12,7 +12,7 @@ from osgeo import gdal
 from ..errors import InputError, OutputError
 from .atomic import AtomicOutput, free_bytes, megabytes, write_failure
 from .georeferencing import Georeferencing
-from .output_formats import raster_output_format
+from .output_formats import PLACEMENT_LOST, placement_lost, raster_output_format
 from .windows import Window
 
 gdal.UseExceptions()
@@ -96,10 +96,9 @@ class RasterWriter:
         if driver_name == "ENVI":  # its header's description is the dataset's: the final name, not the temporary
             self._dataset.SetDescription(self.path)
         if georeferencing is not None:
-            if georeferencing.by_points and driver_name == "netCDF":
-                self.abort()
-                raise OutputError(f"'{self.path}': a netCDF file cannot hold the ground control points or RPCs that "
-                                  "place the input on the map: write a .tif (or .img, ENVI) instead.")
+            if georeferencing.by_points and os.path.splitext(self.path)[1].lower() in PLACEMENT_LOST:
+                self.abort()  # checked before the run (check_outputs_keep_placement); for callers of the engine
+                raise placement_lost("the output", self.path)
             georeferencing.apply(self._dataset)
         for index in range(bands):
             band = self._dataset.GetRasterBand(index + 1)
