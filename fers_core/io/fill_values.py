@@ -52,11 +52,12 @@ class FillSurvey:
         self.sampled, self.huge_pixels, self.huge_example = 0, 0, None
         self.partial_extra = 0  # pixels an extra nodata value leaves out although some bands hold other values
         flat = []
-        extra = [value for value in reader.extra_nodata if stored_nodata(value, reader.stored_dtype) is not None]
+        extra = [stored for stored in (stored_nodata(value, reader.stored_dtype) for value in reader.extra_nodata)
+                 if stored is not None]
         for values, declared in sample_blocks(reader):
             self.sampled += declared.size
             for value in extra:
-                held = values == stored_nodata(value, reader.stored_dtype)
+                held = values == value
                 self.partial_extra += int((held.any(axis=0) & ~held.all(axis=0)).sum())
             usable = ~declared  # and, for floating-point values, finite and below the fill magnitude
             if values.dtype.kind in "fc":
