@@ -230,38 +230,29 @@ def members_for_raster(raster_bands, members, feedback, raster_pixels=None):
     leave no model at all, the bundled models with the fewest bands stay. On development scenes cut to 49-75 bands
     this keeps the mean AUC and halves the worst loss against plain RX (bench/BAND_VARIANTS.md).
     `feedback` None: quiet (a caller that only needs to know which members run)."""
-    members = _members_for_pixels(raster_pixels, members, feedback)
-    sparse = {index for index, m in enumerate(members)
-              if m.bundled and m.model is not None and interpolates_sparsely(raster_bands, m.model.bands)}
-    if sparse and all(members[i].model is None for i in range(len(members)) if i not in sparse):
-        fewest = min(members[i].model.bands for i in sparse)
-        sparse = {i for i in sparse if members[i].model.bands != fewest}
-    if sparse and feedback is not None:
-        names = _listed(f"{os.path.basename(str(members[i].label))} ({members[i].model.bands} bands)"
-                        for i in sorted(sparse))
-        kept = len(members) - len(sparse)
-        feedback.info(f"The {raster_bands} raster bands used are fewer than half of {names}: "
-                      f"{'that bundled member is' if len(sparse) == 1 else 'those bundled members are'} left out "
-                      "(interpolating most of a model's bands adds no information): "
+    if raster_pixels is not None:
+        members = _leave_out(members, lambda model: raster_pixels <= model.bands + 1, feedback,
+                             f"The raster has {raster_pixels} pixels, too few for the background statistics of",
+                             lambda kept: ".")
+    return _leave_out(members, lambda model: interpolates_sparsely(raster_bands, model.bands), feedback,
+                      f"The {raster_bands} raster bands used are fewer than half of",
+                      lambda kept: " (interpolating most of a model's bands adds no information): "
                       + ("the other runs alone." if kept == 1 else f"{kept} members are fused."))
-    return [m for index, m in enumerate(members) if index not in sparse]
 
 
-def _members_for_pixels(raster_pixels, members, feedback):
-    """`members` without the bundled models of more bands than a raster of `raster_pixels` pixels can give RX
-    statistics for (pixels > bands + 1), keeping the one with the fewest bands when none would be left."""
-    short = {index for index, m in enumerate(members) if raster_pixels is not None and m.bundled and
-             m.model is not None and raster_pixels <= m.model.bands + 1}
-    if not short:
-        return members
-    if all(members[i].model is None for i in range(len(members)) if i not in short):
-        short -= {min(short, key=lambda i: members[i].model.bands)}
-    if short and feedback is not None:
+def _leave_out(members, unfit, feedback, why, then):
+    """`members` without the bundled models for which `unfit(model)` holds, but keeping those with the fewest bands
+    when no model would be left; logged as `why` + the names + "left out" + `then(members kept)`."""
+    out = {index for index, m in enumerate(members) if m.bundled and m.model is not None and unfit(m.model)}
+    if out and all(members[i].model is None for i in range(len(members)) if i not in out):
+        fewest = min(members[i].model.bands for i in out)
+        out = {i for i in out if members[i].model.bands != fewest}
+    if out and feedback is not None:
         names = _listed(f"{os.path.basename(str(members[i].label))} ({members[i].model.bands} bands)"
-                        for i in sorted(short))
-        feedback.info(f"The raster has {raster_pixels} pixels, too few for the background statistics of {names}: "
-                      f"{'that bundled member is' if len(short) == 1 else 'those bundled members are'} left out.")
-    return [m for index, m in enumerate(members) if index not in short]
+                        for i in sorted(out))
+        feedback.info(f"{why} {names}: {'that bundled member is' if len(out) == 1 else 'those bundled members are'} "
+                      f"left out{then(len(members) - len(out))}")
+    return [m for index, m in enumerate(members) if index not in out]
 
 
 def members_for_input(input_path, bands, members):
