@@ -88,6 +88,8 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
         ground = ground_areas(geometries, projection) or {}
         for row in attributes:
             row["area_m2"] = ground.get(row["id"])
+        if objects and not ground:
+            feedback.info(_no_ground_area_note(projection))
         if placement.failure:
             feedback.warning(f"The mask's GCPs or RPCs cannot place its pixels ({placement.failure}): the polygons "
                              "are in pixel coordinates (x = column, y = -row), where QGIS draws such a raster.")
@@ -100,6 +102,13 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
         + (f"; {dropped} smaller object(s) dropped." if dropped else ".")
     )
     return PolygonSummary(str(polygons_path), objects, dropped, int(sizes[keep].sum()))
+
+
+def _no_ground_area_note(projection):
+    """The log line that says why the polygons' area_m2 field is empty."""
+    cause = "has no CRS" if not projection else "has a CRS without an ellipsoid (a local or engineering CRS)"
+    return (f"The mask {cause}, so the polygons' area_m2 field (ground area in square metres) is empty; their "
+            "area field is in map units squared. Assign the input raster's CRS to have ground areas.")
 
 
 def _object_attributes(labels, objects, scores, placement, block_mb, progress):

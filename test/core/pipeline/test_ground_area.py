@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from osgeo import ogr, osr
 
+from fers.fers_core.feedback import Feedback
 from fers.fers_core.pipeline.ground_area import ground_areas
 from fers.fers_core.pipeline.objects import write_polygons
 
@@ -26,14 +27,23 @@ def cell_area(west, east, south, north, a=WGS84_A, f=WGS84_F):
     return 2 * math.pi * b * b * (q(north) - q(south)) * (east - west) / 360
 
 
-def objects_of(tmp_path, geotransform, epsg):
+class Notes(Feedback):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+def objects_of(tmp_path, geotransform, epsg, feedback=None):
     """Polygons of a 20x20 mask with a 2x3-pixel object and a 1-pixel one, in `epsg` (None: no CRS)."""
     mask = np.zeros((20, 20), dtype=np.uint8)
     mask[4:6, 7:10] = 1
     mask[15, 2] = 1
     write_cube(tmp_path / "mask.tif", mask, geotransform=geotransform, epsg=epsg)
     write_cube(tmp_path / "scores.tif", mask.astype(np.float32), geotransform=geotransform, epsg=epsg)
-    write_polygons(tmp_path / "mask.tif", tmp_path / "scores.tif", tmp_path / "objects.gpkg")
+    write_polygons(tmp_path / "mask.tif", tmp_path / "scores.tif", tmp_path / "objects.gpkg", feedback=feedback)
     dataset = ogr.Open(str(tmp_path / "objects.gpkg"))
     return [(f["pixels"], f["area"], f["area_m2"]) for f in dataset.GetLayer(0)]
 
@@ -62,9 +72,14 @@ def test_projected_polygons_get_their_ground_area_not_the_map_area(tmp_path):
     assert mercator_m2 == pytest.approx(mercator_area * math.cos(math.radians(60)) ** 2, rel=1e-2)
 
 
-def test_polygons_without_a_crs_have_no_ground_area(tmp_path):
-    found = objects_of(tmp_path, None, None)
+def test_polygons_without_a_crs_have_no_ground_area_and_the_log_says_why(tmp_path):
+    notes = Notes()
+    found = objects_of(tmp_path, None, None, notes)
     assert [(pixels, area, m2) for pixels, area, m2 in found] == [(6, 6.0, None), (1, 1.0, None)]
+    assert [line for line in notes.lines if "area_m2" in line and "has no CRS" in line]
+    projected = Notes()
+    objects_of(tmp_path, (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0), 32632, projected)
+    assert not [line for line in projected.lines if "area_m2" in line]
 
 
 def test_local_and_missing_crs_give_none():
