@@ -122,10 +122,19 @@ def prepare_detection(input_path: str, model, options: DetectOptions, feedback) 
     feedback.info(f"Band mapping: {mapping.description}.")
     feedback.info(f"Device: {device}, {options.precision} precision; branches used: {', '.join(branches)}; "
                   f"fusion: {describe_fusion(options.fusion, fusion, model.bands)}; "
-                  f"{len(strips)} window(s) of up to {strips.windows[0].rows}x{strips.windows[0].cols} px; "
-                  "spatial tiles "
-                  f"{options.spatial_tile} px (core {options.spatial_tile - 2 * options.spatial_margin} px).")
+                  f"{len(strips)} window(s) of up to {strips.windows[0].rows}x{strips.windows[0].cols} px"
+                  f"{_spatial_tiling(options, branches, reader.height, reader.width)}.")
     return DetectionSetup(reader, mask, mapping, strips, fusion, device, branches, options)
+
+
+def _spatial_tiling(options, branches, height, width):
+    """The log's words for the spatial branch's tiles ('' without the spatial branch)."""
+    if "spatial" not in branches:
+        return ""
+    tile = options.spatial_tile
+    if height <= tile and width <= tile:
+        return f"; the spatial branch sees the whole {width}x{height} px raster as one tile (TILE_SIZE {tile} px)"
+    return f"; spatial tiles {tile} px (core {tile - 2 * options.spatial_margin} px)"
 
 
 def check_detection_formats(output_path, options, model_bands):

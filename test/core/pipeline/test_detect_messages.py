@@ -1,4 +1,4 @@
-"""What fers_core.pipeline tells the user about the enhanced cube's covariance and about band interpolation."""
+"""What fers_core.pipeline tells the user about the enhanced cube's covariance, band interpolation and tiling."""
 
 import numpy as np
 
@@ -80,3 +80,18 @@ def test_band_interpolation_is_a_warning_only_when_every_member_is_a_model_with_
     assert warnings == [] and len(infos) == 1, (warnings, infos)
     assert "in random48.pt (48 bands) and random64.pt (64 bands);" in infos[0] and "other member, closer" in infos[0]
     assert logged(16) == ([], []) and logged(16, 16) == ([], [])
+
+
+def test_the_log_names_spatial_tiles_only_where_the_spatial_branch_tiles_the_raster(tmp_path):
+    rng = np.random.default_rng(3)
+    lines = {}
+    for name, size, branches in (("small", 40, ("spectral", "spatial")), ("large", 140, ("spectral", "spatial")),
+                                 ("spectral", 140, ("spectral",))):
+        raster = write_cube(tmp_path / f"{name}.tif", rng.normal(size=(8, size, size + 4)).astype(np.float32))
+        log = Log()
+        run_fers_detection(raster, str(tmp_path / f"{name}-scores.tif"), random_init_model(8, seed=0),
+                           DetectOptions(branches=branches, threads=1), log)
+        (lines[name],) = [m for m in log.infos if m.startswith("Device:")]
+    assert lines["small"].endswith("the spatial branch sees the whole 44x40 px raster as one tile (TILE_SIZE 128 px).")
+    assert lines["large"].endswith("; spatial tiles 128 px (core 96 px).")
+    assert "tile" not in lines["spectral"].split("px", 1)[1]
