@@ -291,7 +291,7 @@ class DetectAlgorithm(FersAlgorithm):
                              members=len(members), false_alarm_rate=outputs.false_alarm_rate(self, parameters, context),
                              fusion=options.fusion.resolve(model.bands, available))
         source = self.raster_source(parameters, self.INPUT, context)
-        running = members_for_input(source, options.bands, members) if bundled else members  # those that fit
+        running = members_for_input(source, options.bands, members, feedback) if bundled else members  # that fit
         alone = f" (the other bundled members left out; its scores are mapped by {fusion} fusion, as the ensemble's " \
             "are)" if len(members) > 1 else ""
         feedback.info("Model: " + " + ".join(member.label for member in running) +
@@ -301,7 +301,7 @@ class DetectAlgorithm(FersAlgorithm):
         detector_feedback = outputs.detector_feedback(parameters, feedback)
         features = model.bands  # the chi-square law's degrees of freedom, unless the run found a lower rank
         if len(members) > 1:
-            run_ensemble_detection(source, output, members, options, fusion, detector_feedback)
+            run_ensemble_detection(source, output, members, options, fusion, detector_feedback, left_out_reported=True)
         else:
             features = fers_detection(cluster, source, output, model_path, options, detector_feedback, model).rank \
                 or model.bands

@@ -92,6 +92,8 @@ def test_on_a_tiny_area_the_default_leaves_out_members_its_pixels_cannot_support
     assert [line for line in feedback.infos if "too few for" in line] == [
         "The raster has 100 pixels, too few for the background statistics of fers_spectral100.pt (100 bands) and "
         "fers_spectral200.pt (200 bands): those bundled members are left out."]
+    order = [line for line in feedback.infos if "too few for" in line or line.startswith("Model: ")]
+    assert order[0].startswith("The raster has 100 pixels") and order[1].startswith("Model: ")
     single = run_alg("fers:detect", {"INPUT": tiny, "MODEL": str(DEFAULT_MODEL_FILE),
                                      "OUTPUT": str(tmp_path / "s.tif")})
     expected = mid_rank_cdf(read(single["OUTPUT"])[0].ravel()).reshape(10, 10)  # the 50-band model, as a rank
@@ -133,6 +135,8 @@ def test_the_default_leaves_out_bundled_members_with_more_than_twice_the_bands(r
         "out (interpolating most of a model's bands adds no information): 2 members are fused."]
     models = [line for line in feedback.infos if line.startswith("Model: ") and "rank fusion" in line]
     assert len(models) == 1 and "fers_spectral100.pt" in models[0] and "fers_spectral200.pt" not in models[0]
+    order = [line for line in feedback.infos if "left out" in line or line.startswith("Model: ")]
+    assert order[0].startswith("The 60 raster bands") and order[1] == models[0]  # why, before the reduced list
     two = run_alg("fers:detect", {"INPUT": source, "MODEL": str(DEFAULT_MODEL_FILE),
                                   "MODELS": [str(DEFAULT_MEMBER_FILES[0])], "OUTPUT": str(tmp_path / "two.tif")})
     np.testing.assert_array_equal(read(default["OUTPUT"])[0], read(two["OUTPUT"])[0])

@@ -255,10 +255,11 @@ def _leave_out(members, unfit, feedback, why, then):
     return [m for index, m in enumerate(members) if index not in out]
 
 
-def members_for_input(input_path, bands, members):
-    """The members `run_ensemble_detection` runs on `input_path` with `bands` (members_for_raster, quietly)."""
+def members_for_input(input_path, bands, members, feedback=None):
+    """The members `run_ensemble_detection` runs on `input_path` with `bands` (members_for_raster; quiet without
+    `feedback`)."""
     with RasterReader(input_path, bands) as reader:
-        return members_for_raster(reader.band_count, members, None, reader.pixel_count)
+        return members_for_raster(reader.band_count, members, feedback, reader.pixel_count)
 
 
 def report_band_interpolation(raster_bands, members, feedback):
@@ -285,8 +286,12 @@ def _listed(items):
 
 
 def run_ensemble_detection(input_path: str, output_path: str, members: list, options=None,
-                           fusion: EnsembleFusion = EnsembleFusion.RANK, feedback: Feedback = None) -> str:
-    """Score `input_path` with every member and fuse the maps (rank or standardised) into `output_path`."""
+                           fusion: EnsembleFusion = EnsembleFusion.RANK, feedback: Feedback = None,
+                           left_out_reported: bool = False) -> str:
+    """Score `input_path` with every member and fuse the maps (rank or standardised) into `output_path`.
+
+    Bundled members that do not fit the raster are left out (members_for_raster), with a log line unless
+    `left_out_reported` (the caller logged members_for_input's)."""
     from ..detectors.global_rx import run_global_rx
     from .detect import DetectOptions, run_fers_detection
 
@@ -302,7 +307,8 @@ def run_ensemble_detection(input_path: str, output_path: str, members: list, opt
         for member in members:  # band-count and wavelength-coverage errors before any member spends time
             if member.model is not None:
                 BandMapping.for_model(reader, member.model)
-        members = members_for_raster(reader.band_count, members, feedback, reader.pixel_count)
+        members = members_for_raster(reader.band_count, members, None if left_out_reported else feedback,
+                                     reader.pixel_count)
         report_band_interpolation(reader.band_count, members, feedback)
     started = time.perf_counter()
     share = 90 / len(members)
