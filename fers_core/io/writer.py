@@ -10,10 +10,11 @@ import numpy as np
 from osgeo import gdal
 
 from ..errors import InputError, OutputError
-from .atomic import AtomicOutput, free_bytes, megabytes, write_failure
+from .atomic import AtomicOutput
 from .georeferencing import Georeferencing
 from .output_formats import PLACEMENT_LOST, placement_lost, raster_output_format
 from .windows import Window
+from .write_failures import free_bytes, megabytes, write_failure
 
 gdal.UseExceptions()
 

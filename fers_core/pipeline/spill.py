@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from ..io.atomic import Temporary, free_bytes, megabytes, write_failure
+from ..io.atomic import Temporary
+from ..io.write_failures import free_bytes, megabytes, write_failure
 from ..io.writer import output_folder
 
 

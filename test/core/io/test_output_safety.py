@@ -489,7 +489,7 @@ def test_a_refused_write_where_no_space_is_free_is_not_called_a_full_disk():
     give, even when the error itself is vague."""
     import errno
 
-    from fers.fers_core.io.atomic import free_bytes, write_failure
+    from fers.fers_core.io.write_failures import free_bytes, write_failure
 
     assert free_bytes("/proc") is None  # a pseudo file system: its 0 free bytes say nothing
     message = str(write_failure(PermissionError(errno.EACCES, "Permission denied"), "/proc/report.html"))
