@@ -23,6 +23,7 @@ import socket
 import threading
 import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import OutputError
 from .write_failures import write_failure
@@ -86,7 +87,8 @@ def remove_stale(folder):
     Only our names, and only when their owner process is gone: a live run's files are never touched. Temporaries
     are deleted. The earlier output a killed run had moved aside (``.<stem>.previous.partial-...`` with its
     sidecars) is put back whole, replacing what the killed run had put in its place (a run that did not finish
-    leaves none of its outputs, as a failed one), or kept and reported when its name was shortened beyond recovery.
+    leaves none of its outputs, as a failed one), or kept and reported when its name was shortened beyond recovery;
+    it is deleted when another run has replaced the killed run's file there since, so a finished output stays.
     """
     stale = StaleFiles()
     try:
@@ -113,6 +115,12 @@ def remove_stale(folder):
             stale.kept += [path for path, _ in files]
             continue
         originals = [os.path.join(folder, stem + suffix) for _, suffix in files]
+        if _replaced_after(files, originals):  # a later run's finished output: it stays, the older one goes
+            for path, _ in files:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                    stale.removed.append(path)
+            continue
         for original in originals:  # sidecars the killed run's file got, which would attach to the earlier one
             for suffix in STALE_SIDECARS:
                 if original + suffix not in originals and os.path.isfile(original + suffix):
@@ -123,6 +131,21 @@ def remove_stale(folder):
                 os.replace(path, original)
                 stale.restored.append(original)
     return stale
+
+
+REPLACED_AFTER_SECONDS = 1.0
+"""A destination whose file arrived this much later than the killed run moved the earlier one aside was put there
+by another run (a commit moves and renames within microseconds)."""
+
+
+def _replaced_after(files, originals):
+    """Whether the main file of a killed run's backup group (the shortest name) was replaced at its destination after
+    the killed run's commit, by another run: its inode changed later than the backup's (a rename sets it)."""
+    backup, original = min(zip((path for path, _ in files), originals), key=lambda pair: len(pair[1]))
+    try:
+        return os.lstat(original).st_ctime > os.lstat(backup).st_ctime + REPLACED_AFTER_SECONDS
+    except OSError:
+        return False
 
 
 def live_temporaries():
@@ -252,10 +275,10 @@ class AtomicOutput(Temporary):
                 for original in replaced:
                     backup = previous_base + original[len(destination_base):]
                     os.replace(original, backup)
-                    previous.append((backup, original))
+                    previous.append(Backup(backup, original, self.destination))
                 for source, target in moves:
                     os.replace(source, target)
-                    written.append(target)
+                    written.append(Placed.at(target))
             except BaseException:
                 restore_previous(previous, written)
                 raise
@@ -263,7 +286,7 @@ class AtomicOutput(Temporary):
         self._forget()
         if not _notify("committed", self, written, previous):
             restore_previous(previous, (), restore=False)
-        return written
+        return [placed.path for placed in written]
 
     def __exit__(self, exc_type, exc, traceback):
         if not self.committed:
@@ -288,15 +311,56 @@ STALE_SIDECARS = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")
 """Files GDAL and SQLite read beside a file of the same name: an earlier output's must not outlive it."""
 
 
+class Placed(NamedTuple):
+    """A file a commit put at `path`, known by its device and inode (None: gone), so that an undo can tell it from
+    a file another run has put there since."""
+
+    path: str
+    identity: tuple
+
+    @classmethod
+    def at(cls, path):
+        return cls(path, _identity(path))
+
+    def replaced(self):
+        """Whether another file is at `path` now."""
+        now = _identity(self.path)
+        return now is not None and now != self.identity
+
+
+def _identity(path):
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+class Backup(NamedTuple):
+    """What a commit moved aside: the `original` file (an earlier output or its sidecar), now at `backup`, for the
+    commit whose main file is `destination`."""
+
+    backup: str
+    original: str
+    destination: str
+
+
 def restore_previous(previous, written=(), restore=True):
-    """Undo a commit: delete the `written` files and put the (backup, original) pairs of `previous` back (or, with
-    `restore` false, only delete the backups). Errors are ignored: this runs while a run is failing."""
-    for path in written:
+    """Undo commits: delete the `written` files (Placed) and put the Backups of `previous` back, or with `restore`
+    false only delete the backups; the originals put back. A file another run has put at a written name since
+    (two runs writing one output) stays, and so do its sidecars: the backups of that commit are deleted instead, so
+    an older file never replaces a newer run's output. Errors are ignored: this runs while a run is failing."""
+    replaced = {placed.path for placed in written if placed.replaced()}
+    for placed in written:
+        if placed.path not in replaced:
+            with contextlib.suppress(OSError):
+                os.remove(placed.path)
+    restored = []
+    for entry in reversed(list(previous)):
         with contextlib.suppress(OSError):
-            os.remove(path)
-    for backup, original in reversed(list(previous)):
-        with contextlib.suppress(OSError):
-            if restore:
-                os.replace(backup, original)
+            if restore and entry.destination not in replaced:
+                os.replace(entry.backup, entry.original)
+                restored.append(entry.original)
             else:
-                os.remove(backup)
+                os.remove(entry.backup)
+    return restored[::-1]

@@ -127,11 +127,11 @@ class RunGuard:
                 self.written = []
         for temporary in temporaries:
             temporary.remove()
-        atomic.restore_previous(previous, written, restore=undo)
-        if undo and previous and self.feedback is not None:
+        restored = atomic.restore_previous(previous, written, restore=undo)
+        if restored and self.feedback is not None:
             with contextlib.suppress(Exception):  # never let the report hide the run's own error
                 self.feedback.info("The earlier files at the outputs' names are as they were: put back "
-                                   + ", ".join(original for _, original in previous))
+                                   + ", ".join(restored))
 
     def __exit__(self, exc_type, exc, traceback):
         try:

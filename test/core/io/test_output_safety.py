@@ -262,6 +262,54 @@ def test_nested_guards_undo_a_commit_once_and_the_outer_one_can_still_undo_an_in
     assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_bytes() == b"earlier"
 
 
+def test_a_failing_run_never_puts_an_older_file_over_the_output_another_run_wrote_since(tmp_path):
+    """Two runs write one output: A commits, B replaces A's file and succeeds, then A fails. A's undo leaves B's
+    output and its sidecar alone and deletes its own backup of the earliest file."""
+    touch(tmp_path / "a.tif", b"earliest")
+    touch(tmp_path / "a.tif.aux.xml", b"earliest statistics")
+    a_committed, b_done = threading.Event(), threading.Event()
+    errors = []
+
+    def run_a():
+        try:
+            with RunGuard([str(tmp_path / "a.tif")]):
+                written_output(tmp_path / "a.tif", b"A").commit()
+                a_committed.set()
+                b_done.wait(60)
+                raise RuntimeError("A fails after B's success")
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    def run_b():
+        a_committed.wait(60)
+        with RunGuard([str(tmp_path / "a.tif")]):
+            output = written_output(tmp_path / "a.tif", b"B")
+            Path(output.path + ".aux.xml").write_bytes(b"B statistics")
+            output.commit()
+        b_done.set()
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == ["A fails after B's success"]
+    assert {name: (tmp_path / name).read_bytes() for name in sorted(os.listdir(tmp_path))} == {
+        "a.tif": b"B", "a.tif.aux.xml": b"B statistics"}  # no backup left either
+
+
+def test_a_killed_runs_backup_never_replaces_the_output_a_later_run_finished(tmp_path, monkeypatch):
+    """A run killed after its commit left the earlier file aside; another run has replaced the output since (its
+    inode changed later than the backup's): the clean-up keeps that output and deletes the older backup."""
+    base = f"partial-{atomic.HOST}-{dead_pid()}-0123abcd"
+    backup = touch(tmp_path / f".a.previous.{base}.tif", b"earlier")
+    touch(tmp_path / "a.tif", b"a later run's")
+    monkeypatch.setattr(atomic, "REPLACED_AFTER_SECONDS", -1.0)  # "later" without waiting: any newer inode
+    stale = atomic.remove_stale(str(tmp_path))
+    assert stale.removed == [str(backup)] and stale.restored == []
+    assert os.listdir(tmp_path) == ["a.tif"] and (tmp_path / "a.tif").read_bytes() == b"a later run's"
+
+
 def test_a_resume_checkpoint_committed_inside_nested_guards_outlives_their_failure(tmp_path):
     touch(tmp_path / "m.pt.resume.pt", b"an older checkpoint")
     with pytest.raises(RuntimeError), RunGuard([str(tmp_path / "m.pt")]):
