@@ -16,7 +16,8 @@ from pathlib import Path
 from .checkpoints import load_any_model
 from .networks.inference import inference_copy
 
-MAX_MODELS = 2
+MAX_MODELS = 4
+"""The bundled default's three models and one more (a user's own), so that no default run evicts a model it needs."""
 
 _lock = threading.Lock()
 _entries = OrderedDict()  # file key -> (FersModel, {(branch, device, mixed): inference network})

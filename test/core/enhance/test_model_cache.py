@@ -63,3 +63,16 @@ def test_only_the_latest_models_are_kept(tmp_path):
 def test_a_missing_file_gets_the_loader_error(tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         model_cache.detection_model(tmp_path / "missing.pt")
+
+
+def test_the_bundled_default_and_one_more_model_fit_the_cache(tmp_path):
+    """The default ensemble loads its three models in a fixed order: a cache smaller than that evicts each one
+    just before the next run needs it, and every run reads all three files again."""
+    from fers.fers_core.enhance.default_model import DEFAULT_MEMBER_FILES, default_model_path
+
+    other = tmp_path / "own.pt"
+    save_model(random_init_model(5, seed=0, branches=("spectral",)), other)
+    default = [default_model_path(), *DEFAULT_MEMBER_FILES]
+    first = [model_cache.detection_model(path) for path in [*default, other]]
+    second = [model_cache.detection_model(path) for path in [*default, other]]
+    assert all(again is model for again, model in zip(second, first))
