@@ -201,7 +201,7 @@ class DetectAlgorithm(FersAlgorithm):
         ):
             self.add_parameter(advanced(QgsProcessingParameterNumber(
                 key, self.tr(label), QgsProcessingParameterNumber.Type.Integer, default, minValue=minimum)), text)
-        scheduler.add_parameter(self)
+        scheduler.add_parameter(self, models=True)
         self.add_parameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("FERS anomaly scores")),
                            "Float32 GeoTIFF of the scores on the input's grid (nodata -9999); higher = more anomalous.")
         self.add_parameter(QgsProcessingParameterRasterDestination(

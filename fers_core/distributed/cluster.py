@@ -272,12 +272,13 @@ def check_workers(client, scheduler, feedback, timeout=60):
                          "check that they are running and not busy with other work, or leave SCHEDULER empty to "
                          "run in this process.") from None
     except Exception as error:
-        package = __name__.rsplit(".", 1)[0]
+        package = __name__.split(".")[0]
         raise DependencyError(
             f"The Dask workers cannot run FERS ({type(error).__name__}: {error}): install the same packages on "
             f"them (numpy, GDAL, torch for FERS, dask[distributed]) and make the '{package}' package importable "
             "there, e.g. start 'dask worker' with PYTHONPATH set to the folder that holds it."
         ) from None
+    _check_scheduler_imports(client, scheduler, timeout)
     here = _environment()
     differing = {address: env for address, env in environments.items() if env != here}
     if differing:
@@ -286,6 +287,23 @@ def check_workers(client, scheduler, feedback, timeout=60):
                          f"here: {here}): results may differ slightly from a run in this process.")
     threads = sum(client.nthreads(callback_timeout=timeout).values())
     feedback.info(f"Dask cluster at {client.scheduler.address}: {len(environments)} worker(s), {threads} thread(s).")
+
+
+def _check_scheduler_imports(client, scheduler, timeout):
+    """DependencyError when the scheduler cannot import this package: it unpickles every task graph, so without
+    the package each task would fail with Dask's "Error during deserialization of the task graph"."""
+    try:
+        client.run_on_scheduler(_environment, callback_timeout=timeout)
+    except TimeoutError:
+        raise InputError(f"The Dask scheduler at {scheduler} did not answer within {timeout} s: check that it is "
+                         "running and not overloaded, or leave SCHEDULER empty to run in this process.") from None
+    except Exception as error:
+        package = __name__.split(".")[0]
+        raise DependencyError(
+            f"The Dask scheduler at {scheduler} cannot read FERS's tasks ({type(error).__name__}: {error}): it "
+            f"unpickles every task, so it needs the '{package}' package too. Start 'dask scheduler' with the same "
+            "PYTHONPATH as the workers (the folder that holds the package)."
+        ) from None
 
 
 # --- entry points for the algorithms: in process, or on a cluster ---------------------------------------------------

@@ -4,6 +4,7 @@ Outputs must be bit-identical: for many rasters (one task each) and for one rast
 blocks over the workers, also when a worker is killed in the middle of a run.
 """
 
+import contextlib
 import os
 import re
 import subprocess
@@ -386,17 +387,20 @@ def clean_environment():
     return {key: value for key, value in os.environ.items() if key not in limits or key in ORIGINAL_LIMITS}
 
 
-@pytest.fixture()
-def external_scheduler(tmp_path):
+@contextlib.contextmanager
+def external_cluster(folder, scheduler_has_the_engine=True):
     """A scheduler and one worker in their own processes, as a user's cluster would be (the test process's own
-    LocalCluster cannot serve the command line: its scheduler would load the engine under its bare name here)."""
+    LocalCluster cannot serve the command line: its scheduler would load the engine under its bare name here);
+    the worker can import the engine, the scheduler only when `scheduler_has_the_engine`."""
     from distributed import Client
 
     env = dict(clean_environment(), PYTHONPATH=str(ROOT))
+    scheduler_env = env if scheduler_has_the_engine else clean_environment()
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    address_file = tmp_path / "scheduler.json"
+    address_file = folder / "scheduler.json"
     scheduler = subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-                                         "--scheduler-file", str(address_file)], env=env, cwd=ROOT,
+                                         "--scheduler-file", str(address_file)], env=scheduler_env,
+                                 cwd=ROOT if scheduler_has_the_engine else folder,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
                                str(address_file), "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
@@ -409,6 +413,31 @@ def external_scheduler(tmp_path):
         for process in (worker, scheduler):
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.fixture()
+def external_scheduler(tmp_path):
+    with external_cluster(tmp_path) as address:
+        yield address
+
+
+@pytest.mark.slow
+@needs_dask
+def test_a_scheduler_that_cannot_import_the_engine_is_named_before_any_task(rasters, tmp_path):
+    """The scheduler unpickles every task graph: without the engine on its PYTHONPATH each task failed with Dask's
+    "Error during deserialization of the task graph" while the workers' check passed."""
+    good, _ = rasters
+    with external_cluster(tmp_path, scheduler_has_the_engine=False) as address:
+        completed = subprocess.run(
+            [sys.executable, "-m", "fers_core", "batch", "--detector", "rx", "--scheduler", address,
+             "--out-dir", str(tmp_path / "out"), "--block-mb", "1", good[0]],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean_environment(),
+        )
+    assert completed.returncode != 0
+    assert (f"The Dask scheduler at {address} cannot read FERS's tasks (ModuleNotFoundError: No module named "
+            "'fers_core'): it unpickles every task, so it needs the 'fers_core' package too.") in completed.stderr
+    assert "deserialization" not in completed.stderr + completed.stdout
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
 @pytest.mark.slow
