@@ -1,9 +1,7 @@
 """Shared plumbing for FERS algorithms: feedback adapter, error translation, the request check before a run, and
 presentation (help, icons)."""
 
-import configparser
 import difflib
-import functools
 import html
 import math
 import os
@@ -30,6 +28,7 @@ from ..fers_core.io.output_formats import check_outputs_keep_placement, check_ra
 from ..fers_core.io.output_safety import check_outputs
 from ..fers_core.io.reader import is_raster_source, nodata_values
 from ..fers_core.runtime.run_guard import Interrupted, RunGuard
+from .help_links import PLUGIN_DIR, help_address
 
 
 class QgisFeedback(Feedback):
@@ -117,7 +116,6 @@ def widget_value(value):
     return value
 
 
-PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ICONS_DIR = os.path.join(PLUGIN_DIR, "icons")
 
 
@@ -129,14 +127,6 @@ def advanced(parameter):
 
 def is_advanced(parameter):
     return bool(parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-
-
-@functools.cache
-def plugin_address():
-    """The plugin's repository address from metadata.txt (the README lives there; read once); '' when unknown."""
-    metadata = configparser.ConfigParser(interpolation=None)
-    metadata.read(os.path.join(PLUGIN_DIR, "metadata.txt"), encoding="utf-8")
-    return metadata.get("general", "repository", fallback="").strip().rstrip("/")
 
 
 _NOT_FILE_PROVIDERS = {
@@ -403,8 +393,7 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return self.tr(self.summary)
 
     def helpUrl(self):  # noqa: N802 (QGIS API)
-        address = plugin_address()
-        return f"{address}#{self.help_anchor}" if address and self.help_anchor else ""
+        return help_address(self.help_anchor)
 
     def icon(self):
         from qgis.PyQt.QtGui import QIcon

@@ -10,7 +10,7 @@ import os
 
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm
 
-from .base import plugin_address
+from .help_links import help_address
 
 MODEL_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models",
                           "detect_mask_polygons_report.model3")
@@ -66,8 +66,7 @@ class ExampleModel(QgsProcessingModelAlgorithm):
         return "\n\n".join(html.escape(section, quote=False) for section in sections if section)
 
     def helpUrl(self):  # noqa: N802 (QGIS API)
-        address = plugin_address()
-        return f"{address}#example-model" if address else ""
+        return help_address("example-model")
 
     def tags(self):
         return ["model", "example", "anomaly", "mask", "polygons", "ROC", "AUC", "report", "FERS"]

@@ -11,12 +11,15 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from algorithms.help_links import UNPUBLISHED_ADDRESSES  # noqa: E402 (QGIS-free)
+
 RUNTIME = ["metadata.txt", "__init__.py", "plugin.py", "installer_gui.py", "LICENSE", "README.md", "CHANGELOG.md",
            "icons/", "algorithms/", "fers_core/", "weights/", "models/"]
 EXCLUDED_SUFFIXES = (".pyc", ".aux.xml")
 # Addresses in metadata.txt that do not answer yet (the project has no public home so far), and
 # the Plugin Builder's defaults, which plugins.qgis.org refuses outright.
-PLACEHOLDER_ADDRESSES = ("https://github.com/fers-qgis/fers-qgis", "http://bugs", "http://repo", "http://homepage")
+PLACEHOLDER_ADDRESSES = UNPUBLISHED_ADDRESSES + ("http://bugs", "http://repo", "http://homepage")
 ADDRESS_KEYS = ("homepage", "tracker", "repository")
 
 

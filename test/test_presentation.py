@@ -149,16 +149,25 @@ def test_qgis_process_help_reads_as_plain_text(algorithm_id):
     assert not re.search(r"&(lt|gt|amp|quot|#\d+);", completed.stdout), completed.stdout
 
 
-def test_help_urls_point_at_the_algorithms_readme_sections(qgis_app):
-    import configparser
+def test_help_urls_open_the_shipped_readme_until_the_repository_is_published(qgis_app, monkeypatch):
+    """The repository in metadata.txt does not answer yet: a Help button leading there opened a missing page. Once
+    metadata.txt names a published address, each algorithm's Help opens its own README section there."""
+    from urllib.parse import unquote, urlparse
 
-    metadata = configparser.ConfigParser(interpolation=None)
-    metadata.read(ROOT / "metadata.txt")
-    repository = metadata["general"]["repository"].rstrip("/")
+    from fers.algorithms import help_links
+
+    assert help_links.plugin_address().startswith(help_links.UNPUBLISHED_ADDRESSES)
+    for algorithm in fers_algorithms():
+        url = urlparse(algorithm.helpUrl())
+        assert url.scheme == "file" and Path(unquote(url.path)).resolve() == (ROOT / "README.md").resolve()
+    example = QgsApplication.processingRegistry().algorithmById("fers:detect_mask_polygons_report")
+    assert urlparse(example.helpUrl()).scheme == "file"
+    monkeypatch.setattr(help_links, "plugin_address", lambda: "https://example.org/fers")
+    assert example.helpUrl() == "https://example.org/fers#example-model"
     headings = re.findall(r"^#{2,4} (.+)$", (ROOT / "README.md").read_text(), re.M)
     for algorithm in fers_algorithms():
         address, anchor = algorithm.helpUrl().split("#")
-        assert address == repository
+        assert address == "https://example.org/fers"
         matching = [h for h in headings if f"`{algorithm.id()}`" in h]
         assert matching and anchor == github_anchor(matching[0]), algorithm.id()
 
