@@ -173,15 +173,15 @@ class DetectAlgorithm(FersAlgorithm):
             "the global covariance (see fers:rx): RXD with a local mean (the outer window minus the inner one), UTD "
             "or RXD-UTD. UTD and RXD-UTD have no chi-square law (no false-alarm-rate threshold).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
-            self.WINDOW_INNER, self.tr("Local detector: inner (guard) window, odd, pixels"),
-            QgsProcessingParameterNumber.Type.Integer, 5, minValue=1)),
-            "Local detector only: side of the square around the pixel that is left out of its background "
-            "(odd, default 5).")
+            self.WINDOW_INNER, self.tr("Local detectors: inner (guard) window, odd, pixels"),
+            QgsProcessingParameterNumber.Type.Integer, 5, minValue=0)),
+            "Local detectors only (local RX, RXD, UTD, RXD-UTD): side of the square around the pixel that is left "
+            "out of its background (odd, default 5; 0 = no guard, RXD, UTD and RXD-UTD only).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
-            self.WINDOW_OUTER, self.tr("Local detector: outer window, odd, pixels"),
+            self.WINDOW_OUTER, self.tr("Local detectors: outer window, odd, pixels"),
             QgsProcessingParameterNumber.Type.Integer, 21, minValue=3)),
-            "Local detector only: side of the square whose ring outside the inner window is the background "
-            "(odd, larger than the inner window, default 21).")
+            "Local detectors only: side of the square whose ring outside the inner window is the background "
+            "(odd, larger than the inner window, default 21). For RXD, UTD and RXD-UTD: the local mean's kernel.")
         outputs.add_threshold_parameters(self)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS, defaultValue=PRECISION_DEFAULT)),

@@ -68,7 +68,7 @@ class RxAlgorithm(FersAlgorithm):
            "background statistics but still scored.")
         self.add_parameter(input_nodata_parameter(), INPUT_NODATA_HELP)
         self.add_parameter(QgsProcessingParameterEnum(
-            self.MODE, self.tr("Background"), [self.tr(option) for option in self.MODE_OPTIONS],
+            self.MODE, self.tr("Detector (background)"), [self.tr(option) for option in self.MODE_OPTIONS],
             defaultValue=self.GLOBAL,
         ), "Global: one background (mean and covariance) for the whole image. Local: each pixel's own background, "
            "the ring between an inner (guard) window and an outer window centred on it; it finds targets that are "
@@ -79,16 +79,16 @@ class RxAlgorithm(FersAlgorithm):
            "detector, which depends on the data's units; RXD-UTD = (r - 1)' K^-1 (r - m) = RXD - UTD. UTD and "
            "RXD-UTD have no chi-square law, so the false-alarm-rate threshold does not apply to them.")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
-            self.WINDOW_INNER, self.tr("Local background: inner (guard) window, odd, pixels"),
+            self.WINDOW_INNER, self.tr("Local detectors: inner (guard) window, odd, pixels"),
             QgsProcessingParameterNumber.Type.Integer, 5, minValue=0,
-        )), "Local background only: side of the square around the pixel that is left out of its background, so "
-            "a target does not spread into its own statistics (odd, default 5; 0 = no guard, local mean modes "
-            "only).")
+        )), "Local detectors only (local RX, RXD, UTD, RXD-UTD): side of the square around the pixel that is left "
+            "out of its background, so a target does not spread into its own statistics (odd, default 5; 0 = no "
+            "guard, RXD, UTD and RXD-UTD only).")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
-            self.WINDOW_OUTER, self.tr("Local background: outer window, odd, pixels"),
+            self.WINDOW_OUTER, self.tr("Local detectors: outer window, odd, pixels"),
             QgsProcessingParameterNumber.Type.Integer, 21, minValue=3,
-        )), "Local background only: side of the square whose ring outside the inner window is the background "
-            "(odd, larger than the inner window, default 21). For the local mean modes: the mean's kernel.")
+        )), "Local detectors only: side of the square whose ring outside the inner window is the background "
+            "(odd, larger than the inner window, default 21). For RXD, UTD and RXD-UTD: the local mean's kernel.")
         self.add_parameter(advanced(QgsProcessingParameterNumber(
             self.COMPONENTS, self.tr("Local RX: principal components (0 = all bands)"),
             QgsProcessingParameterNumber.Type.Double, 0, minValue=0,
