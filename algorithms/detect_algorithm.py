@@ -182,7 +182,7 @@ class DetectAlgorithm(FersAlgorithm):
             QgsProcessingParameterNumber.Type.Integer, 21, minValue=3)),
             "Local detectors only: side of the square whose ring outside the inner window is the background "
             "(odd, larger than the inner window, default 21). For RXD, UTD and RXD-UTD: the local mean's kernel.")
-        outputs.add_threshold_parameters(self)
+        outputs.add_threshold_parameters(self, fused_scores=True)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS, defaultValue=PRECISION_DEFAULT)),
             "Number format of the networks. Auto (default) runs the network trunks in bfloat16 where the CPU or GPU "

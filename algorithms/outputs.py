@@ -63,16 +63,22 @@ METHOD_HELP = (
     "How the threshold is read. Top percent: flag that percentage of the valid pixels with the highest scores "
     "(ties at the cut are all flagged). Absolute score: the threshold is a score. False-alarm rate: the threshold "
     "is the percentage of background pixels expected above the cut if the background were Gaussian (RX scores "
-    "then follow a chi-square law with one degree of freedom per band); real backgrounds have heavier tails, so "
-    "expect more pixels than that to be flagged."
+    "then follow a chi-square law whose degrees of freedom are the covariance's rank, the band count for "
+    "full-rank data); real backgrounds have heavier tails, so expect more pixels than that to be flagged."
+)
+FUSED_SCORES_NOTE = (
+    " With the default (empty Model) or several models, each score is the mean of the models' rank percentiles, "
+    "from 0 to 1: an absolute threshold is then a number in that range (such as 0.99; 50 flags nothing), Top "
+    "percent flags a share of the pixels, and the false-alarm rate needs one model with sum fusion or one branch."
 )
 
 
-def add_threshold_parameters(algorithm):
-    """THRESHOLD_METHOD, THRESHOLD and MIN_PIXELS."""
+def add_threshold_parameters(algorithm, fused_scores=False):
+    """THRESHOLD_METHOD, THRESHOLD and MIN_PIXELS; `fused_scores`: the algorithm's default scores are an ensemble's
+    rank percentiles (fers:detect), which the method's help explains."""
     algorithm.add_parameter(QgsProcessingParameterEnum(
         THRESHOLD_METHOD, algorithm.tr("Threshold method"), list(METHOD_OPTIONS), defaultValue=TOP_PERCENT,
-    ), METHOD_HELP)
+    ), METHOD_HELP + (FUSED_SCORES_NOTE if fused_scores else ""))
     algorithm.add_parameter(QgsProcessingParameterNumber(
         THRESHOLD, algorithm.tr("Threshold (percent of pixels, score, or false-alarm rate in percent)"),
         QgsProcessingParameterNumber.Type.Double, DEFAULT_TOP_PERCENT,
