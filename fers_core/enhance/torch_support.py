@@ -9,6 +9,7 @@ same command for doing it by hand.
 import importlib.util
 import os
 import platform
+import sys
 from pathlib import Path
 
 from ..errors import DependencyError
@@ -40,11 +41,17 @@ def default_packages_folder(system=None):
     return torch_installer.packages_folder(profile.expanduser())
 
 
-def install_hint(folder=None, system=None):
-    """How to install torch for QGIS on this platform: the plugin's installer, or the pip command."""
+def install_hint(folder=None, system=None, in_qgis=None):
+    """How to install torch on this platform: for QGIS, the plugin's installer or the pip command into the
+    profile's packages folder; outside QGIS (`in_qgis` None: QGIS is not loaded in this process and the plugin set
+    no folder), pip for this Python, since only the plugin reads the profile's folder."""
     system = platform.system() if system is None else system
-    folder = folder or _state["folder"] or default_packages_folder(system)
     index = torch_installer.CPU_INDEX
+    if not (_in_qgis(folder) if in_qgis is None else in_qgis):
+        return (f"install it for this Python, '{sys.executable} -m pip install torch --index-url {index}' (where "
+                "the system refuses pip, PEP 668, use a virtual environment made with --system-site-packages, or "
+                "pip install --target DIR and add DIR to PYTHONPATH)")
+    folder = folder or _state["folder"] or default_packages_folder(system)
     if system == "Windows":
         command = f'python -m pip install --target "{folder}" torch --index-url {index}'
         where = "in the OSGeo4W Shell that came with QGIS"
@@ -58,8 +65,17 @@ def install_hint(folder=None, system=None):
     return (f"in QGIS choose Plugins > FERS > Install PyTorch, or run '{command}' {where}; then restart QGIS")
 
 
+def _in_qgis(folder=None):
+    """Whether the advice is for QGIS: a packages folder is known (the plugin set it) or QGIS is loaded."""
+    return bool(folder or _state["folder"]) or "qgis.core" in sys.modules
+
+
 def torch_available():
-    return importlib.util.find_spec("torch") is not None
+    """Whether torch can be found (not imported); False when even looking for it fails."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def missing_torch_message(html_link=False):
@@ -69,8 +85,9 @@ def missing_torch_message(html_link=False):
     """
     if torch_available():
         return None
-    message = (f"The FERS networks need PyTorch, which is not installed: {install_hint()}. "
-               "The classical detector fers:rx works without it.")
+    classical = "The classical detector fers:rx works" if _in_qgis() else \
+        "The classical detectors (--detector rx, local-rx, rxd-local-mean, utd, rxd-utd) work"
+    message = f"The FERS networks need PyTorch, which is not installed: {install_hint()}. {classical} without it."
     if html_link and _state["installer_link"]:
         message += f' <a href="{_state["installer_link"]}">Install PyTorch now</a>'
     return message

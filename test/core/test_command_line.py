@@ -77,3 +77,32 @@ def test_the_batch_runner_says_which_model_its_fers_detector_runs(tmp_path):
     assert code == 0, output
     assert "Model: " in output and "fers_default.pt (the bundled model alone: fers:detect's default also fuses two " \
         "spectral models, which this runner does not)." in output
+
+
+WITHOUT_TORCH = """
+import runpy, sys
+from importlib.abc import MetaPathFinder
+
+class NoTorch(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked for this test")
+
+sys.meta_path.insert(0, NoTorch())
+sys.modules.pop("torch", None)
+sys.argv = ["fers_core"] + sys.argv[1:]
+runpy.run_module("fers_core", run_name="__main__")
+"""
+
+
+def test_without_torch_the_batch_runner_says_how_to_install_it_for_its_own_python(tmp_path):
+    """The QGIS install advice (the profile's packages folder, restart QGIS) cannot help the batch runner, which
+    never reads that folder: outside QGIS the advice is pip for this Python."""
+    scene = write_cube(tmp_path / "scene.tif", np.random.default_rng(2).normal(100, 5, (20, 30, 30)).astype("f4"))
+    completed = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "batch", "--detector", "fers", "--out-dir",
+                                str(tmp_path / "out"), str(scene)], capture_output=True, text=True, timeout=180,
+                               cwd=ROOT)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode != 0
+    assert f"install it for this Python, '{sys.executable} -m pip install torch --index-url " in output, output
+    assert "QGIS" not in output.split("PyTorch, which is not installed", 1)[1].split(".", 1)[0]
