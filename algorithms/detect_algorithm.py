@@ -125,7 +125,7 @@ class DetectAlgorithm(FersAlgorithm):
             "band count: "
             "linearly over wavelength when the raster and the model both carry wavelengths, else over the "
             "normalised band index. Fewer bands than the model's are interpolated (the log says so when under half); "
-            "more are averaged down by the interpolation.")
+            "more are thinned: each model band interpolates between its two nearest raster bands.")
         self.add_parameter(ModelPathParameter(
             self.MODEL, self.tr("Model file or authors' checkpoint folder (empty = bundled model)"),
             QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter="FERS model (*.pt);;All files (*)"),
@@ -193,7 +193,7 @@ class DetectAlgorithm(FersAlgorithm):
              "Memory for one window of the raster; the scores do not depend on it."),
             (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16,
              "The spatial branch sees one tile at a time (pyramid pooling), so its output depends on the tile "
-             "size, a little (the README's Speed and memory section has the measured effect). The "
+             "size, a little (the README's fers:detect Tiling paragraph has the measured effect). The "
              "spectral branch gives identical results for any tiling."),
             (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0,
              "Pixels of each tile's border that are computed but not kept: the central part (tile size - 2 x "

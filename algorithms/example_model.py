@@ -65,6 +65,9 @@ class ExampleModel(QgsProcessingModelAlgorithm):
                 f"{p.description()}: {content.get(p.name(), '')}".rstrip(": ") for p in chosen]))
         return "\n\n".join(html.escape(section, quote=False) for section in sections if section)
 
+    def shortDescription(self):  # noqa: N802 (QGIS API)
+        return "Detect anomalies with fers:detect, write the mask and the objects, report them against a ground truth."
+
     def helpUrl(self):  # noqa: N802 (QGIS API)
         return help_address("example-model")
 

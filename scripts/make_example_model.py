@@ -74,7 +74,7 @@ COMPONENT_SIZE = (220, 40)
 CHILD_SIZE = (260, 56)
 INPUT_ORDER = ("scene", "ground_truth", "detector", "threshold_percent", "min_pixels")
 HELP = {
-    "ALG_DESC": "Runs the FERS anomaly detector (fers:detect, with the bundled FERS model) on a hyperspectral "
+    "ALG_DESC": "Runs the FERS anomaly detector (fers:detect, with its default bundled models) on a hyperspectral "
                 "scene, thresholds its scores into an anomaly mask and anomaly objects (polygons), and compares "
                 "the scores with a ground truth in an HTML report (fers:evaluate: ROC curve, AUC, detection rates, "
                 "score distributions). Every fers:detect setting that the model does not expose keeps fers:detect's "

@@ -184,6 +184,8 @@ def test_each_algorithm_has_its_own_icon_search_tags_and_summary(qgis_app):
         tags = algorithm.tags()
         assert len(tags) >= 5 and "hyperspectral" in tags and "anomaly" in tags, algorithm.id()
         assert 30 < len(algorithm.shortDescription()) <= 120, algorithm.id()  # the Toolbox tooltip's sentence
+    example = QgsApplication.processingRegistry().algorithmById("fers:detect_mask_polygons_report")
+    assert 30 < len(example.shortDescription()) <= 120  # its Toolbox tooltip was blank
     assert len(contents) == len(fers_algorithms()) + 1  # distinct from each other and from the plugin's icon
 
 
