@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProperty,
     QgsRasterLayer,
@@ -71,7 +72,6 @@ INPUT_NODATA_HELP = ("A value that marks missing pixels in the input (e.g. a col
 
 def input_nodata_parameter(description="Input nodata value (besides the raster's own)"):
     """The optional, advanced INPUT_NODATA parameter (an extra nodata value for every band of the input)."""
-    from qgis.core import QgsProcessingParameterNumber
 
     return advanced(QgsProcessingParameterNumber(INPUT_NODATA, description,
                                                  QgsProcessingParameterNumber.Type.Double, optional=True))
@@ -127,6 +127,16 @@ def advanced(parameter):
 
 def is_advanced(parameter):
     return bool(parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+
+
+def _default_note(parameter, help_text):
+    """' (default N)' for a number parameter with a default that its help does not state, else ''."""
+    if not isinstance(parameter, QgsProcessingParameterNumber) or "default" in help_text.lower():
+        return ""
+    default = parameter.defaultValue()
+    if default is None or isinstance(default, str) or (isinstance(default, float) and math.isnan(default)):
+        return ""
+    return f" (default {default:g})"
 
 
 _NOT_FILE_PROVIDERS = {
@@ -367,7 +377,11 @@ class FersAlgorithm(QgsProcessingAlgorithm):
         return (False, missing) if missing else (True, "")
 
     def add_parameter(self, parameter, help_text):
-        """Add `parameter` with its help (the dialog's tooltip, and a line of shortHelpString)."""
+        """Add `parameter` with its help (the dialog's tooltip, and a line of shortHelpString); a number's default is
+        appended when the help does not give it (qgis_process 3.22 prints no defaults)."""
+        note = _default_note(parameter, help_text)
+        if note:
+            help_text = help_text[:-1] + note + "." if help_text.endswith(".") else help_text + note
         parameter.setHelp(html.escape(help_text, quote=False))
         return self.addParameter(parameter)
 

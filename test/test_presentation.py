@@ -172,6 +172,16 @@ def test_help_urls_open_the_shipped_readme_until_the_repository_is_published(qgi
         assert matching and anchor == github_anchor(matching[0]), algorithm.id()
 
 
+def test_every_number_parameter_with_a_default_names_it_in_its_help(qgis_app):
+    """qgis_process 3.22 prints no defaults: the help is where a command-line user finds them."""
+    from qgis.core import QgsProcessingParameterNumber
+
+    for algorithm in fers_algorithms():
+        for parameter in algorithm.parameterDefinitions():
+            if isinstance(parameter, QgsProcessingParameterNumber) and parameter.defaultValue() is not None:
+                assert "default" in parameter.help().lower(), (algorithm.id(), parameter.name())
+
+
 def test_each_algorithm_has_its_own_icon_search_tags_and_summary(qgis_app):
     from qgis.PyQt.QtSvg import QSvgRenderer
 
