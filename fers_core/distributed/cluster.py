@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 from ..errors import DependencyError, FersError, InputError
 from ..feedback import Feedback
@@ -320,10 +321,20 @@ def on_cluster(scheduler: str, feedback: Feedback, run):
         return run(DaskExecutor(client, feedback))
 
 
+def _absolute(path):
+    """A relative file path made absolute (the same file here; workers would resolve it against their own folder);
+    None, and GDAL strings such as NETCDF:file.nc:var or /vsizip/..., are left as they are."""
+    if not path or ":" in str(path) or os.path.isabs(str(path)):
+        return path
+    return os.path.abspath(str(path))
+
+
 def global_rx(scheduler: str, input_path: str, output_path: str, bands: list = None, mask_path: str = None,
               feedback: Feedback = None, block_mb: float = DEFAULT_BLOCK_MB, nodata: tuple = ()):
     """Global RX in this process (scheduler empty) or on a Dask cluster ('local' or an address)."""
     from ..detectors.global_rx import run_global_rx
+
+    input_path, output_path, mask_path = _absolute(input_path), _absolute(output_path), _absolute(mask_path)
 
     return on_cluster(scheduler, feedback, lambda executor: run_global_rx(
         input_path, output_path, bands=bands, mask_path=mask_path, feedback=feedback, block_mb=block_mb,
@@ -334,6 +345,8 @@ def local_rx(scheduler: str, input_path: str, output_path: str, **settings):
     """Local (dual-window) RX (detectors.local_rx.run_local_rx's settings) in this process or on a Dask cluster."""
     from ..detectors.local_rx import run_local_rx
 
+    input_path, output_path = _absolute(input_path), _absolute(output_path)
+    settings["mask_path"] = _absolute(settings.get("mask_path"))
     return on_cluster(scheduler, settings.get("feedback"),
                       lambda executor: run_local_rx(input_path, output_path, executor=executor, **settings))
 
@@ -343,6 +356,8 @@ def rx_variant(scheduler: str, input_path: str, output_path: str, variant: str, 
     """One of ENVI's RX variants (detectors.rx_variants.run_rx_variant) in this process or on a Dask cluster."""
     from ..detectors.rx_variants import run_rx_variant
 
+    input_path, output_path = _absolute(input_path), _absolute(output_path)
+    settings["mask_path"] = _absolute(settings.get("mask_path"))
     return on_cluster(scheduler, settings.get("feedback"), lambda executor: run_rx_variant(
         input_path, output_path, variant, window, guard, executor=executor, **settings))
 
@@ -355,6 +370,10 @@ def fers_detection(scheduler: str, input_path: str, output_path: str, model_path
     their own from `model_path`."""
     from ..enhance.checkpoints import load_any_model
     from ..pipeline.detect import run_fers_detection
+
+    input_path, output_path, model_path = _absolute(input_path), _absolute(output_path), _absolute(model_path)
+    if options is not None and options.mask_path:
+        options = replace(options, mask_path=_absolute(options.mask_path))
 
     def run(executor):
         loaded = model if model is not None else load_any_model(model_path)

@@ -7,6 +7,7 @@ blocks over the workers, also when a worker is killed in the middle of a run.
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -388,13 +389,15 @@ def clean_environment():
 
 
 @contextlib.contextmanager
-def external_cluster(folder, scheduler_has_the_engine=True):
+def external_cluster(folder, scheduler_has_the_engine=True, as_plugin=False):
     """A scheduler and one worker in their own processes, as a user's cluster would be (the test process's own
     LocalCluster cannot serve the command line: its scheduler would load the engine under its bare name here);
-    the worker can import the engine, the scheduler only when `scheduler_has_the_engine`."""
+    the worker can import the engine (also as the plugin's `fers.fers_core` with `as_plugin`), the scheduler
+    only when `scheduler_has_the_engine`."""
     from distributed import Client
 
-    env = dict(clean_environment(), PYTHONPATH=str(ROOT))
+    paths = [str(ROOT)] + ([str(ROOT / ".plugins")] if as_plugin else [])
+    env = dict(clean_environment(), PYTHONPATH=os.pathsep.join(paths))
     scheduler_env = env if scheduler_has_the_engine else clean_environment()
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     address_file = folder / "scheduler.json"
@@ -419,6 +422,22 @@ def external_cluster(folder, scheduler_has_the_engine=True):
 def external_scheduler(tmp_path):
     with external_cluster(tmp_path) as address:
         yield address
+
+
+@pytest.mark.slow
+@needs_dask
+def test_relative_paths_reach_the_workers_as_the_files_they_name_here(rasters, tmp_path, monkeypatch):
+    """The workers of an external cluster run in their own folder: a relative INPUT (qgis_process run from the
+    data's folder) failed there with 'No such file'."""
+    good, _ = rasters
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(good[0], data / "scene.tif")
+    with external_cluster(tmp_path, as_plugin=True) as address:
+        monkeypatch.chdir(data)
+        fd.global_rx(address, "scene.tif", "relative_scores.tif", block_mb=1)
+    run_global_rx(good[0], tmp_path / "single.tif", block_mb=1)
+    assert_identical(data / "relative_scores.tif", tmp_path / "single.tif")
 
 
 @pytest.mark.slow
