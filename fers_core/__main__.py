@@ -26,7 +26,8 @@ def _auc(args):
 
 
 def _band_list(text):
-    """An argparse type: one BANDS item ('5' or '1-50'), parsed as the algorithms parse BANDS."""
+    """An argparse type: one BANDS item ('5' or '1-50') as (its text, its band numbers), parsed as the algorithms
+    parse BANDS."""
     from .errors import InputError
     from .io.band_list import parse_band_list
 
@@ -36,7 +37,7 @@ def _band_list(text):
         raise argparse.ArgumentTypeError(str(error)) from None
     if not bands:
         raise argparse.ArgumentTypeError("an empty band item: leave --bands out to use every band")
-    return bands
+    return text, bands
 
 
 def _bands(args):
@@ -45,8 +46,8 @@ def _bands(args):
         return None
     from .io.band_list import check_each_band_once
 
-    bands = [band for item in args.bands for band in item]
-    check_each_band_once(bands, parameter="--bands")
+    bands = [band for _, item in args.bands for band in item]
+    check_each_band_once(bands, " ".join(text for text, _ in args.bands), parameter="--bands")
     return bands
 
 
