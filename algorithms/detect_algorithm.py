@@ -143,8 +143,9 @@ class DetectAlgorithm(FersAlgorithm):
             "default); the score maps are fused as Ensemble fusion says. Models of any band count can be mixed.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.ENSEMBLE_FUSION, self.tr("Ensemble fusion"), ENSEMBLE_FUSION_OPTIONS, defaultValue=0)),
-            "How several members' score maps become one: rank (default; each member's empirical CDF over the valid "
-            "pixels, averaged) or standardised scores. The fused score has no chi-square law.")
+            "How several members' score maps become one: rank (default; each member's score becomes its percentile "
+            "among the valid pixels, its empirical CDF, and the percentiles are averaged) or standardised scores "
+            "(each map minus its mean, over its standard deviation, averaged). The fused score has no chi-square law.")
         self.add_parameter(advanced(QgsProcessingParameterBoolean(
             self.FUSE_RX, self.tr("Fuse plain global RX in as one more member (do no harm)"), defaultValue=False)),
             "Adds plain global RX on the raster (its selected bands) to the ensemble: limits the loss on scenes the "
@@ -162,7 +163,7 @@ class DetectAlgorithm(FersAlgorithm):
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0)),
             "How the two branches' features are combined. As the reference: RX of x + F_spe + F_spa above 50 model "
-            "bands; the product of the min-max normalised RX of x + F_spa and of x + F_spe at 50 or fewer (the "
+            "bands; the product of the min-max normalised (scaled to 0-1) RX of x + F_spa and of x + F_spe at 50 or fewer (the "
             "bundled model has 50). Sum or product force one of the two.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0)),
@@ -185,14 +186,16 @@ class DetectAlgorithm(FersAlgorithm):
         outputs.add_threshold_parameters(self, fused_scores=True)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS, defaultValue=PRECISION_DEFAULT)),
-            "Number format of the networks. Auto (default) runs the network trunks in bfloat16 where the CPU or GPU "
+            "Number format of the networks. Auto (default) runs the network trunks in bfloat16 (a 16-bit floating-point "
+            "format, about 3 significant digits, twice as fast where the CPU or GPU has it) where the CPU or GPU "
             "has it natively and the model's AUC was checked under it, else float32. bfloat16 everywhere is the "
             "fastest and changes the scores more than auto (see the README).")
         for key, label, default, minimum, text in (
             (self.MEMORY_MB, "Window memory budget (MB)", DEFAULT_BLOCK_MB, 1,
              "Memory for one window of the raster; the scores do not depend on it."),
             (self.TILE_SIZE, "Spatial tile size (px)", SPATIAL_TILE, 16,
-             "The spatial branch sees one tile at a time (pyramid pooling), so its output depends on the tile "
+             "The spatial branch sees one tile at a time (its pyramid pooling summarises the whole tile), so its "
+             "output depends on the tile "
              "size, a little (the README's fers:detect Tiling paragraph has the measured effect). The "
              "spectral branch gives identical results for any tiling."),
             (self.TILE_MARGIN, "Spatial tile margin (px)", SPATIAL_MARGIN, 0,

@@ -43,7 +43,8 @@ class TrainAlgorithm(FersAlgorithm):
                    "fine-tune", "reverse distillation", "background", "model")
     help_intro = (
         "Trains a FERS model on background imagery (rasters without the anomalies you look for), for the FERS "
-        "anomaly detector. Stage 1 trains the spectral network by reverse distillation; stage 2 trains the spatial "
+        "anomaly detector. Stage 1 trains the spectral network by reverse distillation (a student network learns to "
+        "reproduce a teacher's features of background pixels); stage 2 trains the spatial "
         "\"rebellious student\" with the spectral network frozen. Needs PyTorch."
     )
     help_notes = (
@@ -110,8 +111,8 @@ class TrainAlgorithm(FersAlgorithm):
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.TEACHER, self.tr("Stage-1 teacher"), [TEACHER_LABELS[o] for o in defaults.TEACHER_OPTIONS],
             defaultValue=defaults.TEACHER_OPTIONS.index(defaults.DEFAULT_TEACHER))),
-            "Frozen random encoder (default: only convh and the pixel head learn) or a trained encoder (the "
-            "whole spectral network learns).")
+            "Frozen random encoder (default: only the input layer, convh, and the pixel head learn, around a fixed "
+            "random encoder) or a trained encoder (the whole spectral network learns).")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0)),
             "Where the networks train: Auto uses an NVIDIA GPU (CUDA) when PyTorch sees one, else the CPU.")
