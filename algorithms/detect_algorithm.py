@@ -163,8 +163,8 @@ class DetectAlgorithm(FersAlgorithm):
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.FUSION, self.tr("Fusion"), FUSION_OPTIONS, defaultValue=0)),
             "How the two branches' features are combined. As the reference: RX of x + F_spe + F_spa above 50 model "
-            "bands; the product of the min-max normalised (scaled to 0-1) RX of x + F_spa and of x + F_spe at 50 or fewer (the "
-            "bundled model has 50). Sum or product force one of the two.")
+            "bands; the product of the min-max normalised (scaled to 0-1) RX of x + F_spa and of x + F_spe at 50 or "
+            "fewer (the bundled model has 50). Sum or product force one of the two.")
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.DEVICE, self.tr("Device"), DEVICE_OPTIONS, defaultValue=0)),
             "Where the networks run: Auto uses an NVIDIA GPU (CUDA) when PyTorch sees one, else the CPU.")
@@ -186,8 +186,8 @@ class DetectAlgorithm(FersAlgorithm):
         outputs.add_threshold_parameters(self, fused_scores=True)
         self.add_parameter(advanced(QgsProcessingParameterEnum(
             self.PRECISION, self.tr("Network arithmetic"), PRECISION_OPTIONS, defaultValue=PRECISION_DEFAULT)),
-            "Number format of the networks. Auto (default) runs the network trunks in bfloat16 (a 16-bit floating-point "
-            "format, about 3 significant digits, twice as fast where the CPU or GPU has it) where the CPU or GPU "
+            "Number format of the networks. Auto (default) runs the network trunks in bfloat16 (a 16-bit "
+            "floating-point format of about 3 significant digits) where the CPU or GPU "
             "has it natively and the model's AUC was checked under it, else float32. bfloat16 everywhere is the "
             "fastest and changes the scores more than auto (see the README).")
         for key, label, default, minimum, text in (
