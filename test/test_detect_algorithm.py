@@ -431,3 +431,15 @@ def test_precision_choices(tmp_path, scene, model_file):
         valid = scores != -9999
         aucs[precision] = roc_auc(scores[valid], truth[valid])
     assert abs(aucs["float32"] - aucs["mixed"]) < 0.005
+
+
+def test_bands_listed_out_of_order_are_used_in_the_files_order(run_alg, tmp_path, scene, model_file):
+    """The networks read a spectrum in its order: BANDS '13-24, 1-12' fed them a scrambled one (scores moved by up
+    to 0.29 with the bundled model); the bands are used in the file's order, and the log says so."""
+    log = Recorder()
+    shuffled = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": model_file, "BANDS": list(range(13, 25)) +
+                                       list(range(1, 13)), "OUTPUT": str(tmp_path / "shuffled.tif")}, log)
+    ordered = detect(run_alg, tmp_path, scene[0], model_file, "ordered.tif", BANDS=list(range(1, 25)))
+    np.testing.assert_array_equal(read(shuffled["OUTPUT"])[0], read(ordered["OUTPUT"])[0])
+    assert [line for line in log.infos if line.startswith("BANDS lists the raster's bands out of their order: they "
+                                                          "are used in the file's order (1-24)")]

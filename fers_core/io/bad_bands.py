@@ -49,6 +49,9 @@ def report_band_selection(reader, feedback, name=None) -> None:
         several = len(selected) > 1
         feedback.warning(f"BANDS includes band{'s' if several else ''} {band_ranges(selected)}, which {whose} "
                          "metadata marks bad (bbl = 0): noisy bands can weaken the results.")
+    if reader.listed_out_of_order:
+        feedback.info(f"BANDS lists {whose} bands out of their order: they are used in the file's order "
+                      f"({band_ranges(reader.bands)}), the order of the spectrum the networks read.")
     if reader.wavelength_problem:
         feedback.info(f"The wavelengths of {whose} bands are not used: "
                       f"{reader.wavelength_problem}. A model with wavelengths is then mapped by band index.")

@@ -181,8 +181,10 @@ class RasterReader:
             raise InputError(
                 f"Band number(s) {bad} are out of range: '{os.path.basename(self.path)}' has bands 1 to {total}."
             )
-        self.bands = [int(b) for b in bands]
-        check_each_band_once(self.bands)
+        listed = [int(b) for b in bands]
+        check_each_band_once(listed)
+        self.bands = sorted(listed)  # the file's band order, the order of its spectrum, however BANDS lists them
+        self.listed_out_of_order = listed != self.bands
         if not self.skipped_bad_bands:
             self.selected_bad_bands = [b for b in self.bands if marked[b - 1]]
         gdal_bands = [ds.GetRasterBand(b) for b in self.bands]

@@ -40,8 +40,9 @@ def test_the_imagery_domain_of_newer_gdal(tmp_path):
     path = cube_with(tmp_path, items, "IMAGERY")
     with RasterReader(path) as reader:
         assert reader.wavelengths_nm == pytest.approx([450.0, 550.0, 650.0])
-    with RasterReader(path, [3, 1]) as reader:
-        assert reader.wavelengths_nm == pytest.approx([650.0, 450.0])
+    with RasterReader(path, [3, 1]) as reader:  # used in the file's order, whatever the list's
+        assert reader.bands == [1, 3] and reader.listed_out_of_order
+        assert reader.wavelengths_nm == pytest.approx([450.0, 650.0])
 
 
 def test_an_envi_header_list_follows_the_band_selection(tmp_path):
