@@ -174,11 +174,18 @@ def test_output_locations_are_checked_before_the_first_pass(run_alg, scene, mode
         ("fers:evaluate", {"SCORES": [scene["scores"]], "GROUND_TRUTH": scene["truth"],
                            "OUTPUT_HTML": str(blocker / "r.html")}, r"output folder of OUTPUT_HTML .*afile' is a file"),
     ]
+    virtual = "is on one of GDAL's virtual file systems: outputs are files on disk"  # /vsimem/ vanished at exit
+    cases += [("fers:rx", {**rx, "OUTPUT": "/vsimem/o.tif"}, f"OUTPUT '/vsimem/o.tif' {virtual}"),
+              ("fers:rx", {**rx, "OUTPUT_MASK": "/vsizip//tmp/out.zip/m.tif"}, f"OUTPUT_MASK .* {virtual}"),
+              ("fers:evaluate", {"SCORES": [scene["scores"]], "GROUND_TRUTH": scene["truth"],
+                                 "OUTPUT_HTML": "/vsis3/bucket/r.html"}, f"OUTPUT_HTML .* {virtual}")]
     before = digest(folder)
+    had = {name for name in os.listdir("/") if name.startswith("vsi")}
     for algorithm, parameters, message in cases:
         with pytest.raises(QgsProcessingException, match=message):
             run_alg(algorithm, parameters)
         assert digest(folder) == before, parameters  # in particular no score raster of the refused run
+    assert {name for name in os.listdir("/") if name.startswith("vsi")} == had  # no real /vsizip/... folders
 
 
 def test_read_only_output_folder(run_alg, scene):

@@ -175,7 +175,12 @@ def check_distinct_inputs(inputs, advice):
 
 
 def check_location(name, path):
-    """Refuse an output that is a folder, lies under a regular file, or in a folder that cannot be written."""
+    """Refuse an output that is a folder, a GDAL virtual path, lies under a regular file, or in a folder that cannot
+    be written."""
+    if str(path).startswith("/vsi"):  # /vsimem/ vanishes with the process; /vsizip/, /vsis3/ ... cannot be renamed
+        raise OutputError(capitalised(f"{name} '{path}' is on one of GDAL's virtual file systems: outputs are files on "
+                                    "disk, written under a temporary name and renamed into place when complete. "
+                                    "Write a local file, then copy it where it should go."))
     path = os.path.abspath(os.path.expanduser(str(path)))
     if os.path.isdir(path):
         raise OutputError(capitalised(f"{name} '{path}' is an existing folder: give a file name, e.g. "
