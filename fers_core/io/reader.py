@@ -6,6 +6,7 @@ metadata or an ENVI header. With no band selection, the bands the raster's metad
 are left out.
 """
 
+import math
 import os
 import re
 from contextlib import contextmanager
@@ -134,6 +135,16 @@ FILL_MAGNITUDE = 1e30
 fill 9.97e36, 1e30): invalid like NaN, so one such pixel cannot swamp the statistics of every other."""
 
 
+def _check_geotransform(path, geotransform):
+    """InputError for a geotransform holding NaN or an infinity: no pixel of the raster could be placed (its outputs
+    would carry it, and its objects' polygons cannot be built)."""
+    if geotransform is not None and not all(math.isfinite(value) for value in geotransform):
+        shown = ", ".join(f"{value:g}" for value in geotransform)
+        raise InputError(f"'{os.path.basename(path)}' has a geotransform that is not a finite number ({shown}): its "
+                         f"pixels cannot be placed. Repair it (gdal_edit.py -a_ullr ULX ULY LRX LRY '{path}', or "
+                         "-unsetgt to drop it), then run again.")
+
+
 class RasterReader:
     """Reads selected bands of a raster block by block, with a validity mask per block.
 
@@ -203,6 +214,7 @@ class RasterReader:
         if self._dataset_mask and flags & gdal.GMF_ALPHA:
             self.alpha_band = None  # GDAL's own mask is the alpha band already (rasters of 2 or 4 bands)
         self.georeferencing = Georeferencing.of(ds)
+        _check_geotransform(self.path, self.georeferencing.geotransform)
         self.geotransform = self.georeferencing.geotransform
         self.projection = self.georeferencing.projection
         self.wavelengths_nm, self.wavelength_problem = read_wavelengths(ds, self.bands)  # problem: why not used

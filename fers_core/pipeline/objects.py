@@ -19,7 +19,7 @@ from scipy import ndimage
 from ..errors import InputError, OutputError
 from ..feedback import Feedback, ProgressRange
 from ..io.atomic import AtomicOutput
-from ..io.georeferencing import PIXEL_LINE, PixelToMap
+from ..io.georeferencing import PIXEL_LINE, UNGEOREFERENCED, PixelToMap
 from ..io.reader import RasterReader
 from ..io.windows import DEFAULT_BLOCK_MB, Window
 from ..io.writer import output_folder, quiet_destructors
@@ -85,11 +85,13 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
             for row in attributes:
                 row["area"] = geometries[row["id"]].GetArea()
         projection = placement.crs
-        ground = ground_areas(geometries, projection) or {}
+        in_pixels = (placement.geotransform == UNGEOREFERENCED  # placed at x = column, y = -row
+                     and placement.georeferencing.geotransform is None)
+        ground = {} if in_pixels else ground_areas(geometries, projection) or {}
         for row in attributes:
             row["area_m2"] = ground.get(row["id"])
         if objects and not ground:
-            feedback.info(_no_ground_area_note(projection))
+            feedback.info(_no_ground_area_note(projection, in_pixels))
         if placement.failure:
             feedback.warning(f"The mask's GCPs or RPCs cannot place its pixels ({placement.failure}): the polygons "
                              "are in pixel coordinates (x = column, y = -row), where QGIS draws such a raster.")
@@ -104,8 +106,12 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
     return PolygonSummary(str(polygons_path), objects, dropped, int(sizes[keep].sum()))
 
 
-def _no_ground_area_note(projection):
+def _no_ground_area_note(projection, in_pixels=False):
     """The log line that says why the polygons' area_m2 field is empty."""
+    if in_pixels:
+        return ("The mask has no geotransform (nor GCPs or RPCs), so the polygons are in pixel coordinates (x = "
+                "column, y = -row, where QGIS draws such a raster) and their area_m2 field (ground area in square "
+                "metres) is empty. Georeference the input raster to have ground areas.")
     cause = "has no CRS" if not projection else "has a CRS without an ellipsoid (a local or engineering CRS)"
     return (f"The mask {cause}, so the polygons' area_m2 field (ground area in square metres) is empty; their "
             "area field is in map units squared. Assign the input raster's CRS to have ground areas.")

@@ -218,3 +218,12 @@ def test_geolocation_arrays_are_carried_so_gdalwarp_places_outputs_like_the_inpu
     east, south = west + step * warped.RasterXSize, north + warped.GetGeoTransform()[5] * warped.RasterYSize
     warped = None
     assert np.allclose([west, east, south, north], [8.0, 8.04, 44.97, 45.0], atol=2e-3)
+
+
+def test_a_geotransform_that_is_not_finite_is_refused_with_the_repair(tmp_path):
+    """NaN in the geotransform: the scores were written with a NaN origin and the polygons failed in GEOS."""
+    for bad in ((float("nan"), 4.0, 0.0, 5500000.0, 0.0, -4.0), (500000.0, float("inf"), 0.0, 0.0, 0.0, -4.0)):
+        path = write_cube(tmp_path / "bad.tif", np.ones((3, 5, 5), dtype=np.float32), geotransform=bad)
+        with pytest.raises(InputError, match=r"'bad.tif' has a geotransform that is not a finite number \(.*\): its "
+                                             r"pixels cannot be placed. Repair it \(gdal_edit.py -a_ullr"):
+            RasterReader(path)

@@ -74,12 +74,22 @@ def test_projected_polygons_get_their_ground_area_not_the_map_area(tmp_path):
 
 def test_polygons_without_a_crs_have_no_ground_area_and_the_log_says_why(tmp_path):
     notes = Notes()
-    found = objects_of(tmp_path, None, None, notes)
+    found = objects_of(tmp_path, (0.0, 1.0, 0.0, 0.0, 0.0, -1.0), None, notes)
     assert [(pixels, area, m2) for pixels, area, m2 in found] == [(6, 6.0, None), (1, 1.0, None)]
     assert [line for line in notes.lines if "area_m2" in line and "has no CRS" in line]
     projected = Notes()
     objects_of(tmp_path, (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0), 32632, projected)
     assert not [line for line in projected.lines if "area_m2" in line]
+
+
+def test_polygons_of_a_raster_with_a_crs_but_no_geotransform_have_no_ground_area(tmp_path):
+    """Their pixels sit at x = column, y = -row: taken as 1 CRS unit each, a pixel came out 0.99 m² in UTM and
+    1.2e10 m² in EPSG:4326."""
+    for epsg in (32632, 4326, None):
+        notes = Notes()
+        found = objects_of(tmp_path, None, epsg, notes)
+        assert [m2 for _, _, m2 in found] == [None, None], epsg
+        assert [line for line in notes.lines if line.startswith("The mask has no geotransform") and "area_m2" in line]
 
 
 def test_local_and_missing_crs_give_none():
