@@ -9,6 +9,7 @@ same command for doing it by hand.
 import importlib.util
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -99,7 +100,31 @@ def require_torch():
     if missing:
         raise DependencyError(missing)
     try:
-        import torch  # noqa: F401
+        import torch
     except Exception as error:  # a broken install (e.g. DLL load failure) is reported, not raised raw
         raise DependencyError(f"PyTorch is installed but cannot be imported ({error}); reinstall it: "
                               f"{install_hint()}.") from None
+    problem = _unusable(torch)
+    if problem:
+        raise DependencyError(f"The package 'torch' found at {getattr(torch, '__file__', None) or 'an unknown place'} "
+                              f"is not a usable PyTorch ({problem}): FERS needs PyTorch {MINIMUM_TORCH} or newer. "
+                              f"Remove it and install PyTorch: {install_hint()}.")
+
+
+MINIMUM_TORCH = "2.0"
+
+
+def _unusable(torch):
+    """Why the imported `torch` cannot run FERS ('' when it can): a stub or foreign package of that name (no
+    torch.nn), or a version older than MINIMUM_TORCH (Debian 12's python3-torch is 1.13)."""
+    try:
+        importlib.import_module("torch.nn")  # not `import torch.nn`, which would rebind `torch` here
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    version = str(getattr(torch, "__version__", "") or "")
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    if not numbers:
+        return f"its version '{version}' is not a PyTorch version" if version else "it has no version"
+    if tuple(int(n) for n in numbers.groups()) < tuple(int(n) for n in MINIMUM_TORCH.split(".")):
+        return f"version {version}"
+    return ""

@@ -1,6 +1,7 @@
 """The engine's command line (`python -m fers_core`): demo-scene, auc, rx --bands and batch refusals, as a user
 types them (a subprocess, no QGIS)."""
 
+import os
 import subprocess
 import sys
 
@@ -106,3 +107,20 @@ def test_without_torch_the_batch_runner_says_how_to_install_it_for_its_own_pytho
     assert completed.returncode != 0
     assert f"install it for this Python, '{sys.executable} -m pip install torch --index-url " in output, output
     assert "QGIS" not in output.split("PyTorch, which is not installed", 1)[1].split(".", 1)[0]
+
+
+def test_a_package_named_torch_that_is_no_pytorch_is_named_with_what_to_do(tmp_path):
+    """A stub on the path (PyPI's old 'torch 0.1.2', a user's torch.py, a half-copied packages folder) imports, then
+    failed with a traceback at 'from torch import nn'."""
+    stub = tmp_path / "stub" / "torch"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('__version__ = "0.1.2"\n')
+    scene = write_cube(tmp_path / "scene.tif", np.random.default_rng(2).normal(100, 5, (20, 30, 30)).astype("f4"))
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "stub"), str(ROOT)]))
+    completed = subprocess.run([sys.executable, "-m", "fers_core", "batch", "--detector", "fers", "--out-dir",
+                                str(tmp_path / "out"), str(scene)], capture_output=True, text=True, timeout=180,
+                               cwd=ROOT, env=environment)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode != 0 and "Traceback" not in output, output
+    assert f"The package 'torch' found at {stub / '__init__.py'} is not a usable PyTorch (" in output, output
+    assert "FERS needs PyTorch 2.0 or newer. Remove it and install PyTorch: install it for this Python" in output
