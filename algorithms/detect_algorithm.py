@@ -311,7 +311,7 @@ class DetectAlgorithm(FersAlgorithm):
         results = outputs.score_results(self, parameters, context, feedback, output, features)
         for key, path in ((self.OUTPUT_SPECTRAL, options.spectral_output),
                           (self.OUTPUT_SPATIAL, options.spatial_output)):
-            if path:
+            if path and Path(path).exists():  # a branch the run did not compute is warned of, not written
                 results[key] = path
                 styles.stack_cube(context, path, output)
         return results

@@ -443,3 +443,14 @@ def test_bands_listed_out_of_order_are_used_in_the_files_order(run_alg, tmp_path
     np.testing.assert_array_equal(read(shuffled["OUTPUT"])[0], read(ordered["OUTPUT"])[0])
     assert [line for line in log.infos if line.startswith("BANDS lists the raster's bands out of their order: they "
                                                           "are used in the file's order (1-24)")]
+
+
+def test_a_branch_cube_the_run_does_not_compute_is_not_among_the_results(run_alg, tmp_path, scene, model_file):
+    """Spectral only with OUTPUT_SPATIAL: the warning said the file is not written, yet the results named it, and the
+    desktop then failed to load it."""
+    log = Recorder()
+    result = run_alg("fers:detect", {"INPUT": scene[0], "MODEL": model_file, "BRANCHES": 1,
+                                     "OUTPUT_SPATIAL": str(tmp_path / "spa.tif"), "OUTPUT": str(tmp_path / "s.tif")},
+                     log)
+    assert not result.get("OUTPUT_SPATIAL") and not (tmp_path / "spa.tif").exists()
+    assert "No spatial features were computed, so spa.tif is not written." in log.warnings
