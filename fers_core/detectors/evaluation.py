@@ -125,12 +125,18 @@ def evaluate(score_paths, truth_path, mask_path=None, html_path=None, csv_path=N
     for index, (path, name) in enumerate(zip(score_paths, names)):
         _, values, valid = _read_whole(path, feedback, "score raster", np.float64)  # its grid was checked above
         use = area & valid
+        infinite = area & ~valid & np.isinf(values)  # invalid like nodata: say so, they may be its top scores
+        if infinite.any():
+            feedback.warning(f"Score raster '{name}' holds {int(infinite.sum())} infinite score(s) in the evaluated "
+                             f"area ({int((infinite & anomaly).sum())} on anomaly pixels): they are left out, as "
+                             "nodata is. Give them finite values (such as the largest finite score) to count them.")
         scores, labels = values[use], anomaly[use]  # float64 as read
         positives = int(labels.sum())
         if positives == 0 or positives == labels.size:
             raise InputError(
                 f"Score raster '{name}' has valid scores on {'no anomaly' if positives == 0 else 'no background'} "
-                "pixel of the ground truth: check its nodata and that it covers the ground truth."
+                "pixel of the ground truth: check its nodata, that its scores there are finite, and that it covers "
+                "the ground truth."
             )
         curve = roc_curve(scores, labels)
         f1, f1_threshold = best_f1(curve, positives)

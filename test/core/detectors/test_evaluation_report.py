@@ -175,3 +175,23 @@ def test_report_outputs_are_named_for_what_they_hold(tmp_path, html, csv, messag
         evaluate([scores_path], truth_path, html_path=str(tmp_path / html),
                  csv_path=str(tmp_path / csv) if csv else None)
     assert sorted(os.listdir(tmp_path)) == ["scores.tif", "truth.tif"]
+
+
+def test_infinite_scores_are_named_not_dropped_silently(tmp_path):
+    """Half the anomalies at +inf: the AUC was computed on the other half, without a word."""
+    from fers.fers_core.detectors.evaluation import evaluate
+
+    from ...rasters import write_cube
+    from .. import Log
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((30, 30), dtype=np.uint8)
+    truth[5:9, 5:9] = 1
+    scores = rng.normal(size=(30, 30)).astype(np.float32) + 3 * truth
+    scores[5:7, 5:9] = np.inf
+    score_path = write_cube(tmp_path / "scores.tif", scores[None])
+    truth_path = write_cube(tmp_path / "truth.tif", truth[None])
+    log = Log()
+    evaluate([score_path], truth_path, feedback=log)
+    assert [w for w in log.warnings if "holds 8 infinite score(s) in the evaluated area (8 on anomaly pixels): they "
+                                       "are left out, as nodata is." in w]
