@@ -389,6 +389,16 @@ def test_mask_of_another_size(run_alg, tmp_path, model_file, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
+def test_a_mask_of_several_bands_is_refused_with_how_to_extract_one(run_alg, tmp_path, model_file, algorithm):
+    """Band 1 was used without a word; which band marks the exclusions is the analyst's to say."""
+    source = write_cube(tmp_path / "cube.tif", cube(5))
+    mask = write_cube(tmp_path / "mask.tif", np.zeros((2, 18, 22), np.uint8))
+    refused(run_alg, algorithm, source, tmp_path, model_file, r"The mask 'mask.tif' has 2 bands, but a mask has one "
+            r"\(non-zero = left out of the background\): extract the band you mean, e.g. gdal_translate -b 1",
+            {"cube.tif", "mask.tif"}, MASK=mask)
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
 def test_a_mask_that_leaves_out_every_pixel_says_so_and_how_to_invert_it(run_alg, tmp_path, model_file, algorithm):
     data = cube(5)
     data[:, 0, :] = -9999  # the input's own nodata row stays out of the count

@@ -30,6 +30,11 @@ def read_mask(path, like, what="mask", like_what="input"):
         raise
     try:
         check_same_grid(mask, like, what, like_what)
+        if mask.total_bands > 1:  # which band marks the exclusions is not known: using band 1 silently was a guess
+            name = os.path.basename(str(path))
+            raise InputError(f"The {what} '{name}' has {mask.total_bands} bands, but a {what} has one (non-zero = "
+                             f"left out of the background): extract the band you mean, e.g. gdal_translate -b 1 "
+                             f"'{name}' {what.replace(' ', '_')}_band1.tif, and give that file.")
     except InputError:
         mask.close()
         raise
