@@ -178,6 +178,8 @@ def test_bad_inputs_get_clear_errors_before_training(run_alg, scenes, tmp_path):
         ({"INPUTS": [empty]}, "empty.tif: No valid pixels"),
         ({"MASKS": [mask]}, "a.tif: The mask is 20x20 pixels but the input is 30x28"),
         ({"MASKS": [mask, mask]}, "2 mask\\(s\\) were given for 1 input raster"),
+        ({"INPUTS": [first, first]}, "Training raster 1 and training raster 2 are the same file .*: a raster listed "
+                                     "twice would weigh twice in the training"),
         ({"STAGES": 2}, "needs INIT_MODEL"),
         ({"WAVELENGTHS": "400, 500"}, "WAVELENGTHS lists 2 values but MODEL_BANDS is 16"),
         ({"WAVELENGTHS": ", ".join(["500"] * 16)}, "WAVELENGTHS lists 500 nm more than once: two model bands"),

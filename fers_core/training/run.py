@@ -22,7 +22,7 @@ from ..enhance.precision import resolve_device
 from ..errors import InputError, ModelFileError
 from ..feedback import Feedback, ProgressRange
 from ..io import band_list
-from ..io.output_safety import check_outputs
+from ..io.output_safety import check_distinct_inputs, check_outputs
 from ..io.reader import nodata_values
 from . import defaults
 from .data import PatchSampler, TrainingRaster, load_backgrounds
@@ -105,6 +105,9 @@ def _check_options(options):
     if options.raster_nodata is not None and len(options.raster_nodata) != len(options.inputs):
         raise InputError(f"{len(options.raster_nodata)} nodata list(s) were given for {len(options.inputs)} input "
                          "raster(s): give one per input, in the same order.")
+    check_distinct_inputs([(f"training raster {index + 1}", path) for index, path in enumerate(options.inputs)
+                           if path and os.path.exists(str(path))],
+                          "a raster listed twice would weigh twice in the training; list each raster once.")
     masks = list(options.masks or [])
     if masks and len(masks) != len(options.inputs):
         raise InputError(
