@@ -72,8 +72,9 @@ def band_resampling_matrix(n_in: int, n_out: int, src_wavelengths=None, dst_wave
     return matrix
 
 
-def apply_band_matrix(matrix: sparse.csr_matrix, cube: np.ndarray) -> np.ndarray:
-    """Apply a band resampling matrix to a cube (bands, ...) -> (n_out, ...) float32."""
+def apply_band_matrix(matrix: sparse.csr_matrix, cube: np.ndarray, keep_float64: bool = False) -> np.ndarray:
+    """Apply a band resampling matrix to a cube (bands, ...) -> (n_out, ...) float32 (float64 for a float64 cube
+    with `keep_float64`: values with a large common offset keep their differences until they are scaled)."""
     cube = np.asarray(cube)
     if cube.shape[0] != matrix.shape[1]:
         raise InputError(
@@ -83,7 +84,8 @@ def apply_band_matrix(matrix: sparse.csr_matrix, cube: np.ndarray) -> np.ndarray
     work_dtype = np.float64 if cube.dtype == np.float64 else np.float32
     flat = cube.reshape(cube.shape[0], -1).astype(work_dtype, copy=False)
     resampled = matrix.astype(work_dtype) @ flat
-    return np.asarray(resampled, dtype=np.float32).reshape((matrix.shape[0],) + cube.shape[1:])
+    out_dtype = work_dtype if keep_float64 else np.float32
+    return np.asarray(resampled, dtype=out_dtype).reshape((matrix.shape[0],) + cube.shape[1:])
 
 
 def resample_bands(cube: np.ndarray, n_out: int, src_wavelengths=None, dst_wavelengths=None) -> np.ndarray:

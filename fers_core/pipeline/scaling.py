@@ -79,7 +79,7 @@ class BandMapping:
                    list(reader.bands))
 
     def __call__(self, data: np.ndarray) -> np.ndarray:
-        return apply_band_matrix(self.matrix, data)
+        return apply_band_matrix(self.matrix, data, keep_float64=True)
 
 
 def _check_distinct_wavelengths(wavelengths, band_numbers):
@@ -128,9 +128,17 @@ class Scaling:
     fill: np.ndarray  # float32 (model bands,): the scaled mean spectrum of the valid pixels
 
 
+def read_dtype(reader):
+    """float64 for values float32 cannot hold exactly (float64, 32- and 64-bit integers, scaled bands), so that a
+    large common offset (1e8 + small differences) survives until the scaling subtracts the minimum; else float32."""
+    wide = reader.stored_dtype == np.float64 or (reader.stored_dtype.kind in "iu" and reader.stored_dtype.itemsize > 2)
+    scaled = any(scale != 1.0 for scale in reader.scales) or any(offset != 0.0 for offset in reader.offsets)
+    return np.float64 if wide or scaled else np.float32
+
+
 def range_partial(reader, mapping: BandMapping, window) -> RangePartial:
     """Minimum, maximum, float64 band sums and count of the valid model-band pixels of one window."""
-    data, valid = reader.read(window, np.float32)
+    data, valid = reader.read(window, read_dtype(reader))
     flat, use = data.reshape(data.shape[0], -1), valid.reshape(-1)
     # np.compress keeps the band-first layout (boolean indexing would return a transposed copy)
     pixels = mapping(flat if use.all() else np.compress(use, flat, axis=1))
@@ -164,7 +172,7 @@ def scale_window(reader, mapping: BandMapping, scaling: Scaling, window) -> tupl
     """(scaled model-band cube (bands, rows, cols) float32 with invalid pixels filled, validity) of one window.
 
     Only the window is read; its raster bands are mapped to the model's at once and let go."""
-    data, valid = reader.read(window, np.float32)
+    data, valid = reader.read(window, read_dtype(reader))
     mapped = mapping(data)
     del data
     scaled = scale_reference(mapped, scaling.vmin, scaling.vmax)

@@ -107,3 +107,19 @@ def test_training_scales_a_raster_as_detection_does(raster):
     assert np.array_equal(background.usable, valid)
     assert np.array_equal(background.cube, expected)
     assert background.description.endswith("to the model's 8 bands, 2 px excluded (nodata or mask)")
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float64, 1e8), (np.int32, 1e9)])
+def test_a_large_common_offset_does_not_change_the_scaled_cube(tmp_path, dtype, offset):
+    """Scaling subtracts the minimum: values read as float32 first lost the differences under a 1e8 offset (the
+    bundled model's scores moved by up to 0.09; fers:rx was exact)."""
+    cube = np.round(np.random.default_rng(5).normal(100.0, 20.0, (12, 30, 25)))
+    results = []
+    for name, shift in (("plain", 0.0), ("shifted", offset)):
+        path = write_cube(tmp_path / f"{name}.tif", (cube + shift).astype(dtype))
+        with RasterReader(path) as reader:
+            mapping = BandMapping(reader.band_count, 8)
+            windows = strips(reader)
+            scaling = fit_scaling(range_pass(reader, mapping, windows, lambda fraction: None))
+            results.append(np.concatenate([scale_window(reader, mapping, scaling, w)[0] for w in windows], axis=1))
+    np.testing.assert_allclose(results[1], results[0], atol=1e-6)
