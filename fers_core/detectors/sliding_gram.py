@@ -57,6 +57,12 @@ class SlidingGram:
         return self.gram
 
 
+FLAT_RING = 1e-10
+"""Variance per band below which a ring has none, for values scaled to |x| <= 1 (local_rx._score_block scales its
+block so): the sliding float64 sums of a constant ring leave about 1e-14, which a ridge scaled to that 'variance'
+turned into scores of 1e17."""
+
+
 def quadratic_form(gram, z, bands, ridge_factor, border):
     """(n - 1) d^T (C + ridge)^-1 d from the ring's Gram matrix and the pixel's z = (x, 1), or None.
 
@@ -71,7 +77,7 @@ def quadratic_form(gram, z, bands, ridge_factor, border):
         return None
     total = gram[bands, :bands]
     trace = (np.trace(gram[:bands, :bands]) - total @ total / n) / (n - 1)
-    if not trace > 0:
+    if not trace > FLAT_RING * bands:  # no variance beyond the rounding of the sliding sums: a flat ring
         return None
     size = bands + 1
     border[:size, :size] = gram
@@ -87,4 +93,4 @@ def quadratic_form(gram, z, bands, ridge_factor, border):
     scatter = np.tril(gram[:bands, :bands]) + np.tril(gram[:bands, :bands], -1).T - np.outer(total, total) / n
     covariance = scatter / (n - 1) + np.eye(bands) * (ridge_factor * trace / bands)
     difference = z[:bands] - total / n
-    return float(difference @ np.linalg.lstsq(covariance, difference, rcond=None)[0])
+    return max(0.0, float(difference @ np.linalg.lstsq(covariance, difference, rcond=None)[0]))

@@ -18,6 +18,7 @@ from fers.fers_core.feedback import Feedback
 from fers.fers_core.io.writer import SCORE_NODATA
 
 from ...rasters import GEOTRANSFORM, leftovers, read, utm_wkt, write_cube
+from .. import Log
 
 
 def outer_start(centre, half, size):
@@ -272,3 +273,18 @@ def test_file_run_logs_throughput_and_time_left(tmp_path):
     run_local_rx(source, tmp_path / "local.tif", inner=3, outer=7, feedback=Recorder(), block_mb=0.02, components=3)
     assert any("pixels/s, about" in m and "left" in m for m in messages)
     assert any("Projection onto 3 principal component(s)" in m for m in messages)
+
+
+def test_a_flat_ring_has_no_background_and_no_score_is_huge_or_negative(tmp_path):
+    """A constant 7 with a 3x3 target of 9: the target centre's ring is constant, and the rounding of the sliding
+    sums left it a 'variance' of 1e-14 that the ridge turned into a score of 1e17; other flat rings scored -6e-20."""
+    cube = np.full((5, 40, 40), 7.0, np.float32)
+    cube[:, 18:21, 18:21] = 9.0
+    source = write_cube(tmp_path / "flat.tif", cube)
+    log = Log()
+    run_local_rx(source, str(tmp_path / "local.tif"), inner=3, outer=9, feedback=log)
+    scores = read(tmp_path / "local.tif")[0]
+    assert scores[19, 19] == -9999  # its whole ring is constant: no background, as fers:rx says for the others
+    valid = scores[scores != -9999]
+    assert valid.size and valid.min() >= 0 and valid.max() < 100
+    assert [w for w in log.warnings if "had no usable background in their ring and are nodata" in w]
