@@ -187,6 +187,14 @@ def _check_fields(content, path):
     for key in ("preprocessing", "architecture", "provenance", "state_dicts"):
         if not isinstance(content[key], dict):
             raise ModelFileError(f"The '{key}' entry of {path} is not a dictionary; the file is damaged.")
+    unknown = {key: value for key, value in content["preprocessing"].items()
+               if key in DEFAULT_PREPROCESSING and value != DEFAULT_PREPROCESSING[key]}
+    if unknown:  # detection applies DEFAULT_PREPROCESSING only: another would be misapplied silently
+        key, value = next(iter(unknown.items()))
+        raise ModelFileError(
+            f"{path} asks for the {key.replace('_', ' ')} '{value}', which this version of FERS does not apply (it "
+            f"applies '{DEFAULT_PREPROCESSING[key]}'): use a FERS version that reads this model, or export it again."
+        )
     absent = [name for name in branches if name not in content["state_dicts"]]
     if absent:
         raise ModelFileError(

@@ -176,6 +176,15 @@ def test_wrong_format_name(saved):
         load_model(rewrite(path, content))
 
 
+def test_a_preprocessing_this_version_does_not_apply_is_refused(saved):
+    """It was stored and never read: a model asking for another scaling ran with the default one, silently."""
+    path, content = saved
+    content["preprocessing"] = {"band_mapping": "resample_linear", "scaling": "zscore"}
+    with pytest.raises(ModelFileError, match="asks for the scaling 'zscore', which this version of FERS does not "
+                                             "apply \\(it applies 'minmax_pm1_x0.1'\\)"):
+        load_model(rewrite(path, content))
+
+
 def test_plain_torch_file_that_is_not_a_model(tmp_path):
     path = rewrite(tmp_path / "weights.pt", {"weight": torch.zeros(3)})
     with pytest.raises(ModelFileError, match="not a FERS model file"):
