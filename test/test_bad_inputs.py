@@ -618,6 +618,10 @@ def test_two_bands_of_one_wavelength_are_named_with_the_bands_to_use(run_alg, tm
     refused(run_alg, DETECT, source, tmp_path, wavelength_model,
             r"^Bands 8 and 9 of the raster both list 1100 nm: .* leave one out, e.g. BANDS "
             r"'1-8, 10-20'\.$", {"twice.tif"})
+    everywhere = write_wavelengths(tmp_path / "one.tif", cube(20), np.full(20, 400.0))  # advice went round 19 times
+    refused(run_alg, DETECT, everywhere, tmp_path, wavelength_model,
+            r"^All 20 selected bands of the raster list the same wavelength, 400 nm: its wavelength metadata is "
+            r"wrong\.", {"twice.tif", "one.tif"})
 
 
 @pytest.mark.slow

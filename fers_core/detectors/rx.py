@@ -233,7 +233,8 @@ def fit_rx(accumulator: CovarianceAccumulator) -> RxModel:
             f"Only {accumulator.count} valid background pixels for {accumulator.n_features} features (bands): with "
             "no more pixels than features plus one, every pixel gets the same RX score, so none can stand out. "
             f"Use at most {most} feature{'s' if most > 1 else ''} (fewer BANDS for fers:rx; for fers:detect a model "
-            f"of at most {most} bands, as the networks resample the raster to their own), or leave fewer pixels "
+            f"of at most {most} band{'s' if most > 1 else ''}, as the networks resample the raster to their own), or "
+            "leave fewer pixels "
             "out (nodata, mask), or use a larger area."
         )
     covariance = accumulator.covariance

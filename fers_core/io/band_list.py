@@ -35,6 +35,9 @@ def parse_band_list(value, parameter="BANDS"):
         for token in str(item).replace(";", ",").split(","):
             bands.extend(_parse_token(token.strip(), value, parameter))
     check_each_band_once(bands, value, parameter)
+    if not bands and any(str(item).strip() for item in items):  # ',,' or ' ; ': separators without a band
+        raise InputError(f"{parameter} '{_shown(value)}' lists no band: give band numbers or ranges such as "
+                         "'1-50, 60', or leave it empty to use every band.")
     return bands or None
 
 

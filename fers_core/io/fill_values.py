@@ -87,7 +87,8 @@ def value_text(value) -> str:
     number = float(value)
     if number.is_integer() and abs(number) < 1e15:
         return str(int(number))
-    single = np.float32(number)
+    with np.errstate(over="ignore"):  # beyond float32's range: shown as the float64 it is
+        single = np.float32(number)
     return str(single) if float(single) == number else repr(number)
 
 

@@ -9,6 +9,9 @@ from ..errors import OutputError
 
 
 def megabytes(count):
+    """A size for a sentence: kB under 0.1 MB (a small file read '0.0 MB'), else MB."""
+    if count < 0.1 * 2**20:
+        return f"{count / 2**10:,.1f} kB"
     return f"{count / 2**20:,.1f} MB" if count < 10 * 2**20 else f"{count / 2**20:,.0f} MB"
 
 

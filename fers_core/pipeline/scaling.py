@@ -86,6 +86,11 @@ def _check_distinct_wavelengths(wavelengths, band_numbers):
     """InputError naming two bands of one wavelength (`band_numbers`: the raster's numbers of the selected bands)
     and the BANDS value that leaves the second out: bands are mapped by wavelength, so each needs its own."""
     first = {}
+    shared = [band for band, wavelength in zip(band_numbers, wavelengths) if wavelength == wavelengths[0]]
+    if len(shared) == len(band_numbers) > 2:  # one wavelength for all: leaving bands out one by one cannot help
+        raise InputError(f"All {len(shared)} selected bands of the raster list the same wavelength, "
+                         f"{wavelengths[0]:g} nm: its wavelength metadata is wrong. Correct it, or remove it (e.g. "
+                         "gdal_edit.py -unsetmd, or edit the ENVI header) so that the bands are mapped by position.")
     for band, wavelength in zip(band_numbers, wavelengths):
         if wavelength in first:
             keep = [number for number in band_numbers if number != band]

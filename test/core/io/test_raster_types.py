@@ -261,6 +261,13 @@ def test_a_band_list_item_that_is_not_a_number_is_named(value, token):
         parse_band_list(value)
 
 
+@pytest.mark.parametrize("value", [",,", " ; ", [","]])
+def test_separators_without_a_band_are_refused_not_read_as_every_band(value):
+    with pytest.raises(InputError, match=r"lists no band: give band numbers or ranges such as '1-50, 60', or leave it "
+                                         "empty to use every band"):
+        parse_band_list(value)
+
+
 def test_a_reversed_range_says_how_to_write_it():
     with pytest.raises(InputError, match="'9-3' ends before it starts.*'3-9'"):
         parse_band_list("9-3")
