@@ -183,6 +183,8 @@ def test_bad_inputs_get_clear_errors_before_training(run_alg, scenes, tmp_path):
         ({"STAGES": 2}, "needs INIT_MODEL"),
         ({"WAVELENGTHS": "400, 500"}, "WAVELENGTHS lists 2 values but MODEL_BANDS is 16"),
         ({"WAVELENGTHS": ", ".join(["500"] * 16)}, "WAVELENGTHS lists 500 nm more than once: two model bands"),
+        ({"WAVELENGTHS": ", ".join(f"{0.4 + 0.1 * i:.1f}" for i in range(16))},
+         "WAVELENGTHS look like micrometres \\(at most 1.9\\); give them in nanometres, e.g. '400, 500, 600, ...'"),
         ({"BANDS": "1-x"}, "BANDS '1-x': '1-x' is not a band number or a range"),
         ({"BANDS": "1-99"}, "out of range"),
         ({"INIT_MODEL": str(tmp_path / "missing.pt")}, "INIT_MODEL: The model file .* does not exist"),

@@ -94,9 +94,10 @@ def stored_type(band, number, path):
     if band.DataType in _COMPLEX_TYPES:
         raise InputError(
             f"Band {number} of '{os.path.basename(path)}' holds complex values "
-            f"({gdal.GetDataTypeName(band.DataType)}), and FERS works on real values only: convert the raster "
-            "first, e.g. to its magnitude with gdal_calc.py -A input --calc=\"numpy.abs(A)\" --type=Float32 "
-            "--allBands=A --outfile=magnitude.tif, or with QGIS's Raster calculator."
+            f"({gdal.GetDataTypeName(band.DataType)}), and FERS works on real values only: leave it out with "
+            "BANDS if the other bands are real, or convert the raster first, e.g. to its magnitude with "
+            "gdal_calc.py -A input --calc=\"numpy.abs(A)\" --type=Float32 --allBands=A --outfile=magnitude.tif, or "
+            "with QGIS's Raster calculator."
         )
     if band.DataType == gdal.GDT_Byte and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
         return StoredType(np.dtype(np.int8), True)

@@ -84,6 +84,9 @@ def parse_wavelengths(text: str) -> list:
         ) from None
     if any(not value > 0 for value in values):
         raise InputError("WAVELENGTHS must all be positive numbers in nanometres.")
+    if values and max(values) < 30:  # the raster readers' rule for lists without units: micrometres
+        raise InputError(f"WAVELENGTHS look like micrometres (at most {max(values):g}); give them in nanometres, "
+                         f"e.g. '{', '.join(f'{value * 1000:g}' for value in values[:3])}, ...'.")
     repeated = sorted(value for value, count in Counter(values).items() if count > 1)
     if repeated:
         raise InputError(f"WAVELENGTHS lists {', '.join(f'{value:g}' for value in repeated[:5])} nm more than once: "
