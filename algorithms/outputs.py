@@ -192,7 +192,13 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
         mask = write_mask(score_path, mask_path or temporary_mask, threshold.value,
                           StageFeedback(feedback, start + span / 3, start + span * 2 / 3), block_mb)
         ties = mask.anomaly_pixels - (threshold.target_pixels or 0)
-        if method == TOP_PERCENT and ties > 0:
+        if threshold.tied_out:
+            feedback.warning(f"{threshold.tied_out} pixels share the score at the cut (a saturated or constant "
+                             "area?): flagging them all would flag "
+                             f"{100 * (threshold.tied_out + mask.anomaly_pixels) / threshold.valid_pixels:.3g}% of "
+                             f"the valid pixels, so only the {mask.anomaly_pixels} above it are flagged. Choose an "
+                             "absolute threshold to decide otherwise.")
+        elif method == TOP_PERCENT and ties > 0:
             feedback.info(f"{ties} more pixel(s) score exactly the threshold, so the mask flags "
                           f"{mask.anomaly_pixels} (every pixel at the cut is kept).")
         if method == ABSOLUTE and mask.anomaly_pixels + mask.background_pixels and \

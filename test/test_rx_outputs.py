@@ -85,6 +85,23 @@ def test_pixels_tied_at_a_top_percent_cut_are_all_flagged_and_the_log_says_why(r
         in log.infos
 
 
+def test_a_saturated_area_tied_at_the_cut_does_not_flag_the_whole_raster(run_alg, tmp_path):
+    """Every pixel but a 2x2 target holds one spectrum (a saturated or constant area): flagging all ties at the top
+    0.2% flagged 100% of the raster; beyond ten times the pixels asked, only the pixels above the cut are flagged."""
+    from .conftest import Recorder
+
+    cube = np.full((3, 40, 40), 1000.0, dtype=np.float32)
+    cube[:, 10:12, 10:12] = np.array([1500.0, 800.0, 1200.0])[:, None, None]
+    cube[:, 30, 30] = np.array([1010.0, 990.0, 1000.0])  # one pixel of its own, below the target
+    source = write_cube(tmp_path / "flat.tif", cube)
+    log = Recorder()
+    result = run_rx(run_alg, tmp_path, source, log, OUTPUT_MASK=str(tmp_path / "mask.tif"), THRESHOLD=0.5)
+    assert result["ANOMALY_PIXELS"] == 5  # the target and the other pixel; asked: 8 of 1600
+    assert [w for w in log.warnings if w.startswith("1595 pixels share the score at the cut (a saturated or constant "
+                                                    "area?): flagging them all would flag 100% of the valid pixels, "
+                                                    "so only the 5 above it are flagged.")]
+
+
 def targets_scene(tmp_path):
     """Gaussian background with three strong targets, masked out of the statistics."""
     cube = gaussian_cube(rows=30, cols=30, bands=4, seed=2)

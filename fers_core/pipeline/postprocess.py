@@ -7,7 +7,8 @@ Threshold methods (`threshold_value`):
     range holding the k-th value, then an in-memory selection once few candidates remain), so
     memory stays bounded whatever the raster size. Ties: every pixel whose score equals the
     cut is flagged too, so more than k pixels are flagged when several pixels share the k-th
-    value (never fewer).
+    value (never fewer), unless that would flag more than TIE_LIMIT x k pixels (a saturated area of one
+    score): then only the pixels above the cut are (Threshold.tied_out counts those left out).
   1 absolute: the given value is the cut.
   2 false-alarm rate: under the Gaussian background model RX scores follow a chi-square law
     with as many degrees of freedom as features, so the cut for a false-alarm rate of
@@ -49,8 +50,13 @@ class Threshold:
     parameter: float
     valid_pixels: int = None  # top percent only: valid pixels counted
     target_pixels: int = None  # top percent only: k, the rank of the cut
+    tied_out: int = 0  # top percent only: pixels tied at the k-th score left out (too many to flag; see ties)
 
     def describe(self):
+        if self.method == TOP_PERCENT and self.tied_out:
+            return (f"top {self.parameter:g}% of {self.valid_pixels} valid pixels: {self.target_pixels} pixel(s) "
+                    f"asked, but {self.tied_out} pixels tie at the cut, so only the scores above it are flagged "
+                    f"(score >= {self.value:.6g})")
         if self.method == TOP_PERCENT:
             return (f"top {self.parameter:g}% of {self.valid_pixels} valid pixels: {self.target_pixels} pixel(s), "
                     f"score >= {self.value:.6g}")
@@ -87,7 +93,30 @@ def threshold_value(score_path, method, threshold, n_features=None, feedback=Non
             raise InputError("A false-alarm-rate threshold needs the number of features (bands) the scores used.")
         return Threshold(float(chi2.isf(threshold / 100.0, int(n_features))), method, threshold)
     with score_reader(score_path) as reader:
-        return _top_percent(reader, threshold, feedback, block_mb, max_in_memory)
+        result = _top_percent(reader, threshold, feedback, block_mb, max_in_memory)
+        return _without_mass_ties(reader, result, block_mb)
+
+
+TIE_LIMIT = 10
+"""Flagging every pixel tied at the cut stops where that would flag more than this many times the pixels asked
+(a saturated or constant area sharing one score): the pixels above the cut are flagged alone."""
+
+
+def _without_mass_ties(reader, result, block_mb):
+    """`result`, or when more than TIE_LIMIT x its target pixels score at least its cut and some score above it, a
+    cut just above the tied score (the next float32), with the tied pixels counted in `tied_out`."""
+    cut = np.float32(result.value)
+    above = at_or_above = 0
+    for window in reader.windows(block_mb, SCORE_PASS_BYTES):
+        data, valid = reader.read(window)
+        scores = data[0][valid]
+        above += int((scores > cut).sum())
+        at_or_above += int((scores >= cut).sum())
+    if at_or_above <= TIE_LIMIT * result.target_pixels or above == 0:
+        return result
+    result.value = float(np.nextafter(cut, np.float32(np.inf)))
+    result.tied_out = at_or_above - above
+    return result
 
 
 def _members(values, predicates):
