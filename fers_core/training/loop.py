@@ -98,10 +98,12 @@ class ResumeFile:
         try:
             content = torch.load(self.path, weights_only=True, map_location=map_location)
         except Exception:  # damaged or foreign files come in many error types
-            self.feedback.warning(f"The checkpoint {name} cannot be read; training starts afresh.")
+            self.feedback.warning(f"The checkpoint {name} cannot be read; training starts afresh and will "
+                                  "overwrite it.")
             return None
         if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
-            self.feedback.warning(f"{name} is not a FERS training checkpoint; training starts afresh.")
+            self.feedback.warning(f"{name} is not a FERS training checkpoint; training starts afresh and will "
+                                  "overwrite it.")
             return None
         if content.get("version") != CHECKPOINT_VERSION or content.get("fingerprint") != self.fingerprint:
             self.feedback.warning(
