@@ -16,36 +16,57 @@ GEOGRAPHIC_EDGE_DEGREES = 0.05  # longest edge moved as a straight line (coarse 
 
 def ground_areas(geometries, projection):
     """{id: area in m²} for `geometries` ({id: ogr.Geometry} in the CRS of the WKT `projection`), or None
-    when there is no CRS or it has no ellipsoid (a local or engineering CRS)."""
-    if not projection or not geometries:
+    when there is no CRS or it has no ellipsoid (a local or engineering CRS), or a polygon cannot be measured."""
+    measure = GroundAreas(projection)
+    if not measure.usable or not geometries:
         return None
-    source = osr.SpatialReference()
-    source.ImportFromWkt(projection)
-    source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    if source.IsLocal() or not (source.IsGeographic() or source.IsProjected()):
-        return None
-    try:
-        geographic = source.CloneGeogCS()
-        geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        to_geographic = osr.CoordinateTransformation(source, geographic) if source.IsProjected() else None
-        areas, transforms = {}, {}
-        for ident, geometry in geometries.items():
+    areas = {ident: measure.area(geometry) for ident, geometry in geometries.items()}
+    return None if any(area is None for area in areas.values()) else areas
+
+
+class GroundAreas:
+    """Measures polygons in the CRS of the WKT `projection` one at a time (`area`); `usable` is false when there is
+    no CRS or it has no ellipsoid. One equal-area projection per half-degree cell, made when first needed."""
+
+    def __init__(self, projection):
+        self.usable = False
+        self._transforms = {}
+        if not projection:
+            return
+        source = osr.SpatialReference()
+        source.ImportFromWkt(projection)
+        source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        if source.IsLocal() or not (source.IsGeographic() or source.IsProjected()):
+            return
+        try:
+            geographic = source.CloneGeogCS()
+            geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            self._to_geographic = osr.CoordinateTransformation(source, geographic) if source.IsProjected() else None
+        except (RuntimeError, TypeError):  # no usable ellipsoid or no transformation: no ground area
+            return
+        self._source, self._geographic, self.usable = source, geographic, True
+
+    def area(self, geometry):
+        """The ground area of `geometry` in m², None when it cannot be measured."""
+        if not self.usable:
+            return None
+        try:
             west, east, south, north = geometry.GetEnvelope()
             longitude, latitude = (west + east) / 2, (south + north) / 2
-            if to_geographic is not None:
-                longitude, latitude, _ = to_geographic.TransformPoint(longitude, latitude)
+            if self._to_geographic is not None:
+                longitude, latitude, _ = self._to_geographic.TransformPoint(longitude, latitude)
             key = (round(longitude * 2) / 2, round(latitude * 2) / 2)  # one projection per half-degree cell
-            if key not in transforms:
-                transforms[key] = osr.CoordinateTransformation(source, _equal_area_at(geographic, *key[::-1]))
+            if key not in self._transforms:
+                self._transforms[key] = osr.CoordinateTransformation(
+                    self._source, _equal_area_at(self._geographic, *key[::-1]))
             moved = geometry.Clone()
-            if source.IsGeographic():  # a long edge along a parallel is a curve in the equal-area plane
+            if self._source.IsGeographic():  # a long edge along a parallel is a curve in the equal-area plane
                 moved.Segmentize(GEOGRAPHIC_EDGE_DEGREES)
-            if moved.Transform(transforms[key]) != ogr.OGRERR_NONE:
+            if moved.Transform(self._transforms[key]) != ogr.OGRERR_NONE:
                 return None
-            areas[ident] = moved.GetArea()
-        return areas
-    except (RuntimeError, TypeError):  # no usable ellipsoid or no transformation: no ground area
-        return None
+            return moved.GetArea()
+        except (RuntimeError, TypeError):
+            return None
 
 
 def _equal_area_at(geographic, latitude, longitude):

@@ -6,14 +6,15 @@ MultiPolygon. Objects are numbered 1, 2, ... in raster order (top to bottom, the
 pixel) after dropping those smaller than `min_pixels`; the `id` field and the feature id (FID) are that number.
 Geometries and centroids lie where QGIS draws the mask's pixels (io.georeferencing: through the geotransform,
 the GCPs or RPCs, or at x = column, y = -row without georeferencing). The labelling holds the whole mask in
-memory (about 5 bytes per pixel).
+memory (about 5 bytes per pixel), and the polygons are held once (GDAL's polygonization) and written one object
+at a time.
 """
 
 import os
 from dataclasses import dataclass
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, gdal_array, ogr, osr
 from scipy import ndimage
 
 from ..errors import InputError, OutputError
@@ -23,7 +24,7 @@ from ..io.georeferencing import PIXEL_LINE, UNGEOREFERENCED, PixelToMap
 from ..io.reader import RasterReader
 from ..io.windows import DEFAULT_BLOCK_MB, Window
 from ..io.writer import output_folder, quiet_destructors
-from .ground_area import ground_areas
+from .ground_area import GroundAreas
 from .postprocess import score_reader
 from .requests import check_polygons_path
 
@@ -80,23 +81,19 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
         placement = PixelToMap(georeferencing)
         attributes = _object_attributes(labels, objects, scores, placement, block_mb, progress)
         progress(0.6)
-        geometries = _polygonize(labels, objects, placement)
-        if placement.geotransform is None:  # placed by GCPs or RPCs: pixels are no longer of one area
-            for row in attributes:
-                row["area"] = geometries[row["id"]].GetArea()
+        polygons = _Polygons(labels, objects, placement.geotransform)
+        del labels
         projection = placement.crs
         in_pixels = (placement.geotransform == UNGEOREFERENCED  # placed at x = column, y = -row
                      and placement.georeferencing.geotransform is None)
-        ground = {} if in_pixels else ground_areas(geometries, projection) or {}
-        for row in attributes:
-            row["area_m2"] = ground.get(row["id"])
-        if objects and not ground:
+        ground = GroundAreas("" if in_pixels else projection)
+        if objects and not ground.usable:
             feedback.info(_no_ground_area_note(projection, in_pixels))
         if placement.failure:
             feedback.warning(f"The mask's GCPs or RPCs cannot place its pixels ({placement.failure}): the polygons "
                              "are in pixel coordinates (x = column, y = -row), where QGIS draws such a raster.")
     progress(0.8)
-    _write_geopackage(polygons_path, geometries, attributes, projection)
+    _write_geopackage(polygons_path, _features(attributes, polygons, placement, ground), projection)
     progress(1.0)
     dropped = found - objects
     feedback.info(
@@ -146,53 +143,69 @@ def _object_attributes(labels, objects, scores, placement, block_mb, progress):
     pixel_area = abs(gt[1] * gt[5] - gt[2] * gt[4]) if gt is not None else None
     counted = np.maximum(pixels[1:], 1)
     centroid_x, centroid_y = placement.points(col_sum[1:] / counted, row_sum[1:] / counted)
-    table = []
-    for ident in range(1, count):
-        n = int(pixels[ident])
-        scored = int(score_count[ident])
-        table.append({
-            "id": ident,
-            "pixels": n,
-            "area": n * pixel_area if pixel_area is not None else None,
-            "max_score": float(score_max[ident]) if scored else None,
-            "mean_score": float(score_sum[ident] / scored) if scored else None,
-            "centroid_x": float(centroid_x[ident - 1]),
-            "centroid_y": float(centroid_y[ident - 1]),
-        })
-    return table
+
+    def rows():  # one dict at a time: a list of them all cost about 500 bytes an object
+        for ident in range(1, count):
+            n = int(pixels[ident])
+            scored = int(score_count[ident])
+            yield {
+                "id": ident,
+                "pixels": n,
+                "area": n * pixel_area if pixel_area is not None else None,
+                "max_score": float(score_max[ident]) if scored else None,
+                "mean_score": float(score_sum[ident] / scored) if scored else None,
+                "centroid_x": float(centroid_x[ident - 1]),
+                "centroid_y": float(centroid_y[ident - 1]),
+            }
+
+    return rows()
 
 
-def _polygonize(labels, objects, placement):
-    """MultiPolygon geometry of each object id, from gdal.Polygonize with 8-connectivity, where `placement`
-    (a PixelToMap) puts the pixels on the map."""
-    rows, cols = labels.shape
-    raster = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, gdal.GDT_Int32)
-    raster.SetGeoTransform(placement.geotransform or PIXEL_LINE)
-    band = raster.GetRasterBand(1)
-    band.WriteArray(labels)
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("objects")
-    layer = memory.CreateLayer("objects", geom_type=ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("id", ogr.OFTInteger))
-    gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"])
-    parts = {}
-    for feature in layer:
-        parts.setdefault(feature.GetField(0), []).append(feature.GetGeometryRef().Clone())
-    geometries = {}
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        for ident, pieces in parts.items():
-            geometry = ogr.Geometry(ogr.wkbMultiPolygon)
-            for piece in pieces:
-                geometry.AddGeometry(piece if placement.geotransform else _placed(piece, placement))
+class _Polygons:
+    """The objects' polygons, from gdal.Polygonize with 8-connectivity (through the geotransform, else in pixel/line
+    coordinates), held once in an OGR memory layer and handed out one object at a time, so that memory holds no
+    second copy of them all."""
+
+    def __init__(self, labels, objects, geotransform):
+        raster = gdal_array.OpenArray(np.ascontiguousarray(labels, dtype=np.int32))  # no copy of the labels
+        raster.SetGeoTransform(geotransform or PIXEL_LINE)  # None: placed later, by GCPs or RPCs
+        band = raster.GetRasterBand(1)
+        self._memory = ogr.GetDriverByName("Memory").CreateDataSource("objects")
+        self._layer = self._memory.CreateLayer("objects", geom_type=ogr.wkbPolygon)
+        self._layer.CreateField(ogr.FieldDefn("id", ogr.OFTInteger))
+        gdal.Polygonize(band, band, self._layer, 0, ["8CONNECTED=8"])
+        band = raster = None
+        self._parts = {}  # id -> FIDs of its parts in the memory layer
+        for feature in self._layer:
+            self._parts.setdefault(feature.GetField(0), []).append(feature.GetFID())
+        missing = set(range(1, objects + 1)) - set(self._parts)
+        if missing:  # cannot happen with matching connectivity; a guard so ids never go silently missing
+            raise InputError(f"Polygonizing lost {len(missing)} object(s); please report this with the mask raster.")
+
+    def geometry(self, ident, placement):
+        """Object `ident`'s valid MultiPolygon where `placement` (a PixelToMap) puts its pixels on the map."""
+        geometry = ogr.Geometry(ogr.wkbMultiPolygon)
+        for fid in self._parts.pop(ident):
+            feature = self._layer.GetFeature(fid)
+            piece = feature.GetGeometryRef().Clone()
+            geometry.AddGeometry(piece if placement.geotransform else _placed(piece, placement))
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
             if not geometry.IsValid():
                 geometry = geometry.MakeValid()
-            geometries[ident] = ogr.ForceToMultiPolygon(geometry)
-    finally:
-        gdal.PopErrorHandler()
-    missing = set(range(1, objects + 1)) - set(geometries)
-    if missing:  # cannot happen with matching connectivity; a guard so ids never go silently missing
-        raise InputError(f"Polygonizing lost {len(missing)} object(s); please report this with the mask raster.")
-    return geometries
+            return ogr.ForceToMultiPolygon(geometry)
+        finally:
+            gdal.PopErrorHandler()
+
+
+def _features(attributes, polygons, placement, ground):
+    """(attribute row, geometry) of each object in id order, each geometry made when it is written."""
+    for row in attributes:
+        geometry = polygons.geometry(row["id"], placement)
+        if placement.geotransform is None:  # placed by GCPs or RPCs: pixels are no longer of one area
+            row["area"] = geometry.GetArea()
+        row["area_m2"] = ground.area(geometry)
+        yield row, geometry
 
 
 def _placed(polygon, placement):
@@ -208,7 +221,7 @@ def _placed(polygon, placement):
     return polygon
 
 
-def _write_geopackage(path, geometries, attributes, projection):
+def _write_geopackage(path, features, projection):
     path = str(path)
     output_folder(path)
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -233,13 +246,13 @@ def _write_geopackage(path, geometries, attributes, projection):
             layer.CreateField(ogr.FieldDefn(name, types.get(name, ogr.OFTReal)))
         definition = layer.GetLayerDefn()
         layer.StartTransaction()
-        for row in attributes:
+        for row, geometry in features:
             feature = ogr.Feature(definition)
             feature.SetFID(row["id"])
             for name in POLYGON_FIELDS:
                 if row[name] is not None:
                     feature.SetField(name, row[name])
-            feature.SetGeometry(geometries[row["id"]])
+            feature.SetGeometry(geometry)
             layer.CreateFeature(feature)
         layer.CommitTransaction()
         if srs is None:  # GDAL writes srs_id 0, "Undefined geographic SRS": coordinates here are not degrees
