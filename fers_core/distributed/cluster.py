@@ -266,20 +266,21 @@ def check_workers(client, scheduler, feedback, timeout=60):
     except Exception:
         raise InputError(f"The Dask scheduler at {scheduler} has no workers after {timeout} s: start some with "
                          f"'dask worker {scheduler}'.") from None
-    try:
-        environments = client.run(_environment, callback_timeout=timeout)
-    except TimeoutError:
-        raise InputError(f"The Dask workers of the scheduler at {scheduler} did not answer within {timeout} s: "
-                         "check that they are running and not busy with other work, or leave SCHEDULER empty to "
-                         "run in this process.") from None
-    except Exception as error:
-        package = __name__.split(".")[0]
-        raise DependencyError(
-            f"The Dask workers cannot run FERS ({type(error).__name__}: {error}): install the same packages on "
-            f"them (numpy, GDAL, torch for FERS, dask[distributed]) and make the '{package}' package importable "
-            "there, e.g. start 'dask worker' with PYTHONPATH set to the folder that holds it."
-        ) from None
-    _check_scheduler_imports(client, scheduler, timeout)
+    package = __name__.split(".")[0]
+    environments = _asked(
+        lambda: client.run(_environment, callback_timeout=timeout), timeout,
+        f"The Dask workers of the scheduler at {scheduler} did not answer within {timeout} s: check that they are "
+        "running and not busy with other work",
+        "The Dask workers cannot run FERS ({}): install the same packages on them (numpy, GDAL, torch for FERS, "
+        f"dask[distributed]) and make the '{package}' package importable there, e.g. start 'dask worker' with "
+        "PYTHONPATH set to the folder that holds it.")
+    _asked(  # it unpickles every task graph: without the package each task failed with Dask's deserialization error
+        lambda: client.run_on_scheduler(_environment, callback_timeout=timeout), timeout,
+        f"The Dask scheduler at {scheduler} did not answer within {timeout} s: check that it is running and not "
+        "overloaded",
+        f"The Dask scheduler at {scheduler} cannot read FERS's tasks ({{}}): it unpickles every task, so it needs "
+        f"the '{package}' package too. Start 'dask scheduler' with the same PYTHONPATH as the workers (the folder "
+        "that holds the package).")
     here = _environment()
     differing = {address: env for address, env in environments.items() if env != here}
     if differing:
@@ -290,21 +291,15 @@ def check_workers(client, scheduler, feedback, timeout=60):
     feedback.info(f"Dask cluster at {client.scheduler.address}: {len(environments)} worker(s), {threads} thread(s).")
 
 
-def _check_scheduler_imports(client, scheduler, timeout):
-    """DependencyError when the scheduler cannot import this package: it unpickles every task graph, so without
-    the package each task would fail with Dask's "Error during deserialization of the task graph"."""
+def _asked(call, timeout, silent, failed):
+    """call()'s answer from the cluster; InputError `silent` (+ the way out) when it times out, DependencyError
+    `failed` (its {} filled with the error) when it fails."""
     try:
-        client.run_on_scheduler(_environment, callback_timeout=timeout)
+        return call()
     except TimeoutError:
-        raise InputError(f"The Dask scheduler at {scheduler} did not answer within {timeout} s: check that it is "
-                         "running and not overloaded, or leave SCHEDULER empty to run in this process.") from None
+        raise InputError(f"{silent}, or leave SCHEDULER empty to run in this process.") from None
     except Exception as error:
-        package = __name__.split(".")[0]
-        raise DependencyError(
-            f"The Dask scheduler at {scheduler} cannot read FERS's tasks ({type(error).__name__}: {error}): it "
-            f"unpickles every task, so it needs the '{package}' package too. Start 'dask scheduler' with the same "
-            "PYTHONPATH as the workers (the folder that holds the package)."
-        ) from None
+        raise DependencyError(failed.format(f"{type(error).__name__}: {error}")) from None
 
 
 # --- entry points for the algorithms: in process, or on a cluster ---------------------------------------------------
