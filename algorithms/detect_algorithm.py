@@ -299,6 +299,7 @@ class DetectAlgorithm(FersAlgorithm):
             "are)" if len(members) > 1 else ""
         feedback.info("Model: " + " + ".join(member.label for member in running) +
                       (f" ({fusion} fusion)" if len(running) > 1 else alone))
+        outputs.check_polygons_memory(parameters, source, feedback)  # they run here, whatever the cluster
         if not cluster:  # on a Dask cluster the strips use the workers' memory
             check_detection_run(source, [m.model for m in running if m.model is not None], options, feedback)
         detector_feedback = outputs.detector_feedback(parameters, feedback)

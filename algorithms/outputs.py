@@ -24,8 +24,8 @@ from qgis.core import (
 
 from ..fers_core.feedback import StageFeedback
 from ..fers_core.io.windows import DEFAULT_BLOCK_MB
-from ..fers_core.pipeline.objects import write_polygons
-from ..fers_core.pipeline.postprocess import score_percentiles, threshold_value, write_mask
+from ..fers_core.pipeline.objects import check_polygons_run, write_polygons
+from ..fers_core.pipeline.postprocess import TIE_LIMIT, score_percentiles, threshold_value, write_mask
 from ..fers_core.pipeline.requests import (
     ABSOLUTE,
     DEFAULT_MIN_PIXELS,
@@ -61,9 +61,10 @@ HELP = (
 )
 METHOD_HELP = (
     "How the threshold is read. Top percent: flag that percentage of the valid pixels with the highest scores "
-    "(ties at the cut are all flagged). Absolute score: the threshold is a score. False-alarm rate: the threshold "
-    "is the percentage of background pixels expected above the cut if the background were Gaussian (RX scores "
-    "then follow a chi-square law whose degrees of freedom are the covariance's rank, the band count for "
+    "(pixels tied at the cut are flagged too, unless that would flag more than ten times the pixels asked: then "
+    "only those above it are, with a warning). Absolute score: the threshold is a score. False-alarm rate: the "
+    "threshold is the percentage of background pixels expected above the cut if the background were Gaussian "
+    "(RX scores then follow a chi-square law whose degrees of freedom are the covariance's rank, the band count for "
     "full-rank data); real backgrounds have heavier tails, so expect more pixels than that to be flagged."
 )
 FUSED_SCORES_NOTE = (
@@ -127,6 +128,12 @@ def asked_for(parameters):
     """Whether the user asked for the mask or the polygons."""
     return _raw_destination(parameters, OUTPUT_MASK) is not None or \
         _raw_destination(parameters, OUTPUT_POLYGONS) is not None
+
+
+def check_polygons_memory(parameters, source, feedback):
+    """Before the detector runs: refuse polygons the machine lacks the memory for (they hold the whole mask)."""
+    if _raw_destination(parameters, OUTPUT_POLYGONS) is not None:
+        check_polygons_run(source, feedback)
 
 
 def false_alarm_rate(algorithm, parameters, context):
@@ -198,6 +205,12 @@ def _object_outputs(algorithm, parameters, context, feedback, score_path, n_feat
                              f"{100 * (threshold.tied_out + mask.anomaly_pixels) / threshold.valid_pixels:.3g}% of "
                              f"the valid pixels, so only the {mask.anomaly_pixels} above it are flagged. Choose an "
                              "absolute threshold to decide otherwise.")
+        elif method == TOP_PERCENT and ties > TIE_LIMIT * threshold.target_pixels:  # tied at the highest score
+            feedback.warning(f"{mask.anomaly_pixels} pixels share the highest score (a saturated or constant "
+                             f"area?), so the mask flags them all: "
+                             f"{100 * mask.anomaly_pixels / threshold.valid_pixels:.3g}% of the valid pixels "
+                             f"instead of {threshold.parameter:g}%. Look at the scores, or choose an absolute "
+                             "threshold.")
         elif method == TOP_PERCENT and ties > 0:
             feedback.info(f"{ties} more pixel(s) score exactly the threshold, so the mask flags "
                           f"{mask.anomaly_pixels} (every pixel at the cut is kept).")

@@ -139,6 +139,7 @@ class RxAlgorithm(FersAlgorithm):
         if components and mode != self.LOCAL:
             feedback.warning("COMPONENTS applies to local RX (MODE 1) only: it is ignored in this mode.")
             components = None
+        outputs.check_polygons_memory(parameters, source, feedback)  # they run here, whatever the cluster
         if not cluster:  # on a Dask cluster the blocks use the workers' memory
             check_rx_run(source, common["bands"], common["block_mb"], mode == self.LOCAL, inner,
                          (variant[1] or 1) if variant else outer, feedback, variant=variant is not None,

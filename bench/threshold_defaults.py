@@ -5,10 +5,10 @@
 Scores the demo scene (`make demo`'s, written here when absent) and the shared real scenes with a ground truth
 with fers:detect's default (the bundled ensemble, fers_core.pipeline.ensemble.run_ensemble_detection with the
 default members and options) and with global RX, then, for each setting, thresholds the scores at the top percent
-(the product's own threshold_value: exact, ties at the cut flagged) and counts the 8-connected objects of at least
-the minimum size, the objects that touch a true anomaly, and the true anomalies (8-connected groups of ground-truth
-pixels) touched by an object. Real scenes: sums over the scenes, and the median of objects per scene. A
-description of the defaults' effect, never used to pick a model. Skips the real scenes with a message when
+(the product's own threshold_value: exact, ties at the cut flagged up to TIE_LIMIT x) and counts the 8-connected
+objects of at least the minimum size, the objects that touch a true anomaly, and the true anomalies (8-connected
+groups of ground-truth pixels) touched by an object. Real scenes: sums over the scenes, and the median of objects
+per scene. A description of the defaults' effect, never used to pick a model. Skips the real scenes with a message when
 ../shared is absent.
 """
 

@@ -833,6 +833,16 @@ def test_memory_guard_refuses_with_the_numbers(run_alg, tmp_path, model_file, li
 
 
 @pytest.mark.parametrize("algorithm", BOTH)
+def test_polygons_that_cannot_fit_are_refused_before_the_detector_runs(run_alg, tmp_path, model_file, little_memory,
+                                                                       algorithm):
+    source = sparse_raster(tmp_path / "big.tif", 12000, 12000, 3)  # 1,1xx MB of labels
+    refused(run_alg, algorithm, source, tmp_path, model_file,
+            r"Anomaly polygons of a 12000x12000 pixel mask needs about 1,1\d\d MB of memory but only 1,000 MB is "
+            r"available: leave out the anomaly polygons, or run on a smaller extent", {"big.tif"},
+            OUTPUT_POLYGONS=str(tmp_path / "out" / "objects.gpkg"))
+
+
+@pytest.mark.parametrize("algorithm", BOTH)
 def test_memory_guard_logs_the_numbers_when_the_run_fits(run_alg, tmp_path, model_file, little_memory, algorithm):
     source = write_cube(tmp_path / "cube.tif", cube(5))
     feedback = Recorder()

@@ -102,6 +102,21 @@ def test_a_saturated_area_tied_at_the_cut_does_not_flag_the_whole_raster(run_alg
                                                     "so only the 5 above it are flagged.")]
 
 
+def test_a_saturated_area_at_the_highest_score_is_flagged_with_a_warning(run_alg, tmp_path):
+    """150 pixels of one far-out spectrum hold the top score: no pixel lies above them, so all are flagged (a
+    detector cannot rank them), and the log warns that the mask is far larger than asked (10 pixels)."""
+    from .conftest import Recorder
+
+    cube = np.random.default_rng(3).normal(1000.0, 10.0, (3, 100, 100)).astype(np.float32)
+    cube[:, 20:30, 0:15] = np.array([1400.0, 700.0, 1300.0])[:, None, None]
+    source = write_cube(tmp_path / "saturated.tif", cube)
+    log = Recorder()
+    result = run_rx(run_alg, tmp_path, source, log, OUTPUT_MASK=str(tmp_path / "mask.tif"), THRESHOLD=0.1)
+    assert result["ANOMALY_PIXELS"] == 150
+    assert "150 pixels share the highest score (a saturated or constant area?), so the mask flags them all: 1.5% " \
+           "of the valid pixels instead of 0.1%. Look at the scores, or choose an absolute threshold." in log.warnings
+
+
 def targets_scene(tmp_path):
     """Gaussian background with three strong targets, masked out of the statistics."""
     cube = gaussian_cube(rows=30, cols=30, bands=4, seed=2)

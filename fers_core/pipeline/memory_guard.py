@@ -279,8 +279,9 @@ def available_memory_bytes():
 # The check
 
 
-def check_memory(estimate, feedback=None):
-    """Raise InputError when the estimate exceeds the available memory; log both numbers otherwise."""
+def check_memory(estimate, feedback=None, topic=""):
+    """Raise InputError when the estimate exceeds the available memory; log both numbers otherwise (`topic`: what
+    the log line is about, e.g. "the anomaly polygons", when it is not the run as a whole)."""
     feedback = feedback or Feedback()
     if os.environ.get(SKIP_VARIABLE, "").strip() not in ("", "0"):
         feedback.info(f"Memory check skipped ({SKIP_VARIABLE} is set); estimated need {megabytes(estimate.bytes)}.")
@@ -295,7 +296,8 @@ def check_memory(estimate, feedback=None):
             f"{estimate.what} needs about {megabytes(estimate.bytes)} of memory but only {megabytes(available)} "
             f"is available: {estimate.advice()}, or close other programs, then run again."
         )
-    feedback.info(f"Memory: about {megabytes(estimate.bytes)} needed, {megabytes(available)} available.")
+    about = f" for {topic}" if topic else ""
+    feedback.info(f"Memory{about}: about {megabytes(estimate.bytes)} needed, {megabytes(available)} available.")
 
 
 def check_rx_run(input_path, bands=None, block_mb=DEFAULT_BLOCK_MB, local=False, inner=5, outer=21, feedback=None,

@@ -6,8 +6,9 @@ MultiPolygon. Objects are numbered 1, 2, ... in raster order (top to bottom, the
 pixel) after dropping those smaller than `min_pixels`; the `id` field and the feature id (FID) are that number.
 Geometries and centroids lie where QGIS draws the mask's pixels (io.georeferencing: through the geotransform,
 the GCPs or RPCs, or at x = column, y = -row without georeferencing). The labelling holds the whole mask in
-memory (about 5 bytes per pixel), and the polygons are held once (GDAL's polygonization) and written one object
-at a time.
+memory as int32 labels (POLYGON_PIXEL_BYTES a pixel, whatever MEMORY_MB; the memory guard counts it); the outlines
+are traced by GDAL into a scratch layer of the output's temporary GeoPackage, on disk, and written from there one
+object at a time, so their number costs disk, not memory.
 """
 
 import os
@@ -17,19 +18,26 @@ import numpy as np
 from osgeo import gdal, gdal_array, ogr, osr
 from scipy import ndimage
 
-from ..errors import InputError, OutputError
+from ..errors import Cancelled, InputError, OutputError
 from ..feedback import Feedback, ProgressRange
-from ..io.atomic import AtomicOutput
+from ..io.atomic import AtomicOutput, Temporary
 from ..io.georeferencing import PIXEL_LINE, UNGEOREFERENCED, PixelToMap
 from ..io.reader import RasterReader
-from ..io.windows import DEFAULT_BLOCK_MB, Window
+from ..io.windows import DEFAULT_BLOCK_MB
 from ..io.writer import output_folder, quiet_destructors
 from .ground_area import GroundAreas
-from .postprocess import score_reader
+from .memory_guard import MemoryEstimate, check_memory
+from .postprocess import SCORE_PASS_BYTES, score_reader
 from .requests import check_polygons_path
 
 ogr.UseExceptions()
 
+POLYGON_PIXEL_BYTES = 8
+"""Bytes a mask pixel costs while its objects are labelled and traced: int32 labels, the bool anomaly pixels, a
+block of the mask as it is read, and GDAL's strip of the labels as it traces them (measured: 7 B)."""
+POLYGON_OBJECT_BYTES = 320
+"""Bytes an object costs: its attribute sums and GDAL's state while it traces (measured: 260 B)."""
+POLYGONS_TOPIC = "the anomaly polygons"
 POLYGON_FIELDS = ("id", "pixels", "area", "area_m2", "max_score", "mean_score", "centroid_x", "centroid_y")
 
 
@@ -60,29 +68,26 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
                 f"The mask is {mask.width}x{mask.height} pixels but the scores are {scores.width}x{scores.height}: "
                 "use the mask made from this score raster."
             )
-        whole = Window.whole(mask.height, mask.width)
-        data, valid = mask.read(whole, dtype=np.float32)
-        anomaly = valid & (data[0] != 0)
-        del data, valid
-        progress(0.1)
-        labels, found = ndimage.label(anomaly, structure=np.ones((3, 3), dtype=bool))
+        check_memory(estimate_polygons(mask.width, mask.height), Feedback())  # logged before the run
+        feedback.info(f"Polygons: labelling the connected anomalies of the {mask.width}x{mask.height} pixel mask.")
+        anomaly = _anomaly_pixels(mask, block_mb, ProgressRange(feedback, 0, 10))
+        labels = np.empty(anomaly.shape, dtype=np.int32)
+        found = ndimage.label(anomaly, structure=np.ones((3, 3), dtype=bool), output=labels)
         del anomaly
-        labels = labels.astype(np.int32, copy=False)
-        sizes = np.bincount(labels.ravel(), minlength=found + 1)
+        progress(0.15)
+        sizes = _object_sizes(labels, found)
         keep = sizes >= min_pixels
         keep[0] = False
-        renumber = np.zeros(found + 1, dtype=np.int32)
-        renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        labels = renumber[labels]
         objects = int(keep.sum())
+        if objects * POLYGON_OBJECT_BYTES > 64 * 2**20:  # the pixels' share was checked above
+            check_memory(estimate_polygons(mask.width, mask.height, objects), feedback, POLYGONS_TOPIC)
+        if objects < found:
+            _renumber(labels, keep, progress)
         progress(0.2)
         georeferencing = mask.georeferencing if mask.georeferencing.crs or not scores.georeferencing.crs \
             else scores.georeferencing
         placement = PixelToMap(georeferencing)
-        attributes = _object_attributes(labels, objects, scores, placement, block_mb, progress)
-        progress(0.6)
-        polygons = _Polygons(labels, objects, placement.geotransform)
-        del labels
+        attributes = _object_attributes(labels, objects, scores, placement, block_mb, ProgressRange(feedback, 20, 45))
         projection = placement.crs
         in_pixels = (placement.geotransform == UNGEOREFERENCED  # placed at x = column, y = -row
                      and placement.georeferencing.geotransform is None)
@@ -92,8 +97,8 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
         if placement.failure:
             feedback.warning(f"The mask's GCPs or RPCs cannot place its pixels ({placement.failure}): the polygons "
                              "are in pixel coordinates (x = column, y = -row), where QGIS draws such a raster.")
-    progress(0.8)
-    _write_geopackage(polygons_path, _features(attributes, polygons, placement, ground), projection)
+    feedback.info(f"Polygons: tracing and writing the outlines of {objects} object(s).")
+    _write_geopackage(polygons_path, labels, objects, attributes, placement, ground, feedback)
     progress(1.0)
     dropped = found - objects
     feedback.info(
@@ -101,6 +106,53 @@ def write_polygons(mask_path, score_path, polygons_path, min_pixels=1, feedback=
         + (f"; {dropped} smaller object(s) dropped." if dropped else ".")
     )
     return PolygonSummary(str(polygons_path), objects, dropped, int(sizes[keep].sum()))
+
+
+def estimate_polygons(width, height, objects=0):
+    """Peak memory of write_polygons on a width x height mask of `objects` objects (0: not known yet): its labels
+    and anomaly pixels, and a little per object (the outlines go to disk as they are traced)."""
+    pixels = int(width) * int(height)
+    parts = {"leave out the anomaly polygons, or run on a smaller extent": pixels * POLYGON_PIXEL_BYTES}
+    if objects:
+        parts["raise the threshold or MIN_OBJECT_PIXELS"] = int(objects) * POLYGON_OBJECT_BYTES
+    return MemoryEstimate(f"Anomaly polygons of a {width}x{height} pixel mask"
+                          + (f" with {objects} objects" if objects else ""), parts)
+
+
+def check_polygons_run(input_path, feedback=None):
+    """The memory check of the polygons of a run on `input_path`, before its detector runs (InputError when the
+    machine lacks the memory for the mask's labels)."""
+    with RasterReader(input_path, [1]) as reader:
+        estimate = estimate_polygons(reader.width, reader.height)
+    check_memory(estimate, feedback, POLYGONS_TOPIC)
+
+
+def _anomaly_pixels(mask, block_mb, progress):
+    """The mask's valid non-zero pixels as one bool array, read block by block (1 byte a pixel)."""
+    anomaly = np.zeros((mask.height, mask.width), dtype=bool)
+    windows = mask.windows(block_mb, SCORE_PASS_BYTES)
+    for index, window in enumerate(windows):
+        data, valid = mask.read(window, dtype=np.float32)
+        anomaly[window.slices()] = valid & (data[0] != 0)
+        progress((index + 1) / len(windows))
+    return anomaly
+
+
+def _object_sizes(labels, found, rows=1024):
+    """Pixels per label 0..found, counted a strip of rows at a time (bincount copies its input to int64)."""
+    sizes = np.zeros(found + 1, dtype=np.int64)
+    for row in range(0, labels.shape[0], rows):
+        sizes += np.bincount(labels[row:row + rows].ravel(), minlength=found + 1)
+    return sizes
+
+
+def _renumber(labels, keep, progress, rows=1024):
+    """Renumber the kept labels 1, 2, ... in place (dropped ones become 0), a strip of rows at a time."""
+    renumber = np.zeros(keep.size, dtype=np.int32)
+    renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    for row in range(0, labels.shape[0], rows):
+        labels[row:row + rows] = renumber[labels[row:row + rows]]
+        progress(0.15 + 0.05 * min(1.0, (row + rows) / labels.shape[0]))
 
 
 def _no_ground_area_note(projection, in_pixels=False):
@@ -121,24 +173,22 @@ def _object_attributes(labels, objects, scores, placement, block_mb, progress):
     score_sum = np.zeros(count)
     score_count = np.zeros(count, dtype=np.int64)
     score_max = np.full(count, -np.inf)
-    windows = scores.windows(block_mb)
+    windows = scores.windows(block_mb, SCORE_PASS_BYTES)
     for index, window in enumerate(windows):
         data, valid = scores.read(window)
         block_labels = labels[window.slices()]
-        r, c = np.nonzero(block_labels)
+        r, c = np.nonzero(block_labels)  # only the objects' pixels from here on
         ids = block_labels[r, c]
         pixels += np.bincount(ids, minlength=count)
         row_sum += np.bincount(ids, weights=r + (window.row + 0.5), minlength=count)
         col_sum += np.bincount(ids, weights=c + (window.col + 0.5), minlength=count)
-        use = valid & (block_labels > 0)
-        ids, values = block_labels[use], data[0][use]
+        use = valid[r, c]
+        ids, values = ids[use], data[0][r[use], c[use]]
+        del data, valid, r, c
         score_sum += np.bincount(ids, weights=values, minlength=count)
         score_count += np.bincount(ids, minlength=count)
-        present = np.unique(ids)
-        if present.size:
-            maxima = ndimage.maximum(data[0], np.where(use, block_labels, 0), present)
-            score_max[present] = np.maximum(score_max[present], maxima)
-        progress(0.2 + 0.4 * (index + 1) / len(windows))
+        np.maximum.at(score_max, ids, values)
+        progress((index + 1) / len(windows))
     gt = placement.geotransform
     pixel_area = abs(gt[1] * gt[5] - gt[2] * gt[4]) if gt is not None else None
     counted = np.maximum(pixels[1:], 1)
@@ -161,53 +211,6 @@ def _object_attributes(labels, objects, scores, placement, block_mb, progress):
     return rows()
 
 
-class _Polygons:
-    """The objects' polygons, from gdal.Polygonize with 8-connectivity (through the geotransform, else in pixel/line
-    coordinates), held once in an OGR memory layer and handed out one object at a time, so that memory holds no
-    second copy of them all."""
-
-    def __init__(self, labels, objects, geotransform):
-        raster = gdal_array.OpenArray(np.ascontiguousarray(labels, dtype=np.int32))  # no copy of the labels
-        raster.SetGeoTransform(geotransform or PIXEL_LINE)  # None: placed later, by GCPs or RPCs
-        band = raster.GetRasterBand(1)
-        self._memory = ogr.GetDriverByName("Memory").CreateDataSource("objects")
-        self._layer = self._memory.CreateLayer("objects", geom_type=ogr.wkbPolygon)
-        self._layer.CreateField(ogr.FieldDefn("id", ogr.OFTInteger))
-        gdal.Polygonize(band, band, self._layer, 0, ["8CONNECTED=8"])
-        band = raster = None
-        self._parts = {}  # id -> FIDs of its parts in the memory layer
-        for feature in self._layer:
-            self._parts.setdefault(feature.GetField(0), []).append(feature.GetFID())
-        missing = set(range(1, objects + 1)) - set(self._parts)
-        if missing:  # cannot happen with matching connectivity; a guard so ids never go silently missing
-            raise InputError(f"Polygonizing lost {len(missing)} object(s); please report this with the mask raster.")
-
-    def geometry(self, ident, placement):
-        """Object `ident`'s valid MultiPolygon where `placement` (a PixelToMap) puts its pixels on the map."""
-        geometry = ogr.Geometry(ogr.wkbMultiPolygon)
-        for fid in self._parts.pop(ident):
-            feature = self._layer.GetFeature(fid)
-            piece = feature.GetGeometryRef().Clone()
-            geometry.AddGeometry(piece if placement.geotransform else _placed(piece, placement))
-        gdal.PushErrorHandler("CPLQuietErrorHandler")
-        try:
-            if not geometry.IsValid():
-                geometry = geometry.MakeValid()
-            return ogr.ForceToMultiPolygon(geometry)
-        finally:
-            gdal.PopErrorHandler()
-
-
-def _features(attributes, polygons, placement, ground):
-    """(attribute row, geometry) of each object in id order, each geometry made when it is written."""
-    for row in attributes:
-        geometry = polygons.geometry(row["id"], placement)
-        if placement.geotransform is None:  # placed by GCPs or RPCs: pixels are no longer of one area
-            row["area"] = geometry.GetArea()
-        row["area_m2"] = ground.area(geometry)
-        yield row, geometry
-
-
 def _placed(polygon, placement):
     """A polygon in pixel/line coordinates moved onto the map, vertex by vertex, by a GCP or RPC transformer; edges
     are first cut at every pixel corner, so they follow a transform that is not affine instead of cutting chords."""
@@ -221,47 +224,72 @@ def _placed(polygon, placement):
     return polygon
 
 
-def _write_geopackage(path, features, projection):
+TRACED_LAYER = "outlines"  # the layer of the scratch GeoPackage that gdal.Polygonize fills
+PROGRESS_EVERY = 2000  # the most objects written between two progress reports (and cancel checks)
+
+
+def _write_geopackage(path, labels, objects, attributes, placement, ground, feedback):
+    """Trace the labels' outlines into a scratch GeoPackage beside the output (on disk, so memory holds none of
+    them; deleted at the end), then write one feature per object in id order, its parts merged into a valid
+    MultiPolygon."""
     path = str(path)
     output_folder(path)
     stem = os.path.splitext(os.path.basename(path))[0]
     output = AtomicOutput(path)  # unique to this run; its -wal/-shm files go with it
-    temp_path = output.path
     srs = None
-    if projection:
+    if placement.crs:
         srs = osr.SpatialReference()
-        srs.ImportFromWkt(projection)
+        srs.ImportFromWkt(placement.crs)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     try:
-        dataset = ogr.GetDriverByName("GPKG").CreateDataSource(temp_path)
+        dataset = ogr.GetDriverByName("GPKG").CreateDataSource(output.path)
     except RuntimeError as error:  # a full disk or a file-size limit, else a location SQLite cannot write
         failure = output.fail(error, path, always=False)
         raise failure or OutputError(f"Cannot create the polygons file '{path}' ({str(error).strip()}): choose an "
                                      "output location you can write to.") from None
+    scratch = None
     try:
+        scratch = _Scratch(path)
+        traced = _trace(scratch.dataset, labels, placement.geotransform, ProgressRange(feedback, 45, 65))
         layer = dataset.CreateLayer(stem or "objects", srs=srs, geom_type=ogr.wkbMultiPolygon,
                                     options=["FID=fid", "GEOMETRY_NAME=geom"])
         types = {"id": ogr.OFTInteger, "pixels": ogr.OFTInteger64}
         for name in POLYGON_FIELDS:
             layer.CreateField(ogr.FieldDefn(name, types.get(name, ogr.OFTReal)))
         definition = layer.GetLayerDefn()
+        progress = ProgressRange(feedback, 65, 97)
+        step = max(1, min(PROGRESS_EVERY, objects // 50))
         layer.StartTransaction()
-        for row, geometry in features:
-            feature = ogr.Feature(definition)
-            feature.SetFID(row["id"])
-            for name in POLYGON_FIELDS:
-                if row[name] is not None:
-                    feature.SetField(name, row[name])
-            feature.SetGeometry(geometry)
-            layer.CreateFeature(feature)
+        parts = scratch.dataset.ExecuteSQL(f'SELECT id, geom FROM "{traced}" ORDER BY id, fid')
+        try:
+            for row, geometry in _features(attributes, _grouped_parts(parts), placement, ground):
+                feature = ogr.Feature(definition)
+                feature.SetFID(row["id"])
+                for name in POLYGON_FIELDS:
+                    if row[name] is not None:
+                        feature.SetField(name, row[name])
+                feature.SetGeometry(geometry)
+                layer.CreateFeature(feature)
+                if row["id"] % step == 0:
+                    progress(row["id"] / objects)
+        finally:
+            dataset.ReleaseResultSet(parts)
         layer.CommitTransaction()
         if srs is None:  # GDAL writes srs_id 0, "Undefined geographic SRS": coordinates here are not degrees
             for table in ("gpkg_geometry_columns", "gpkg_contents"):
                 name = layer.GetName().replace("'", "''")
                 dataset.ExecuteSQL(f"UPDATE {table} SET srs_id = -1 WHERE table_name = '{name}'")
+        feedback.check_cancelled()
         dataset = None
+        _close(scratch)
         output.commit()
     except (RuntimeError, OSError) as error:
+        _close(scratch)
+        if feedback.is_cancelled():  # gdal.Polygonize stopped by its callback
+            with quiet_destructors():
+                dataset = None
+            output.remove()
+            raise Cancelled() from None
         grown = output.largest_file()  # before closing, which rolls the failed transaction back
         with quiet_destructors():  # closing a file whose write failed fails again
             dataset = None
@@ -270,7 +298,92 @@ def _write_geopackage(path, features, projection):
             raise
         raise failure from None
     except BaseException:
+        _close(scratch)
         with quiet_destructors():
             dataset = None
         output.remove()
         raise
+
+
+class _Scratch:
+    """A scratch GeoPackage beside the polygons' destination (a registered temporary: a failed or killed run's is
+    removed too), never committed."""
+
+    def __init__(self, destination):
+        self.temporary = Temporary(destination, purpose="outlines")
+        self.dataset = ogr.GetDriverByName("GPKG").CreateDataSource(self.temporary.path)
+
+
+def _close(scratch):
+    """Close and delete a _Scratch (None: nothing to do)."""
+    if scratch is not None:
+        with quiet_destructors():
+            scratch.dataset = None
+        scratch.temporary.remove()
+
+
+def _trace(dataset, labels, geotransform, progress):
+    """gdal.Polygonize of the labels with 8-connectivity into a scratch layer of `dataset` (through the
+    geotransform, else in pixel/line coordinates), indexed by id; the layer's name."""
+    def report(fraction, *_):
+        try:
+            progress(fraction)
+        except Cancelled:
+            return 0  # GDAL stops and raises; the caller sees the cancel
+        return 1
+
+    raster = gdal_array.OpenArray(np.ascontiguousarray(labels, dtype=np.int32))  # no copy of the labels
+    try:
+        raster.SetGeoTransform(geotransform or PIXEL_LINE)  # None: placed later, by GCPs or RPCs
+        band = raster.GetRasterBand(1)
+        layer = dataset.CreateLayer(TRACED_LAYER, geom_type=ogr.wkbPolygon, options=["SPATIAL_INDEX=NO"])
+        layer.CreateField(ogr.FieldDefn("id", ogr.OFTInteger))
+        layer.StartTransaction()
+        gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"], callback=report)
+        layer.CommitTransaction()
+        dataset.ExecuteSQL(f'CREATE INDEX "{TRACED_LAYER}_id" ON "{TRACED_LAYER}" (id)')
+        return TRACED_LAYER
+    finally:  # a failure's traceback must not keep the scratch file open after the caller deleted it
+        layer = band = raster = dataset = None
+
+
+def _grouped_parts(parts):
+    """(id, [polygons]) per object from rows ordered by id."""
+    ident, pieces = None, []
+    for feature in parts:
+        current = feature.GetField(0)
+        if current != ident and pieces:
+            yield ident, pieces
+            pieces = []
+        ident = current
+        pieces.append(feature.GetGeometryRef().Clone())
+    if pieces:
+        yield ident, pieces
+
+
+def _features(attributes, parts, placement, ground):
+    """(attribute row, geometry) of each object in id order, each geometry made from its parts when it is written."""
+    parts = iter(parts)
+    for row in attributes:
+        ident, pieces = next(parts, (None, None))
+        if ident != row["id"]:  # cannot happen with matching connectivity; a guard so ids never go silently astray
+            raise InputError(f"Polygonizing lost object {row['id']}; please report this with the mask raster.")
+        geometry = _multipolygon(pieces, placement)
+        if placement.geotransform is None:  # placed by GCPs or RPCs: pixels are no longer of one area
+            row["area"] = geometry.GetArea()
+        row["area_m2"] = ground.area(geometry)
+        yield row, geometry
+
+
+def _multipolygon(pieces, placement):
+    """A valid MultiPolygon of an object's traced parts where `placement` (a PixelToMap) puts its pixels."""
+    geometry = ogr.Geometry(ogr.wkbMultiPolygon)
+    for piece in pieces:
+        geometry.AddGeometry(piece if placement.geotransform else _placed(piece, placement))
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        if not geometry.IsValid():
+            geometry = geometry.MakeValid()
+        return ogr.ForceToMultiPolygon(geometry)
+    finally:
+        gdal.PopErrorHandler()

@@ -51,12 +51,13 @@ class Threshold:
     valid_pixels: int = None  # top percent only: valid pixels counted
     target_pixels: int = None  # top percent only: k, the rank of the cut
     tied_out: int = 0  # top percent only: pixels tied at the k-th score left out (too many to flag; see ties)
+    tied_score: float = None  # top percent only, with tied_out: the score they share (value is the next float32)
 
     def describe(self):
         if self.method == TOP_PERCENT and self.tied_out:
             return (f"top {self.parameter:g}% of {self.valid_pixels} valid pixels: {self.target_pixels} pixel(s) "
                     f"asked, but {self.tied_out} pixels tie at the cut, so only the scores above it are flagged "
-                    f"(score >= {self.value:.6g})")
+                    f"(score > {self.tied_score:.6g})")
         if self.method == TOP_PERCENT:
             return (f"top {self.parameter:g}% of {self.valid_pixels} valid pixels: {self.target_pixels} pixel(s), "
                     f"score >= {self.value:.6g}")
@@ -92,9 +93,10 @@ def threshold_value(score_path, method, threshold, n_features=None, feedback=Non
         if not n_features or int(n_features) < 1:
             raise InputError("A false-alarm-rate threshold needs the number of features (bands) the scores used.")
         return Threshold(float(chi2.isf(threshold / 100.0, int(n_features))), method, threshold)
+    passes = _Passes(ProgressRange(feedback, 0, 100))
     with score_reader(score_path) as reader:
-        result = _top_percent(reader, threshold, feedback, block_mb, max_in_memory)
-        return _without_mass_ties(reader, result, block_mb)
+        result = _top_percent(reader, threshold, passes, block_mb, max_in_memory)
+        return _without_mass_ties(reader, result, passes, block_mb)
 
 
 TIE_LIMIT = 10
@@ -102,20 +104,18 @@ TIE_LIMIT = 10
 (a saturated or constant area sharing one score): the pixels above the cut are flagged alone."""
 
 
-def _without_mass_ties(reader, result, block_mb):
+def _without_mass_ties(reader, result, passes, block_mb):
     """`result`, or when more than TIE_LIMIT x its target pixels score at least its cut and some score above it, a
     cut just above the tied score (the next float32), with the tied pixels counted in `tied_out`."""
     cut = np.float32(result.value)
     above = at_or_above = 0
-    for window in reader.windows(block_mb, SCORE_PASS_BYTES):
-        data, valid = reader.read(window)
-        scores = data[0][valid]
+    for scores in passes.scan(reader, reader.windows(block_mb, SCORE_PASS_BYTES)):
         above += int((scores > cut).sum())
         at_or_above += int((scores >= cut).sum())
     if at_or_above <= TIE_LIMIT * result.target_pixels or above == 0:
         return result
     result.value = float(np.nextafter(cut, np.float32(np.inf)))
-    result.tied_out = at_or_above - above
+    result.tied_out, result.tied_score = at_or_above - above, float(cut)
     return result
 
 
@@ -132,20 +132,28 @@ def _bin_index(values, lo, hi, bins):
     return np.clip(np.floor((values - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64)
 
 
-def _valid_scores(reader, windows, progress):
-    """Yield the valid scores of each block (one pass over the raster)."""
-    for index, window in enumerate(windows):
-        data, valid = reader.read(window)
-        yield data[0][valid]
-        progress((index + 1) / len(windows) * 0.99)
+class _Passes:
+    """Progress over passes of unknown number: pass i covers [1 - 2^-i, 1 - 2^-(i+1)) of the range, so it only
+    ever moves forward."""
+
+    def __init__(self, progress):
+        self._progress, self._done = progress, 0
+
+    def scan(self, reader, windows):
+        """Yield the valid scores of each block (one pass over the raster)."""
+        start, share = 1 - 0.5 ** self._done, 0.5 ** (self._done + 1)
+        self._done += 1
+        for index, window in enumerate(windows):
+            data, valid = reader.read(window)
+            yield data[0][valid]
+            self._progress(start + share * (index + 1) / len(windows))
 
 
-def _top_percent(reader, percent, feedback, block_mb, max_in_memory):
+def _top_percent(reader, percent, passes, block_mb, max_in_memory):
     windows = reader.windows(block_mb, SCORE_PASS_BYTES)
-    progress = ProgressRange(feedback, 0, 100)
     collect = reader.pixel_count <= max_in_memory
     total, lo, hi, kept = 0, np.inf, -np.inf, []
-    for block in _valid_scores(reader, windows, progress):  # pass 1: count and range
+    for block in passes.scan(reader, windows):  # pass 1: count and range
         total += block.size
         if block.size:
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
@@ -163,7 +171,7 @@ def _top_percent(reader, percent, feedback, block_mb, max_in_memory):
             return result
         histogram = np.zeros(_HISTOGRAM_BINS, dtype=np.int64)
         low, high = np.inf, -np.inf
-        for block in _valid_scores(reader, windows, progress):  # narrowing pass: histogram of the candidates
+        for block in passes.scan(reader, windows):  # narrowing pass: histogram of the candidates
             block = block[_members(block, predicates)]
             if block.size:
                 histogram += np.bincount(_bin_index(block, lo, hi, _HISTOGRAM_BINS), minlength=_HISTOGRAM_BINS)
@@ -180,7 +188,7 @@ def _top_percent(reader, percent, feedback, block_mb, max_in_memory):
         lo, hi = lo + chosen * width, lo + (chosen + 1) * width
         if histogram[chosen] <= max_in_memory or not hi > lo:
             values = np.concatenate([block[_members(block, predicates)]
-                                     for block in _valid_scores(reader, windows, progress)])
+                                     for block in passes.scan(reader, windows)])
     rank = k - above  # 1-based rank from the top among the candidates
     result.value = float(np.partition(values, values.size - rank)[values.size - rank])
     return result

@@ -199,3 +199,24 @@ def test_score_percentiles_ignore_nodata(scores):
     valid = values[(values != NODATA) & np.isfinite(values)]
     low, high = score_percentiles(path, [2, 98])
     np.testing.assert_allclose([low, high], np.percentile(valid, [2, 98]), rtol=1e-6)
+
+
+def test_top_percent_progress_only_moves_forward_over_its_passes(tmp_path):
+    """The narrowing passes (forced here by a tiny in-memory limit) and the ties pass each add to the progress;
+    each pass used to restart from zero."""
+    from fers.fers_core.feedback import Feedback
+
+    class Progress(Feedback):
+        def __init__(self):
+            self.values = []
+
+        def set_progress(self, percent):
+            self.values.append(percent)
+
+    values = np.random.default_rng(5).random((300, 300)).astype(np.float32)  # several 1 MB blocks
+    path = write_cube(tmp_path / "scores.tif", values)
+    progress = Progress()
+    result = threshold_value(path, TOP_PERCENT, 1.0, feedback=progress, block_mb=1, max_in_memory=50)
+    assert result.value == kth_highest(values.ravel(), 1.0)
+    assert len(progress.values) > 3 and progress.values == sorted(progress.values), progress.values
+    assert progress.values[-1] <= 100
