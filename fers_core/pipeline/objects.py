@@ -7,8 +7,8 @@ pixel) after dropping those smaller than `min_pixels`; the `id` field and the fe
 Geometries and centroids lie where QGIS draws the mask's pixels (io.georeferencing: through the geotransform,
 the GCPs or RPCs, or at x = column, y = -row without georeferencing). The labelling holds the whole mask in
 memory as int32 labels (POLYGON_PIXEL_BYTES a pixel, whatever MEMORY_MB; the memory guard counts it); the outlines
-are traced by GDAL into a scratch layer of the output's temporary GeoPackage, on disk, and written from there one
-object at a time, so their number costs disk, not memory.
+are traced by GDAL into a scratch GeoPackage beside the output, on disk (deleted at the end), and written from there
+one object at a time, so their number costs disk, not memory.
 """
 
 import os
@@ -114,7 +114,7 @@ def estimate_polygons(width, height, objects=0):
     pixels = int(width) * int(height)
     parts = {"leave out the anomaly polygons, or run on a smaller extent": pixels * POLYGON_PIXEL_BYTES}
     if objects:
-        parts["raise the threshold or MIN_OBJECT_PIXELS"] = int(objects) * POLYGON_OBJECT_BYTES
+        parts["raise THRESHOLD or MIN_PIXELS"] = int(objects) * POLYGON_OBJECT_BYTES
     return MemoryEstimate(f"Anomaly polygons of a {width}x{height} pixel mask"
                           + (f" with {objects} objects" if objects else ""), parts)
 
