@@ -187,8 +187,15 @@ def _check_fields(content, path):
     for key in ("preprocessing", "architecture", "provenance", "state_dicts"):
         if not isinstance(content[key], dict):
             raise ModelFileError(f"The '{key}' entry of {path} is not a dictionary; the file is damaged.")
+    steps = [key for key in content["preprocessing"] if key not in DEFAULT_PREPROCESSING]
+    if steps:  # a step this version does not know would be skipped silently
+        raise ModelFileError(
+            f"{path} asks for the preprocessing step '{steps[0]}', which this version of FERS does not know (it "
+            f"applies {', '.join(DEFAULT_PREPROCESSING)} only): use a FERS version that reads this model, or export "
+            "it again."
+        )
     unknown = {key: value for key, value in content["preprocessing"].items()
-               if key in DEFAULT_PREPROCESSING and value != DEFAULT_PREPROCESSING[key]}
+               if value != DEFAULT_PREPROCESSING[key]}
     if unknown:  # detection applies DEFAULT_PREPROCESSING only: another would be misapplied silently
         key, value = next(iter(unknown.items()))
         raise ModelFileError(

@@ -185,6 +185,16 @@ def test_a_preprocessing_this_version_does_not_apply_is_refused(saved):
         load_model(rewrite(path, content))
 
 
+def test_a_preprocessing_step_this_version_does_not_know_is_refused(saved):
+    """An extra step (a model made by a later version, say) would be skipped silently."""
+    path, content = saved
+    content["preprocessing"] = {**content["preprocessing"], "spectral_smoothing": "savgol_7"}
+    with pytest.raises(ModelFileError, match="asks for the preprocessing step 'spectral_smoothing', which this "
+                                             "version of FERS does not know \\(it applies band_mapping, scaling "
+                                             "only\\)"):
+        load_model(rewrite(path, content))
+
+
 def test_plain_torch_file_that_is_not_a_model(tmp_path):
     path = rewrite(tmp_path / "weights.pt", {"weight": torch.zeros(3)})
     with pytest.raises(ModelFileError, match="not a FERS model file"):
