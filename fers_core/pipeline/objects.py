@@ -273,7 +273,7 @@ def _write_geopackage(path, labels, objects, attributes, placement, ground, feed
                 if row["id"] % step == 0:
                     progress(row["id"] / objects)
         finally:
-            dataset.ReleaseResultSet(parts)
+            scratch.dataset.ReleaseResultSet(parts)
         layer.CommitTransaction()
         if srs is None:  # GDAL writes srs_id 0, "Undefined geographic SRS": coordinates here are not degrees
             for table in ("gpkg_geometry_columns", "gpkg_contents"):
@@ -281,15 +281,8 @@ def _write_geopackage(path, labels, objects, attributes, placement, ground, feed
                 dataset.ExecuteSQL(f"UPDATE {table} SET srs_id = -1 WHERE table_name = '{name}'")
         feedback.check_cancelled()
         dataset = None
-        _close(scratch)
         output.commit()
     except (RuntimeError, OSError) as error:
-        _close(scratch)
-        if feedback.is_cancelled():  # gdal.Polygonize stopped by its callback
-            with quiet_destructors():
-                dataset = None
-            output.remove()
-            raise Cancelled() from None
         grown = output.largest_file()  # before closing, which rolls the failed transaction back
         with quiet_destructors():  # closing a file whose write failed fails again
             dataset = None
@@ -298,11 +291,12 @@ def _write_geopackage(path, labels, objects, attributes, placement, ground, feed
             raise
         raise failure from None
     except BaseException:
-        _close(scratch)
         with quiet_destructors():
             dataset = None
         output.remove()
         raise
+    finally:
+        _close(scratch)
 
 
 class _Scratch:
@@ -325,11 +319,14 @@ def _close(scratch):
 def _trace(dataset, labels, geotransform, progress):
     """gdal.Polygonize of the labels with 8-connectivity into a scratch layer of `dataset` (through the
     geotransform, else in pixel/line coordinates), indexed by id; the layer's name."""
+    stopped = []
+
     def report(fraction, *_):
         try:
             progress(fraction)
         except Cancelled:
-            return 0  # GDAL stops and raises; the caller sees the cancel
+            stopped.append(True)
+            return 0  # GDAL stops and raises a RuntimeError, turned back into the cancel below
         return 1
 
     raster = gdal_array.OpenArray(np.ascontiguousarray(labels, dtype=np.int32))  # no copy of the labels
@@ -339,7 +336,12 @@ def _trace(dataset, labels, geotransform, progress):
         layer = dataset.CreateLayer(TRACED_LAYER, geom_type=ogr.wkbPolygon, options=["SPATIAL_INDEX=NO"])
         layer.CreateField(ogr.FieldDefn("id", ogr.OFTInteger))
         layer.StartTransaction()
-        gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"], callback=report)
+        try:
+            gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"], callback=report)
+        except RuntimeError:
+            if stopped:
+                raise Cancelled() from None
+            raise
         layer.CommitTransaction()
         dataset.ExecuteSQL(f'CREATE INDEX "{TRACED_LAYER}_id" ON "{TRACED_LAYER}" (id)')
         return TRACED_LAYER
